@@ -1,0 +1,157 @@
+"""The ``autocompress`` command line.
+
+Exit codes: 0 done, 2 bad input (spec, paths, checkpoint, data), 3 failed,
+130 interrupted. Errors a user can cause print one clear message, never a traceback
+(``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from autocompress import __version__
+from autocompress.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutocompressError, SpecError
+
+log = logging.getLogger("autocompress")
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="autocompress")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Constraint-driven compression search for Spiking Vision Transformers."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path))
+def validate(spec_file: Path) -> None:
+    """Check a constraint spec; print `ok`, or every error (exit 2)."""
+    from autocompress.spec import load_spec
+
+    load_spec(spec_file)
+    click.echo("ok")
+
+
+@cli.command()
+@click.option("--indent", default=2, show_default=True, help="JSON indentation.")
+def schema(indent: int) -> None:
+    """Print the JSON Schema of a constraint spec."""
+    from autocompress.spec import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(), indent=indent))
+
+
+@cli.command("train-reference")
+@click.argument("name_or_spec", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the reference models and whether they are trained.")
+@click.option("--force", is_flag=True, help="Train again even when a cached model exists.")
+def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) -> None:
+    """Train a reference model (by NAME, or the one a SPEC names as reference:NAME)."""
+    from autocompress.reference.recipes import REFERENCES
+    from autocompress.reference.train import ensure_reference, reference_metadata, reference_path, train_reference
+    from autocompress.spec import REFERENCE_PREFIX, load_spec
+
+    if list_only or name_or_spec is None:
+        for name, recipe in sorted(REFERENCES.items()):
+            meta = reference_metadata(name)
+            state = f"trained, {meta['test_accuracy']:.2f} % test accuracy" if meta else "not trained"
+            click.echo(f"{name}: {recipe.description} [{state}] {reference_path(name)}")
+        return
+    name = name_or_spec
+    if name not in REFERENCES:
+        if not Path(name).exists():
+            raise click.BadParameter(f"'{name}' is neither a reference model ({', '.join(REFERENCES)}) nor a spec file")
+        checkpoint = load_spec(name).model.checkpoint or ""
+        if not checkpoint.startswith(REFERENCE_PREFIX):
+            raise click.BadParameter(f"the spec {name} does not name a reference model (model.checkpoint: reference:NAME)")
+        name = checkpoint[len(REFERENCE_PREFIX):]
+    if force:
+        train_reference(name, say=_say)
+    else:
+        path = ensure_reference(name, say=_say)
+        meta = reference_metadata(name)
+        click.echo(f"reference model '{name}': {meta['test_accuracy']:.2f} % test accuracy, checkpoint {path}")
+
+
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(spec_file: Path, as_json: bool) -> None:
+    """Evaluate the spec's (uncompressed) model: top-1 accuracy and footprint.
+
+    A reference model named by the spec (reference:NAME) is trained first if it is
+    not cached yet.
+    """
+    from autocompress.engine import Session
+    from autocompress.spec import load_spec
+
+    spec = load_spec(spec_file)
+    session = Session.open(spec, progress=not as_json, say=_say)
+    for note in session.data.notes:
+        _say(f"note: {note}")
+    result = session.evaluate(progress=not as_json)
+    footprint = session.footprint()
+    if as_json:
+        click.echo(json.dumps({
+            "spec": spec.name, "model": spec.model.family, "checkpoint": session.checkpoint,
+            "device": str(session.device), "data": session.data.description,
+            "evaluation": result.to_dict(), "footprint_bytes": footprint,
+        }, indent=2))
+        return
+    click.echo(f"spec:          {spec.name}")
+    click.echo(f"model:         {spec.model.family} ({spec.model.checkpoint or 'no checkpoint'})")
+    click.echo(f"checkpoint:    {session.checkpoint}")
+    click.echo(f"data:          {session.data.description}")
+    click.echo(f"device:        {session.device}")
+    click.echo(f"test accuracy: {result.accuracy:.2f} % top-1 ({result.correct}/{result.total} images, {result.seconds:.1f} s)")
+    if result.skipped:
+        click.echo(f"skipped:       {len(result.skipped)} unreadable images (first: {result.skipped[0]})")
+    click.echo(f"footprint:     {footprint} bytes ({footprint / 2**20:.3f} MiB, parameters and buffers at their stored dtype)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; turn errors into messages and exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="autocompress", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except SpecError as error:
+        if debug:
+            raise
+        _say(f"error: {error}")
+        return error.exit_code
+    except AutocompressError as error:
+        if debug:
+            raise
+        _say(f"error: {error}")
+        return error.exit_code
+    except Exception as error:  # a bug or an environment failure: say so, exit 3
+        if debug:
+            raise
+        _say(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Validation data and calibration batches for the spec's data set."""
+
+from __future__ import annotations
+
+from autocompress.data._common import DataBundle, balanced_subset, collate_skipping
+
+__all__ = ["DataBundle", "balanced_subset", "collate_skipping", "load_data"]
+
+
+def load_data(data) -> DataBundle:
+    """The :class:`DataBundle` for a validated ``spec.data``."""
+    calibration = data.calibration
+    if data.dataset == "digits":
+        from autocompress.data.digits import load_digits_bundle
+
+        return load_digits_bundle(data.image_size, calibration.size, calibration.seed, data.validation.limit)
+    if data.dataset == "imagefolder":
+        from autocompress.data.imagefolder import load_imagefolder_bundle
+
+        return load_imagefolder_bundle(
+            data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit, calibration.root
+        )
+    if data.dataset == "cifar10":
+        from autocompress.data.cifar10 import load_cifar10_bundle
+
+        return load_cifar10_bundle(data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit)
+    raise ValueError(f"unknown dataset {data.dataset!r}")  # unreachable: the spec validates it

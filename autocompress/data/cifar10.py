@@ -1,0 +1,134 @@
+"""CIFAR-10 from a local folder (nothing is downloaded).
+
+``data.root`` holds either the binary release ``cifar-10-batches-bin/`` (read
+directly, preferred) or the Python release ``cifar-10-batches-py/``. The Python
+release is a set of pickles; autocompress never unpickles a file a user could have
+written, so those files are first checked against the official release's MD5 sums
+(the ones torchvision checks) and then read with an unpickler that only admits
+numpy arrays. Validation is the test batch; the calibration batch comes from the
+first training batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from autocompress.data._common import DataBundle, Item, balanced_subset
+from autocompress.errors import DataError
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+RECORD_BYTES = 1 + 3 * 32 * 32
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % RECORD_BYTES:
+        raise DataError(f"{path}: not a CIFAR-10 binary batch (size {raw.size} bytes is not a multiple of {RECORD_BYTES})")
+    records = raw.reshape(-1, RECORD_BYTES)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise DataError(f"{path}: not a CIFAR-10 binary batch (label {labels.max()} > 9)")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    payload = path.read_bytes()
+    digest = hashlib.md5(payload).hexdigest()
+    if digest != OFFICIAL_MD5[path.name]:
+        raise DataError(
+            f"{path}: not the official CIFAR-10 Python release (MD5 {digest}); autocompress does not "
+            "unpickle other files. Use the official archive, or the binary release (cifar-10-batches-bin)."
+        )
+    try:
+        entry = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="bytes").load()
+        data, labels = entry[b"data"], entry[b"labels"]
+    except Exception as error:
+        raise DataError(f"{path}: cannot read this CIFAR-10 batch: {error}") from None
+    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _batch_reader(root: Path):
+    """``read(name)`` for the release found under ``root``, or a DataError naming the layout."""
+    binary, python = root / "cifar-10-batches-bin", root / "cifar-10-batches-py"
+    if (binary / "test_batch.bin").is_file():
+        return lambda name: _read_binary_batch(binary / f"{name}.bin")
+    if (python / "test_batch").is_file():
+        return lambda name: _read_python_batch(python / name)
+    raise DataError(
+        f"data.root: no CIFAR-10 under {root}: expected {binary}/test_batch.bin (binary release) or "
+        f"{python}/test_batch (Python release). Nothing is downloaded: unpack the archive there."
+    )
+
+
+class CIFARDataset(Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int):
+        self.images, self.labels, self.image_size = images, labels, image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Item:
+        return to_tensor(self.images[index : index + 1], self.image_size)[0], int(self.labels[index]), ""
+
+
+def to_tensor(images: np.ndarray, image_size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
+    if image_size != 32:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    return (x - torch.tensor(CIFAR_MEAN).view(1, -1, 1, 1)) / torch.tensor(CIFAR_STD).view(1, -1, 1, 1)
+
+
+def load_cifar10_bundle(root: Path, image_size: int, calibration_size: int, calibration_seed: int, limit: int | None) -> DataBundle:
+    read = _batch_reader(root)
+    test_x, test_y = read("test_batch")
+    try:
+        train_x, train_y = read("data_batch_1")
+        source = "from the training split"
+    except FileNotFoundError:
+        # no training batch: take the calibration slice from the test batch and exclude it
+        index = balanced_subset(test_y, calibration_size, calibration_seed)
+        keep = np.setdiff1d(np.arange(len(test_y)), index)
+        train_x, train_y, test_x, test_y = test_x[index], test_y[index], test_x[keep], test_y[keep]
+        source = "sliced from the test split and excluded from validation"
+    calib = balanced_subset(train_y, calibration_size, calibration_seed)
+    if limit is not None:
+        keep = balanced_subset(test_y, limit, calibration_seed)
+        test_x, test_y = test_x[keep], test_y[keep]
+    return DataBundle(
+        validation=CIFARDataset(test_x, test_y, image_size),
+        calibration=to_tensor(train_x[calib], image_size),
+        calibration_labels=torch.from_numpy(train_y[calib]),
+        num_classes=10,
+        description=f"cifar10 {root}: {len(test_y)} test images at {image_size}x{image_size}; calibration {len(calib)} {source}",
+    )

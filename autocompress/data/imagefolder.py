@@ -1,0 +1,121 @@
+"""Image folders in the ImageNet validation layout: ``root/<class>/<image>``.
+
+Classes are the sub-folder names in sorted order (as torchvision's ImageFolder
+numbers them). Unreadable images are reported by file name, skipped, and counted in
+the evaluation result; they never stop an evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from autocompress.data._common import DataBundle, Item, balanced_subset, log
+from autocompress.data._transforms import evaluation_transform
+from autocompress.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
+
+
+def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, samples)`` of an image folder; samples are ``(path, class_index)``."""
+    if not root.is_dir():
+        raise DataError(f"data.root: {root} is not a folder; give the validation folder (root/<class>/<image>)")
+    found = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not found:
+        raise DataError(
+            f"data.root: {root} has no class sub-folders; the expected layout is root/<class>/<image> "
+            "(ImageNet's validation set sorted into one folder per class)"
+        )
+    classes = classes or found
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [
+        (str(path), index[name])
+        for name in found if name in index
+        for path in sorted((root / name).iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    if not samples:
+        raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
+    return classes, samples
+
+
+def read_image(path: str, image_size: int) -> torch.Tensor | None:
+    """The transformed image, or None (logged with the file name) when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return evaluation_transform(image, image_size)
+    except Exception as error:  # PIL raises many kinds for a broken file
+        log.warning("skipping unreadable image %s: %s", path, error)
+        return None
+
+
+class ImageFolderDataset(Dataset):
+    def __init__(self, samples: list[tuple[str, int]], image_size: int):
+        self.samples, self.image_size = samples, image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Item:
+        path, label = self.samples[index]
+        return read_image(path, self.image_size), label, path
+
+
+def _load_batch(samples: list[tuple[str, int]], image_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    images, labels, skipped = [], [], []
+    for path, label in samples:
+        image = read_image(path, image_size)
+        if image is None:
+            skipped.append(path)
+        else:
+            images.append(image)
+            labels.append(label)
+    if not images:
+        raise DataError("no calibration image could be read; see the warnings above for the files")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), skipped
+
+
+def load_imagefolder_bundle(
+    root: Path, image_size: int, calibration_size: int, calibration_seed: int,
+    limit: int | None, calibration_root: Path | None = None,
+) -> DataBundle:
+    classes, samples = scan_image_folder(root)
+    labels = np.array([label for _, label in samples])
+    notes: list[str] = []
+    if calibration_root is not None:
+        _, calib_pool = scan_image_folder(calibration_root, classes)
+        pool_labels = np.array([label for _, label in calib_pool])
+        calib_samples = [calib_pool[i] for i in balanced_subset(pool_labels, calibration_size, calibration_seed)]
+        source = f"from {calibration_root}"
+    else:
+        if calibration_size >= len(samples):
+            raise DataError(
+                f"data.calibration.size {calibration_size} leaves no validation images out of {len(samples)} "
+                f"in {root}; lower it or give data.calibration.root"
+            )
+        calib_index = balanced_subset(labels, calibration_size, calibration_seed)
+        calib_samples = [samples[i] for i in calib_index]
+        keep = np.setdiff1d(np.arange(len(samples)), calib_index)
+        samples, labels = [samples[i] for i in keep], labels[keep]
+        source = "sliced from the validation folder and excluded from validation"
+    if limit is not None:
+        samples = [samples[i] for i in balanced_subset(labels, limit, calibration_seed)]
+    calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size)
+    if skipped:
+        notes.append(f"{len(skipped)} unreadable calibration images skipped: {', '.join(skipped[:5])}")
+    return DataBundle(
+        validation=ImageFolderDataset(samples, image_size),
+        calibration=calibration,
+        calibration_labels=calibration_labels,
+        num_classes=len(classes),
+        description=(
+            f"imagefolder {root}: {len(samples)} validation images, {len(classes)} classes, "
+            f"{image_size}x{image_size}; calibration {len(calibration_labels)} {source}"
+        ),
+        notes=notes,
+    )

@@ -1,0 +1,58 @@
+"""A spec made concrete: the model with its weights, the data, the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from autocompress.compress import baseline_footprint
+from autocompress.data import DataBundle, load_data
+from autocompress.engine.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
+from autocompress.errors import CheckpointError
+from autocompress.models import SViT, create_model, load_checkpoint
+from autocompress.spec import REFERENCE_PREFIX, Spec
+
+
+def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool = False,
+                       say: Callable[[str], None] = print) -> str | None:
+    """The checkpoint file of a spec; a ``reference:`` model is trained on first use."""
+    checkpoint = spec.model.checkpoint
+    if checkpoint is None or not checkpoint.startswith(REFERENCE_PREFIX):
+        return checkpoint
+    from autocompress.reference.train import ensure_reference, reference_path
+
+    name = checkpoint[len(REFERENCE_PREFIX):]
+    if not train_missing and not reference_path(name).is_file():
+        raise CheckpointError(f"model.checkpoint: reference model '{name}' is not trained yet; run `autocompress train-reference {name}`")
+    return str(ensure_reference(name, progress=progress, say=say))
+
+
+@dataclass
+class Session:
+    spec: Spec
+    model: SViT
+    data: DataBundle
+    device: torch.device
+    checkpoint: str | None
+
+    @classmethod
+    def open(cls, spec: Spec, *, progress: bool = False, say: Callable[[str], None] = print) -> Session:
+        device = resolve_device(spec.execution.device)
+        checkpoint = resolve_checkpoint(spec, progress=progress, say=say)
+        model = create_model(spec.model)
+        if checkpoint is not None:
+            load_checkpoint(model.net, checkpoint)
+        else:
+            say("warning: model.checkpoint is not set; the model has untrained (random) weights")
+        return cls(spec=spec, model=model.to(device), data=load_data(spec.data), device=device, checkpoint=checkpoint)
+
+    def evaluate(self, model: SViT | None = None, *, progress: bool = False) -> EvaluationResult:
+        return evaluate_accuracy(
+            model or self.model, self.data, batch_size=self.spec.data.batch_size,
+            workers=self.spec.data.workers, device=self.device, progress=progress,
+        )
+
+    def footprint(self) -> int:
+        return baseline_footprint(self.model)

@@ -1,0 +1,53 @@
+"""Errors a user can cause, each with the exit code the CLI turns it into.
+
+Anything derived from :class:`UserInputError` is bad input (a spec, a path, a
+checkpoint, a data folder) and exits 2; the message always names what is wrong and
+how to fix it. :class:`AutocompressError` alone is a failure of the job itself
+(exit 3).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class AutocompressError(Exception):
+    """A failure of the job itself (not of its input)."""
+
+    exit_code = EXIT_FAILED
+
+
+class UserInputError(AutocompressError):
+    """Bad input that the user can fix; the message says how."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class SpecError(UserInputError):
+    """A constraint spec that cannot be read or does not validate.
+
+    ``issues`` holds one ``(field_path, message)`` pair per problem, so callers
+    (the CLI, the HTTP service) can list every error, not only the first.
+    """
+
+    def __init__(self, source: str, issues: list[tuple[str, str]]):
+        self.source = source
+        self.issues = issues
+        lines = [f"{source}: {len(issues)} error{'s' if len(issues) != 1 else ''}"]
+        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in issues]
+        super().__init__("\n".join(lines))
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+class DataError(UserInputError):
+    """A data set that is absent or laid out wrongly."""
+
+
+class ModelError(UserInputError):
+    """A model that cannot be built from the spec (bad factory, bad arguments)."""

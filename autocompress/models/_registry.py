@@ -1,0 +1,104 @@
+"""Model families, registered by name and built by one :func:`create_model`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Callable
+
+from torch import nn
+
+from autocompress.errors import ModelError
+from autocompress.models._spikingjelly import BaseNode
+from autocompress.models.svit import SViT
+
+# family name -> builder taking the validated model spec, returning the bare network
+_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_family(name: str) -> Callable:
+    """Register a builder ``(model_spec) -> nn.Module`` under a family name."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _FAMILIES:
+            raise ValueError(f"model family {name!r} is already registered")
+        _FAMILIES[name] = builder
+        return builder
+
+    return decorate
+
+
+def family_names() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def create_model(model_spec) -> SViT:
+    """Build the (untrained) SViT a spec's ``model`` section describes."""
+    family = model_spec.family
+    if family not in _FAMILIES:
+        raise ModelError(f"model.family: no builder registered for {family!r}; known: {', '.join(family_names())}")
+    net = _FAMILIES[family](model_spec)
+    args = model_spec.args if isinstance(model_spec.args, dict) else model_spec.args.model_dump()
+    model = SViT(net, family, args, time_steps=getattr(model_spec, "time_steps", None))
+    if not model.spiking_neurons():
+        raise ModelError(
+            f"model: the {family} model has no SpikingJelly neuron layers; autocompress needs them "
+            "(spikingjelly.activation_based.neuron) to measure membrane-potential drift"
+        )
+    return model.eval()
+
+
+@register_family("spikformer")
+def _spikformer(model_spec) -> nn.Module:
+    from spikingjelly.activation_based.model import Spikformer
+
+    a = model_spec.args
+    return Spikformer(
+        T=a.T, in_channels=a.in_channels, img_size_h=a.image_size, img_size_w=a.image_size,
+        patch_size=a.patch_size, num_classes=a.num_classes, embed_dims=a.embed_dims,
+        num_heads=a.num_heads, mlp_ratio=a.mlp_ratio, depths=a.depths,
+    )
+
+
+@register_family("spike_driven_transformer")
+def _spike_driven_transformer(model_spec) -> nn.Module:
+    from spikingjelly.activation_based.model import SpikeDrivenTransformer
+
+    a = model_spec.args
+    return SpikeDrivenTransformer(
+        T=a.T, in_channels=a.in_channels, num_classes=a.num_classes, embed_dims=a.embed_dims,
+        num_heads=a.num_heads, depths=a.depths, mlp_ratio=a.mlp_ratio, pooling_stat=a.pooling_stat,
+    )
+
+
+def import_factory(path: str) -> Callable[..., nn.Module]:
+    """Import ``package.module:function``; the working directory is importable too."""
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelError(f"model.factory: cannot import module '{module_name}' ({error}); is it installed or in the working directory?") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ModelError(f"model.factory: module '{module_name}' has no callable '{attribute}'")
+    return factory
+
+
+@register_family("custom")
+def _custom(model_spec) -> nn.Module:
+    factory = import_factory(model_spec.factory)
+    try:
+        net = factory(**model_spec.args)
+    except TypeError as error:
+        raise ModelError(f"model.args: the factory {model_spec.factory} does not accept these arguments: {error}") from None
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"model.factory: {model_spec.factory} returned {type(net).__name__}, not a torch.nn.Module")
+    if not any(isinstance(m, BaseNode) for m in net.modules()):
+        raise ModelError(
+            f"model.factory: the model from {model_spec.factory} has no SpikingJelly neurons "
+            "(spikingjelly.activation_based.neuron.BaseNode subclasses)"
+        )
+    return net

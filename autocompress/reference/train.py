@@ -1,0 +1,152 @@
+"""Train, cache and look up the reference models of :mod:`autocompress.reference.recipes`.
+
+A reference model is trained once per machine and cached under
+``$AUTOCOMPRESS_CACHE/references`` (default ``~/.cache/autocompress``): the state
+dict ``NAME.pt`` and ``NAME.json`` with the recipe, the accuracy reached and the
+training time. Files are written atomically, so an interrupted training leaves no
+half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import TypeAdapter
+
+from autocompress.data._common import DataBundle, TensorImageDataset
+from autocompress.engine.evaluation import evaluate_accuracy
+from autocompress.models import create_model
+from autocompress.reference.recipes import ReferenceRecipe, get_recipe
+from autocompress.spec import ModelSpec
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("AUTOCOMPRESS_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "autocompress"
+
+
+def reference_path(name: str) -> Path:
+    return cache_dir() / "references" / f"{name}.pt"
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _training_data(recipe: ReferenceRecipe) -> tuple[torch.Tensor, torch.Tensor, DataBundle]:
+    if recipe.dataset != "digits":
+        raise NotImplementedError(f"reference training on {recipe.dataset}")
+    from autocompress.data.digits import NUM_CLASSES, digits_split
+
+    train_x, train_y, test_x, test_y = digits_split(recipe.image_size)
+    test = DataBundle(TensorImageDataset(test_x, test_y), test_x[:0], test_y[:0], NUM_CLASSES, "digits test split")
+    return train_x, train_y, test
+
+
+def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``max_shift`` pixels, padding with the background value."""
+    if max_shift <= 0:
+        return batch
+    size = batch.shape[-1]
+    padded = F.pad(batch, [max_shift] * 4, value=float(batch.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(batch), 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+    """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata."""
+    from autocompress.models._spikingjelly import functional
+
+    recipe = get_recipe(name)
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    model_spec = TypeAdapter(ModelSpec).validate_python({"family": recipe.family, "args": recipe.args})
+    model = create_model(model_spec)
+    train_x, train_y, test = _training_data(recipe)
+    steps_per_epoch = -(-len(train_y) // recipe.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
+    )
+    say(f"training reference model '{name}': {recipe.description}; {recipe.epochs} epochs on {len(train_y)} images")
+    start = time.perf_counter()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(), console=Console(stderr=True), disable=not progress, transient=True,
+    )
+    with bar:
+        task = bar.add_task("train", total=recipe.epochs, loss=float("nan"))
+        for epoch in range(recipe.epochs):
+            model.train()
+            order = torch.randperm(len(train_y), generator=generator)
+            total_loss = 0.0
+            for step in range(steps_per_epoch):
+                index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+                images = _shift(train_x[index], recipe.max_shift, generator)
+                loss = F.cross_entropy(model(images), train_y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item() * len(index)
+            functional.reset_net(model.net)
+            bar.update(task, advance=1, loss=total_loss / len(train_y))
+    seconds = time.perf_counter() - start
+    model.eval()
+    result = evaluate_accuracy(model, test, batch_size=256)
+    metadata = {
+        "name": name,
+        "test_accuracy": result.accuracy,
+        "test_images": result.total,
+        "train_images": len(train_y),
+        "train_seconds": round(seconds, 1),
+        "recipe": recipe.to_dict(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
+    }
+    path = reference_path(name)
+    _atomic_write(path, lambda tmp: torch.save(model.net.state_dict(), tmp))
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(metadata, indent=2)))
+    say(f"reference model '{name}': test accuracy {result.accuracy:.2f} % after {seconds:.0f} s; cached at {path}")
+    if result.accuracy < recipe.min_accuracy:
+        say(f"warning: '{name}' reached {result.accuracy:.2f} %, below the recipe's target of {recipe.min_accuracy} %")
+    return metadata
+
+
+def reference_metadata(name: str) -> dict | None:
+    path = reference_path(name).with_suffix(".json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> Path:
+    """The cached checkpoint of reference ``name``, trained first when it is missing."""
+    get_recipe(name)
+    path = reference_path(name)
+    if not path.is_file() or reference_metadata(name) is None:
+        train_reference(name, progress=progress, say=say)
+    return path

@@ -1,0 +1,630 @@
+"""The constraint spec: what a user asks autocompress to do.
+
+A spec is a YAML or JSON document validated by the pydantic models below. Unknown
+keys are errors (a typo must never be silently ignored), and every error names the
+field path, the bad value and what is allowed. Relative paths in a spec are
+resolved against the folder of the spec file, so a spec means the same thing from
+any working directory; validated specs hold absolute paths.
+
+``load_spec(path)`` reads and validates a file; ``validate_spec(data, base_dir)``
+validates an already-parsed mapping (the HTTP service uses this);
+``spec_json_schema()`` is the JSON Schema that editors and the service validate
+against.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from autocompress.errors import SpecError
+
+__all__ = [
+    "BITS_CHOICES",
+    "REFERENCE_PREFIX",
+    "Spec",
+    "load_spec",
+    "read_spec_file",
+    "spec_json_schema",
+    "validate_spec",
+]
+
+REFERENCE_PREFIX = "reference:"
+BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo, *, must_exist: bool, kind: str) -> Path | None:
+    """Make ``value`` absolute against the spec's folder; check it exists when asked."""
+    if value is None:
+        return None
+    context = info.context or {}
+    base_dir = Path(context.get("base_dir") or Path.cwd())
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_absolute():
+        path = base_dir / path
+    path = Path(os.path.normpath(path))
+    if must_exist and context.get("check_paths", True):
+        if not path.exists():
+            raise ValueError(
+                f"{kind} not found: {path} (given as '{value}'; relative paths are read "
+                f"from the spec's folder {base_dir})"
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- model
+
+
+class _ModelBase(_Strict):
+    checkpoint: str | None = Field(
+        default=None,
+        description=(
+            "State-dict checkpoint of the trained model (loaded with weights only), or "
+            "'reference:NAME' for a reference model autocompress trains itself on "
+            "embedded data (see `autocompress train-reference --list`)."
+        ),
+    )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.startswith(REFERENCE_PREFIX):
+            return value
+        path = _resolve_path(Path(value), info, must_exist=True, kind="checkpoint file")
+        if path.is_dir():
+            raise ValueError(f"checkpoint {path} is a folder; give the path of a .pt state-dict file")
+        return str(path)
+
+
+class SpikformerArgs(_Strict):
+    """Arguments of SpikingJelly's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
+
+    T: PositiveInt = Field(4, description="time steps")
+    in_channels: PositiveInt = 3
+    image_size: PositiveInt = 224
+    patch_size: Literal[4, 16] = 16
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    mlp_ratio: PositiveFloat = 4.0
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> SpikformerArgs:
+        if self.embed_dims % self.num_heads:
+            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by num_heads {self.num_heads}")
+        if self.embed_dims % 8:
+            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+        return self
+
+
+class SpikeDrivenTransformerArgs(_Strict):
+    """Arguments of SpikingJelly's ``SpikeDrivenTransformer`` (defaults: SDT-8-384)."""
+
+    T: PositiveInt = Field(4, description="time steps")
+    in_channels: PositiveInt = 3
+    image_size: PositiveInt = 224
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 384
+    num_heads: PositiveInt = 8
+    mlp_ratio: PositiveFloat = 4.0
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+    pooling_stat: Annotated[str, Field(pattern=r"^[01]{4}$")] = Field(
+        "1111", description="which of the four stem stages downsample by 2 ('1') or not ('0')"
+    )
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> SpikeDrivenTransformerArgs:
+        if self.embed_dims % self.num_heads:
+            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by num_heads {self.num_heads}")
+        if self.embed_dims % 8:
+            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+        return self
+
+
+class SpikformerModel(_ModelBase):
+    family: Literal["spikformer"]
+    args: SpikformerArgs = Field(default_factory=SpikformerArgs)
+
+
+class SpikeDrivenTransformerModel(_ModelBase):
+    family: Literal["spike_driven_transformer"]
+    args: SpikeDrivenTransformerArgs = Field(default_factory=SpikeDrivenTransformerArgs)
+
+
+class CustomModel(_ModelBase):
+    """A user model: ``factory`` is ``package.module:function`` returning an ``nn.Module``
+    whose spiking neurons are SpikingJelly neurons."""
+
+    family: Literal["custom"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = Field(
+        description="import path of the model factory, 'package.module:function'"
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    time_steps: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "when set, images [N,C,H,W] are repeated to [T,N,C,H,W] before the model is "
+            "called; leave unset when the model repeats them itself"
+        ),
+    )
+
+
+ModelSpec = Annotated[
+    Union[SpikformerModel, SpikeDrivenTransformerModel, CustomModel],
+    Field(discriminator="family"),
+]
+
+# --------------------------------------------------------------------------- data
+
+
+class ValidationSpec(_Strict):
+    limit: PositiveInt | None = Field(
+        default=None,
+        description="evaluate on at most this many images (a class-balanced subset, seeded)",
+    )
+
+
+class CalibrationSpec(_Strict):
+    size: PositiveInt = Field(64, description="images in the calibration batch used by the proxy")
+    seed: int = 0
+    root: Path | None = Field(
+        default=None,
+        description=(
+            "imagefolder only: a folder (same layout) to draw the calibration batch from, "
+            "e.g. ImageNet's train folder; without it a slice of the validation folder is "
+            "used and excluded from validation"
+        ),
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=True, kind="calibration folder")
+
+
+class DataSpec(_Strict):
+    dataset: Literal["digits", "imagefolder", "cifar10"] = "digits"
+    root: Path | None = Field(
+        default=None,
+        description=(
+            "imagefolder: the validation folder (root/<class>/<image>); cifar10: the folder "
+            "holding cifar-10-batches-py or cifar-10-batches-bin; digits: not used"
+        ),
+    )
+    image_size: PositiveInt | None = Field(
+        default=None, description="input resolution; default 16 (digits), 32 (cifar10), 224 (imagefolder)"
+    )
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    batch_size: PositiveInt = 128
+    workers: NonNegativeInt = Field(0, description="data-loading worker processes")
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=True, kind="data root")
+
+    @model_validator(mode="after")
+    def _dataset_fits(self) -> DataSpec:
+        if self.dataset == "digits" and self.root is not None:
+            raise ValueError("dataset 'digits' is bundled with scikit-learn and takes no root; remove data.root")
+        if self.dataset != "digits" and self.root is None:
+            raise ValueError(f"dataset '{self.dataset}' needs data.root, the local folder that holds it")
+        if self.calibration.root is not None and self.dataset != "imagefolder":
+            raise ValueError("data.calibration.root is only used with dataset 'imagefolder'")
+        if self.image_size is None:
+            self.image_size = {"digits": 16, "cifar10": 32, "imagefolder": 224}[self.dataset]
+        return self
+
+
+# --------------------------------------------------------------------------- constraints
+
+
+class AccuracyConstraint(_Strict):
+    max_drop: float = Field(
+        ge=0,
+        description="largest allowed top-1 accuracy drop: points (absolute) or percent of the baseline (relative)",
+    )
+    kind: Literal["absolute", "relative"] = "absolute"
+
+    @model_validator(mode="after")
+    def _relative_is_percent(self) -> AccuracyConstraint:
+        if self.kind == "relative" and self.max_drop > 100:
+            raise ValueError(f"a relative max_drop is a percent of the baseline accuracy (0-100), got {self.max_drop}")
+        return self
+
+
+class MemoryConstraint(_Strict):
+    min_saving: float | None = Field(
+        default=None, ge=0, lt=1, description="fraction of the FP32 footprint to save, e.g. 0.8"
+    )
+    max_bytes: PositiveInt | None = Field(default=None, description="largest allowed footprint in bytes")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> MemoryConstraint:
+        if self.min_saving is None and self.max_bytes is None:
+            raise ValueError("give min_saving (a fraction, e.g. 0.8) and/or max_bytes")
+        return self
+
+
+class ConstraintsSpec(_Strict):
+    accuracy: AccuracyConstraint
+    memory: MemoryConstraint
+
+
+# --------------------------------------------------------------------------- space
+
+
+class SpaceSpec(_Strict):
+    file: Path | None = Field(
+        default=None, description="a search_spaces/*.yaml file; inline choices below override its choices"
+    )
+    granularity: Literal["network", "stage", "block", "layer"] = "block"
+    search: Literal["joint", "prune", "quantize"] = Field(
+        "joint", description="search pruning and quantization together, or one alone"
+    )
+    prune_rates: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(
+        default=None, description="allowed structured-pruning rates per unit, e.g. [0, 0.25, 0.5]"
+    )
+    bits: list[Literal[BITS_CHOICES]] | None = Field(  # type: ignore[valid-type]
+        default=None, description="allowed weight bit-widths per unit; 32 means unquantized"
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=True, kind="search-space file")
+
+    @field_validator("prune_rates", "bits")
+    @classmethod
+    def _non_empty_sorted(cls, value: list | None) -> list | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one choice, or leave the key out")
+            value = sorted(set(value))
+        return value
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+class _StrategyBase(_Strict):
+    seed: int = 0
+
+
+class PrioritizedStrategy(_StrategyBase):
+    """PrimeSVT: sensitivity per unit, then prune largest-first under the constraints."""
+
+    name: Literal["prioritized"]
+    sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+
+class GreedyStrategy(_StrategyBase):
+    """AQ4SViT-Greedy generalised to pruning and quantization."""
+
+    name: Literal["greedy"]
+
+
+class BeamStrategy(_StrategyBase):
+    """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
+
+    name: Literal["beam"]
+    beam_width: PositiveInt = 4
+
+
+class TPEStrategy(_StrategyBase):
+    """Optuna's TPE sampler over the space."""
+
+    name: Literal["tpe"]
+    n_startup_trials: PositiveInt = 10
+
+
+class NSGA2Strategy(_StrategyBase):
+    """Optuna's NSGA-II, multi-objective over accuracy and memory."""
+
+    name: Literal["nsga2"]
+    population_size: Annotated[int, Field(ge=2)] = 20
+
+
+class RandomStrategy(_StrategyBase):
+    """Uniform sampling: the baseline every other strategy is measured against."""
+
+    name: Literal["random"]
+
+
+StrategySpec = Annotated[
+    Union[PrioritizedStrategy, GreedyStrategy, BeamStrategy, TPEStrategy, NSGA2Strategy, RandomStrategy],
+    Field(discriminator="name"),
+]
+
+# --------------------------------------------------------------------------- the rest
+
+
+def _auto_or_non_negative(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"must be 'auto' or a number >= 0 (got {value!r})")
+    return float(value)
+
+
+class ProxySpec(_Strict):
+    metric: Literal["membrane_drift"] = "membrane_drift"
+    threshold: Annotated[Literal["auto"] | Annotated[float, Field(ge=0)], BeforeValidator(_auto_or_non_negative)] = Field(
+        "auto", description="gate threshold on the drift: a number, or 'auto' to calibrate it online"
+    )
+    enabled: bool = Field(True, description="false sends every candidate to full evaluation (no gate)")
+
+
+class BudgetSpec(_Strict):
+    max_full_evaluations: PositiveInt = 60
+    max_hours: PositiveFloat | None = None
+
+
+class ExecutionSpec(_Strict):
+    workers: NonNegativeInt = Field(0, description="evaluation workers; 0 evaluates in the driver process")
+    ray_address: str | None = Field(
+        default=None, description="null starts a local Ray; 'auto' or 'host:port' joins a cluster"
+    )
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = Field(
+        "auto", description="auto picks CUDA when present"
+    )
+
+
+class OutputSpec(_Strict):
+    run_dir: Path | None = Field(default=None, description="where the run is stored; default runs/<name> beside the spec")
+
+    @field_validator("run_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=False, kind="run folder")
+
+
+class Spec(_Strict):
+    """A constraint spec: the model, the data, the constraints, and how to search."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)] = Field(
+        description="run name: letters, digits, '.', '_' and '-'"
+    )
+    model: ModelSpec
+    data: DataSpec = Field(default_factory=DataSpec)
+    constraints: ConstraintsSpec
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    strategy: StrategySpec = Field(default_factory=lambda: GreedyStrategy(name="greedy"))
+    proxy: ProxySpec = Field(default_factory=ProxySpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _model_fits_data(self, info: ValidationInfo) -> Spec:
+        args = self.model.args
+        if isinstance(args, (SpikformerArgs, SpikeDrivenTransformerArgs)):
+            if args.image_size != self.data.image_size:
+                raise ValueError(
+                    f"model.args.image_size {args.image_size} differs from data.image_size "
+                    f"{self.data.image_size}; make them equal"
+                )
+            if self.data.dataset == "digits" and args.in_channels != 1:
+                raise ValueError(f"the digits images have 1 channel; set model.args.in_channels: 1 (got {args.in_channels})")
+            if self.data.dataset == "digits" and args.num_classes != 10:
+                raise ValueError(f"the digits data set has 10 classes; set model.args.num_classes: 10 (got {args.num_classes})")
+        checkpoint = self.model.checkpoint
+        if checkpoint and checkpoint.startswith(REFERENCE_PREFIX):
+            from autocompress.reference.recipes import check_reference_fits
+
+            check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self)
+        if self.output.run_dir is None:
+            base_dir = Path((info.context or {}).get("base_dir") or Path.cwd())
+            self.output.run_dir = Path(os.path.normpath(base_dir / "runs" / self.name))
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys (the last one would silently win)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}'", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_spec_text(text: str, source: str, *, fmt: Literal["yaml", "json"] = "yaml") -> dict[str, Any]:
+    """Parse spec text (YAML is a superset of JSON) into a mapping, or raise SpecError."""
+    try:
+        if fmt == "json":
+            data = json.loads(text)
+        else:
+            stream = io.StringIO(text)
+            stream.name = source  # YAML error marks name the file
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)
+    except json.JSONDecodeError as error:
+        raise SpecError(source, [("", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")]) from None
+    except yaml.YAMLError as error:
+        raise SpecError(source, [("", f"not valid YAML: {error}")]) from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise SpecError(source, [("", f"a spec is a mapping of sections (name, model, data, ...); this file is {kind}")])
+    return data
+
+
+def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a spec file (``.json`` as JSON, anything else as YAML) into a mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), [("", "spec file not found")]) from None
+    except IsADirectoryError:
+        raise SpecError(str(path), [("", "is a folder; give the path of a .yaml or .json spec file")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(str(path), [("", f"cannot read the spec file: {error}")]) from None
+    return parse_spec_text(text, str(path), fmt="json" if path.suffix.lower() == ".json" else "yaml")
+
+
+def validate_spec(
+    data: dict[str, Any], *, base_dir: str | os.PathLike | None = None, source: str = "spec", check_paths: bool = True
+) -> Spec:
+    """Validate a parsed spec. Relative paths resolve against ``base_dir``; with
+    ``check_paths`` the files and folders it names must exist."""
+    context = {"base_dir": Path(base_dir or Path.cwd()).resolve(), "check_paths": check_paths}
+    try:
+        return Spec.model_validate(data, context=context)
+    except ValidationError as error:
+        raise SpecError(source, format_validation_errors(error)) from None
+
+
+def load_spec(path: str | os.PathLike, *, check_paths: bool = True) -> Spec:
+    """Read and validate a spec file; raise :class:`SpecError` listing every problem."""
+    path = Path(path)
+    data = read_spec_file(path)
+    return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a spec, as a dict."""
+    schema = Spec.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "autocompress constraint spec"
+    return schema
+
+
+# --------------------------------------------------------------------------- error messages
+
+# Discriminated unions put the tag into the error location (model.spikformer.args...);
+# users never wrote that tag as a key, so it is dropped from the printed path.
+_UNION_TAGS = {
+    "model": {"spikformer", "spike_driven_transformer", "custom"},
+    "strategy": {"prioritized", "greedy", "beam", "tpe", "nsga2", "random"},
+}
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold (through Annotated, Optional, Union)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin is Union or str(origin) == "types.UnionType":
+        return [t for arg in get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class at ``loc`` (a raw pydantic error location), if any."""
+    current: list[Any] = [Spec]
+    for part in loc:
+        candidates = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+        nxt: list[Any] = []
+        for model in candidates:
+            if part in model.model_fields:
+                nxt += _unwrap(model.model_fields[part].annotation)
+        if not nxt:
+            # a union tag selects the member whose Literal name/family equals it
+            tagged = [
+                t for t in current
+                if isinstance(t, type) and issubclass(t, BaseModel)
+                and any(part in get_args(f.annotation) for k, f in t.model_fields.items() if k in ("name", "family"))
+            ]
+            if not tagged:
+                return None
+            nxt = tagged
+        current = nxt
+    models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+# Members of a plain union appear in locations as labels like "float" or
+# "literal['auto']"; they are not keys the user wrote.
+_UNION_MEMBER_LABEL = re.compile(r"^(float|int|str|bool|none)$|[\[\]'-]")
+
+
+def _format_path(loc: tuple) -> str:
+    parts = [p for p in loc if isinstance(p, int) or not _UNION_MEMBER_LABEL.search(str(p))]
+    if len(parts) >= 2 and parts[0] in _UNION_TAGS and parts[1] in _UNION_TAGS[parts[0]]:
+        del parts[1]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_validation_errors(error: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into ``(field_path, message)`` pairs a user can act on."""
+    issues: list[tuple[str, str]] = []
+    for item in error.errors(include_url=False):
+        loc, kind, ctx = tuple(item["loc"]), item["type"], item.get("ctx") or {}
+        value = item.get("input")
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            message = f"unknown key '{loc[-1]}'"
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+            if allowed:
+                message += f" Allowed keys: {', '.join(allowed)}"
+        elif kind == "missing":
+            message = "required key is missing"
+        elif kind == "union_tag_invalid":
+            field = "family" if loc and loc[0] == "model" else "name"
+            message = f"'{ctx.get('tag')}' is not a known {loc[0] if loc else ''} {field}; allowed: {ctx.get('expected_tags')}"
+            loc = loc + (field,)
+        elif kind == "union_tag_not_found":
+            message = f"required key '{ctx.get('discriminator', '').strip(chr(39))}' is missing; allowed values: {', '.join(sorted(_UNION_TAGS.get(loc[0], [])))}"
+        elif kind == "literal_error":
+            message = f"{_short(value)} is not allowed; allowed: {ctx.get('expected')}"
+        elif kind in ("value_error", "assertion_error"):
+            message = str(ctx.get("error", item["msg"]))
+        else:
+            message = f"{item['msg']} (got {_short(value)})"
+        path = _format_path(loc)
+        if issues and issues[-1][0] == path:  # one line per field: a union's members say "or"
+            issues[-1] = (path, f"{issues[-1][1]}; or {message}")
+        else:
+            issues.append((path, message))
+    return issues
