@@ -1,0 +1,113 @@
+"""The command line as a user drives it: output, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import torch
+import yaml
+
+from autocompress.cli import main
+from autocompress.models import create_model
+from autocompress.spec import validate_spec
+from conftest import DEMO_SPEC, REPO, make_spec_data, write_spec
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m autocompress ARGS`` in a fresh process, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "autocompress", *args], capture_output=True, text=True,
+        timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_validate_demo_prints_ok():
+    done = run_cli("validate", str(DEMO_SPEC))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("batch_size: 128", "batchsize: 128", "data.batchsize"),
+        ("max_drop: 1.5", "max_drop: -0.5", "constraints.accuracy.max_drop"),
+        ("name: beam, beam_width: 4", "name: hillclimb", "strategy.name"),
+        ("checkpoint: reference:digits-spikformer", "checkpoint: weights/missing.pt", "model.checkpoint"),
+    ],
+)
+def test_validate_bad_spec_exits_2_naming_the_field(tmp_path, old, new, field):
+    text = DEMO_SPEC.read_text()
+    assert old in text
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(old, new))
+    done = run_cli("validate", str(path))
+    assert done.returncode == 2
+    assert f"  {field}: " in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_schema_is_json_the_demo_validates_against():
+    done = run_cli("schema")
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    jsonschema.validate(yaml.safe_load(DEMO_SPEC.read_text()), schema)
+
+
+@pytest.fixture
+def tiny_checkpointed_spec(tmp_path):
+    data = make_spec_data(**{"model.checkpoint": "tiny.pt"})
+    torch.manual_seed(0)
+    model = create_model(validate_spec(make_spec_data(), base_dir=tmp_path).model)
+    torch.save(model.net.state_dict(), tmp_path / "tiny.pt")
+    return write_spec(tmp_path, data)
+
+
+def test_evaluate_prints_accuracy_and_footprint(tiny_checkpointed_spec, capsys):
+    assert main(["evaluate", str(tiny_checkpointed_spec)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"test accuracy: \d+\.\d\d % top-1 \(\d+/40 images", out)
+    assert re.search(r"footprint: +\d+ bytes", out)
+
+
+def test_evaluate_json(tiny_checkpointed_spec, capsys):
+    assert main(["evaluate", str(tiny_checkpointed_spec), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["evaluation"]["total"] == 40
+    assert result["footprint_bytes"] > 0 and result["model"] == "spikformer"
+
+
+def test_evaluate_with_mismatched_checkpoint_exits_2(tmp_path, capsys):
+    wide = validate_spec(make_spec_data(**{"model.args.embed_dims": 32}), base_dir=tmp_path)
+    torch.save(create_model(wide.model).net.state_dict(), tmp_path / "wide.pt")
+    spec_path = write_spec(tmp_path, make_spec_data(**{"model.checkpoint": "wide.pt"}))
+    assert main(["evaluate", str(spec_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "patch_embed.stages.0.conv_bn.block.0.weight" in err
+
+
+def test_train_reference_list(capsys):
+    assert main(["train-reference", "--list"]) == 0
+    assert "digits-spikformer: " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_command_trains_once_and_reaches_95_percent(isolated_cache):
+    """The README's demo: train the reference on first use, then reuse the cache."""
+    first = run_cli("evaluate", str(DEMO_SPEC))
+    assert first.returncode == 0, first.stderr
+    assert "training reference model 'digits-spikformer'" in first.stderr
+    accuracy = float(re.search(r"test accuracy: (\d+\.\d+) %", first.stdout).group(1))
+    assert accuracy >= 95.0
+    assert re.search(r"footprint: +\d+ bytes", first.stdout)
+    assert (isolated_cache / "references" / "digits-spikformer.pt").is_file()
+    second = run_cli("evaluate", str(DEMO_SPEC))
+    assert second.returncode == 0
+    assert "training reference model" not in second.stderr
+    assert f"test accuracy: {accuracy:.2f} %" in second.stdout

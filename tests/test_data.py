@@ -1,0 +1,161 @@
+"""Data sets: the digits default, image folders (ImageNet layout) and CIFAR-10."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autocompress.data import balanced_subset, load_data
+from autocompress.data.cifar10 import RECORD_BYTES
+from autocompress.data.digits import digits_split
+from autocompress.engine import evaluate_accuracy
+from autocompress.errors import DataError
+from autocompress.models import create_model
+from autocompress.spec import validate_spec
+from conftest import make_spec_data
+
+
+def test_digits_split_is_fixed_and_real():
+    train_x, train_y, test_x, test_y = digits_split(16)
+    assert train_x.shape == (1437, 1, 16, 16) and test_x.shape == (360, 1, 16, 16)
+    assert set(test_y.tolist()) == set(range(10))
+    again = digits_split.__wrapped__(16)
+    assert torch.equal(again[2], test_x) and torch.equal(again[3], test_y)
+
+
+def test_digits_calibration_comes_from_train(tmp_path):
+    spec = validate_spec(make_spec_data(**{"data.calibration.size": 30, "data.validation.limit": None}), base_dir=tmp_path)
+    bundle = load_data(spec.data)
+    assert bundle.calibration.shape == (30, 1, 16, 16)
+    assert len(bundle.validation) == 360
+    train_x = digits_split(16)[0]
+    # every calibration image is one of the training images
+    matches = (bundle.calibration[:, None] == train_x[None]).flatten(2).all(-1).any(1)
+    assert bool(matches.all())
+    assert sorted(np.bincount(bundle.calibration_labels.numpy()).tolist())[0] == 3  # 30 over 10 classes
+
+
+def test_balanced_subset_spreads_over_classes():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 5)
+    chosen = balanced_subset(labels, 12, seed=3)
+    assert len(chosen) == 12 and len(set(chosen)) == 12
+    assert np.bincount(labels[chosen]).tolist() == [4, 4, 4]
+    assert np.array_equal(chosen, balanced_subset(labels, 12, seed=3))
+    assert np.bincount(labels[balanced_subset(labels, 30, seed=0)]).tolist() == [13, 12, 5]
+
+
+def make_image_folder(root: Path, classes=("ant", "bee", "cat"), per_class: int = 6, corrupt: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(40 + c, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"img_{i}.png")
+    for i in range(corrupt):
+        (root / classes[0] / f"broken_{i}.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def imagefolder_spec(tmp_path, root, **overrides):
+    data = make_spec_data(**{
+        "model.args.in_channels": 3, "model.args.image_size": 32, "model.args.num_classes": 3,
+        "data.dataset": "imagefolder", "data.root": str(root), "data.image_size": 32,
+        "data.calibration.size": 3, "data.validation.limit": None, "data.batch_size": 4, **overrides,
+    })
+    return validate_spec(data, base_dir=tmp_path)
+
+
+def test_imagefolder_evaluation_skips_and_reports_unreadable_images(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "val")
+    train = make_image_folder(tmp_path / "train", corrupt=0)
+    spec = imagefolder_spec(tmp_path, root, **{"data.calibration.root": str(train)})
+    bundle = load_data(spec.data)
+    assert bundle.num_classes == 3
+    assert bundle.calibration.shape == (3, 3, 32, 32)
+    assert len(bundle.validation) == 19  # 18 images and the broken file
+    torch.manual_seed(0)
+    result = evaluate_accuracy(create_model(spec.model), bundle, batch_size=4)
+    broken = str(root / "ant" / "broken_0.jpg")
+    assert result.total == 18 and result.skipped == [broken]
+    assert any(broken in record.getMessage() for record in caplog.records)
+
+
+def test_imagefolder_calibration_slice_is_excluded_from_validation(tmp_path):
+    root = make_image_folder(tmp_path / "val", corrupt=0)
+    bundle = load_data(imagefolder_spec(tmp_path, root, **{"data.calibration.size": 6}).data)
+    validation = {path for path, _ in bundle.validation.samples}
+    assert len(validation) == 12
+    # the six calibration images are the ones missing from validation, two per class
+    missing = {str(p) for p in root.rglob("*.png")} - validation
+    assert len(missing) == 6 and {Path(p).parent.name for p in missing} == {"ant", "bee", "cat"}
+
+
+def test_imagefolder_separate_calibration_root_and_limit(tmp_path):
+    val = make_image_folder(tmp_path / "val", corrupt=0)
+    train = make_image_folder(tmp_path / "train", corrupt=0)
+    spec = imagefolder_spec(tmp_path, val, **{"data.calibration.root": str(train), "data.validation.limit": 9})
+    bundle = load_data(spec.data)
+    assert len(bundle.validation) == 9
+    assert np.bincount([label for _, label in bundle.validation.samples]).tolist() == [3, 3, 3]
+    assert "from" in bundle.description and str(train) in bundle.description
+
+
+def test_imagefolder_without_class_folders_is_a_clear_error(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(flat / "a.png")
+    with pytest.raises(DataError, match="no class sub-folders"):
+        load_data(imagefolder_spec(tmp_path, flat).data)
+
+
+def write_cifar_binary(folder: Path, n_test: int = 40, n_train: int = 60) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for name, n in [("test_batch", n_test), ("data_batch_1", n_train)]:
+        records = rng.integers(0, 256, size=(n, RECORD_BYTES), dtype=np.uint8)
+        records[:, 0] = np.arange(n) % 10
+        records.tofile(folder / f"{name}.bin")
+
+
+def cifar_spec(tmp_path, root, **overrides):
+    data = make_spec_data(**{
+        "model.args.in_channels": 3, "model.args.image_size": 32, "data.dataset": "cifar10",
+        "data.root": str(root), "data.image_size": 32, "data.validation.limit": None,
+        "data.calibration.size": 20, **overrides,
+    })
+    return validate_spec(data, base_dir=tmp_path)
+
+
+def test_cifar10_binary_release(tmp_path):
+    write_cifar_binary(tmp_path / "cifar" / "cifar-10-batches-bin")
+    spec = cifar_spec(tmp_path, tmp_path / "cifar")
+    bundle = load_data(spec.data)
+    assert len(bundle.validation) == 40 and bundle.calibration.shape == (20, 3, 32, 32)
+    assert np.bincount(bundle.calibration_labels.numpy()).tolist() == [2] * 10
+    result = evaluate_accuracy(create_model(spec.model), bundle, batch_size=16)
+    assert result.total == 40
+
+
+def test_cifar10_absent_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no CIFAR-10 under .*cifar-10-batches-bin.*Nothing is downloaded"):
+        load_data(cifar_spec(tmp_path, tmp_path / "empty").data)
+
+
+def test_cifar10_python_release_is_only_unpickled_when_official(tmp_path, capsys):
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(DataError, match="not the official CIFAR-10 Python release"):
+        load_data(cifar_spec(tmp_path, tmp_path / "cifar").data)
+    assert "this must never run" not in capsys.readouterr().out
