@@ -100,6 +100,14 @@ class _ModelBase(_Strict):
         return str(path)
 
 
+def _check_embedding(embed_dims: int, num_heads: int) -> None:
+    """Both SpikingJelly SViT families split embed_dims over heads and over the stem's /8 stage."""
+    if embed_dims % num_heads:
+        raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+    if embed_dims % 8:
+        raise ValueError(f"embed_dims {embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+
+
 class SpikformerArgs(_Strict):
     """Arguments of SpikingJelly's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
 
@@ -115,10 +123,7 @@ class SpikformerArgs(_Strict):
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> SpikformerArgs:
-        if self.embed_dims % self.num_heads:
-            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by num_heads {self.num_heads}")
-        if self.embed_dims % 8:
-            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+        _check_embedding(self.embed_dims, self.num_heads)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         return self
@@ -141,10 +146,7 @@ class SpikeDrivenTransformerArgs(_Strict):
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> SpikeDrivenTransformerArgs:
-        if self.embed_dims % self.num_heads:
-            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by num_heads {self.num_heads}")
-        if self.embed_dims % 8:
-            raise ValueError(f"embed_dims {self.embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+        _check_embedding(self.embed_dims, self.num_heads)
         return self
 
 

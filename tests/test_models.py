@@ -104,6 +104,7 @@ class Payload:
         (pickle.dumps(Payload()), "not a readable PyTorch state-dict file"),
         (None, "file not found"),
     ],
+    ids=["garbage-bytes", "pickled-code", "missing-file"],
 )
 def test_unreadable_or_unsafe_checkpoints_are_refused(tmp_path, capsys, content, needle):
     path = tmp_path / "bad.pt"
