@@ -15,3 +15,10 @@ def not_a_module():
 
 def no_neurons() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+
+
+def tiny_qkformer(embed_dims: int = 32, num_classes: int = 10) -> nn.Module:
+    from spikingjelly.activation_based.model import QKFormer
+
+    return QKFormer(T=2, in_channels=1, num_classes=num_classes, embed_dims=embed_dims,
+                    num_heads=(2, 2, 2), depths=(1, 1, 1))

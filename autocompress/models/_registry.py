@@ -40,7 +40,8 @@ def create_model(model_spec) -> SViT:
         raise ModelError(f"model.family: no builder registered for {family!r}; known: {', '.join(family_names())}")
     net = _FAMILIES[family](model_spec)
     args = model_spec.args if isinstance(model_spec.args, dict) else model_spec.args.model_dump()
-    model = SViT(net, family, args, time_steps=getattr(model_spec, "time_steps", None))
+    model = SViT(net, family, args, time_steps=getattr(model_spec, "time_steps", None),
+                 factory=getattr(model_spec, "factory", None))
     if not model.spiking_neurons():
         raise ModelError(
             f"model: the {family} model has no SpikingJelly neuron layers; autocompress needs them "

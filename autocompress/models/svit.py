@@ -19,12 +19,22 @@ class SViT(nn.Module):
     wrapped model: checkpoints hold its state dict (SpikingJelly's own key names).
     """
 
-    def __init__(self, net: nn.Module, family: str, args: dict[str, Any], time_steps: int | None = None):
+    def __init__(self, net: nn.Module, family: str, args: dict[str, Any], time_steps: int | None = None,
+                 factory: str | None = None):
         super().__init__()
         self.net = net
         self.family = family
         self.args = dict(args)
         self.time_steps = time_steps  # repeat images over T here (custom models that expect [T, N, ...])
+        self.factory = factory  # custom models: "package.module:function"
+        self.compression = None  # a CompressionRecord once pruned or quantized
+
+    def model_spec(self) -> dict[str, Any]:
+        """The spec's ``model`` section that rebuilds this architecture (before compression)."""
+        spec: dict[str, Any] = {"family": self.family, "args": dict(self.args)}
+        if self.family == "custom":
+            spec.update(factory=self.factory, time_steps=self.time_steps)
+        return spec
 
     def spiking_neurons(self) -> list[tuple[str, BaseNode]]:
         """``(name, neuron)`` for every SpikingJelly neuron layer, in module order."""

@@ -72,49 +72,58 @@ def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
     return torch.stack([padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> dict:
-    """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata."""
-    from autocompress.models._spikingjelly import functional
-
-    recipe = get_recipe(name)
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    model_spec = TypeAdapter(ModelSpec).validate_python({"family": recipe.family, "args": recipe.args})
-    model = create_model(model_spec)
-    train_x, train_y, test = _training_data(recipe)
-    steps_per_epoch = -(-len(train_y) // recipe.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
-    )
-    say(f"training reference model '{name}': {recipe.description}; {recipe.epochs} epochs on {len(train_y)} images")
-    start = time.perf_counter()
+def train_classifier(
+    model, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+    weight_decay: float, max_shift: int = 0, seed: int = 0, progress: bool = False,
+) -> None:
+    """Train an SViT in place: AdamW with a one-cycle schedule, cross-entropy on the
+    logits averaged over time steps, optional random-shift augmentation."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(labels) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     bar = Progress(
         TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(), console=Console(stderr=True), disable=not progress, transient=True,
     )
     with bar:
-        task = bar.add_task("train", total=recipe.epochs, loss=float("nan"))
-        for epoch in range(recipe.epochs):
+        task = bar.add_task("train", total=epochs, loss=float("nan"))
+        for _ in range(epochs):
             model.train()
-            order = torch.randperm(len(train_y), generator=generator)
+            order = torch.randperm(len(labels), generator=generator)
             total_loss = 0.0
             for step in range(steps_per_epoch):
-                index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-                images = _shift(train_x[index], recipe.max_shift, generator)
-                loss = F.cross_entropy(model(images), train_y[index])
+                index = order[step * batch_size : (step + 1) * batch_size]
+                loss = F.cross_entropy(model(_shift(images[index], max_shift, generator)), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
                 total_loss += loss.item() * len(index)
-            functional.reset_net(model.net)
-            bar.update(task, advance=1, loss=total_loss / len(train_y))
-    seconds = time.perf_counter() - start
+            bar.update(task, advance=1, loss=total_loss / len(labels))
     model.eval()
+
+
+def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+    """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata."""
+    recipe = get_recipe(name)
+    torch.manual_seed(recipe.seed)
+    model_spec = TypeAdapter(ModelSpec).validate_python({"family": recipe.family, "args": recipe.args})
+    model = create_model(model_spec)
+    train_x, train_y, test = _training_data(recipe)
+    say(f"training reference model '{name}': {recipe.description}; {recipe.epochs} epochs on {len(train_y)} images")
+    start = time.perf_counter()
+    train_classifier(
+        model, train_x, train_y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+        weight_decay=recipe.weight_decay, max_shift=recipe.max_shift, seed=recipe.seed, progress=progress,
+    )
+    seconds = time.perf_counter() - start
     result = evaluate_accuracy(model, test, batch_size=256)
     metadata = {
         "name": name,

@@ -1,0 +1,87 @@
+"""Apply a candidate's per-unit choices to a model.
+
+A candidate names pruning rates per channel group and bit-widths per layer, e.g.
+``prune={"blocks.0.mlp.hidden": 0.5}``, ``bits={"blocks.0.mlp.fc1.0": 4}``; units it
+does not name keep the baseline (no pruning, 32-bit). The result is a physically
+smaller, fake-quantized copy of the model with a :class:`CompressionRecord` that says
+exactly what was done, which is all :mod:`autocompress.compress.export` needs to
+rebuild the architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import torch
+
+from autocompress.compress.groups import GroupReport, find_channel_groups
+from autocompress.compress.pruning import Importance, activity_statistics, l2_importance, prune_network, select_removed
+from autocompress.compress.quantization import FULL_PRECISION, check_bits, fake_quantize, quantizable_layers
+
+
+@dataclass
+class CompressionRecord:
+    kept_per_head: dict[str, int] = field(default_factory=dict)  # pruned groups
+    bits: dict[str, int] = field(default_factory=dict)  # quantized layers (< 32 bits)
+    biased: list[str] = field(default_factory=list)  # layers that got a bias from VBP's fold
+    importance: str = "l2"
+    input_shape: list[int] | None = None  # [C, H, W] a custom model's groups were traced with
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compress_model(
+    model,
+    *,
+    prune: Mapping[str, float] | None = None,
+    bits: Mapping[str, int] | None = None,
+    importance: Importance = "l2",
+    compensate: bool | None = None,
+    groups: GroupReport | None = None,
+    calibration: torch.Tensor | None = None,
+):
+    """A compressed copy of ``model`` (an :class:`~autocompress.models.SViT`).
+
+    ``importance="variance"`` (VBP) needs the ``calibration`` batch; it folds the
+    removed channels' mean activity into the next layer unless ``compensate=False``.
+    """
+    prune, bits = dict(prune or {}), dict(bits or {})
+    if importance not in ("l2", "variance"):
+        raise ValueError(f"importance must be 'l2' or 'variance', got {importance!r}")
+    if importance == "variance" and calibration is None:
+        raise ValueError("variance-based pruning needs the calibration batch")
+    if groups is None:
+        groups = find_channel_groups(model, example=calibration)
+    by_name = groups.by_name()
+    unknown = sorted(set(prune) - set(by_name))
+    if unknown:
+        raise KeyError(f"unknown channel groups {unknown}; known: {sorted(by_name)}")
+    layers = quantizable_layers(model.net)
+    unknown = sorted(set(bits) - set(layers))
+    if unknown:
+        raise KeyError(f"unknown layers {unknown}; known: {sorted(layers)}")
+    for rate in prune.values():
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"a pruning rate is in [0, 1), got {rate}")
+    for b in bits.values():
+        check_bits(b)
+
+    stats = activity_statistics(model, list(by_name.values()), calibration) if importance == "variance" else {}
+    removed: dict[str, list[int]] = {}
+    for name, rate in prune.items():
+        group = by_name[name]
+        score = stats[name][1] if name in stats else l2_importance(model.net, group)
+        removed[name] = select_removed(group, rate, score)
+    means = {name: mean for name, (mean, _) in stats.items()} if (compensate is not False and stats) else None
+
+    result = copy.deepcopy(model)
+    kept, biased = prune_network(result.net, by_name, {k: v for k, v in removed.items() if v}, means)
+    quantized = {path: b for path, b in bits.items() if b != FULL_PRECISION}
+    fake_quantize(result.net, quantized)
+    traced_shape = list(groups.input_shape) if (kept and groups.input_shape) else None
+    result.compression = CompressionRecord(kept_per_head=kept, bits=quantized, biased=biased,
+                                           importance=importance, input_shape=traced_shape)
+    return result.eval()

@@ -1,0 +1,118 @@
+"""Channel groups: the channels structured pruning must remove together.
+
+A :class:`ChannelGroup` is a search unit for pruning. Its ``channels`` are numbered
+0..C-1 and split evenly over ``heads``; every :class:`Member` says where channel i
+lives in one tensor (a producer's output, a batch norm, a consumer's input). For the
+SpikingJelly families the groups are found by walking the model's blocks
+(:mod:`autocompress.compress._families`); for ``custom`` models by tracing
+(:mod:`autocompress.compress._tracing`). Either way a group can be verified: removing
+its channels must give the same outputs as zeroing them in the full model
+(:func:`autocompress.compress.pruning.verify_group`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+
+Role = Literal["out", "in", "bn"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """Channel i of the group is index ``index[i]`` (or ``offset + i``) of ``module`` along
+    its output axis (``out``: weight dim 0 and bias), input axis (``in``: weight dim 1),
+    or its per-channel parameters and buffers (``bn``)."""
+
+    module: str
+    role: Role
+    offset: int = 0
+    index: tuple[int, ...] | None = None
+
+    def position(self, channel: int) -> int:
+        return self.index[channel] if self.index is not None else self.offset + channel
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    name: str
+    kind: str  # mlp | attention_qk | attention_v | attention_qkv | stem | residual | traced
+    channels: int
+    members: tuple[Member, ...]
+    heads: int = 1
+    activity: tuple[str, int] | None = None  # (neuron whose output carries the channels, offset)
+    compensate: str | None = None  # the channel-linear consumer that takes VBP's mean fold
+    params: int = 0  # parameters that belong to the group's channels
+
+    @property
+    def channels_per_head(self) -> int:
+        return self.channels // self.heads
+
+    @property
+    def producers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.role in ("out", "bn"))
+
+    def keep_count(self, rate: float) -> int:
+        """Channels kept per head at pruning ``rate`` (at least one per head)."""
+        return max(1, round(self.channels_per_head * (1.0 - rate)))
+
+
+@dataclass
+class GroupReport:
+    """The groups offered for pruning, and the ones left out with the reason."""
+
+    groups: list[ChannelGroup]
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    input_shape: tuple[int, ...] | None = None  # of the images a traced model was traced with
+
+    def by_name(self) -> dict[str, ChannelGroup]:
+        return {group.name: group for group in self.groups}
+
+
+def channel_params(module: nn.Module, role: Role) -> int:
+    """Parameters one channel of ``module`` carries along ``role``'s axis."""
+    if role == "bn":
+        return sum(1 for p in (getattr(module, "weight", None), getattr(module, "bias", None)) if p is not None)
+    weight = module.weight
+    per = weight[0].numel() if role == "out" else weight.numel() // weight.shape[1]
+    if role == "out" and getattr(module, "bias", None) is not None:
+        per += 1
+    return per
+
+
+def count_group_params(root: nn.Module, members: tuple[Member, ...], channels: int) -> int:
+    modules = dict(root.named_modules())
+    return sum(channel_params(modules[m.module], m.role) for m in members) * channels
+
+
+def find_channel_groups(model, *, residual: bool = True, verify: bool | None = None, example=None) -> GroupReport:
+    """The channel groups of an :class:`~autocompress.models.SViT`.
+
+    ``residual`` includes the residual-stream width (one group for the whole model).
+    ``verify`` checks prune == mask for each group on ``example`` images and leaves out
+    the groups that fail; by default it is on for ``custom`` models, whose groups come
+    from tracing, and off for the SpikingJelly families, whose groups are checked by
+    the test suite.
+    """
+    from autocompress.compress import _families, _tracing
+    from autocompress.compress.pruning import verify_group
+
+    if model.family == "custom":
+        report = _tracing.traced_groups(model, example)
+        verify = True if verify is None else verify
+    else:
+        report = GroupReport(_families.structural_groups(model.net, residual=residual))
+    if not residual:
+        report.groups = [g for g in report.groups if g.kind != "residual"]
+    if verify:
+        kept = []
+        for group in report.groups:
+            reason = verify_group(model, group, example)
+            if reason is None:
+                kept.append(group)
+            else:
+                report.rejected.append((group.name, reason))
+        report.groups = kept
+    return report

@@ -1,0 +1,95 @@
+"""Post-training weight quantization: symmetric, per output channel, uniform.
+
+A weight tensor at ``bits`` b (2..8 or 16) is stored as integers q in
+[-(2^(b-1)-1), 2^(b-1)-1] and one float32 scale per output channel,
+``scale_c = max|W_c| / (2^(b-1)-1)`` (1 where a channel is all zero), and read back
+as ``q * scale``. Evaluation uses exactly these dequantized ("fake-quantized")
+weights, so the accuracy measured is the accuracy of the exported packed model.
+32 bits means unquantized. Biases, batch norms and neuron parameters stay float32.
+
+Integers are bit-packed into a little-endian bit stream of ``ceil(n * b / 8)`` bytes
+(value ``q + 2^(b-1) - 1`` in b bits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+QUANTIZED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+FULL_PRECISION = 32
+
+
+def quantizable_layers(net: nn.Module) -> dict[str, int]:
+    """``{module path: weight elements}`` of every convolution and linear layer."""
+    return {
+        path: module.weight.numel()
+        for path, module in net.named_modules()
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+    }
+
+
+def check_bits(bits: int) -> None:
+    if bits != FULL_PRECISION and bits not in QUANTIZED_BITS:
+        raise ValueError(f"bit-width {bits} is not supported; use one of {QUANTIZED_BITS} or 32")
+
+
+def quantize_tensor(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, scale)``: int32 integers shaped like ``weight`` and float32 scales [out]."""
+    check_bits(bits)
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(1) / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(flat / scale[:, None]), -qmax, qmax).to(torch.int32)
+    return q.reshape(weight.shape), scale
+
+
+def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale.view(-1, *([1] * (q.ndim - 1)))
+
+
+@torch.no_grad()
+def fake_quantize(net: nn.Module, bits: dict[str, int]) -> None:
+    """Replace each named layer's weight by its dequantized value, in place."""
+    modules = dict(net.named_modules())
+    for path, b in bits.items():
+        if b == FULL_PRECISION:
+            continue
+        module = modules[path]
+        q, scale = quantize_tensor(module.weight, b)
+        module.weight.copy_(dequantize_tensor(q, scale).to(module.weight.dtype))
+
+
+def packed_bytes(count: int, bits: int) -> int:
+    return math.ceil(count * bits / 8)
+
+
+def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Bit-pack integers of a ``bits``-bit quantized tensor into a uint8 tensor."""
+    offset = 2 ** (bits - 1) - 1
+    values = (q.reshape(-1).numpy().astype(np.int64) + offset).astype(np.uint32)
+    if bits == 8:
+        return torch.from_numpy(values.astype(np.uint8))
+    if bits == 16:
+        return torch.from_numpy(values.astype("<u2").view(np.uint8).copy())
+    bit_planes = ((values[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+    return torch.from_numpy(np.packbits(bit_planes.reshape(-1), bitorder="little"))
+
+
+def unpack(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pack`: int32 integers of ``shape``."""
+    offset = 2 ** (bits - 1) - 1
+    count = math.prod(shape)
+    raw = packed.numpy()
+    if bits == 8:
+        values = raw.astype(np.int64)
+    elif bits == 16:
+        values = raw.view("<u2").astype(np.int64)
+    else:
+        bit_planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits).astype(np.int64)
+        values = (bit_planes << np.arange(bits, dtype=np.int64)).sum(1)
+    return torch.from_numpy(values - offset).to(torch.int32).reshape(shape)

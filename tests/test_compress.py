@@ -1,0 +1,222 @@
+"""Compression operators: channel groups, pruning == masking, VBP, quantization, export."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from autocompress.compress import (
+    baseline_footprint,
+    compare_prune_and_mask,
+    compress_model,
+    export_compressed,
+    find_channel_groups,
+    footprint,
+    header_bound,
+    load_compressed,
+    quantizable_layers,
+    verify_group,
+)
+from autocompress.compress.pruning import select_removed
+from autocompress.compress.quantization import QUANTIZED_BITS, dequantize_tensor, pack, quantize_tensor, unpack
+from autocompress.data.digits import digits_split
+from autocompress.errors import CheckpointError
+from autocompress.models import create_model
+from autocompress.reference.train import train_classifier
+from autocompress.spec import validate_spec
+from conftest import TINY_ARGS, make_spec_data
+
+FAMILIES = sorted(TINY_ARGS)
+IMAGES = digits_split(16)[2][:12]  # a fixed input: real digits
+
+
+def build(family: str, tmp_path, **overrides):
+    torch.manual_seed(0)
+    return create_model(validate_spec(make_spec_data(family, **{"model.args.depths": 2, **overrides}), base_dir=tmp_path).model)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Tiny SViTs of both families trained briefly on digits, so that neurons fire as in use."""
+    train_x, train_y, _, _ = digits_split(16)
+    models = {}
+    for family in FAMILIES:
+        model = build(family, tmp_path_factory.mktemp(family), **{"model.args.embed_dims": 32})
+        train_classifier(model, train_x, train_y, epochs=6, batch_size=64, lr=4e-3, weight_decay=0.01)
+        models[family] = model
+    return models
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_groups_found_from_the_model(family, tmp_path):
+    model = build(family, tmp_path)
+    kinds = [g.kind for g in find_channel_groups(model).groups]
+    attention = ["attention_qk", "attention_v"] if family == "spikformer" else ["attention_qkv"]
+    assert kinds.count("mlp") == 2 and kinds.count("stem") == 3 and kinds.count("residual") == 1
+    assert all(kinds.count(k) == 2 for k in attention)
+    deeper = build(family, tmp_path, **{"model.args.depths": 3, "model.args.embed_dims": 24})
+    groups = find_channel_groups(deeper).by_name()
+    assert groups["blocks.2.mlp.hidden"].channels == 48 and groups["residual"].channels == 24
+
+
+def _group_cases():
+    return [(family, name) for family in FAMILIES for name in
+            [g.name for g in find_channel_groups(build(family, "/tmp")).groups]]
+
+
+@pytest.mark.parametrize(("family", "group_name"), _group_cases())
+def test_pruning_a_group_equals_zeroing_it(trained, family, group_name):
+    model = trained[family]
+    group = find_channel_groups(model).by_name()[group_name]
+    assert verify_group(model, group, IMAGES) is None
+    # and with the channels L2 ranking picks, at a quarter of the channels
+    from autocompress.compress.pruning import l2_importance
+
+    removed = select_removed(group, 0.25, l2_importance(model.net, group))
+    if removed:
+        assert compare_prune_and_mask(model, group, removed, IMAGES) is None
+
+
+def test_a_miscoupled_group_fails_verification(trained):
+    model = trained["spikformer"]
+    group = find_channel_groups(model).by_name()["blocks.0.mlp.hidden"]
+    wrong = dataclasses.replace(group, members=tuple(m for m in group.members if m.role != "in"))
+    assert verify_group(model, wrong, IMAGES).startswith("the pruned model does not run")
+    shifted = dataclasses.replace(group, members=tuple(dataclasses.replace(m, offset=1) if m.role == "in" else m
+                                                        for m in group.members))
+    assert verify_group(model, shifted, IMAGES) is not None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pruned_model_is_physically_smaller(trained, family):
+    model = trained[family]
+    groups = find_channel_groups(model)
+    pruned = compress_model(model, prune={g.name: 0.5 for g in groups.groups}, groups=groups)
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.6 * before
+    assert pruned(IMAGES).shape == (12, 10)
+    for name, group in groups.by_name().items():
+        assert pruned.compression.kept_per_head[name] == group.keep_count(0.5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rate_zero_and_32_bits_are_bit_identical(trained, family):
+    model = trained[family]
+    groups = find_channel_groups(model)
+    same = compress_model(model, prune={g.name: 0.0 for g in groups.groups},
+                          bits={layer: 32 for layer in quantizable_layers(model.net)}, groups=groups)
+    with torch.inference_mode():
+        assert torch.equal(same(IMAGES), model(IMAGES))
+    assert footprint(same) == footprint(model) == baseline_footprint(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vbp_compensation_brings_outputs_closer(trained, family):
+    model = trained[family]
+    train_x, _, test_x, _ = digits_split(16)
+    calibration = train_x[:64]
+    groups = find_channel_groups(model)
+    mlp = {g.name: 0.5 for g in groups.groups if g.kind == "mlp"}
+    with torch.inference_mode():
+        reference = model(test_x)
+        errors = {}
+        for compensate in (True, False):
+            pruned = compress_model(model, prune=mlp, importance="variance", compensate=compensate,
+                                    calibration=calibration, groups=groups)
+            errors[compensate] = float((pruned(test_x) - reference).norm())
+    assert errors[True] < errors[False]
+    assert pruned.compression.importance == "variance"
+
+
+def test_vbp_adds_a_bias_where_the_next_layer_has_none(trained):
+    model = trained["spikformer"]  # Spikformer's fc2 has no bias
+    calibration = digits_split(16)[0][:64]
+    pruned = compress_model(model, prune={"blocks.0.mlp.hidden": 0.5}, importance="variance", calibration=calibration)
+    assert pruned.compression.biased == ["blocks.0.mlp.fc2.0"]
+    assert pruned.net.get_submodule("blocks.0.mlp.fc2.0").bias is not None
+
+
+@pytest.mark.parametrize("bits", QUANTIZED_BITS)
+def test_pack_unpack_round_trip(bits):
+    weight = torch.randn(7, 5, 3)
+    q, scale = quantize_tensor(weight, bits)
+    qmax = 2 ** (bits - 1) - 1
+    assert int(q.abs().max()) == qmax and scale.shape == (7,)
+    packed = pack(q, bits)
+    assert packed.numel() == -(-q.numel() * bits // 8)
+    assert torch.equal(unpack(packed, bits, tuple(q.shape)), q)
+    error = float((dequantize_tensor(q, scale) - weight).abs().max())
+    assert error <= float(scale.max()) / 2 + 1e-6
+
+
+def test_quantization_error_shrinks_with_bits():
+    weight = torch.randn(16, 64)
+    errors = [float((dequantize_tensor(*quantize_tensor(weight, b)) - weight).norm()) for b in (2, 3, 4, 8, 16)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-3
+
+
+MIXED = [
+    {"prune": 0.25, "bits": (8,)},
+    {"prune": 0.5, "bits": (2, 3, 4, 8)},
+    {"prune": 0.75, "bits": (4, 2)},
+    {"prune": 0.0, "bits": (3, 32)},
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("config", MIXED, ids=["p25-8b", "p50-2348b", "p75-42b", "p0-3b32"])
+def test_export_then_load_is_exact_and_sized_by_the_footprint(trained, family, config, tmp_path):
+    model = trained[family]
+    groups = find_channel_groups(model)
+    layers = sorted(quantizable_layers(model.net))
+    bits = {layer: config["bits"][i % len(config["bits"])] for i, layer in enumerate(layers)}
+    compressed = compress_model(model, prune={g.name: config["prune"] for g in groups.groups}, bits=bits, groups=groups)
+    path = tmp_path / "model.safetensors"
+    size = export_compressed(compressed, path)
+    loaded = load_compressed(path)
+    with torch.inference_mode():
+        assert torch.equal(loaded(IMAGES), compressed(IMAGES))
+    expected = footprint(compressed)
+    assert footprint(loaded) == expected
+    assert 0 < size - expected <= header_bound(expected)
+    assert expected < baseline_footprint(model)
+
+
+def test_load_refuses_files_that_are_not_exports(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_compressed(junk)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(CheckpointError, match="not an autocompress export"):
+        load_compressed(other)
+    with pytest.raises(CheckpointError, match="file not found"):
+        load_compressed(tmp_path / "absent.safetensors")
+
+
+def test_custom_qkformer_gets_verified_groups_and_exports(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    data = make_spec_data()
+    data["model"] = {"family": "custom", "factory": "custom_models:tiny_qkformer"}
+    torch.manual_seed(0)
+    model = create_model(validate_spec(data, base_dir=tmp_path).model)
+    report = find_channel_groups(model, example=IMAGES)
+    names = [g.name for g in report.groups]
+    assert {"stage1.0.mlp.fc1.out", "stage2.0.mlp.fc1.out", "stage3.0.mlp.fc1.out"} <= set(names)
+    rejected = dict(report.rejected)
+    assert "head.out" in rejected and any(".attn." in name for name in rejected)
+    assert all(reason for reason in rejected.values())
+    for group in report.groups:  # every offered group passed prune == mask
+        assert verify_group(model, group, IMAGES) is None
+    bits = {layer: 4 for layer in quantizable_layers(model.net)}
+    compressed = compress_model(model, prune={name: 0.5 for name in names}, bits=bits, groups=report)
+    path = tmp_path / "qkformer.safetensors"
+    export_compressed(compressed, path)
+    with torch.inference_mode():
+        assert torch.equal(load_compressed(path)(IMAGES), compressed(IMAGES))
