@@ -121,6 +121,41 @@ def evaluate(spec_file: Path, as_json: bool) -> None:
     click.echo(f"footprint:     {footprint} bytes ({footprint / 2**20:.3f} MiB, parameters and buffers at their stored dtype)")
 
 
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+def groups(spec_file: Path, as_json: bool) -> None:
+    """List the model's prunable channel groups and quantizable layers.
+
+    For custom models the groups come from tracing and each one is verified
+    (pruning it must equal zeroing it); the ones left out are listed with the reason.
+    """
+    from autocompress.compress import find_channel_groups, quantizable_layers
+    from autocompress.engine import Session
+    from autocompress.spec import load_spec
+
+    session = Session.open(load_spec(spec_file), say=_say)
+    report = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
+    layers = quantizable_layers(session.model.net)
+    if as_json:
+        click.echo(json.dumps({
+            "groups": [{"name": g.name, "kind": g.kind, "channels": g.channels, "heads": g.heads, "params": g.params}
+                       for g in report.groups],
+            "left_out": [{"name": name, "reason": reason} for name, reason in report.rejected],
+            "layers": layers,
+        }, indent=2))
+        return
+    click.echo(f"{len(report.groups)} channel groups (pruning units):")
+    for g in report.groups:
+        heads = f", {g.heads} heads" if g.heads > 1 else ""
+        click.echo(f"  {g.name:<40} {g.kind:<15} {g.channels:>6} channels{heads}, {g.params:,} parameters")
+    if report.rejected:
+        click.echo(f"{len(report.rejected)} groups left out (they failed verification):")
+        for name, reason in report.rejected:
+            click.echo(f"  {name}: {reason}")
+    click.echo(f"{len(layers)} quantizable layers, {sum(layers.values()):,} weights")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn errors into messages and exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -113,13 +113,14 @@ def test_rate_zero_and_32_bits_are_bit_identical(trained, family):
     assert footprint(same) == footprint(model) == baseline_footprint(model)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_vbp_compensation_brings_outputs_closer(trained, family):
+@pytest.mark.parametrize(("family", "kind"), [("spikformer", "mlp"), ("spike_driven_transformer", "mlp")])
+def test_vbp_compensation_brings_outputs_closer(trained, family, kind):
     model = trained[family]
     train_x, _, test_x, _ = digits_split(16)
     calibration = train_x[:64]
     groups = find_channel_groups(model)
-    mlp = {g.name: 0.5 for g in groups.groups if g.kind == "mlp"}
+    mlp = {g.name: 0.5 for g in groups.groups if g.kind == kind}
+    assert mlp
     with torch.inference_mode():
         reference = model(test_x)
         errors = {}
@@ -220,3 +221,37 @@ def test_custom_qkformer_gets_verified_groups_and_exports(tmp_path, monkeypatch)
     export_compressed(compressed, path)
     with torch.inference_mode():
         assert torch.equal(load_compressed(path)(IMAGES), compressed(IMAGES))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_group_sizes_match_what_pruning_removes(trained, family):
+    model = trained[family]
+    total = sum(p.numel() for p in model.parameters())
+    groups = find_channel_groups(model)
+    for group in groups.groups:
+        pruned = compress_model(model, prune={group.name: 0.5}, groups=groups)
+        removed = total - sum(p.numel() for p in pruned.parameters())
+        share = (group.channels - group.keep_count(0.5) * group.heads) / group.channels
+        if group.kind == "residual":  # a layer on both sides of the stream loses rows and columns
+            assert 0 < removed < group.params <= total
+        else:
+            assert removed == group.params * share, group.name
+
+
+def test_activity_statistics_follow_the_channels(trained):
+    """The spike-rate statistics of channel c are those of the tensor channel that
+    feeds the next layer's input c, also where the neuron output is split into heads."""
+    from autocompress.compress.pruning import activity_statistics
+
+    model = trained["spikformer"]
+    images = digits_split(16)[0][:32]
+    groups = find_channel_groups(model).by_name()
+    inputs = {}
+    for name, consumer in (("blocks.0.attn.v", "blocks.0.attn.proj_conv_bn"), ("blocks.0.mlp.hidden", "blocks.0.mlp.fc2")):
+        module = model.net.get_submodule(consumer)
+        module.register_forward_pre_hook(lambda _m, args, name=name: inputs.__setitem__(name, args[0].detach()))
+    stats = activity_statistics(model, [groups["blocks.0.attn.v"], groups["blocks.0.mlp.hidden"]], images)
+    for name, seen in inputs.items():  # seen: [T, N, C, L], the consumer's input
+        mean = seen.double().mean(0).transpose(0, 1).reshape(seen.shape[2], -1).mean(1)
+        assert torch.allclose(stats[name][0], mean), name
+        assert float(mean.max()) > 0  # the channels are active, so the check has teeth

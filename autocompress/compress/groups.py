@@ -42,7 +42,9 @@ class ChannelGroup:
     channels: int
     members: tuple[Member, ...]
     heads: int = 1
-    activity: tuple[str, int] | None = None  # (neuron whose output carries the channels, offset)
+    # (neuron whose output carries the channels, offset, how many axes from axis 2 on make
+    # up the channel index: 2 where the output is split into [heads, channels per head])
+    activity: tuple[str, int, int] | None = None
     compensate: str | None = None  # the channel-linear consumer that takes VBP's mean fold
     params: int = 0  # parameters that belong to the group's channels
 
@@ -71,20 +73,30 @@ class GroupReport:
         return {group.name: group for group in self.groups}
 
 
-def channel_params(module: nn.Module, role: Role) -> int:
-    """Parameters one channel of ``module`` carries along ``role``'s axis."""
-    if role == "bn":
-        return sum(1 for p in (getattr(module, "weight", None), getattr(module, "bias", None)) if p is not None)
-    weight = module.weight
-    per = weight[0].numel() if role == "out" else weight.numel() // weight.shape[1]
-    if role == "out" and getattr(module, "bias", None) is not None:
-        per += 1
-    return per
-
-
 def count_group_params(root: nn.Module, members: tuple[Member, ...], channels: int) -> int:
+    """Parameters removed when all of a group's channels are removed.
+
+    A layer that both produces and consumes the group's channels (a residual-stream
+    convolution) counts the union of its pruned rows and columns once.
+    """
     modules = dict(root.named_modules())
-    return sum(channel_params(modules[m.module], m.role) for m in members) * channels
+    roles: dict[str, list[str]] = {}
+    for member in members:
+        roles.setdefault(member.module, []).append(member.role)
+    total = 0
+    for path, module_roles in roles.items():
+        module = modules[path]
+        if "bn" in module_roles:
+            affine = sum(p is not None for p in (getattr(module, "weight", None), getattr(module, "bias", None)))
+            total += affine * channels * module_roles.count("bn")
+            continue
+        weight = module.weight
+        out_dim, in_dim, kernel = weight.shape[0], weight.shape[1], weight[0, 0].numel()
+        rows, cols = channels * module_roles.count("out"), channels * module_roles.count("in")
+        total += (rows * in_dim + cols * out_dim - rows * cols) * kernel
+        if getattr(module, "bias", None) is not None:
+            total += rows
+    return total
 
 
 def find_channel_groups(model, *, residual: bool = True, verify: bool | None = None, example=None) -> GroupReport:

@@ -12,8 +12,8 @@
   give the same outputs as masking it: :func:`verify_group` checks that.
 - VBP compensation: the mean of each removed channel's spike rate is folded into the
   bias of the channel-linear layer that consumes it (``b += W[:, P] @ mu_P``, a bias
-  is added where there is none). Exact per step for that layer's input, because the
-  layer is linear; offered where the consumer is a 1x1 convolution or linear layer.
+  is added where there is none). Right in expectation for that layer's input, because
+  the layer is linear; offered for the MLP hidden groups (``ChannelGroup.compensate``).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def activity_statistics(model, groups: Sequence[ChannelGroup], calibration: torc
             hook.remove()
     stats = {}
     for path, group in wanted.items():
-        spikes = outputs[path]  # [T, N, C_total, ...]
-        offset = group.activity[1]
+        _, offset, channel_axes = group.activity
+        spikes = outputs[path].flatten(2, 1 + channel_axes)  # [T, N, C_total, tokens...]
         rate = spikes[:, :, offset : offset + group.channels].double().mean(0)  # [N, C, tokens...]
         samples = rate.transpose(0, 1).reshape(group.channels, -1)
         stats[group.name] = (samples.mean(1), samples.var(1, unbiased=False))
