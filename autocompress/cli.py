@@ -150,7 +150,7 @@ def groups(spec_file: Path, as_json: bool) -> None:
         heads = f", {g.heads} heads" if g.heads > 1 else ""
         click.echo(f"  {g.name:<40} {g.kind:<15} {g.channels:>6} channels{heads}, {g.params:,} parameters")
     if report.rejected:
-        click.echo(f"{len(report.rejected)} groups left out (they failed verification):")
+        click.echo(f"{len(report.rejected)} groups left out (not prunable as traced, or failed verification):")
         for name, reason in report.rejected:
             click.echo(f"  {name}: {reason}")
     click.echo(f"{len(layers)} quantizable layers, {sum(layers.values()):,} weights")

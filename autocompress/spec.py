@@ -31,6 +31,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -166,7 +167,10 @@ class CustomModel(_ModelBase):
 
     family: Literal["custom"]
     factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = Field(
-        description="import path of the model factory, 'package.module:function'"
+        description=(
+            "import path of the model factory, 'package.module:function'; modules beside "
+            "the spec file and in the working directory are importable"
+        )
     )
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
     time_steps: PositiveInt | None = Field(
@@ -176,6 +180,13 @@ class CustomModel(_ModelBase):
             "called; leave unset when the model repeats them itself"
         ),
     )
+    _spec_dir: Path | None = PrivateAttr(default=None)  # the factory may live beside the spec
+
+    @model_validator(mode="after")
+    def _remember_spec_dir(self, info: ValidationInfo) -> CustomModel:
+        base_dir = (info.context or {}).get("base_dir")
+        self._spec_dir = Path(base_dir) if base_dir else None
+        return self
 
 
 ModelSpec = Annotated[

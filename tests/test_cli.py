@@ -111,3 +111,25 @@ def test_demo_command_trains_once_and_reaches_95_percent(isolated_cache):
     assert second.returncode == 0
     assert "training reference model" not in second.stderr
     assert f"test accuracy: {accuracy:.2f} %" in second.stdout
+
+
+def test_groups_lists_units_of_the_demo_model(tmp_path):
+    data = make_spec_data()
+    done = run_cli("groups", str(write_spec(tmp_path, data)), "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    names = {g["name"] for g in listing["groups"]}
+    assert {"blocks.0.mlp.hidden", "blocks.0.attn.qk", "blocks.0.attn.v", "residual"} <= names
+    assert listing["left_out"] == [] and "head" in listing["layers"]
+
+
+def test_groups_reports_what_qkformer_leaves_out(tmp_path):
+    """The QKFormer example: a custom factory beside its spec, traced and verified."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autocompress", "groups", str(REPO / "experiments" / "qkformer" / "spec.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stage3.0.mlp.fc1.out" in done.stdout
+    assert re.search(r"\d+ groups left out .*\n  head\.out: ", done.stdout)
+    assert "stage1.0.attn.qk_conv_bn.0.out: " in done.stdout

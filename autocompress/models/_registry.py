@@ -73,11 +73,13 @@ def _spike_driven_transformer(model_spec) -> nn.Module:
     )
 
 
-def import_factory(path: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:function``; the working directory is importable too."""
+def import_factory(path: str, search_dirs: list[str] | None = None) -> Callable[..., nn.Module]:
+    """Import ``package.module:function``; ``search_dirs`` and the working directory
+    are importable too (after the installed packages)."""
     module_name, _, attribute = path.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    for folder in [*(search_dirs or []), os.getcwd()]:
+        if folder not in sys.path:
+            sys.path.append(folder)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -90,7 +92,8 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
 
 @register_family("custom")
 def _custom(model_spec) -> nn.Module:
-    factory = import_factory(model_spec.factory)
+    spec_dir = getattr(model_spec, "_spec_dir", None)
+    factory = import_factory(model_spec.factory, [str(spec_dir)] if spec_dir else None)
     try:
         net = factory(**model_spec.args)
     except TypeError as error:
