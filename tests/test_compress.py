@@ -255,3 +255,30 @@ def test_activity_statistics_follow_the_channels(trained):
         mean = seen.double().mean(0).transpose(0, 1).reshape(seen.shape[2], -1).mean(1)
         assert torch.allclose(stats[name][0], mean), name
         assert float(mean.max()) > 0  # the channels are active, so the check has teeth
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_membrane_quantization_is_optional_and_exported(trained, family, tmp_path):
+    model = trained[family]
+    with torch.inference_mode():
+        reference = model(IMAGES)
+        assert torch.equal(compress_model(model, neuron_bits=32)(IMAGES), reference)  # off: untouched
+        fine = compress_model(model, neuron_bits=16)
+        coarse = compress_model(model, neuron_bits=4)
+        fine_error = float((fine(IMAGES) - reference).abs().max())
+        coarse_error = float((coarse(IMAGES) - reference).abs().max())
+    assert fine_error < coarse_error and coarse_error > 0
+    path = tmp_path / "m.safetensors"
+    export_compressed(coarse, path)
+    loaded = load_compressed(path)
+    assert loaded.compression.neuron_bits == 4
+    with torch.inference_mode():
+        assert torch.equal(loaded(IMAGES), coarse(IMAGES))
+
+
+def test_membrane_grid_holds_threshold_and_reset():
+    from autocompress.compress.neurons import quantize_membrane
+
+    v = torch.tensor([-5.0, -0.01, 0.0, 0.49, 1.0, 1.02, 3.0])
+    q = quantize_membrane(v, threshold=1.0, bits=4)  # step 0.25, range [-2, 1.75]
+    assert q.tolist() == [-2.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.75]

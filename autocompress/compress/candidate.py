@@ -17,6 +17,7 @@ from typing import Mapping
 import torch
 
 from autocompress.compress.groups import GroupReport, find_channel_groups
+from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.pruning import Importance, activity_statistics, l2_importance, prune_network, select_removed
 from autocompress.compress.quantization import FULL_PRECISION, check_bits, fake_quantize, quantizable_layers
 
@@ -28,6 +29,7 @@ class CompressionRecord:
     biased: list[str] = field(default_factory=list)  # layers that got a bias from VBP's fold
     importance: str = "l2"
     input_shape: list[int] | None = None  # [C, H, W] a custom model's groups were traced with
+    neuron_bits: int | None = None  # membrane-potential grid (None: full precision)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,11 +44,14 @@ def compress_model(
     compensate: bool | None = None,
     groups: GroupReport | None = None,
     calibration: torch.Tensor | None = None,
+    neuron_bits: int | None = None,
 ):
     """A compressed copy of ``model`` (an :class:`~autocompress.models.SViT`).
 
     ``importance="variance"`` (VBP) needs the ``calibration`` batch; it folds the
     removed channels' mean activity into the next layer unless ``compensate=False``.
+    ``neuron_bits`` puts the membrane potential on a fixed-point grid
+    (:mod:`autocompress.compress.neurons`; off by default).
     """
     prune, bits = dict(prune or {}), dict(bits or {})
     if importance not in ("l2", "variance"):
@@ -81,7 +86,10 @@ def compress_model(
     kept, biased = prune_network(result.net, by_name, {k: v for k, v in removed.items() if v}, means)
     quantized = {path: b for path, b in bits.items() if b != FULL_PRECISION}
     fake_quantize(result.net, quantized)
+    neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
+    quantize_neurons(result.net, neuron_bits)
     traced_shape = list(groups.input_shape) if (kept and groups.input_shape) else None
     result.compression = CompressionRecord(kept_per_head=kept, bits=quantized, biased=biased,
-                                           importance=importance, input_shape=traced_shape)
+                                           importance=importance, input_shape=traced_shape,
+                                           neuron_bits=neuron_bits)
     return result.eval()

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from autocompress import __version__
 from autocompress.compress.candidate import CompressionRecord
 from autocompress.compress.footprint import footprint
+from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.quantization import dequantize_tensor, pack, quantize_tensor, unpack
 from autocompress.errors import CheckpointError
 
@@ -129,5 +130,6 @@ def _load_compressed(path: Path):
         model.net.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(f"compressed model {path} does not fit its rebuilt architecture: {error}") from None
+    quantize_neurons(model.net, record.neuron_bits)
     model.compression = record
     return model.eval()
