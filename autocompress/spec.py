@@ -42,6 +42,8 @@ from autocompress.errors import SpecError
 
 __all__ = [
     "BITS_CHOICES",
+    "ModelSpec",
+    "StrategySpec",
     "REFERENCE_PREFIX",
     "Spec",
     "load_spec",

@@ -28,6 +28,18 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     return cache
 
 
+@pytest.fixture(scope="session")
+def reference_cache(tmp_path_factory):
+    """A cache holding the trained digits reference model (trained once per test run)."""
+    from autocompress.reference.train import ensure_reference
+
+    cache = tmp_path_factory.mktemp("reference-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOCOMPRESS_CACHE", str(cache))
+        ensure_reference("digits-spikformer", progress=False, say=lambda _m: None)
+    return cache
+
+
 @pytest.fixture
 def demo_spec_data() -> dict:
     return yaml.safe_load(DEMO_SPEC.read_text())

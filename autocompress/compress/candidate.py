@@ -89,6 +89,7 @@ def compress_model(
     neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
     quantize_neurons(result.net, neuron_bits)
     traced_shape = list(groups.input_shape) if (kept and groups.input_shape) else None
+    result.pruned_channels = {k: v for k, v in removed.items() if v}  # which channels went (for the drift proxy)
     result.compression = CompressionRecord(kept_per_head=kept, bits=quantized, biased=biased,
                                            importance=importance, input_shape=traced_shape,
                                            neuron_bits=neuron_bits)

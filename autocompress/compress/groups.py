@@ -42,9 +42,13 @@ class ChannelGroup:
     channels: int
     members: tuple[Member, ...]
     heads: int = 1
-    # (neuron whose output carries the channels, offset, how many axes from axis 2 on make
-    # up the channel index: 2 where the output is split into [heads, channels per head])
-    activity: tuple[str, int, int] | None = None
+    # Neuron layers the group's channels pass through, each as (neuron path, offset, the
+    # axes of its output that form the channel index, e.g. (2,) or (2, 3) where the
+    # output is split into [heads, channels per head]). ``activity`` is the carrier whose
+    # spikes feed the compensating layer (VBP); ``carriers`` are all of them (the drift
+    # proxy compares pruned layers on their kept channels).
+    activity: tuple[str, int, tuple[int, ...]] | None = None
+    carriers: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
     compensate: str | None = None  # the channel-linear consumer that takes VBP's mean fold
     params: int = 0  # parameters that belong to the group's channels
 
@@ -59,6 +63,12 @@ class ChannelGroup:
     def keep_count(self, rate: float) -> int:
         """Channels kept per head at pruning ``rate`` (at least one per head)."""
         return max(1, round(self.channels_per_head * (1.0 - rate)))
+
+
+def channel_view(tensor, axes: tuple[int, ...]):
+    """``tensor`` [T, N, ...] with the channel ``axes`` moved to axis 2 and flattened."""
+    moved = tensor.movedim(axes, tuple(range(2, 2 + len(axes))))
+    return moved.flatten(2, 1 + len(axes))
 
 
 @dataclass

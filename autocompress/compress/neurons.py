@@ -29,10 +29,13 @@ def quantize_membrane(v: torch.Tensor, threshold: float, bits: int) -> torch.Ten
 
 
 def _stepwise_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-    spikes = []
+    spikes, potentials = [], []
     for x in x_seq:
         spikes.append(self.single_step_forward(x))
         self.v = quantize_membrane(self.v, float(self.v_threshold), self._membrane_bits)
+        potentials.append(self.v)
+    if self.store_v_seq:
+        self.v_seq = torch.stack(potentials)
     return torch.stack(spikes)
 
 

@@ -25,7 +25,7 @@ from typing import Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from autocompress.compress.groups import ChannelGroup
+from autocompress.compress.groups import ChannelGroup, channel_view
 
 Importance = Literal["l2", "variance"]
 
@@ -67,8 +67,8 @@ def activity_statistics(model, groups: Sequence[ChannelGroup], calibration: torc
             hook.remove()
     stats = {}
     for path, group in wanted.items():
-        _, offset, channel_axes = group.activity
-        spikes = outputs[path].flatten(2, 1 + channel_axes)  # [T, N, C_total, tokens...]
+        _, offset, axes = group.activity
+        spikes = channel_view(outputs[path], axes)  # [T, N, C_total, tokens...]
         rate = spikes[:, :, offset : offset + group.channels].double().mean(0)  # [N, C, tokens...]
         samples = rate.transpose(0, 1).reshape(group.channels, -1)
         stats[group.name] = (samples.mean(1), samples.var(1, unbiased=False))

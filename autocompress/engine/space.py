@@ -1,0 +1,44 @@
+"""A spec's search space: its space file (or the family's default) and inline overrides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from autocompress.errors import UserInputError
+from autocompress.search.space import SearchSpace, SpaceDefinition
+
+
+def default_space_file(family: str) -> Path:
+    """``search_spaces/<family>.yaml`` from the checkout, else the installed copy."""
+    name = f"{family}.yaml"
+    for folder in (Path(__file__).resolve().parents[2] / "search_spaces",
+                   Path(sys.prefix) / "share" / "autocompress" / "search_spaces"):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserInputError(f"space.file: no default search space for family '{family}'; give space.file")
+
+
+def space_definition(spec) -> SpaceDefinition:
+    path = spec.space.file or default_space_file(spec.model.family)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        definition = SpaceDefinition.from_mapping(data, source=str(path))
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as error:
+        raise UserInputError(f"space.file: cannot use {path}: {error}") from None
+    if spec.space.prune_rates is not None:
+        definition.prune_rates = tuple(sorted(set(spec.space.prune_rates) | {0.0}))
+    if spec.space.bits is not None:
+        definition.bits = tuple(sorted(set(spec.space.bits) | {32}, reverse=True))
+    definition.search = spec.space.search
+    definition.granularity = spec.space.granularity
+    return definition
+
+
+def build_space(spec, groups, layers) -> SearchSpace:
+    try:
+        return SearchSpace.build(groups.groups, layers, space_definition(spec))
+    except ValueError as error:
+        raise UserInputError(f"space: {error}") from None

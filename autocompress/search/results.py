@@ -1,0 +1,128 @@
+"""What an evaluation returns, the constraints it is judged by, and the Pareto set."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Stage = Literal["probe", "full"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A strategy's request: ``probe`` (proxy only: drift and footprint) or ``full``
+    (through the gate, then a full evaluation if it passes)."""
+
+    candidate: Any  # Candidate
+    stage: Stage = "full"
+    config: tuple[int, ...] | None = None  # the strategy's own coordinates, echoed back
+
+
+@dataclass
+class Result:
+    candidate_id: str
+    memory_bytes: int | None = None
+    memory_saving: float | None = None
+    drift: float | None = None  # membrane-potential drift (None when the proxy is off)
+    gate: Literal["pass", "fail", "off", "not asked"] = "not asked"
+    gate_reason: str = ""
+    accuracy: float | None = None  # top-1 percent, for fully evaluated candidates
+    accuracy_drop: float | None = None  # points against the baseline
+    feasible: bool | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.accuracy is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Feasibility: accuracy drop within the limit and memory within its limit(s)."""
+
+    baseline_accuracy: float
+    baseline_bytes: int
+    max_drop_points: float  # absolute top-1 points
+    min_saving: float | None = None
+    max_bytes: int | None = None
+
+    @classmethod
+    def from_spec(cls, constraints, baseline_accuracy: float, baseline_bytes: int) -> Constraints:
+        accuracy = constraints.accuracy
+        points = accuracy.max_drop if accuracy.kind == "absolute" else baseline_accuracy * accuracy.max_drop / 100
+        return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes)
+
+    def memory_ok(self, memory_bytes: int) -> bool:
+        if self.max_bytes is not None and memory_bytes > self.max_bytes:
+            return False
+        return self.min_saving is None or 1 - memory_bytes / self.baseline_bytes >= self.min_saving - 1e-12
+
+    def accuracy_ok(self, accuracy: float) -> bool:
+        return self.baseline_accuracy - accuracy <= self.max_drop_points + 1e-9
+
+    def feasible(self, accuracy: float, memory_bytes: int) -> bool:
+        return self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes)
+
+
+@dataclass
+class ParetoSet:
+    points: list[Result]  # non-dominated fully evaluated candidates, smallest memory first
+    best: Result | None  # the best feasible point (smallest memory, ties to accuracy)
+    hypervolume: float
+    near_misses: list[Result] = field(default_factory=list)  # when nothing is feasible
+
+
+def pareto_front(results: list[Result]) -> list[Result]:
+    """Non-dominated evaluated results over (accuracy up, memory down), smallest memory first."""
+    evaluated = sorted(
+        (r for r in results if r.evaluated and r.memory_bytes is not None),
+        key=lambda r: (r.memory_bytes, -r.accuracy),
+    )
+    front: list[Result] = []
+    for result in evaluated:
+        if not front or result.accuracy > front[-1].accuracy:
+            if front and result.memory_bytes == front[-1].memory_bytes:
+                continue
+            front.append(result)
+    return front
+
+
+def hypervolume(front: list[Result], constraints: Constraints) -> float:
+    """Area dominated by the front in (memory saving, accuracy / baseline accuracy), both
+    in [0, 1], against the reference point (0 saving, 0 accuracy): 1.0 would be a model
+    of no size at the baseline's accuracy; the baseline itself scores 0."""
+    area, best_accuracy = 0.0, 0.0
+    for point in front:  # smallest memory (largest saving) first, accuracy rising
+        saving = max(0.0, 1 - point.memory_bytes / constraints.baseline_bytes)
+        accuracy = min(1.0, point.accuracy / constraints.baseline_accuracy)
+        if accuracy > best_accuracy:
+            area += saving * (accuracy - best_accuracy)
+            best_accuracy = accuracy
+    return area
+
+
+def pareto_set(results: list[Result], constraints: Constraints, near_misses: int = 5) -> ParetoSet:
+    """The Pareto set of the fully evaluated results. When none is feasible, the near
+    misses are the evaluated results with the smallest shortfall: the accuracy drop
+    beyond the limit (as a multiple of the limit) plus the saving missing from
+    ``min_saving`` (as a fraction of it), or 1 for a missed ``max_bytes``."""
+    front = pareto_front(results)
+    feasible = [r for r in results if r.evaluated and r.feasible]
+    best = min(feasible, key=lambda r: (r.memory_bytes, -r.accuracy)) if feasible else None
+    misses: list[Result] = []
+    if best is None:
+        def shortfall(r: Result) -> float:  # how far from feasible, in units of each limit
+            accuracy = max(0.0, r.accuracy_drop - constraints.max_drop_points) / max(constraints.max_drop_points, 1e-9)
+            if constraints.memory_ok(r.memory_bytes):
+                memory = 0.0
+            elif constraints.min_saving is not None and r.memory_saving < constraints.min_saving:
+                memory = (constraints.min_saving - r.memory_saving) / constraints.min_saving
+            else:
+                memory = 1.0
+            return accuracy + memory
+        misses = sorted((r for r in results if r.evaluated), key=shortfall)[:near_misses]
+    return ParetoSet(points=front, best=best, hypervolume=hypervolume(front, constraints), near_misses=misses)

@@ -1,0 +1,24 @@
+"""Scoring one-notch moves: memory saved per unit of signal (drift or accuracy drop) added."""
+
+from __future__ import annotations
+
+from autocompress.search.results import Result
+
+_EPSILON = 1e-6
+
+
+def move_score(parent: Result, child: Result, signal) -> float:
+    """Bytes saved per unit of extra signal; a move that adds no signal scores its saving
+    over epsilon (so free savings go first, the larger first); unknown scores last."""
+    child_signal, parent_signal = signal(child), signal(parent)
+    if child.memory_bytes is None or child_signal is None or parent.memory_bytes is None:
+        return float("-inf")
+    saved = parent.memory_bytes - child.memory_bytes
+    added = max(child_signal - (parent_signal or 0.0), _EPSILON)
+    return saved / added
+
+
+def baseline_result(baseline_bytes: int) -> Result:
+    """The uncompressed model as a walk's starting point."""
+    return Result(candidate_id="baseline", memory_bytes=baseline_bytes, memory_saving=0.0, drift=0.0,
+                  accuracy_drop=0.0, feasible=None)

@@ -1,0 +1,99 @@
+"""Prioritized (PrimeSVT, generalised): sensitivity first, then largest units first.
+
+1. Sensitivity: every dimension is probed alone at the spec's ``sensitivity_rates``
+   (fractions of its choice range: 0.5 is half-way to its most aggressive choice).
+2. Dimensions are ordered from largest (parameters) to smallest; ties go to the one
+   with the lower sensitivity signal.
+3. Each dimension in turn is pushed to the most aggressive choice that keeps the
+   constraints, trying choices from the most aggressive down (full evaluations through
+   the gate, so hopeless choices cost only a probe once the gate is calibrated). A
+   choice beyond the first level whose sensitivity probe already broke the accuracy
+   limit (known when the proxy is off) is not tried.
+4. It stops when the memory goal is met or every dimension has been visited.
+"""
+
+from __future__ import annotations
+
+from autocompress.search.base import Strategy, register_strategy
+from autocompress.search.results import Request, Result
+from autocompress.search.space import Config
+
+
+@register_strategy("prioritized")
+class PrioritizedStrategy(Strategy):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.levels: dict[int, list[int]] = {
+            d: sorted({max(1, round(rate * (len(dim.choices) - 1))) for rate in self.options.sensitivity_rates})
+            for d, dim in enumerate(self.space.dims)
+        }
+        self.sensitivity: dict[tuple[int, int], Result] = {}
+        self.pending: set[tuple[int, int]] = set()
+        self.order: list[int] | None = None
+        self.current: Config = self.space.baseline()
+        self.current_bytes = self.constraints.baseline_bytes
+        self.tries: list[int] = []  # choice indices left to try for the dimension at the head of order
+        self.awaiting: Config | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _single(self, d: int, index: int) -> Config:
+        base = self.space.baseline()
+        return base[:d] + (index,) + base[d + 1 :]
+
+    def ask(self, n: int) -> list[Request]:
+        if self._done or self.awaiting is not None:
+            return []
+        if self.order is None:
+            todo = [(d, i) for d, levels in self.levels.items() for i in levels if (d, i) not in self.sensitivity]
+            if todo:
+                fresh = [key for key in todo if key not in self.pending]
+                self.pending.update(fresh)
+                return [self.request(self._single(d, i), "probe") for d, i in fresh]
+            self.order = sorted(range(len(self.space.dims)), key=lambda d: (-self.space.dims[d].size, self._sensitivity(d), d))
+            self._start_dimension()
+        while self.order and not self.tries:
+            self.order.pop(0)
+            self._start_dimension()
+        if not self.order or self.constraints.memory_ok(self.current_bytes):
+            self._done = True
+            return []
+        d = self.order[0]
+        config = self.current[:d] + (self.tries[0],) + self.current[d + 1 :]
+        self.awaiting = config
+        return [self.request(config, "full")]
+
+    def _sensitivity(self, d: int) -> float:
+        middle = self.levels[d][len(self.levels[d]) // 2]
+        value = self.signal(self.sensitivity[(d, middle)])
+        return float("inf") if value is None else value
+
+    def _start_dimension(self) -> None:
+        if not self.order:
+            self.tries = []
+            return
+        d = self.order[0]
+        top = len(self.space.dims[d].choices) - 1
+        for level in self.levels[d]:  # a sensitivity level that already broke the limit caps the tries
+            result = self.sensitivity[(d, level)]
+            if result.evaluated and not self.constraints.accuracy_ok(result.accuracy):
+                top = level - 1
+                break
+        self.tries = list(range(top, 0, -1))
+
+    def tell(self, request: Request, result: Result) -> None:
+        if request.stage == "probe":
+            d = next(i for i, (a, b) in enumerate(zip(request.config, self.space.baseline())) if a != b)
+            self.sensitivity[(d, request.config[d])] = result
+            self.pending.discard((d, request.config[d]))
+            return
+        if request.config != self.awaiting:
+            return
+        self.awaiting = None
+        self.tries.pop(0)
+        if self.acceptable(result):
+            self.current, self.current_bytes = request.config, result.memory_bytes
+            self.tries = []  # this dimension is settled; the next ask moves on

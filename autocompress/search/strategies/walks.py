@@ -1,0 +1,152 @@
+"""Walks from the baseline, one notch at a time: greedy (AQ4SViT-Greedy) and beam
+(AQ4SViT-Beam), generalised to pruning and quantization together.
+
+Each step probes every neighbour of the current configuration(s) (the drift proxy:
+cheap), ranks the moves by memory saved per unit of drift added, and asks for the
+full evaluation (through the gate) of the best move(s). Greedy accepts the best move
+that is feasible on accuracy and freezes the dimension of each move that is not; beam
+keeps the ``beam_width`` smallest feasible configurations. Without the proxy the probes
+are full evaluations and moves are ranked by measured accuracy drop.
+"""
+
+from __future__ import annotations
+
+from autocompress.search.base import Strategy, register_strategy
+from autocompress.search.results import Request, Result
+from autocompress.search.space import Config
+from autocompress.search.strategies._moves import baseline_result, move_score
+
+
+class _Walk(Strategy):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.known: dict[Config, Result] = {self.space.baseline(): baseline_result(self.constraints.baseline_bytes)}
+        self.asked: set[tuple[Config, str]] = set()
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _probe_missing(self, configs: list[Config]) -> list[Request] | None:
+        """Probe requests for the configurations not known yet; None when all are known."""
+        missing = [c for c in configs if c not in self.known]
+        if not missing:
+            return None
+        fresh = [c for c in missing if (c, "probe") not in self.asked]
+        self.asked.update((c, "probe") for c in fresh)
+        return [self.request(c, "probe") for c in fresh]  # [] while waiting for answers
+
+    def _record(self, request: Request, result: Result) -> None:
+        previous = self.known.get(request.config)
+        if previous is None or result.evaluated or previous.gate == "not asked":
+            self.known[request.config] = result
+
+
+@register_strategy("greedy")
+class GreedyStrategy(_Walk):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.current: Config = self.space.baseline()
+        self.frozen: set[int] = set()
+        self.ranked: list[tuple[int, Config]] | None = None
+        self.awaiting: Config | None = None
+
+    def ask(self, n: int) -> list[Request]:
+        if self._done or self.awaiting is not None:
+            return []
+        if self.ranked is None:
+            moves = self.space.neighbours(self.current, frozenset(self.frozen))
+            if not moves:
+                self._done = True
+                return []
+            probes = self._probe_missing([c for _, c in moves])
+            if probes is not None:
+                return probes
+            parent = self.known[self.current]
+            self.ranked = sorted(moves, key=lambda m: (-move_score(parent, self.known[m[1]], self.signal), m[0]))
+        dim, config = self.ranked[0]
+        self.awaiting = config
+        self.asked.add((config, "full"))
+        return [self.request(config, "full")]
+
+    def tell(self, request: Request, result: Result) -> None:
+        self._record(request, result)
+        if request.stage != "full" or request.config != self.awaiting:
+            return
+        self.awaiting = None
+        dim, config = self.ranked.pop(0)
+        if self.acceptable(result):
+            self.current, self.ranked = config, None
+        else:
+            self.frozen.add(dim)
+            if not self.ranked:
+                self.ranked = None
+
+
+@register_strategy("beam")
+class BeamStrategy(_Walk):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.width = self.options.beam_width
+        self.beam: list[Config] = [self.space.baseline()]
+        self.visited: set[Config] = set(self.beam)
+        self.ranked: list[Config] | None = None
+        self.parent: dict[Config, Config] = {}
+        self.chosen: list[Config] = []
+        self.feasible: list[Config] = []
+
+    def _children(self) -> list[Config]:
+        children: list[Config] = []
+        for config in self.beam:
+            for _, child in self.space.neighbours(config):
+                if child not in self.visited and child not in children:
+                    children.append(child)
+                    self.parent.setdefault(child, config)
+        return children
+
+    def ask(self, n: int) -> list[Request]:
+        if self._done:
+            return []
+        if self.chosen:  # waiting for this step's full evaluations
+            return []
+        if self.ranked is None:
+            children = self._children()
+            if not children:
+                self._done = True
+                return []
+            probes = self._probe_missing(children)
+            if probes is not None:
+                return probes
+
+            def score(child: Config) -> float:
+                return move_score(self.known[self.parent[child]], self.known[child], self.signal)
+
+            self.ranked = sorted(children, key=lambda c: (-score(c), c))
+            self.feasible = []
+        if not self.ranked:  # every child tried, none feasible
+            self._next_beam()
+            return self.ask(n) if not self._done else []
+        self.chosen = self.ranked[: self.width]
+        del self.ranked[: self.width]
+        self.asked.update((c, "full") for c in self.chosen)
+        return [self.request(c, "full") for c in self.chosen]
+
+    def tell(self, request: Request, result: Result) -> None:
+        self._record(request, result)
+        if request.stage != "full" or request.config not in self.chosen:
+            return
+        self.chosen.remove(request.config)
+        self.visited.add(request.config)
+        if self.acceptable(result):
+            self.feasible.append(request.config)
+        if not self.chosen and (self.feasible or not self.ranked):
+            self._next_beam()
+
+    def _next_beam(self) -> None:
+        if not self.feasible:
+            self._done = True
+            return
+        by_size = sorted(self.feasible, key=lambda c: (self.known[c].memory_bytes, -self.known[c].accuracy, c))
+        self.beam = by_size[: self.width]
+        self.ranked, self.feasible = None, []

@@ -1,0 +1,160 @@
+"""Search building blocks: candidates, spaces, Pareto sets, the gate, the drift proxy,
+and in-process searches on the digits reference model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autocompress.compress import compress_model, find_channel_groups, quantizable_layers
+from autocompress.data.digits import digits_split
+from autocompress.engine import Session
+from autocompress.engine.search import run_search
+from autocompress.engine.space import build_space
+from autocompress.models import create_model
+from autocompress.proxy import Gate, kept_channels, membrane_drift, record_potentials
+from autocompress.search import Candidate, Constraints, Result, pareto_set
+from autocompress.spec import load_spec, validate_spec
+from conftest import DEMO_SPEC, TINY_ARGS, make_spec_data
+
+CALIBRATION = digits_split(16)[0][:16]
+
+
+def test_candidate_round_trips_and_ignores_baseline_values():
+    candidate = Candidate.create({"b.mlp": 0.5, "a.mlp": 0.0}, {"head": 8, "fc": 32})
+    assert candidate.to_dict() == {"prune": {"b.mlp": 0.5}, "bits": {"head": 8}}
+    again = Candidate.from_dict(json.loads(json.dumps(candidate.to_dict())))
+    assert again == candidate and again.id == candidate.id and hash(again) == hash(candidate)
+    assert Candidate.create().is_baseline and Candidate.create().id != candidate.id
+
+
+@pytest.mark.parametrize(("granularity", "dims"), [("network", 2), ("stage", 7), ("block", 7), ("layer", 23)])
+def test_granularity_maps_dimensions_onto_units(tmp_path, granularity, dims):
+    spec = validate_spec(make_spec_data(**{"model.args.depths": 2, "space.granularity": granularity}), base_dir=tmp_path)
+    model = create_model(spec.model)
+    space = build_space(spec, find_channel_groups(model), quantizable_layers(model.net))
+    assert len(space.dims) == dims
+    units = {u for dim in space.dims for u in dim.units}
+    assert "blocks.1.mlp.hidden" in units and "head" in units
+    everything = space.candidate(tuple(len(d.choices) - 1 for d in space.dims))
+    assert dict(everything.prune)["blocks.1.mlp.hidden"] == 0.75 and dict(everything.bits)["head"] == 2
+    assert space.candidate(space.baseline()).is_baseline
+
+
+@pytest.mark.parametrize(("search", "kinds"), [("prune", {"prune"}), ("quantize", {"bits"}), ("joint", {"prune", "bits"})])
+def test_search_mode_picks_unit_kinds(tmp_path, search, kinds):
+    spec = validate_spec(make_spec_data(**{"space.search": search}), base_dir=tmp_path)
+    model = create_model(spec.model)
+    space = build_space(spec, find_channel_groups(model), quantizable_layers(model.net))
+    assert {dim.kind for dim in space.dims} == kinds
+
+
+def test_inline_choices_override_the_space_file(tmp_path):
+    spec = validate_spec(make_spec_data(**{"space.prune_rates": [0.5], "space.bits": [4, 8]}), base_dir=tmp_path)
+    model = create_model(spec.model)
+    space = build_space(spec, find_channel_groups(model), quantizable_layers(model.net))
+    assert {dim.choices for dim in space.dims} == {(0.0, 0.5), (32, 8, 4)}
+
+
+def result(cid, accuracy, memory, constraints):
+    return Result(cid, memory_bytes=memory, memory_saving=1 - memory / constraints.baseline_bytes,
+                  accuracy=accuracy, accuracy_drop=constraints.baseline_accuracy - accuracy,
+                  feasible=constraints.feasible(accuracy, memory), gate="pass")
+
+
+def test_pareto_front_best_point_and_hypervolume():
+    c = Constraints(baseline_accuracy=100.0, baseline_bytes=1000, max_drop_points=2.0, min_saving=0.5)
+    results = [result("a", 99.0, 400, c), result("b", 97.0, 200, c), result("c", 98.5, 450, c),
+               result("d", 99.5, 600, c), result("e", 96.0, 300, c), Result("gated", memory_bytes=100, gate="fail")]
+    front = pareto_set(results, c)
+    assert [p.candidate_id for p in front.points] == ["b", "a", "d"]
+    assert front.best.candidate_id == "a"  # b is smaller but loses 3 points
+    # (saving, accuracy fraction): (0.8, .97), (0.6, .99), (0.4, .995)
+    assert front.hypervolume == pytest.approx(0.8 * 0.97 + 0.6 * 0.02 + 0.4 * 0.005)
+    assert all(p.candidate_id != "gated" for p in front.points)
+
+
+def test_no_feasible_point_returns_near_misses():
+    c = Constraints(baseline_accuracy=100.0, baseline_bytes=1000, max_drop_points=1.0, min_saving=0.9)
+    results = [result("a", 99.5, 400, c), result("b", 90.0, 50, c), result("c", 98.0, 150, c)]
+    outcome = pareto_set(results, c)
+    assert outcome.best is None
+    # a misses a third of the saving; c breaks the accuracy limit twice over; b by far
+    assert [r.candidate_id for r in outcome.near_misses] == ["a", "c", "b"]
+
+
+def test_relative_accuracy_constraint():
+    from types import SimpleNamespace
+
+    spec = SimpleNamespace(accuracy=SimpleNamespace(max_drop=2.0, kind="relative"),
+                           memory=SimpleNamespace(min_saving=0.5, max_bytes=None))
+    c = Constraints.from_spec(spec, baseline_accuracy=80.0, baseline_bytes=100)
+    assert c.max_drop_points == pytest.approx(1.6)
+
+
+def test_fixed_gate_and_auto_gate_calibration():
+    fixed = Gate(0.2, max_drop_points=1.5)
+    assert fixed.decide(0.19).passed and not fixed.decide(0.21).passed
+    auto = Gate("auto", max_drop_points=1.5, min_points=3)
+    assert auto.decide(5.0).passed and "calibrating" in auto.decide(5.0).reason
+    for drift, drop in [(0.05, 0.1), (0.1, 0.4), (0.3, 0.9)]:
+        auto.observe(drift, drop)
+    assert auto.decide(5.0).passed and "no evaluated candidate has broken" in auto.decide(5.0).reason
+    auto.observe(0.6, 12.0)
+    threshold = auto.current_threshold()
+    assert 0.3 <= threshold < 0.6
+    assert auto.decide(0.55).passed and not auto.decide(0.6).passed
+    auto.observe(0.62, 0.5)  # a good point beyond: the gate never rejects below a known-good drift
+    assert auto.decide(0.61).passed
+    off = Gate("auto", max_drop_points=1.5, enabled=False)
+    assert off.decide(10.0).passed and off.decide(10.0).reason == "gate off"
+
+
+@pytest.mark.parametrize("family", sorted(TINY_ARGS))
+def test_drift_is_zero_for_the_reference_and_grows_with_compression(family, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(validate_spec(make_spec_data(family, **{"model.args.depths": 2}), base_dir=tmp_path).model)
+    reference = record_potentials(model, CALIBRATION)
+    assert len(reference) == len(model.spiking_neurons())
+    assert membrane_drift(reference, model, CALIBRATION) == pytest.approx(0.0, abs=1e-9)
+    layers = quantizable_layers(model.net)
+    drifts = [membrane_drift(reference, compress_model(model, bits={k: b for k in layers}), CALIBRATION)
+              for b in (16, 4, 2)]
+    assert 0 <= drifts[0] < drifts[1] < drifts[2]
+
+
+@pytest.mark.parametrize("family", sorted(TINY_ARGS))
+def test_pruned_layers_are_compared_on_their_kept_channels(family, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(validate_spec(make_spec_data(family, **{"model.args.depths": 2}), base_dir=tmp_path).model)
+    groups = find_channel_groups(model)
+    reference = record_potentials(model, CALIBRATION)
+    for group in groups.groups:  # every kind, the residual stream included
+        pruned = compress_model(model, prune={group.name: 0.5}, groups=groups)
+        cut = kept_channels(groups.by_name(), pruned.pruned_channels)
+        assert cut, group.name
+        drift = membrane_drift(reference, pruned, CALIBRATION, groups.by_name(), pruned.pruned_channels)
+        assert 0 <= drift <= 2, group.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "prioritized", "tpe", "nsga2", "random"])
+def test_each_strategy_finds_the_target_on_the_digits_reference(reference_cache, monkeypatch, strategy):
+    """1.5 points at most, 80 % saved at least, within 60 full evaluations (network granularity)."""
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
+    spec = load_spec(DEMO_SPEC)
+    spec.space.granularity = "network"
+    options = {"name": strategy, "seed": 0}
+    from pydantic import TypeAdapter
+
+    from autocompress.spec import StrategySpec
+
+    outcome = run_search(Session.open(spec, say=lambda _m: None), say=lambda _m: None,
+                         strategy_options=TypeAdapter(StrategySpec).validate_python(options),
+                         max_full_evaluations=60)
+    assert outcome.stats.full_evaluations <= 60
+    best = outcome.pareto.best
+    assert best is not None and best.accuracy_drop <= 1.5 and best.memory_saving >= 0.8
+    assert best in outcome.pareto.points or any(p.memory_bytes <= best.memory_bytes for p in outcome.pareto.points)
