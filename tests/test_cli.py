@@ -38,7 +38,7 @@ def test_validate_demo_prints_ok():
     [
         ("batch_size: 128", "batchsize: 128", "data.batchsize"),
         ("max_drop: 1.5", "max_drop: -0.5", "constraints.accuracy.max_drop"),
-        ("name: beam, beam_width: 4", "name: hillclimb", "strategy.name"),
+        ("name: greedy, seed: 0", "name: hillclimb, seed: 0", "strategy.name"),
         ("checkpoint: reference:digits-spikformer", "checkpoint: weights/missing.pt", "model.checkpoint"),
     ],
 )

@@ -24,7 +24,7 @@ def test_demo_spec_validates():
     spec = load_spec(DEMO_SPEC)
     assert isinstance(spec, Spec)
     assert spec.model.family == "spikformer"
-    assert spec.strategy.name == "beam" and spec.strategy.beam_width == 4
+    assert spec.strategy.name == "greedy" and spec.strategy.seed == 0
     assert spec.constraints.accuracy.max_drop == 1.5
     assert spec.constraints.memory.min_saving == 0.8
     # relative paths resolve against the spec's folder, whatever the working directory

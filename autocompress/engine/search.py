@@ -80,5 +80,13 @@ def run_search(
     )
     stats = loop.run()
     results = loop.all_results()
-    return SearchOutcome(space, constraints, results, loop.full_order, pareto_set(results, constraints),
-                         stats, gate, candidates)
+    pareto = pareto_set(results, constraints)
+    say(f"search ended ({stats.stopped_by}): {stats.full_evaluations} full evaluations, {stats.probes} proxy "
+        f"evaluations, {stats.gated_out} gated out, {stats.failed} failed, {stats.seconds:.0f} s")
+    if pareto.best is not None:
+        say(f"best feasible: {pareto.best.memory_bytes:,} bytes ({pareto.best.memory_saving:.1%} saved), "
+            f"{pareto.best.accuracy:.2f} % top-1 ({pareto.best.accuracy_drop:+.2f} points)")
+    else:
+        misses = ", ".join(f"{r.memory_saving:.1%} saved at {r.accuracy_drop:+.2f} points" for r in pareto.near_misses)
+        say(f"no feasible point found; nearest misses: {misses or 'none evaluated'}")
+    return SearchOutcome(space, constraints, results, loop.full_order, pareto, stats, gate, candidates)
