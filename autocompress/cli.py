@@ -123,6 +123,98 @@ def evaluate(spec_file: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Where pareto.json goes (default: output.run_dir).")
+@click.option("--max-full-evaluations", type=click.IntRange(min=1), help="Override budget.max_full_evaluations.")
+def search(spec_file: Path, run_dir: Path | None, max_full_evaluations: int | None) -> None:
+    """Search the spec's space in this process; print the Pareto set, write pareto.json.
+
+    Ray execution, the durable run store and resume are not built yet: the spec's
+    execution.workers must be 0 and execution.ray_address empty.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autocompress.engine import Session
+    from autocompress.engine.pareto_file import pareto_document, write_pareto
+    from autocompress.engine.search import run_search
+    from autocompress.errors import UserInputError
+    from autocompress.spec import load_spec
+
+    spec = load_spec(spec_file)
+    if spec.execution.workers or spec.execution.ray_address:
+        raise UserInputError(
+            "execution.workers / execution.ray_address: the Ray executor is not built yet; "
+            "set execution.workers: 0 and leave ray_address empty to search in this process"
+        )
+    session = Session.open(spec, progress=True, say=_say)
+    budget = max_full_evaluations or spec.budget.max_full_evaluations
+    progress = Progress(
+        TextColumn("full evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+    )
+    counts = {"probes": 0, "gated": 0, "best": None}
+
+    def on_result(request, result):
+        if request.stage == "probe" and result.drift is not None:
+            counts["probes"] += 1
+        if result.gate == "fail":
+            counts["gated"] += 1
+        if result.feasible and (counts["best"] is None or result.memory_bytes < counts["best"]):
+            counts["best"] = result.memory_bytes
+        best = f"{1 - counts['best'] / baseline_bytes:.1%} saved" if counts["best"] else "none yet"
+        progress.update(task, completed=min(budget, full_done()),
+                        status=f"proxy {counts['probes']}, gated out {counts['gated']}, best feasible: {best}")
+
+    from autocompress.compress import footprint
+
+    baseline_bytes = footprint(session.model)
+    evaluated: set[str] = set()
+
+    def full_done() -> int:
+        return len(evaluated)
+
+    def track(request, result):
+        if result.evaluated:
+            evaluated.add(result.candidate_id)
+        on_result(request, result)
+
+    with progress:
+        task = progress.add_task("search", total=budget, status="starting")
+        outcome = run_search(session, max_full_evaluations=budget, on_result=track, say=_say)
+    document = pareto_document(spec, outcome)
+    path = write_pareto((run_dir or spec.output.run_dir) / "pareto.json", document)
+    _print_pareto(document)
+    click.echo(f"pareto.json: {path}")
+
+
+def _print_pareto(document: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    baseline = document["baseline"]
+    table = Table(title=f"Pareto set ({len(document['points'])} points; baseline {baseline['accuracy']:.2f} % top-1, "
+                        f"{baseline['memory_bytes']:,} bytes)")
+    for column in ("id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"):
+        table.add_column(column, justify="left" if column == "id" else "right")
+    for p in document["points"]:
+        marker = " *" if p["id"] == document["best"] else ""
+        table.add_row(p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
+                      f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
+                      "-" if p["drift"] is None else f"{p['drift']:.4f}")
+    Console(width=120).print(table)
+    stats = document["statistics"]
+    click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity): "
+               f"{stats['full_evaluations']} full evaluations, {stats['proxy_evaluations']} proxy evaluations, "
+               f"{stats['gated_out']} gated out, {stats['failed']} failed, {stats['wall_seconds']:.0f} s; "
+               f"stopped by {stats['stopped_by']}")
+    if document["best"] is None:
+        click.echo("no feasible point found; the near misses are in pareto.json")
+    else:
+        click.echo(f"best feasible point: {document['best']} (marked *)")
+
+
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 def groups(spec_file: Path, as_json: bool) -> None:
     """List the model's prunable channel groups and quantizable layers.

@@ -133,3 +133,26 @@ def test_groups_reports_what_qkformer_leaves_out(tmp_path):
     assert "stage3.0.mlp.fc1.out" in done.stdout
     assert re.search(r"\d+ groups left out .*\n  head\.out: ", done.stdout)
     assert "stage1.0.attn.qk_conv_bn.0.out: " in done.stdout
+
+
+def test_search_refuses_ray_execution_it_cannot_do_yet(tmp_path, capsys):
+    spec_path = write_spec(tmp_path, make_spec_data(**{"execution.workers": 2}))
+    assert main(["search", str(spec_path)]) == 2
+    assert "execution.workers / execution.ray_address: the Ray executor is not built yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_search_command_writes_pareto_json(reference_cache, tmp_path):
+    text = DEMO_SPEC.read_text().replace("granularity: block", "granularity: network")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(text)
+    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
+    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(spec_path), "--run-dir", str(tmp_path / "run"),
+                           "--max-full-evaluations", "20"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Pareto set" in done.stdout and "best feasible point:" in done.stdout
+    document = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert document["statistics"]["full_evaluations"] <= 20
+    best = next(p for p in document["points"] if p["id"] == document["best"])
+    assert best["feasible"] and best["memory_saving"] >= 0.8 and best["accuracy_drop"] <= 1.5
+    assert set(best["config"]) == {"prune", "bits"} and document["baseline"]["memory_bytes"] == 661808
