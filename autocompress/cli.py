@@ -152,31 +152,22 @@ def search(spec_file: Path, run_dir: Path | None, max_full_evaluations: int | No
         TextColumn("full evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), console=Console(stderr=True), transient=True,
     )
-    counts = {"probes": 0, "gated": 0, "best": None}
-
-    def on_result(request, result):
-        if request.stage == "probe" and result.drift is not None:
-            counts["probes"] += 1
-        if result.gate == "fail":
-            counts["gated"] += 1
-        if result.feasible and (counts["best"] is None or result.memory_bytes < counts["best"]):
-            counts["best"] = result.memory_bytes
-        best = f"{1 - counts['best'] / baseline_bytes:.1%} saved" if counts["best"] else "none yet"
-        progress.update(task, completed=min(budget, full_done()),
-                        status=f"proxy {counts['probes']}, gated out {counts['gated']}, best feasible: {best}")
-
-    from autocompress.compress import footprint
-
-    baseline_bytes = footprint(session.model)
-    evaluated: set[str] = set()
-
-    def full_done() -> int:
-        return len(evaluated)
+    baseline_bytes = session.footprint()
+    seen = {"probed": set(), "gated": set(), "evaluated": set()}  # candidate ids: cached repeats count once
+    best: list[int] = []
 
     def track(request, result):
+        if result.drift is not None:
+            seen["probed"].add(result.candidate_id)
+        if result.gate == "fail":
+            seen["gated"].add(result.candidate_id)
         if result.evaluated:
-            evaluated.add(result.candidate_id)
-        on_result(request, result)
+            seen["evaluated"].add(result.candidate_id)
+        if result.feasible and (not best or result.memory_bytes < best[0]):
+            best[:] = [result.memory_bytes]
+        shown = f"{1 - best[0] / baseline_bytes:.1%} saved" if best else "none yet"
+        progress.update(task, completed=len(seen["evaluated"]), status=(
+            f"proxy {len(seen['probed'])}, gated out {len(seen['gated'])}, best feasible: {shown}"))
 
     with progress:
         task = progress.add_task("search", total=budget, status="starting")

@@ -282,3 +282,14 @@ def test_membrane_grid_holds_threshold_and_reset():
     v = torch.tensor([-5.0, -0.01, 0.0, 0.49, 1.0, 1.02, 3.0])
     q = quantize_membrane(v, threshold=1.0, bits=4)  # step 0.25, range [-2, 1.75]
     assert q.tolist() == [-2.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.75]
+
+
+def test_exported_files_get_a_normal_mode(trained, tmp_path):
+    import os
+
+    path = tmp_path / "m.safetensors"
+    export_compressed(trained["spikformer"], path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left

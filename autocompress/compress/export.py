@@ -28,6 +28,7 @@ import torch
 from pydantic import TypeAdapter
 
 from autocompress import __version__
+from autocompress._atomic import atomic_write
 from autocompress.compress.candidate import CompressionRecord
 from autocompress.compress.footprint import footprint
 from autocompress.compress.neurons import quantize_neurons
@@ -64,11 +65,7 @@ def export_compressed(model, path: str | os.PathLike) -> int:
         "compression": json.dumps(record.to_dict()),
         "footprint_bytes": str(footprint(model)),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    path = atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path.stat().st_size
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-import torch
-
 from autocompress.compress import compress_model, footprint
 from autocompress.engine.evaluation import evaluate_accuracy
 from autocompress.engine.session import Session
@@ -17,16 +13,14 @@ class SessionEvaluator:
     forward); ``full``: its top-1 accuracy on the validation set. The last built model
     is kept, so a probe followed by a full evaluation builds it once."""
 
-    def __init__(self, session: Session, groups, *, proxy: bool = True, progress: bool = False):
+    def __init__(self, session: Session, groups, *, proxy: bool = True):
         self.session = session
         self.groups = groups
         self.by_name = groups.by_name()
         self.proxy = proxy
-        self.progress = progress
         self.calibration = session.data.calibration.to(session.device)
         self._reference = None
         self._last: tuple[str, object] | None = None
-        self.build_seconds = 0.0
 
     @property
     def reference(self):
@@ -37,10 +31,8 @@ class SessionEvaluator:
     def build(self, candidate):
         if self._last is not None and self._last[0] == candidate.id:
             return self._last[1]
-        start = time.perf_counter()
         model = compress_model(self.session.model, prune=dict(candidate.prune), bits=dict(candidate.bits),
                                groups=self.groups, importance="l2")
-        self.build_seconds += time.perf_counter() - start
         self._last = (candidate.id, model)
         return model
 
@@ -57,6 +49,5 @@ class SessionEvaluator:
         return evaluate_accuracy(model, self.session.data, batch_size=spec.data.batch_size,
                                  workers=spec.data.workers, device=self.session.device).accuracy
 
-    @torch.inference_mode()
     def baseline_accuracy(self) -> float:
         return self.session.evaluate().accuracy

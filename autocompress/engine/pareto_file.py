@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from autocompress._atomic import atomic_write
 
 FORMAT = "autocompress-pareto-v1"
 
@@ -57,10 +58,4 @@ def pareto_document(spec, outcome) -> dict:
 
 
 def write_pareto(path: str | os.PathLike, document: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pareto.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2)))

@@ -42,13 +42,17 @@ class Gate:
     enabled: bool = True
     min_points: int = 5
     margin: float = 3.0  # reject where the fit predicts more than (1 + margin) x the allowed drop
-    points: list[tuple[float, float]] = field(default_factory=list)  # (drift, accuracy drop)
+    points: list[tuple[float, float]] = field(default_factory=list)  # (drift, accuracy drop), via observe()
     history: list[tuple[int, float | None]] = field(default_factory=list)  # (points seen, threshold)
 
     def current_threshold(self) -> float | None:
         """The threshold in force (None: everything passes)."""
         if self.threshold != "auto":
             return float(self.threshold)
+        return self.history[-1][1] if self.history else None  # refitted once per observed point
+
+    def _fit_threshold(self) -> float | None:
+        """The auto threshold the observed points give (see the module docstring)."""
         if len(self.points) < self.min_points:
             return None
         from sklearn.isotonic import IsotonicRegression
@@ -85,4 +89,4 @@ class Gate:
         if drift is None or not math.isfinite(drift):
             return
         self.points.append((drift, accuracy_drop))
-        self.history.append((len(self.points), self.current_threshold()))
+        self.history.append((len(self.points), self._fit_threshold() if self.threshold == "auto" else float(self.threshold)))

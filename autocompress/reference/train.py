@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
+from autocompress._atomic import atomic_write
 from autocompress.data._common import DataBundle, TensorImageDataset
 from autocompress.engine.evaluation import evaluate_accuracy
 from autocompress.models import create_model
@@ -38,18 +38,6 @@ def cache_dir() -> Path:
 
 def reference_path(name: str) -> Path:
     return cache_dir() / "references" / f"{name}.pt"
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _training_data(recipe: ReferenceRecipe) -> tuple[torch.Tensor, torch.Tensor, DataBundle]:
@@ -136,8 +124,8 @@ def train_reference(name: str, *, progress: bool = True, say: Callable[[str], No
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
     }
     path = reference_path(name)
-    _atomic_write(path, lambda tmp: torch.save(model.net.state_dict(), tmp))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(metadata, indent=2)))
+    atomic_write(path, lambda tmp: torch.save(model.net.state_dict(), tmp))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(metadata, indent=2)))
     say(f"reference model '{name}': test accuracy {result.accuracy:.2f} % after {seconds:.0f} s; cached at {path}")
     if result.accuracy < recipe.min_accuracy:
         say(f"warning: '{name}' reached {result.accuracy:.2f} %, below the recipe's target of {recipe.min_accuracy} %")
