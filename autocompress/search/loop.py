@@ -1,18 +1,31 @@
-"""The search loop: ask, probe, gate, fully evaluate, tell. Pure logic over an evaluator.
+"""The search loop: ask, probe, gate, fully evaluate, tell. Pure logic, no I/O.
 
-The evaluator is anything with ``probe(candidate) -> (memory_bytes, drift or None)``
-and ``full(candidate) -> accuracy``. The loop owns the gate and the results; a result
-is cached by candidate id, so no candidate is fully evaluated twice and a repeated
-probe costs nothing. A ``probe`` request computes the proxy only; without a proxy it
-becomes a full evaluation (the strategy then ranks by accuracy). A ``full`` request
-passes the gate first; a candidate that fails it is never fully evaluated.
+The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe``, or a
+``full`` evaluation) that something else runs: :meth:`SearchLoop.run` runs them in
+this process on an evaluator (anything with ``probe(candidate) -> (memory_bytes,
+drift or None)`` and ``full(candidate) -> accuracy``); the engine's driver hands them
+to executors (in-process or Ray actors) with :meth:`SearchLoop.tasks` and
+:meth:`SearchLoop.complete`, several at a time.
+
+The loop owns the gate and the results. A result is kept by candidate id, so no
+candidate is fully evaluated twice and a repeated probe costs nothing. A ``probe``
+request computes the proxy only; without a proxy it becomes a full evaluation (the
+strategy then ranks by accuracy). A ``full`` request passes the gate first; a
+candidate that fails it is never fully evaluated.
+
+``prior`` holds results recorded by an earlier run of the same search (the run
+store's journal). They are reused instead of evaluated again, and go through the same
+steps as fresh ones: the gate observes them, the budget counts them, the strategy is
+told them in the order it asks for them. With one task at a time, a deterministic
+strategy therefore replays the earlier run exactly and continues where it stopped.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Callable, Literal, Mapping, Protocol
 
 from autocompress.proxy.gate import Gate
 from autocompress.search.base import Strategy
@@ -27,20 +40,45 @@ class Evaluator(Protocol):
 
 @dataclass
 class SearchStats:
-    full_evaluations: int = 0
+    full_evaluations: int = 0  # including those reused from an earlier run (``replayed``)
     probes: int = 0
     gated_out: int = 0
     failed: int = 0
     cached: int = 0
-    seconds: float = 0.0
+    replayed: int = 0  # probe and full results reused from the run store instead of evaluated
+    retries: int = 0  # tasks run again because their worker died (counted by the engine)
+    seconds: float = 0.0  # wall time, earlier sessions of the run included
     stopped_by: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for an executor: the proxy evaluation or the full one."""
+
+    key: int
+    candidate: object  # Candidate
+    stage: Literal["probe", "full"]
+
+
+@dataclass
+class TaskOutcome:
+    """What running a task gave: the numbers, or the error."""
+
+    memory_bytes: int | None = None
+    drift: float | None = None
+    accuracy: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+RecordKind = Literal["probe", "full", "gate", "failed"]
 
 
 class SearchLoop:
     def __init__(
         self,
         strategy: Strategy,
-        evaluator: Evaluator,
+        evaluator: Evaluator | None,
         gate: Gate,
         constraints: Constraints,
         *,
@@ -48,20 +86,45 @@ class SearchLoop:
         max_full_evaluations: int = 60,
         max_probes: int | None = None,
         max_seconds: float | None = None,
+        prior: Mapping[str, Result] | None = None,
+        elapsed_before: float = 0.0,
         on_result: Callable[[Request, Result], None] | None = None,
+        on_record: Callable[[RecordKind, object, Result], None] | None = None,
     ):
         self.strategy, self.evaluator, self.gate, self.constraints = strategy, evaluator, gate, constraints
         self.proxy = proxy
         self.max_full = max_full_evaluations
         self.max_probes = max_probes if max_probes is not None else 100 * max_full_evaluations
         self.max_seconds = max_seconds
+        self.prior = dict(prior or {})
+        self.elapsed_before = elapsed_before
         self.on_result = on_result
+        self.on_record = on_record
         self.results: dict[str, Result] = {}
         self.order: list[str] = []  # candidate ids in the order they were first evaluated
         self.full_order: list[str] = []  # ids in the order of their full evaluations
-        self.stats = SearchStats()
+        self.stats = SearchStats(seconds=elapsed_before)
+        self.ended: str | None = None  # why the loop stopped asking (the run ends once nothing is in flight)
+        self._queue: deque[Request] = deque()  # asked, not handled yet
+        self._ready: deque[tuple[Request, bool]] = deque()  # (request, originated a task) to handle first
+        self._busy: dict[str, Task] = {}  # candidate id -> its task in flight
+        self._parked: dict[str, list[tuple[Request, bool]]] = {}  # requests waiting on that task
+        self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
+        self._next_key = 0
+        self._start = time.perf_counter()
 
-    # ------------------------------------------------------------------ one request
+    # ------------------------------------------------------------------ bookkeeping
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._busy)
+
+    @property
+    def finished(self) -> bool:
+        return self.ended is not None and not self._busy
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._start
 
     def _remember(self, result: Result) -> Result:
         if result.candidate_id not in self.results:
@@ -69,103 +132,209 @@ class SearchLoop:
         self.results[result.candidate_id] = result
         return result
 
-    def _probe(self, request: Request) -> Result:
-        candidate = request.candidate
-        start = time.perf_counter()
-        try:
-            memory, drift = self.evaluator.probe(candidate)
-        except Exception as error:  # a failed candidate is a result too
+    def _record(self, kind: RecordKind, candidate, result: Result) -> None:
+        if self.on_record is not None:
+            self.on_record(kind, candidate, result)
+
+    def _tell(self, request: Request, result: Result) -> None:
+        self.strategy.tell(request, result)
+        if self.on_result is not None:
+            self.on_result(request, result)
+
+    def _end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+
+    def stop(self, reason: str) -> None:
+        """End the search: nothing new is started; tasks in flight may still complete."""
+        self._end(reason)
+
+    def _full_in_flight(self) -> int:
+        return sum(1 for t in self._busy.values() if t.stage == "full")
+
+    def _dispatch(self, request: Request, stage: str) -> Task | None:
+        if self.ended is not None:
+            return None  # the run is ending: the request stays unanswered
+        cid = request.candidate.id
+        task = Task(self._next_key, request.candidate, stage)
+        self._next_key += 1
+        self._busy[cid] = task
+        self._parked.setdefault(cid, []).append((request, True))
+        return task
+
+    # ------------------------------------------------------------------ one request
+
+    def _step(self, request: Request, origin: bool) -> Task | None:
+        """Advance one request: a task to run, or None (answered, parked, or dropped)."""
+        cid = request.candidate.id
+        if cid in self._busy:
+            self._parked.setdefault(cid, []).append((request, False))
+            return None
+        known = self.results.get(cid)
+        if known is None:
+            prior = self.prior.get(cid)
+            if prior is None:
+                return self._dispatch(request, "probe")
+            known = self._replay_probe(prior)
+        elif (known.evaluated or known.gate == "fail" or known.error
+              or (request.stage == "probe" and (self.proxy or not origin))):
+            if not origin:
+                self.stats.cached += 1
+            self._tell(request, known)
+            return None
+        if known.error is not None or not (request.stage == "full" or not self.proxy):
+            self._tell(request, known)
+            return None
+        gated = request.stage == "full"
+        if gated:
+            decision = self.gate.decide(known.drift)
+            prior = self.prior.get(cid)
+            if not decision.passed and not (prior is not None and prior.evaluated):
+                self.stats.gated_out += 1
+                result = self._remember(replace(known, gate="fail", gate_reason=decision.reason))
+                self._record("gate", request.candidate, result)
+                self._tell(request, result)
+                return None
+            state = ("pass", decision.reason) if self.gate.enabled and self.proxy else ("off", "gate off")
+        else:
+            state = ("off", "probe without a proxy: evaluated in full")
+        if self.stats.full_evaluations + self._full_in_flight() >= self.max_full:
+            self._end("full-evaluation budget")
+            return None
+        prior = self.prior.get(cid)
+        if prior is not None and (prior.evaluated or prior.error is not None):
+            self._tell(request, self._replay_full(known, prior, state))
+            return None
+        self._gate_of[cid] = state
+        return self._dispatch(request, "full")
+
+    def _replay_probe(self, prior: Result) -> Result:
+        self.stats.replayed += 1
+        if prior.memory_bytes is None:  # the probe itself failed
             self.stats.failed += 1
-            return self._remember(Result(candidate.id, error=f"{type(error).__name__}: {error}",
-                                         seconds=time.perf_counter() - start))
+            return self._remember(Result(prior.candidate_id, error=prior.error, seconds=prior.seconds))
         if self.proxy:
             self.stats.probes += 1
-        return self._remember(Result(
-            candidate.id, memory_bytes=memory, memory_saving=1 - memory / self.constraints.baseline_bytes,
-            drift=drift if self.proxy else None, seconds=time.perf_counter() - start,
-        ))
+        return self._remember(Result(prior.candidate_id, memory_bytes=prior.memory_bytes,
+                                     memory_saving=prior.memory_saving, drift=prior.drift))
 
-    def _full(self, result: Result, request: Request, gated: bool) -> Result:
-        if gated:
-            decision = self.gate.decide(result.drift)
-            if not decision.passed:
-                self.stats.gated_out += 1
-                return self._remember(replace(result, gate="fail", gate_reason=decision.reason))
-            gate, reason = ("pass", decision.reason) if self.gate.enabled and self.proxy else ("off", "gate off")
+    def _replay_full(self, known: Result, prior: Result, state: tuple[str, str]) -> Result:
+        self.stats.replayed += 1
+        if prior.error is not None:
+            self.stats.failed += 1
+            return self._remember(replace(known, gate=state[0], gate_reason=state[1], error=prior.error))
+        return self._evaluated(known, prior.accuracy, prior.seconds, state)
+
+    def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str]) -> Result:
+        self.stats.full_evaluations += 1
+        self.full_order.append(known.candidate_id)
+        drop = self.constraints.baseline_accuracy - accuracy
+        result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
+                         feasible=self.constraints.feasible(accuracy, known.memory_bytes),
+                         seconds=known.seconds + seconds)
+        self.gate.observe(known.drift, drop)
+        return self._remember(result)
+
+    # ------------------------------------------------------------------ the event interface
+
+    def _ask_reason(self) -> str | None:
+        """Why no new request may be asked for (None: ask)."""
+        if self.strategy.done:
+            return "strategy finished"
+        if self.stats.full_evaluations >= self.max_full:
+            return "full-evaluation budget"
+        if self.stats.probes >= self.max_probes:
+            return "probe budget"
+        if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
+            return "time budget"
+        return None
+
+    def tasks(self, free: int) -> list[Task]:
+        """Advance the search; return up to ``free`` tasks to start now. Requests that
+        need no evaluation (known results, gate failures, replayed results) are
+        answered on the way."""
+        out: list[Task] = []
+        while len(out) < free:
+            if self._ready:
+                request, origin = self._ready.popleft()
+            elif self.ended is not None:
+                break
+            elif self._queue:
+                request, origin = self._queue.popleft(), False
+            else:
+                reason = self._ask_reason()
+                if reason is not None:
+                    self._end(reason)
+                    break
+                requests = self.strategy.ask(free - len(out))
+                if not requests:
+                    if not self._busy and not out:
+                        self._end("strategy finished" if self.strategy.done else "strategy asked nothing")
+                    break  # otherwise: the strategy waits for results in flight
+                self._queue.extend(requests)
+                continue
+            task = self._step(request, origin)
+            if task is not None:
+                out.append(task)
+        return out
+
+    def complete(self, task: Task, outcome: TaskOutcome) -> Result:
+        """A task's outcome: record it, then answer the requests that waited on it."""
+        cid = task.candidate.id
+        self._busy.pop(cid, None)
+        if task.stage == "probe":
+            if outcome.error is not None:
+                self.stats.failed += 1
+                result = self._remember(Result(cid, error=outcome.error, seconds=outcome.seconds))
+                self._record("failed", task.candidate, result)
+            else:
+                if self.proxy:
+                    self.stats.probes += 1
+                result = self._remember(Result(
+                    cid, memory_bytes=outcome.memory_bytes,
+                    memory_saving=1 - outcome.memory_bytes / self.constraints.baseline_bytes,
+                    drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
+                ))
+                self._record("probe", task.candidate, result)
         else:
-            gate, reason = "off", "probe without a proxy: evaluated in full"
+            known = self.results[cid]
+            state = self._gate_of.pop(cid)
+            if outcome.error is not None:
+                self.stats.failed += 1
+                result = self._remember(replace(known, gate=state[0], gate_reason=state[1], error=outcome.error))
+                self._record("failed", task.candidate, result)
+            else:
+                result = self._evaluated(known, outcome.accuracy, outcome.seconds, state)
+                self._record("full", task.candidate, result)
+        self._ready.extendleft(reversed(self._parked.pop(cid, [])))
+        self.stats.seconds = self.elapsed()
+        return result
+
+    # ------------------------------------------------------------------ in this process
+
+    def _execute(self, task: Task) -> TaskOutcome:
         start = time.perf_counter()
         try:
-            accuracy = self.evaluator.full(request.candidate)
-        except Exception as error:
-            self.stats.failed += 1
-            return self._remember(replace(result, gate=gate, gate_reason=reason,
-                                          error=f"{type(error).__name__}: {error}"))
-        self.stats.full_evaluations += 1
-        self.full_order.append(result.candidate_id)
-        drop = self.constraints.baseline_accuracy - accuracy
-        evaluated = replace(
-            result, gate=gate, gate_reason=reason, accuracy=accuracy, accuracy_drop=drop,
-            feasible=self.constraints.feasible(accuracy, result.memory_bytes),
-            seconds=result.seconds + time.perf_counter() - start,
-        )
-        self.gate.observe(result.drift, drop)
-        return self._remember(evaluated)
+            if task.stage == "probe":
+                memory, drift = self.evaluator.probe(task.candidate)
+                return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
+            accuracy = self.evaluator.full(task.candidate)
+            return TaskOutcome(accuracy=accuracy, seconds=time.perf_counter() - start)
+        except Exception as error:  # a failed candidate is a result too
+            return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
 
-    def handle(self, request: Request) -> Result | None:
-        """Answer one request; None when the budget forbids the full evaluation it needs."""
-        known = self.results.get(request.candidate.id)
-        if known is None:
-            known = self._probe(request)
-        elif request.stage == "probe" or known.evaluated or known.gate == "fail" or known.error:
-            self.stats.cached += 1
-            return known
-        if known.error is not None:
-            return known
-        wants_full = request.stage == "full" or not self.proxy
-        if not wants_full:
-            return known
-        if self.stats.full_evaluations >= self.max_full and (request.stage == "probe" or not self._gate_blocks(known)):
-            return None
-        return self._full(known, request, gated=request.stage == "full")
-
-    def _gate_blocks(self, result: Result) -> bool:
-        return self.proxy and not self.gate.decide(result.drift).passed
-
-    # ------------------------------------------------------------------ the loop
-
-    def run(self, batch: int = 1) -> SearchStats:
-        start = time.perf_counter()
+    def run(self) -> SearchStats:
+        """Run the whole search in this process, one task at a time."""
+        if self.evaluator is None:
+            raise ValueError("SearchLoop.run needs an evaluator; the engine's driver runs tasks elsewhere")
         while True:
-            if self.strategy.done:
-                self.stats.stopped_by = "strategy finished"
+            batch = self.tasks(1)
+            if not batch:
                 break
-            if self.stats.full_evaluations >= self.max_full:
-                self.stats.stopped_by = "full-evaluation budget"
-                break
-            if self.stats.probes >= self.max_probes:
-                self.stats.stopped_by = "probe budget"
-                break
-            if self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
-                self.stats.stopped_by = "time budget"
-                break
-            requests = self.strategy.ask(batch)
-            if not requests:
-                self.stats.stopped_by = "strategy finished" if self.strategy.done else "strategy asked nothing"
-                break
-            exhausted = False
-            for request in requests:
-                result = self.handle(request)
-                if result is None:
-                    exhausted = True
-                    break
-                self.strategy.tell(request, result)
-                if self.on_result is not None:
-                    self.on_result(request, result)
-            if exhausted:
-                self.stats.stopped_by = "full-evaluation budget"
-                break
-        self.stats.seconds = time.perf_counter() - start
+            for task in batch:
+                self.complete(task, self._execute(task))
+        self.stats.stopped_by = self.ended or "strategy finished"
+        self.stats.seconds = self.elapsed()
         return self.stats
 
     def all_results(self) -> list[Result]:
