@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/autocompress evaluate experiments/digits/spec.yaml
+	$(BIN)/autocompress search experiments/digits/spec.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,3 +1,13 @@
 """autocompress: constraint-driven compression search for Spiking Vision Transformers."""
 
 __version__ = "0.1.0"
+
+
+def load(path):
+    """Load a model written by ``autocompress export`` (safetensors; weights only, no pickle)."""
+    from autocompress.compress import load_compressed
+
+    return load_compressed(path)
+
+
+__all__ = ["__version__", "load"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -88,12 +90,17 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(spec_file: Path, as_json: bool) -> None:
-    """Evaluate the spec's (uncompressed) model: top-1 accuracy and footprint.
+@click.option("--model", "model_file", type=click.Path(path_type=Path),
+              help="Evaluate this exported model (from `autocompress export`) instead of the spec's model.")
+def evaluate(spec_file: Path, as_json: bool, model_file: Path | None) -> None:
+    """Evaluate the spec's (uncompressed) model, or an exported one: top-1 accuracy
+    on the spec's validation set, and footprint.
 
     A reference model named by the spec (reference:NAME) is trained first if it is
     not cached yet.
     """
+    from autocompress.compress import footprint as model_footprint
+    from autocompress.compress import load_compressed
     from autocompress.engine import Session
     from autocompress.spec import load_spec
 
@@ -101,17 +108,21 @@ def evaluate(spec_file: Path, as_json: bool) -> None:
     session = Session.open(spec, progress=not as_json, say=_say)
     for note in session.data.notes:
         _say(f"note: {note}")
-    result = session.evaluate(progress=not as_json)
-    footprint = session.footprint()
+    model = None
+    if model_file is not None:
+        model = load_compressed(model_file).to(session.device)
+    result = session.evaluate(model, progress=not as_json)
+    footprint = session.footprint() if model is None else model_footprint(model)
     if as_json:
         click.echo(json.dumps({
             "spec": spec.name, "model": spec.model.family, "checkpoint": session.checkpoint,
+            "exported_model": str(model_file) if model_file else None,
             "device": str(session.device), "data": session.data.description,
             "evaluation": result.to_dict(), "footprint_bytes": footprint,
         }, indent=2))
         return
     click.echo(f"spec:          {spec.name}")
-    click.echo(f"model:         {spec.model.family} ({spec.model.checkpoint or 'no checkpoint'})")
+    click.echo(f"model:         {spec.model.family} ({model_file or spec.model.checkpoint or 'no checkpoint'})")
     click.echo(f"checkpoint:    {session.checkpoint}")
     click.echo(f"data:          {session.data.description}")
     click.echo(f"device:        {session.device}")
@@ -121,61 +132,176 @@ def evaluate(spec_file: Path, as_json: bool) -> None:
     click.echo(f"footprint:     {footprint} bytes ({footprint / 2**20:.3f} MiB, parameters and buffers at their stored dtype)")
 
 
-@cli.command()
-@click.argument("spec_file", type=click.Path(path_type=Path))
-@click.option("--run-dir", type=click.Path(path_type=Path), help="Where pareto.json goes (default: output.run_dir).")
-@click.option("--max-full-evaluations", type=click.IntRange(min=1), help="Override budget.max_full_evaluations.")
-def search(spec_file: Path, run_dir: Path | None, max_full_evaluations: int | None) -> None:
-    """Search the spec's space in this process; print the Pareto set, write pareto.json.
-
-    Ray execution, the durable run store and resume are not built yet: the spec's
-    execution.workers must be 0 and execution.ray_address empty.
-    """
+def _progress_display(budget_hint: int):
+    """A live display of a search's progress (a line every 10 s when stderr is not a terminal)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autocompress.engine import Session
-    from autocompress.engine.pareto_file import pareto_document, write_pareto
-    from autocompress.engine.search import run_search
-    from autocompress.errors import UserInputError
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("full evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    )
+    task = progress.add_task("search", total=budget_hint, status="starting")
+    last_line = [time.monotonic()]
+
+    def update(state: dict) -> None:
+        best = state.get("best")
+        shown = f"{best['memory_saving']:.1%} saved at {best['accuracy_drop']:+.2f}" if best else "none yet"
+        status = (f"proxy {state['proxy_evaluations']}, gated out {state['gated_out']}, failed {state['failed']}, "
+                  f"retried {state['retries']}, in flight {state['in_flight']}, best feasible: {shown}")
+        progress.update(task, completed=state["full_evaluations"], total=state["max_full_evaluations"], status=status)
+        if not console.is_terminal and time.monotonic() - last_line[0] >= 10:
+            last_line[0] = time.monotonic()
+            _say(f"progress: {state['full_evaluations']}/{state['max_full_evaluations']} full evaluations, {status}, "
+                 f"{state['wall_seconds']:.0f} s")
+
+    return progress, update
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops a search like Ctrl-C: in-flight work abandoned, finished work kept, exit 130."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _finish_search(document: dict) -> None:
+    _print_pareto(document)
+    click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
+    if document["statistics"]["stopped_by"].startswith("error"):
+        raise AutocompressError(f"the search failed: {document['statistics']['stopped_by']}")
+
+
+_EXECUTION_OPTIONS = [
+    click.option("--workers", type=click.IntRange(min=0), help="Evaluation workers (Ray actors); 0 evaluates in "
+                 "this process. Overrides execution.workers."),
+    click.option("--ray-address", help="Join this Ray cluster ('auto' or host:port) instead of starting a local "
+                 "Ray. Overrides execution.ray_address."),
+    click.option("--max-full-evaluations", type=click.IntRange(min=1), help="Override budget.max_full_evaluations."),
+]
+
+
+def _execution_options(function):
+    for option in reversed(_EXECUTION_OPTIONS):
+        function = option(function)
+    return function
+
+
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--run-dir", type=click.Path(path_type=Path), help="The run directory (default: output.run_dir, "
+              "which defaults to runs/<name>-<date>-<time> beside the spec).")
+@_execution_options
+def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_address: str | None,
+           max_full_evaluations: int | None) -> None:
+    """Search the spec's space; print the Pareto set and write pareto.json into the run directory.
+
+    Every result is stored in the run directory as it completes: `autocompress
+    status RUN_DIR` shows progress from another shell, and `autocompress resume
+    RUN_DIR` continues a search that was killed or ran out of budget.
+    """
+    from autocompress.engine.driver import RunOptions, start_search
     from autocompress.spec import load_spec
 
     spec = load_spec(spec_file)
-    if spec.execution.workers or spec.execution.ray_address:
-        raise UserInputError(
-            "execution.workers / execution.ray_address: the Ray executor is not built yet; "
-            "set execution.workers: 0 and leave ray_address empty to search in this process"
-        )
-    session = Session.open(spec, progress=True, say=_say)
-    budget = max_full_evaluations or spec.budget.max_full_evaluations
-    progress = Progress(
-        TextColumn("full evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-    )
-    baseline_bytes = session.footprint()
-    seen = {"probed": set(), "gated": set(), "evaluated": set()}  # candidate ids: cached repeats count once
-    best: list[int] = []
+    _interrupt_on_sigterm()
+    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations)
+    target = (run_dir or spec.output.run_dir).resolve()
+    _say(f"run directory: {target}")
+    display, update = _progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
+    with display:
+        document = start_search(spec, run_dir=target, options=options, spec_file=str(spec_file.resolve()),
+                                say=_say, on_progress=update)
+    _finish_search(document)
 
-    def track(request, result):
-        if result.drift is not None:
-            seen["probed"].add(result.candidate_id)
-        if result.gate == "fail":
-            seen["gated"].add(result.candidate_id)
-        if result.evaluated:
-            seen["evaluated"].add(result.candidate_id)
-        if result.feasible and (not best or result.memory_bytes < best[0]):
-            best[:] = [result.memory_bytes]
-        shown = f"{1 - best[0] / baseline_bytes:.1%} saved" if best else "none yet"
-        progress.update(task, completed=len(seen["evaluated"]), status=(
-            f"proxy {len(seen['probed'])}, gated out {len(seen['gated'])}, best feasible: {shown}"))
 
-    with progress:
-        task = progress.add_task("search", total=budget, status="starting")
-        outcome = run_search(session, max_full_evaluations=budget, on_result=track, say=_say)
-    document = pareto_document(spec, outcome)
-    path = write_pareto((run_dir or spec.output.run_dir) / "pareto.json", document)
-    _print_pareto(document)
-    click.echo(f"pareto.json: {path}")
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@_execution_options
+@click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), help="Override budget.max_hours.")
+def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
+           max_hours: float | None) -> None:
+    """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
+    with --max-full-evaluations). Recorded results are reused, never evaluated again."""
+    from autocompress.engine.driver import RunOptions, resume_search
+
+    _interrupt_on_sigterm()
+    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
+                         max_hours=max_hours)
+    display, update = _progress_display(max_full_evaluations or 1)
+    with display:
+        document = resume_search(run_dir, options=options, say=_say, on_progress=update)
+    _finish_search(document)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(run_dir: Path, as_json: bool) -> None:
+    """Show a run's state and progress (also while its search runs, from another shell)."""
+    from autocompress.engine.status import run_status
+
+    report = run_status(run_dir)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    p = report["progress"]
+    click.echo(f"run:        {report['run_dir']} ({report['spec']}, {report['strategy']})")
+    click.echo(f"state:      {report['state']}" + (f" ({report['stopped_by']})" if report.get("stopped_by") else ""))
+    if report.get("hint"):
+        click.echo(f"            {report['hint']}")
+    click.echo(f"session:    {report['sessions']} (`{report['command']}`, pid {report['pid']} on {report['host']}, "
+               f"{report['executor']}, {report['worker_count']} workers), last update {report['updated_ago']:.0f} s ago")
+    click.echo(f"full:       {p.get('full_evaluations', 0)} of {p.get('max_full_evaluations', '?')} "
+               f"(stored: {report['stored']['full']})")
+    click.echo(f"proxy:      {p.get('proxy_evaluations', 0)}; gated out {p.get('gated_out', 0)}; failed "
+               f"{p.get('failed', 0)}; retried {report['retries']}; in flight {p.get('in_flight', 0)}")
+    click.echo(f"time:       {p.get('wall_seconds', 0.0):.0f} s")
+    best = report["best"]
+    click.echo("best:       " + ("none feasible yet" if best is None else
+               f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "
+               f"{best['accuracy']:.2f} % top-1 ({best['accuracy_drop']:+.2f} points)"))
+    for w in report["workers"]:
+        click.echo(f"worker:     {w['name']} pid {w['pid']} on {w['node']}: {w['state']}"
+                   + (f" ({w['task']})" if w["task"] else ""))
+    for e in report["events"][-5:]:
+        click.echo(f"event:      {e['kind']}: {e['message']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print pareto.json's content.")
+def pareto(run_dir: Path, as_json: bool) -> None:
+    """Print a run's Pareto set (the set so far while the search runs)."""
+    from autocompress.engine.pareto_file import pareto_document
+    from autocompress.engine.store import RunStore
+
+    with RunStore.open_reader(run_dir) as store:
+        document = pareto_document(store)
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        _print_pareto(document)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--point", "point_id", required=True, help="The candidate id (a Pareto point's `id`).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="The file to write.")
+def export(run_dir: Path, point_id: str, out_file: Path) -> None:
+    """Write the packed compressed model of a fully evaluated candidate (safetensors).
+
+    Load it with `autocompress.load(FILE)` (weights only, no pickle), or evaluate it
+    with `autocompress evaluate SPEC --model FILE`.
+    """
+    from autocompress.engine.exporting import export_point
+
+    info = export_point(run_dir, point_id, out_file, say=_say)
+    click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
+               f"recorded accuracy {info['accuracy']:.2f} % top-1" + ("" if info["pareto"] else
+                                                                     " (not on the Pareto front)"))
 
 
 def _print_pareto(document: dict) -> None:
@@ -183,6 +309,10 @@ def _print_pareto(document: dict) -> None:
     from rich.table import Table
 
     baseline = document["baseline"]
+    stats = document["statistics"]
+    if baseline is None:
+        click.echo(f"{document['run_dir']}: no results yet (state: {document['state']})")
+        return
     table = Table(title=f"Pareto set ({len(document['points'])} points; baseline {baseline['accuracy']:.2f} % top-1, "
                         f"{baseline['memory_bytes']:,} bytes)")
     for column in ("id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"):
@@ -191,13 +321,13 @@ def _print_pareto(document: dict) -> None:
         marker = " *" if p["id"] == document["best"] else ""
         table.add_row(p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
                       f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
-                      "-" if p["drift"] is None else f"{p['drift']:.4f}")
+                      "-" if p["proxy"] is None else f"{p['proxy']:.4f}")
     Console(width=120).print(table)
-    stats = document["statistics"]
-    click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity): "
-               f"{stats['full_evaluations']} full evaluations, {stats['proxy_evaluations']} proxy evaluations, "
-               f"{stats['gated_out']} gated out, {stats['failed']} failed, {stats['wall_seconds']:.0f} s; "
-               f"stopped by {stats['stopped_by']}")
+    click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity, "
+               f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
+               f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, {stats['failed']} "
+               f"failed, {stats['retries']} retried after a worker died, {stats['wall_seconds']:.0f} s; "
+               f"stopped by {stats['stopped_by']} (state: {document['state']})")
     if document["best"] is None:
         click.echo("no feasible point found; the near misses are in pareto.json")
     else:

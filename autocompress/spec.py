@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -414,7 +415,7 @@ class ExecutionSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    run_dir: Path | None = Field(default=None, description="where the run is stored; default runs/<name> beside the spec")
+    run_dir: Path | None = Field(default=None, description="where the run is stored; default runs/<name>-<date>-<time> beside the spec")
 
     @field_validator("run_dir")
     @classmethod
@@ -458,7 +459,8 @@ class Spec(_Strict):
             check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self)
         if self.output.run_dir is None:
             base_dir = Path((info.context or {}).get("base_dir") or Path.cwd())
-            self.output.run_dir = Path(os.path.normpath(base_dir / "runs" / self.name))
+            stamp = time.strftime("%Y%m%d-%H%M%S")  # each search of the spec gets its own run folder
+            self.output.run_dir = Path(os.path.normpath(base_dir / "runs" / f"{self.name}-{stamp}"))
         return self
 
 

@@ -28,7 +28,8 @@ def test_demo_spec_validates():
     assert spec.constraints.accuracy.max_drop == 1.5
     assert spec.constraints.memory.min_saving == 0.8
     # relative paths resolve against the spec's folder, whatever the working directory
-    assert spec.output.run_dir == DEMO_SPEC.parent / "runs" / "digits-demo"
+    assert spec.output.run_dir.parent == DEMO_SPEC.parent / "runs"
+    assert spec.output.run_dir.name.startswith("digits-demo-")  # a new run folder per search
 
 
 @pytest.mark.parametrize(

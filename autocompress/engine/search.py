@@ -1,4 +1,5 @@
-"""Run a spec's search in this process (the Ray executor and the run store come later)."""
+"""Run a spec's search in memory, in this process, without a run directory (for experiments;
+the `search` command uses :mod:`autocompress.engine.driver`)."""
 
 from __future__ import annotations
 

@@ -38,8 +38,10 @@ class Session:
     checkpoint: str | None
 
     @classmethod
-    def open(cls, spec: Spec, *, progress: bool = False, say: Callable[[str], None] = print) -> Session:
-        device = resolve_device(spec.execution.device)
+    def open(cls, spec: Spec, *, device: str | None = None, progress: bool = False,
+             say: Callable[[str], None] = print) -> Session:
+        """Build the model, load its checkpoint and the data; ``device`` overrides the spec's."""
+        device = resolve_device(device or spec.execution.device)
         checkpoint = resolve_checkpoint(spec, progress=progress, say=say)
         model = create_model(spec.model)
         if checkpoint is not None:

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable
 
+import torch
 from torch import nn
 
 from autocompress.errors import ModelError
@@ -34,11 +35,17 @@ def family_names() -> list[str]:
 
 
 def create_model(model_spec) -> SViT:
-    """Build the (untrained) SViT a spec's ``model`` section describes."""
+    """Build the (untrained) SViT a spec's ``model`` section describes.
+
+    The initial weights are drawn from a fixed seed, without touching the caller's
+    random state: every process (the driver, each Ray worker, a resumed run) builds the
+    same model, also when no checkpoint replaces them."""
     family = model_spec.family
     if family not in _FAMILIES:
         raise ModelError(f"model.family: no builder registered for {family!r}; known: {', '.join(family_names())}")
-    net = _FAMILIES[family](model_spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = _FAMILIES[family](model_spec)
     args = model_spec.args if isinstance(model_spec.args, dict) else model_spec.args.model_dump()
     model = SViT(net, family, args, time_steps=getattr(model_spec, "time_steps", None),
                  factory=getattr(model_spec, "factory", None))

@@ -1,0 +1,275 @@
+"""Executors run the loop's tasks: in this process, or on a pool of Ray actors.
+
+Both have one interface: ``free()`` slots, ``submit(task)``, ``wait(timeout)`` for the
+tasks that completed, ``baseline()``, ``shutdown()``. A task is a candidate config and
+a stage; a model or a data set never travels.
+
+The Ray executor keeps one actor per worker (``num_gpus=1`` each on CUDA, one CPU
+each otherwise). Each actor builds its :class:`~autocompress.engine.worker.Worker`
+once. An actor that dies (its process killed, its node lost) is replaced, and the
+task it was running is sent again, up to ``max_retries`` times; after that the task
+completes with an error and the search goes on. The retries are counted and reported
+through ``on_event``. Ray's own actor restarts are not used, because the driver must
+know of every retry to count it and to bound it per candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from autocompress.engine.worker import Worker
+from autocompress.errors import AutocompressError, UserInputError
+from autocompress.search.loop import Task, TaskOutcome
+
+log = logging.getLogger("autocompress")
+
+EventHook = Callable[[str, str], None]  # (kind, message)
+WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
+
+
+@dataclass
+class Completion:
+    task: Task
+    outcome: TaskOutcome
+    worker: str
+    attempts: int = 1
+
+
+def _describe(task: Task) -> str:
+    return f"{task.stage} {task.candidate.id}"
+
+
+class InProcessExecutor:
+    """One worker in the driver's process; a submitted task runs inside ``wait``."""
+
+    name = "in-process"
+
+    def __init__(self, worker: Worker, *, on_worker: WorkerHook | None = None):
+        self.worker = worker
+        self.slots = 1
+        self.pending: list[Task] = []
+        self.on_worker = on_worker or (lambda *a, **k: None)
+        self.retries = 0
+        self.replaced = 0
+        info = worker.info()
+        self.on_worker("in-process", state="idle", pid=info["pid"], node=info["node"])
+
+    def free(self) -> int:
+        return self.slots - len(self.pending)
+
+    @property
+    def busy(self) -> int:
+        return len(self.pending)
+
+    def submit(self, task: Task) -> None:
+        self.pending.append(task)
+        self.on_worker("in-process", state="busy", task=_describe(task))
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        if not self.pending:
+            return []
+        task = self.pending.pop(0)
+        outcome = self.worker.run(task.stage, task.candidate.to_dict())
+        self.on_worker("in-process", state="idle")
+        return [Completion(task, outcome, "in-process")]
+
+    def baseline(self) -> float:
+        return self.worker.baseline()
+
+    def shutdown(self) -> None:
+        self.pending.clear()
+
+
+class RayExecutor:
+    """A pool of Ray actors, each holding a :class:`Worker`."""
+
+    name = "ray"
+
+    def __init__(self, spec_data: dict, *, workers: int, device: str, address: str | None, proxy: bool,
+                 run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
+                 on_event: EventHook | None = None, on_worker: WorkerHook | None = None):
+        import ray
+
+        self.ray = ray
+        self.spec_data, self.proxy, self.run_dir = spec_data, proxy, run_dir
+        self.slots = workers
+        self.max_retries = max_retries
+        self.start_timeout = start_timeout
+        self.on_event = on_event or (lambda kind, message: None)
+        self.on_worker = on_worker or (lambda *a, **k: None)
+        self.retries = 0
+        self.replaced = 0
+        self.gpu = device.startswith("cuda") or (device == "auto" and self._local_cuda())
+        self._started_ray = False
+        self._connect(address, workers)
+        self._actor_class = ray.remote(_RayWorker).options(
+            num_cpus=1, num_gpus=1 if self.gpu else 0, max_restarts=0, max_concurrency=2)
+        self.actors: dict[str, object] = {}
+        self.generation: dict[str, int] = {}
+        self.running: dict[object, tuple[Task, str, int]] = {}  # object ref -> (task, worker, attempt)
+        self.busy_workers: set[str] = set()
+        self._probed_on: dict[str, str] = {}  # candidate id -> worker that probed it (its model is cached there)
+        try:
+            for index in range(workers):
+                self._spawn(f"worker-{index}")
+            for name in list(self.actors):
+                self._ready(name)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    @staticmethod
+    def _local_cuda() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    def _connect(self, address: str | None, workers: int) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+            if address:
+                options["address"] = address
+            else:  # a local Ray with room for every worker (logical CPUs; Ray does not pin them)
+                options["num_cpus"] = max(workers, os.cpu_count() or 1)
+            try:
+                ray.init(**options)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise UserInputError(f"execution.ray_address: cannot connect to Ray at {address!r}: {error}") from None
+            self._started_ray = True
+        resources = ray.cluster_resources()
+        kind, have = ("GPU", resources.get("GPU", 0)) if self.gpu else ("CPU", resources.get("CPU", 0))
+        if have < workers:
+            if self._started_ray:
+                ray.shutdown()
+            raise UserInputError(
+                f"execution.workers: {workers} workers need {workers} {kind}s, but the Ray cluster has {have:g}; "
+                f"lower --workers (or execution.workers) or add nodes"
+            )
+
+    def _spawn(self, name: str) -> None:
+        self.generation[name] = self.generation.get(name, -1) + 1
+        self.actors[name] = self._actor_class.remote(
+            self.spec_data, proxy=self.proxy, device="cuda" if self.gpu else "cpu", run_dir=self.run_dir)
+        self.on_worker(name, state="starting")
+
+    def _ready(self, name: str) -> None:
+        """Wait for an actor to build its worker; a failure to build is the run's failure."""
+        try:
+            info = self.ray.get(self.actors[name].info.remote(), timeout=self.start_timeout)
+        except self.ray.exceptions.GetTimeoutError:
+            raise AutocompressError(f"{name} did not start within {self.start_timeout:.0f} s "
+                                    "(not enough resources on the Ray cluster?)") from None
+        except self.ray.exceptions.RayError as error:
+            raise AutocompressError(f"{name} could not start: {_cause(error)}") from None
+        self.on_worker(name, state="idle", pid=info["pid"], node=info["node"])
+
+    # ------------------------------------------------------------------ tasks
+
+    def free(self) -> int:
+        return self.slots - len(self.busy_workers)
+
+    @property
+    def busy(self) -> int:
+        return len(self.running)
+
+    def _pick(self, task: Task) -> str:
+        idle = [n for n in self.actors if n not in self.busy_workers]
+        preferred = self._probed_on.get(task.candidate.id)
+        return preferred if preferred in idle else idle[0]
+
+    def submit(self, task: Task, attempt: int = 1, worker: str | None = None) -> None:
+        name = worker or self._pick(task)
+        ref = self.actors[name].run.remote(task.stage, task.candidate.to_dict())
+        self.running[ref] = (task, name, attempt)
+        self.busy_workers.add(name)
+        self.on_worker(name, state="busy", task=_describe(task))
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        if not self.running:
+            return []
+        ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        if ready:  # collect whatever else is ready too
+            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        done: list[Completion] = []
+        for ref in ready:
+            task, name, attempt = self.running.pop(ref)
+            self.busy_workers.discard(name)
+            try:
+                outcome = self.ray.get(ref)
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as error:
+                done.extend(self._worker_died(task, name, attempt, error))
+                continue
+            except self.ray.exceptions.RayError as error:  # the task raised past the worker's own handling
+                outcome = TaskOutcome(error=f"{type(error).__name__}: {_cause(error)}")
+            if task.stage == "probe":
+                self._probed_on[task.candidate.id] = name
+            self.on_worker(name, state="idle")
+            done.append(Completion(task, outcome, name, attempt))
+        return done
+
+    def _worker_died(self, task: Task, name: str, attempt: int, error: Exception) -> list[Completion]:
+        self.on_event("worker-died", f"{name} died while running {_describe(task)} (attempt {attempt}): "
+                                     f"{_cause(error).splitlines()[0]}")
+        log.warning("%s died while running %s; replacing it", name, _describe(task))
+        try:
+            self.ray.kill(self.actors[name])
+        except Exception:  # already gone
+            pass
+        self._spawn(name)
+        self._ready(name)
+        self.replaced += 1
+        self.on_event("worker-replaced", f"{name} replaced (generation {self.generation[name]})")
+        self._probed_on = {c: w for c, w in self._probed_on.items() if w != name}
+        if attempt <= self.max_retries:
+            self.retries += 1
+            self.on_event("retry", f"{_describe(task)}: attempt {attempt + 1} of {self.max_retries + 1}")
+            self.submit(task, attempt + 1, worker=name)
+            return []
+        message = f"WorkerDied: the worker died {attempt} times running this task"
+        self.on_event("failed", f"{_describe(task)}: {message}")
+        return [Completion(task, TaskOutcome(error=message), name, attempt)]
+
+    def baseline(self) -> float:
+        name = next(iter(self.actors))
+        try:
+            return self.ray.get(self.actors[name].baseline.remote())
+        except self.ray.exceptions.RayError as error:
+            raise AutocompressError(f"the baseline evaluation failed on {name}: {_cause(error)}") from None
+
+    def shutdown(self) -> None:
+        for actor in self.actors.values():
+            try:
+                self.ray.kill(actor)
+            except Exception:
+                pass
+        self.actors.clear()
+        self.running.clear()
+        if self._started_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+class _RayWorker:
+    """The actor: a :class:`Worker` built inside the actor's process."""
+
+    def __init__(self, spec_data: dict, *, proxy: bool, device: str, run_dir: str):
+        # one CPU per actor (num_cpus=1): one intra-op thread, so actors do not fight over cores
+        self.worker = Worker(spec_data, proxy=proxy, device=device, threads=1, run_dir=run_dir)
+
+    def info(self) -> dict:
+        return self.worker.info()
+
+    def baseline(self) -> float:
+        return self.worker.baseline()
+
+    def run(self, stage: str, candidate: dict) -> TaskOutcome:
+        return self.worker.run(stage, candidate)
+
+
+def _cause(error: Exception) -> str:
+    cause = getattr(error, "cause", None)
+    return str(cause if cause is not None else error)

@@ -1,0 +1,43 @@
+"""``autocompress export``: the packed model of a run's fully evaluated candidate.
+
+The model is rebuilt exactly as the workers built it for the full evaluation (the
+run's frozen spec, the same channel groups, the candidate's config), then written
+with :func:`~autocompress.compress.export_compressed`. Loading the file with
+:func:`autocompress.load` gives a model whose validation accuracy is the recorded one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from autocompress.compress import compress_model, export_compressed, find_channel_groups, footprint
+from autocompress.engine.pareto_file import pareto_document
+from autocompress.engine.session import Session
+from autocompress.engine.store import RunStore
+from autocompress.engine.worker import spec_from_frozen
+from autocompress.errors import UserInputError
+
+
+def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLike, *,
+                 say: Callable[[str], None] = print) -> dict:
+    with RunStore.open_reader(run_dir) as store:
+        records = {r.result.candidate_id: r for r in store.records(("full",))}
+        document = pareto_document(store)
+        spec = spec_from_frozen(store.meta("spec"))
+    record = records.get(point_id)
+    if record is None:
+        front = ", ".join(p["id"] for p in document["points"]) or "none yet"
+        raise UserInputError(f"--point {point_id}: no fully evaluated candidate with that id in {run_dir}; "
+                             f"the Pareto points are: {front}")
+    session = Session.open(spec, say=say)
+    groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
+    model = compress_model(session.model, prune=record.candidate.get("prune", {}), bits=record.candidate.get("bits", {}),
+                           groups=groups, importance="l2")
+    try:
+        size = export_compressed(model, out)
+    except OSError as error:
+        raise UserInputError(f"--out {out}: cannot write: {error}") from None
+    return {"path": str(Path(out).resolve()), "file_bytes": size, "memory_bytes": footprint(model),
+            "accuracy": record.result.accuracy, "pareto": any(p["id"] == point_id for p in document["points"])}

@@ -1,0 +1,308 @@
+"""The engine: replaying a journal, parallel completion, the run store, and the CLI
+that drives searches (search, resume, status, pareto, export), with Ray and faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import autocompress
+from autocompress.cli import main
+from autocompress.engine import RunStore, Session
+from autocompress.errors import UserInputError
+from autocompress.proxy import Gate
+from autocompress.search import Constraints, Result, SearchLoop, create_strategy
+from autocompress.search.loop import TaskOutcome
+from autocompress.spec import load_spec
+from conftest import DEMO_SPEC, REPO, make_spec_data, write_spec
+from test_strategies import BASELINE_BYTES, OPTIONS, SyntheticEvaluator, make_space
+
+sys.path.insert(0, str(REPO / "experiments" / "engine"))
+from kill_and_resume import kill_and_resume  # noqa: E402
+
+CONSTRAINTS = Constraints(baseline_accuracy=90.0, baseline_bytes=BASELINE_BYTES, max_drop_points=1.5, min_saving=0.25)
+
+
+def make_loop(name, *, max_full, prior=None, evaluator=None, on_result=None, on_record=None):
+    strategy = create_strategy(OPTIONS[name], make_space(), CONSTRAINTS)
+    return SearchLoop(strategy, evaluator, Gate("auto", 1.5), CONSTRAINTS, max_full_evaluations=max_full,
+                      prior=prior, on_result=on_result, on_record=on_record)
+
+
+# --------------------------------------------------------------------------- loop level
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_replaying_a_journal_continues_the_same_search(name):
+    """Results recorded before a stop, replayed as ``prior``, rebuild the strategy: the
+    continued search tells the same results in the same order as an uninterrupted one,
+    and evaluates only what the first part did not."""
+    whole: list = []
+    make_loop(name, max_full=20, evaluator=SyntheticEvaluator(),
+              on_result=lambda q, r: whole.append((q.stage, r.candidate_id, r.gate, r.accuracy))).run()
+
+    journal: dict[str, Result] = {}  # what the run store keeps: the latest probe/full/failed result
+    first = SyntheticEvaluator()
+    make_loop(name, max_full=8, evaluator=first,
+              on_record=lambda kind, c, r: journal.__setitem__(r.candidate_id, r) if kind != "gate" else None).run()
+    second = SyntheticEvaluator()
+    told: list = []
+    resumed = make_loop(name, max_full=20, prior=journal, evaluator=second,
+                        on_result=lambda q, r: told.append((q.stage, r.candidate_id, r.gate, r.accuracy)))
+    resumed.run()
+    assert told == whole
+    assert not set(first.full_calls) & set(second.full_calls), "a candidate was fully evaluated twice"
+    assert resumed.stats.full_evaluations == len(first.full_calls) + len(second.full_calls)
+    assert resumed.stats.replayed >= len(first.full_calls)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_parallel_completion_in_any_order(name):
+    """Tasks completing out of order (several workers): budget kept, no candidate fully
+    evaluated twice, every task answered, the search ends."""
+    rng = random.Random(0)
+    evaluator = SyntheticEvaluator()
+    loop = make_loop(name, max_full=15)
+    in_flight = []
+    for _ in range(10_000):
+        in_flight.extend(loop.tasks(3 - len(in_flight)))
+        if loop.finished:
+            break
+        assert in_flight, "the loop neither finished nor started work"
+        task = in_flight.pop(rng.randrange(len(in_flight)))
+        if task.stage == "probe":
+            memory, drift = evaluator.probe(task.candidate)
+            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
+        else:
+            loop.complete(task, TaskOutcome(accuracy=evaluator.full(task.candidate)))
+    assert loop.finished and not in_flight
+    assert len(evaluator.full_calls) == len(set(evaluator.full_calls)) == loop.stats.full_evaluations <= 15
+
+
+def test_a_failing_task_is_a_result_and_the_search_goes_on():
+    loop = make_loop("random", max_full=6)
+    failed = 0
+    while not loop.finished:
+        for task in loop.tasks(1):
+            if task.stage == "full" and failed < 2:
+                failed += 1
+                loop.complete(task, TaskOutcome(error="RuntimeError: boom"))
+            elif task.stage == "probe":
+                loop.complete(task, TaskOutcome(memory_bytes=500_000, drift=0.1 * task.key % 1))
+            else:
+                loop.complete(task, TaskOutcome(accuracy=89.5))
+    assert loop.stats.failed == 2 and loop.stats.full_evaluations == 6
+    assert sum(1 for r in loop.all_results() if r.error == "RuntimeError: boom") == 2
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def test_store_lock_refuses_a_second_driver_and_lets_readers_in(tmp_path):
+    store = RunStore.create(tmp_path / "run", {"spec": {"name": "x"}})
+    store.begin_session("search", workers=0, executor="in-process", max_full_evaluations=5)
+    with pytest.raises(UserInputError, match="in use by another autocompress driver .*`search`, pid"):
+        RunStore.open_writer(tmp_path / "run")
+    with pytest.raises(UserInputError, match="already holds a run; continue it with `autocompress resume"):
+        RunStore.create(tmp_path / "run", {})
+    store.record("full", {"prune": {}, "bits": {}}, Result("abc", memory_bytes=10, accuracy=1.0))
+    with RunStore.open_reader(tmp_path / "run") as reader:  # while the writer holds the lock
+        assert reader.counts()["full"] == 1 and reader.driver_alive()
+        with pytest.raises(sqlite3.OperationalError):
+            reader.db.execute("DELETE FROM evaluations")
+    with pytest.raises(sqlite3.IntegrityError):  # the store itself refuses a second full evaluation
+        store.record("full", {"prune": {}, "bits": {}}, Result("abc", memory_bytes=10, accuracy=1.0))
+    store.close()
+    with RunStore.open_writer(tmp_path / "run") as again:  # the lock is free once the driver is gone
+        assert [r.result.candidate_id for r in again.records()] == ["abc"]
+
+
+def test_store_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        RunStore.open_reader(tmp_path / "missing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserInputError, match="not an autocompress run directory"):
+        RunStore.open_reader(tmp_path / "plain")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    assert main(["status", str(tmp_path / "bad")]) == 3
+
+
+# --------------------------------------------------------------------------- the CLI, in process
+
+
+def tiny_spec(tmp_path: Path, **overrides) -> Path:
+    data = make_spec_data(**{"space.granularity": "network", "strategy": {"name": "greedy", "seed": 0},
+                             "budget.max_full_evaluations": 6, **overrides})
+    return write_spec(tmp_path, data)
+
+
+def test_search_status_pareto_export_and_load(tmp_path, capsys):
+    spec = tiny_spec(tmp_path)
+    run = tmp_path / "run"
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto set" in out and f"pareto.json: {run / 'pareto.json'}" in out
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["format"] == "autocompress-pareto-v1" and document["state"] == "done"
+    assert set(document["baseline"]) == {"accuracy", "memory_bytes"}
+    assert set(document["constraints"]) >= {"max_drop_points", "min_saving", "max_bytes"}
+    stats = document["statistics"]
+    assert set(stats) >= {"full_evaluations", "proxy_evaluations", "gated_out", "failed", "retries", "wall_seconds",
+                          "strategy", "seed"}
+    assert stats["strategy"] == "greedy" and stats["seed"] == 0 and 0 < stats["full_evaluations"] <= 6
+    point = document["points"][0]
+    assert set(point) >= {"id", "accuracy", "accuracy_drop", "memory_bytes", "memory_saving", "feasible", "config",
+                          "proxy"}
+    assert (run / "spec.yaml").is_file()
+
+    assert main(["status", str(run), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "done" and status["stored"]["full"] == stats["full_evaluations"]
+    assert main(["pareto", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == document["points"]
+
+    out_file = tmp_path / "point.safetensors"
+    assert main(["export", str(run), "--point", point["id"], "--out", str(out_file)]) == 0
+    assert f"wrote {out_file}" in capsys.readouterr().out
+    model = autocompress.load(out_file)
+    session = Session.open(load_spec(spec), say=lambda _m: None)
+    assert session.evaluate(model).accuracy == pytest.approx(point["accuracy"], abs=1e-9)
+    assert main(["evaluate", str(spec), "--model", str(out_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluation"]["accuracy"] == pytest.approx(point["accuracy"], abs=1e-9)
+
+    assert main(["export", str(run), "--point", "nope", "--out", str(out_file)]) == 2
+    assert "--point nope: no fully evaluated candidate" in capsys.readouterr().err
+
+
+def test_resume_after_the_budget_is_raised(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, **{"strategy": {"name": "random", "seed": 1}, "budget.max_full_evaluations": 3})
+    run = tmp_path / "run"
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 0
+    assert json.loads((run / "pareto.json").read_text())["statistics"]["full_evaluations"] == 3
+    assert main(["resume", str(run), "--max-full-evaluations", "7"]) == 0
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["statistics"]["full_evaluations"] == 7 and document["statistics"]["sessions"] == 2
+    with RunStore.open_reader(run) as store:
+        fulls = [r.result.candidate_id for r in store.records(("full",))]
+        assert len(fulls) == len(set(fulls)) == 7
+        assert store.meta("budget")["max_full_evaluations"] == 7  # a later resume keeps the raised budget
+    capsys.readouterr()
+
+
+def test_bad_run_directories_exit_2(tmp_path, capsys):
+    assert main(["resume", str(tmp_path / "missing")]) == 2
+    assert "run directory" in capsys.readouterr().err
+    spec = tiny_spec(tmp_path)
+    run = tmp_path / "run"
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["search", str(tiny_spec(tmp_path, **{"execution.ray_address": "auto"})), "--run-dir",
+                 str(tmp_path / "other")]) == 2
+    assert "execution.workers is 0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- processes: kill, interrupt, Ray
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autocompress", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
+
+
+def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            with RunStore.open_reader(run) as store:
+                if store.counts()["full"] >= count:
+                    return
+        except (UserInputError, sqlite3.Error, Exception):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} full evaluations within {timeout} s")
+
+
+@pytest.mark.slow
+def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_path):
+    spec = tiny_spec(tmp_path, **{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 400,
+                                  "data.validation.limit": 200})
+    run = tmp_path / "run"
+    process = _cli("search", str(spec), "--run-dir", str(run))
+    try:
+        _wait_for_fulls(run, 2, process)
+        status = subprocess.run([sys.executable, "-m", "autocompress", "status", str(run)], capture_output=True,
+                                text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        assert "state:      running" in status.stdout and "of 400" in status.stdout
+        second = subprocess.run([sys.executable, "-m", "autocompress", "resume", str(run)], capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2 and "in use by another autocompress driver" in second.stderr
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with RunStore.open_reader(run) as store:
+        assert store.sessions()[-1]["state"] == "interrupted" and store.counts()["full"] >= 2
+    assert json.loads((run / "pareto.json").read_text())["state"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_the_uninterrupted_pareto_set(tmp_path):
+    spec = tiny_spec(tmp_path, **{"space.granularity": "block", "budget.max_full_evaluations": 14,
+                                  "data.validation.limit": 120})
+    report = kill_and_resume(spec, tmp_path, kill_after=5, workers=0, budget=14, say=lambda _m: None)
+    assert report["full_evaluations_at_kill"] >= 5
+    assert report["same_pareto_set"], report
+    assert report["duplicate_full_evaluations"] == []
+    assert report["full_evaluations"]["uninterrupted"] == report["full_evaluations"]["killed_and_resumed"]
+
+
+@pytest.mark.slow
+def test_ray_workers_survive_a_killed_worker(tmp_path):
+    """Two Ray actors; one SIGKILLs itself at its 2nd full evaluation (fault injection):
+    it is replaced, the candidate retried, the search finishes and counts the retry."""
+    spec = tiny_spec(tmp_path, **{"budget.max_full_evaluations": 5})
+    run = tmp_path / "run"
+    env = {**os.environ, "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
+    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(spec), "--run-dir", str(run),
+                           "--workers", "2"], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "retried after a worker died" in done.stdout
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["statistics"]["retries"] == 1 and document["statistics"]["workers_replaced"] == 1
+    assert document["statistics"]["executor"] == "ray" and document["statistics"]["workers"] == 2
+    assert document["statistics"]["full_evaluations"] == 5 and document["statistics"]["failed"] == 0
+    with RunStore.open_reader(run) as store:
+        retried = [r for r in store.records(("full",)) if r.attempts == 2]
+        assert len(retried) == 1  # the retried candidate's result is recorded once, from its second attempt
+        assert {w["name"] for w in store.workers()} == {"worker-0", "worker-1"}
+
+
+@pytest.mark.slow
+def test_demo_search_with_two_ray_workers(reference_cache, tmp_path):
+    """The issue's check: the digits demo on a local Ray with 2 actors gives a feasible point."""
+    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
+                           "--workers", "2"], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["statistics"]["workers"] == 2 and document["best"] is not None
+    best = next(p for p in document["points"] if p["id"] == document["best"])
+    assert best["feasible"] and best["memory_saving"] >= 0.8 and best["accuracy_drop"] <= 1.5
+    assert document["baseline"]["memory_bytes"] == 661808
