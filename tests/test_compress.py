@@ -24,6 +24,7 @@ from autocompress.compress.quantization import QUANTIZED_BITS, dequantize_tensor
 from autocompress.data.digits import digits_split
 from autocompress.errors import CheckpointError
 from autocompress.models import create_model
+from autocompress.proxy import membrane_drift, record_potentials
 from autocompress.reference.train import train_classifier
 from autocompress.spec import validate_spec
 from conftest import TINY_ARGS, make_spec_data
@@ -221,6 +222,15 @@ def test_custom_qkformer_gets_verified_groups_and_exports(tmp_path, monkeypatch)
     export_compressed(compressed, path)
     with torch.inference_mode():
         assert torch.equal(load_compressed(path)(IMAGES), compressed(IMAGES))
+    # traced groups learn which neuron layers carry them, so the drift proxy can compare
+    # pruned layers on their kept channels (without that, every pruned candidate failed)
+    assert all(group.carriers for group in report.groups if ".mlp.fc1" in group.name)
+    reference = record_potentials(model, IMAGES)
+    by_name = report.by_name()
+    for name in names:
+        one = compress_model(model, prune={name: 0.5}, groups=report)
+        assert 0.0 <= membrane_drift(reference, one, IMAGES, by_name, one.pruned_channels) <= 1.0
+    assert membrane_drift(reference, compressed, IMAGES, by_name, compressed.pruned_channels) > 0.0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -12,7 +12,7 @@ its channels must give the same outputs as zeroing them in the full model
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from torch import nn
@@ -119,7 +119,7 @@ def find_channel_groups(model, *, residual: bool = True, verify: bool | None = N
     the test suite.
     """
     from autocompress.compress import _families, _tracing
-    from autocompress.compress.pruning import verify_group
+    from autocompress.compress.pruning import discover_carriers, verify_group
 
     if model.family == "custom":
         report = _tracing.traced_groups(model, example)
@@ -133,6 +133,8 @@ def find_channel_groups(model, *, residual: bool = True, verify: bool | None = N
         for group in report.groups:
             reason = verify_group(model, group, example)
             if reason is None:
+                if not group.carriers:  # traced: which neuron layers carry it, for the drift proxy
+                    group = replace(group, carriers=discover_carriers(model, group, example))
                 kept.append(group)
             else:
                 report.rejected.append((group.name, reason))

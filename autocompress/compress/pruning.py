@@ -233,13 +233,51 @@ def compare_prune_and_mask(model, group: ChannelGroup, removed: Sequence[int], i
     return None
 
 
+def _check_selection(group: ChannelGroup) -> list[int]:
+    # a scattered, seeded choice of half the channels, so that a wrong index mapping shows
+    importance = torch.rand(group.channels, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return select_removed(group, 0.5, importance)
+
+
 def verify_group(model, group: ChannelGroup, images: torch.Tensor | None) -> str | None:
     """Check prune == mask for ``group`` at a 50 % rate (None = verified, else the reason)."""
     if images is None:
         raise ValueError("verifying channel groups needs example images")
     if group.channels_per_head < 2:
         return "fewer than two channels per head: nothing can be pruned"
-    # a scattered, seeded choice of channels, so that a wrong index mapping shows
-    importance = torch.rand(group.channels, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    removed = select_removed(group, 0.5, importance)
-    return compare_prune_and_mask(model, group, removed, images)
+    return compare_prune_and_mask(model, group, _check_selection(group), images)
+
+
+def _neuron_outputs(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [node.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach()))
+             for name, node in model.spiking_neurons()]
+    try:
+        with torch.inference_mode():
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs
+
+
+def discover_carriers(model, group: ChannelGroup, images: torch.Tensor) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
+    """The neuron layers a (traced) group's channels pass through, found by pruning: a
+    layer whose output loses exactly the removed channels along one axis, and whose
+    masked output without them equals the pruned output, carries the group there."""
+    removed = _check_selection(group)
+    masked = copy.deepcopy(model)
+    mask_network(masked.net, {group.name: group}, {group.name: removed})
+    pruned, _, _ = prune_model(model, {group.name: group}, {group.name: removed})
+    full, cut = _neuron_outputs(masked, images), _neuron_outputs(pruned, images)
+    keep = torch.tensor(sorted(set(range(group.channels)) - set(removed)), dtype=torch.long)
+    carriers = []
+    for name, before in full.items():
+        after = cut.get(name)
+        if after is None or before.shape == after.shape or before.dim() != after.dim():
+            continue
+        axes = [i for i, (a, b) in enumerate(zip(before.shape, after.shape)) if a != b]
+        if len(axes) == 1 and before.shape[axes[0]] == group.channels and after.shape[axes[0]] == len(keep):
+            if torch.equal(before.index_select(axes[0], keep), after):
+                carriers.append((name, 0, (axes[0],)))
+    return tuple(carriers)
