@@ -53,8 +53,9 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
     run_dir = Path(run_dir or spec.output.run_dir).resolve()
     data = frozen_spec(spec)
     data["output"]["run_dir"] = str(run_dir)
-    spec_from_frozen(data, check_paths=False)  # the frozen form must read back (it always should)
-    store = RunStore.create(run_dir, {"spec": data, "spec_file": spec_file})
+    spec_dir = str(Path(spec_file).resolve().parent) if spec_file else None
+    spec_from_frozen(data, spec_dir, check_paths=False)  # the frozen form must read back (it always should)
+    store = RunStore.create(run_dir, {"spec": data, "spec_file": spec_file, "spec_dir": spec_dir})
     try:
         (run_dir / "spec.yaml").write_text(
             "# the spec this run was started with (frozen; `autocompress resume` reads it)\n"
@@ -69,7 +70,7 @@ def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say
     """Continue the search of an existing run directory."""
     store = RunStore.open_writer(Path(run_dir).resolve())
     try:
-        spec = spec_from_frozen(store.meta("spec"))
+        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"))
         return _drive(store, spec, "resume", options or RunOptions(), say, on_progress)
     finally:
         store.close()
@@ -110,23 +111,6 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
     proxy = spec.proxy.enabled
     run_dir = store.run_dir
 
-    # the driver's own copy of the model: the space comes from its structure (on the CPU when Ray evaluates)
-    session = Session.open(spec, device="cpu" if use_ray else None, progress=True, say=say)
-    for note in session.data.notes:
-        say(f"note: {note}")
-    groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
-    space = build_space(spec, groups, quantizable_layers(session.model.net))
-    fingerprint = _space_fingerprint(space)
-    recorded = store.meta("space")
-    if recorded is None:
-        store.set_meta("space", fingerprint)
-    elif recorded != fingerprint:
-        raise AutocompressError(
-            f"{run_dir}: the search space built now differs from the one this run started with "
-            "(the model, the search-space file or autocompress changed); its journal cannot be replayed. "
-            "Start a new run with `autocompress search`")
-    baseline_bytes = footprint(session.model)
-
     store.begin_session(command, workers=workers, executor="ray" if use_ray else "in-process",
                         max_full_evaluations=max_full)
     executor = None
@@ -153,11 +137,28 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         }
 
     try:
+        # the driver's own copy of the model: the space comes from its structure (on the CPU when Ray evaluates)
+        session = Session.open(spec, device="cpu" if use_ray else None, progress=True, say=say)
+        for note in session.data.notes:
+            say(f"note: {note}")
+        groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
+        space = build_space(spec, groups, quantizable_layers(session.model.net))
+        fingerprint = _space_fingerprint(space)
+        recorded = store.meta("space")
+        if recorded is None:
+            store.set_meta("space", fingerprint)
+        elif recorded != fingerprint:
+            raise AutocompressError(
+                f"{run_dir}: the search space built now differs from the one this run started with "
+                "(the model, the search-space file or autocompress changed); its journal cannot be replayed. "
+                "Start a new run with `autocompress search`")
+        baseline_bytes = footprint(session.model)
+
         if use_ray:
             say(f"starting {workers} Ray worker{'s' if workers > 1 else ''} "
                 f"({'cluster at ' + address if address else 'local Ray'})")
             executor = RayExecutor(
-                frozen_spec(spec), workers=workers, device=spec.execution.device, address=address, proxy=proxy,
+                frozen_spec(spec), store.meta("spec_dir"), workers=workers, device=spec.execution.device, address=address, proxy=proxy,
                 run_dir=str(run_dir), max_retries=options.max_retries, on_event=store.event, on_worker=store.worker)
         else:
             executor = InProcessExecutor(Worker(session=session, groups=groups, proxy=proxy, run_dir=str(run_dir)),

@@ -89,13 +89,14 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, spec_data: dict, *, workers: int, device: str, address: str | None, proxy: bool,
+    def __init__(self, spec_data: dict, spec_dir: str | None, *, workers: int, device: str, address: str | None,
+                 proxy: bool,
                  run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
                  on_event: EventHook | None = None, on_worker: WorkerHook | None = None):
         import ray
 
         self.ray = ray
-        self.spec_data, self.proxy, self.run_dir = spec_data, proxy, run_dir
+        self.spec_data, self.spec_dir, self.proxy, self.run_dir = spec_data, spec_dir, proxy, run_dir
         self.slots = workers
         self.max_retries = max_retries
         self.start_timeout = start_timeout
@@ -154,7 +155,7 @@ class RayExecutor:
     def _spawn(self, name: str) -> None:
         self.generation[name] = self.generation.get(name, -1) + 1
         self.actors[name] = self._actor_class.remote(
-            self.spec_data, proxy=self.proxy, device="cuda" if self.gpu else "cpu", run_dir=self.run_dir)
+            self.spec_data, self.spec_dir, proxy=self.proxy, device="cuda" if self.gpu else "cpu", run_dir=self.run_dir)
         self.on_worker(name, state="starting")
 
     def _ready(self, name: str) -> None:
@@ -256,9 +257,9 @@ class RayExecutor:
 class _RayWorker:
     """The actor: a :class:`Worker` built inside the actor's process."""
 
-    def __init__(self, spec_data: dict, *, proxy: bool, device: str, run_dir: str):
+    def __init__(self, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str, run_dir: str):
         # one CPU per actor (num_cpus=1): one intra-op thread, so actors do not fight over cores
-        self.worker = Worker(spec_data, proxy=proxy, device=device, threads=1, run_dir=run_dir)
+        self.worker = Worker(spec_data, spec_dir, proxy=proxy, device=device, threads=1, run_dir=run_dir)
 
     def info(self) -> dict:
         return self.worker.info()

@@ -25,7 +25,7 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
     with RunStore.open_reader(run_dir) as store:
         records = {r.result.candidate_id: r for r in store.records(("full",))}
         document = pareto_document(store)
-        spec = spec_from_frozen(store.meta("spec"))
+        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"))
     record = records.get(point_id)
     if record is None:
         front = ", ".join(p["id"] for p in document["points"]) or "none yet"

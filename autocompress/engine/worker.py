@@ -25,15 +25,17 @@ FAULT_ENV = "AUTOCOMPRESS_FAULT_INJECT"
 FAULT_MARKER = "fault-injected"
 
 
-def spec_from_frozen(data: dict, *, check_paths: bool = True):
-    """The spec a run directory froze (paths already absolute)."""
+def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bool = True):
+    """The spec a run directory froze (paths already absolute). ``spec_dir``, the
+    original spec's folder, is where a custom model's factory module may live."""
     from autocompress.spec import validate_spec
 
-    return validate_spec(data, source="the run's frozen spec", check_paths=check_paths)
+    return validate_spec(data, base_dir=spec_dir, source="the run's frozen spec", check_paths=check_paths)
 
 
 class Worker:
-    def __init__(self, spec_data: dict | None = None, *, session: Session | None = None, groups=None,
+    def __init__(self, spec_data: dict | None = None, spec_dir: str | None = None, *,
+                 session: Session | None = None, groups=None,
                  proxy: bool = True, device: str | None = None, threads: int | None = None,
                  run_dir: str | None = None):
         if threads:
@@ -41,7 +43,7 @@ class Worker:
 
             torch.set_num_threads(threads)
         if session is None:
-            session = Session.open(spec_from_frozen(spec_data), device=device, say=lambda _m: None)
+            session = Session.open(spec_from_frozen(spec_data, spec_dir), device=device, say=lambda _m: None)
         if groups is None:
             groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
         self.session = session
