@@ -369,6 +369,61 @@ def groups(spec_file: Path, as_json: bool) -> None:
     click.echo(f"{len(layers)} quantizable layers, {sum(layers.values()):,} weights")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Where each submitted search gets its run directory.")
+@click.option("--data-roots", "data_roots", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folders that submitted specs may read (checkpoints, data, space files); repeat for several. "
+                   "Relative paths in specs are read from the first.")
+@click.option("--ray-address", help="Run searches as Ray Jobs on this cluster (its dashboard address, e.g. "
+                                    "http://head:8265) instead of local processes.")
+@click.option("--max-concurrent", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Searches running at once; the rest wait in the queue.")
+@click.option("--max-workers", type=click.IntRange(min=0), help="Most execution.workers a spec may ask for "
+              "(default: this machine's CPU count).")
+@click.option("--token", envvar="AUTOCOMPRESS_TOKEN", help="Bearer token clients must send (or set "
+              "AUTOCOMPRESS_TOKEN). Required off loopback; on loopback one is generated when not given.")
+@click.option("--max-body-bytes", default=256 * 1024, show_default=True, type=click.IntRange(min=1024))
+@click.option("--allow-factory", "allow_factories", multiple=True,
+              help="A module whose factories custom-model specs may use (they are code); repeat for several.")
+def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ray_address: str | None,
+          max_concurrent: int, max_workers: int | None, token: str | None, max_body_bytes: int,
+          allow_factories: tuple[str, ...]) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json): submit specs, follow searches, fetch results."""
+    import os
+    import secrets
+
+    import uvicorn
+
+    from autocompress.errors import UserInputError
+    from autocompress.service import ServiceConfig, create_app
+
+    runs_dir = runs_dir.resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if not token:
+        if host not in LOOPBACK:
+            raise UserInputError(f"--host {host} is reachable from other machines: give --token (or set "
+                                 "AUTOCOMPRESS_TOKEN) so that only clients with the token are served")
+        token = secrets.token_urlsafe(24)
+        token_file = runs_dir / "service-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
+        _say(f"no --token given: generated one, written to {token_file} (send it as 'Authorization: Bearer ...')")
+    config = ServiceConfig(runs_dir=runs_dir, token=token, data_roots=[p.resolve() for p in data_roots],
+                           ray_address=ray_address, max_concurrent=max_concurrent,
+                           max_workers=os.cpu_count() or 1 if max_workers is None else max_workers,
+                           max_body_bytes=max_body_bytes, allow_factories=list(allow_factories))
+    _say(f"serving on http://{host}:{port} (runs in {runs_dir}; data roots: "
+         f"{', '.join(map(str, config.data_roots)) or 'none'}; jobs: {'Ray at ' + ray_address if ray_address else 'local'}"
+         f", at most {max_concurrent} at once)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn errors into messages and exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -104,9 +104,11 @@ class RayExecutor:
         self.on_worker = on_worker or (lambda *a, **k: None)
         self.retries = 0
         self.replaced = 0
-        self.gpu = device.startswith("cuda") or (device == "auto" and self._local_cuda())
         self._started_ray = False
         self._connect(address, workers)
+        # auto: GPU actors when the cluster has GPUs (this process may run on a head without any)
+        self.gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        self._check_resources(workers)
         self._actor_class = ray.remote(_RayWorker).options(
             num_cpus=1, num_gpus=1 if self.gpu else 0, max_restarts=0, max_concurrency=2)
         self.actors: dict[str, object] = {}
@@ -123,25 +125,27 @@ class RayExecutor:
             self.shutdown()
             raise
 
-    @staticmethod
-    def _local_cuda() -> bool:
-        import torch
-
-        return torch.cuda.is_available()
-
     def _connect(self, address: str | None, workers: int) -> None:
         ray = self.ray
         if not ray.is_initialized():
-            options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+            options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
             if address:
                 options["address"] = address
+            elif os.environ.get("RAY_ADDRESS"):
+                pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
             else:  # a local Ray with room for every worker (logical CPUs; Ray does not pin them)
-                options["num_cpus"] = max(workers, os.cpu_count() or 1)
+                options.update(include_dashboard=False, num_cpus=max(workers, os.cpu_count() or 1))
             try:
                 ray.init(**options)
             except (ConnectionError, RuntimeError, ValueError) as error:
-                raise UserInputError(f"execution.ray_address: cannot connect to Ray at {address!r}: {error}") from None
+                raise UserInputError(
+                    f"execution.ray_address: cannot connect to Ray at {address!r}: {error} (a cluster with token "
+                    "authentication also needs RAY_AUTH_MODE=token here, and RAY_AUTH_TOKEN unless the token is "
+                    "in ~/.ray/auth_token)") from None
             self._started_ray = True
+
+    def _check_resources(self, workers: int) -> None:
+        ray = self.ray
         resources = ray.cluster_resources()
         kind, have = ("GPU", resources.get("GPU", 0)) if self.gpu else ("CPU", resources.get("CPU", 0))
         if have < workers:

@@ -1,0 +1,292 @@
+"""The HTTP service, driven over HTTP: a real server on a loopback port, real jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+import autocompress
+from autocompress.engine import RunStore, Session
+from autocompress.spec import validate_spec
+from conftest import DEMO_SPEC, REPO, make_spec_data
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, runs: Path, *args: str, env: dict | None = None):
+        self.runs = runs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(runs.parent / f"server-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autocompress", "serve", "--port", str(self.port), "--runs-dir", str(runs), *args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "AUTOCOMPRESS_TOKEN": TOKEN,
+                                                                       **(env or {})})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (runs.parent / f"server-{self.port}.log").read_text()
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("the server did not come up")
+
+    def get(self, path: str, **kw):
+        return httpx.get(self.url + path, headers=AUTH, timeout=60, **kw)
+
+    def post(self, path: str, **kw):
+        headers = {**AUTH, **kw.pop("headers", {})}
+        return httpx.post(self.url + path, headers=headers, timeout=60, **kw)
+
+    def delete(self, path: str):
+        return httpx.delete(self.url + path, headers=AUTH, timeout=60)
+
+    def wait(self, search_id: str, states: tuple[str, ...], timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.get(f"/v1/searches/{search_id}").json()
+            if status["state"] in states:
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"{search_id} never reached {states}: {status}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started: list[Server] = []
+
+    def start(*args: str, **kw) -> Server:
+        server = Server(tmp_path / "runs", *args, **kw)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for job in (tmp_path / "runs").glob("*/job.json"):  # jobs outlive the server by design: end them
+        pid = json.loads(job.read_text()).get("pid")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, TypeError):
+            pass
+
+
+def tiny(**overrides) -> dict:
+    return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})
+
+
+@pytest.mark.slow
+def test_submit_the_demo_poll_fetch_pareto_and_a_model(servers, reference_cache, tmp_path):
+    server = servers(env={"AUTOCOMPRESS_CACHE": str(reference_cache)})
+    demo = yaml.safe_load(DEMO_SPEC.read_text())
+    demo["space"]["granularity"] = "network"
+    demo["budget"]["max_full_evaluations"] = 5
+    created = server.post("/v1/searches", content=yaml.safe_dump(demo), headers={"content-type": "application/yaml"})
+    assert created.status_code == 201, created.text
+    search_id = created.json()["id"]
+    assert created.headers["location"] == created.json()["url"] == f"/v1/searches/{search_id}"
+    status = server.wait(search_id, ("done", "failed"))
+    assert status["state"] == "done", status
+    assert status["progress"]["full_evaluations"] == 5 and status["best"] is not None
+
+    pareto = server.get(f"/v1/searches/{search_id}/pareto")
+    assert pareto.status_code == 200
+    document = pareto.json()
+    assert document["format"] == "autocompress-pareto-v1" and document["baseline"]["memory_bytes"] == 661808
+    point = next(p for p in document["points"] if p["id"] == document["best"])
+    model = server.get(f"/v1/searches/{search_id}/points/{point['id']}/model")
+    assert model.status_code == 200
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(model.content)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
+        spec = validate_spec(yaml.safe_load(DEMO_SPEC.read_text()), base_dir=DEMO_SPEC.parent)
+        session = Session.open(spec, say=lambda _m: None)
+    assert session.evaluate(autocompress.load(path)).accuracy == pytest.approx(point["accuracy"], abs=1e-9)
+
+    listing = server.get("/v1/searches").json()["searches"]
+    assert [s["id"] for s in listing] == [search_id] and listing[0]["state"] == "done"
+    assert server.get(f"/v1/searches/{search_id}/report").status_code == 404  # no report is built yet
+    assert server.get(f"/v1/searches/{search_id}/points/abcdef/model").status_code == 404
+    assert server.get("/v1/searches/nope").status_code == 404
+    assert server.get("/openapi.json").json()["paths"].keys() >= {"/v1/searches", "/v1/searches/{search_id}/pareto"}
+
+
+def test_tokens_bad_specs_and_paths_are_refused(servers, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "outside.pt").write_bytes(b"x")
+    (root / "escape.pt").symlink_to(tmp_path / "outside.pt")
+    server = servers("--data-roots", str(root), "--max-workers", "2")
+    body = tiny()
+
+    assert httpx.get(server.url + "/v1/searches").status_code == 401
+    assert httpx.get(server.url + "/openapi.json").status_code == 401
+    wrong = httpx.post(server.url + "/v1/searches", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.is_dir()], "a refused request created a run"
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+    def refused(data, field: str) -> None:
+        answer = server.post("/v1/searches", json=data)
+        assert answer.status_code == 422, answer.text
+        assert field in [d["loc"] for d in answer.json()["detail"]], answer.json()
+
+    refused({**body, "constraints": {"accuracy": {"max_drop": -1}, "memory": {"min_saving": 0.5}}},
+            "constraints.accuracy.max_drop")
+    for checkpoint in ("../outside.pt", str(tmp_path / "outside.pt"), "escape.pt", "/etc/passwd"):
+        refused({**body, "model": {**body["model"], "checkpoint": checkpoint}}, "model.checkpoint")
+    refused({**body, "data": {"dataset": "imagefolder", "root": "../.."}}, "data.root")
+    refused({**body, "execution": {"workers": 64}}, "execution.workers")
+    refused({**body, "execution": {"ray_address": "evil:6379"}}, "execution.ray_address")
+    refused({**body, "model": {"family": "custom", "factory": "subprocess:getoutput", "args": {"cmd": "id"}}},
+            "model.factory")
+    yaml_text = "name: x\nname: y\n"
+    answer = server.post("/v1/searches", content=yaml_text, headers={"content-type": "application/yaml"})
+    assert answer.status_code == 422 and "duplicate" in answer.text
+    assert server.post("/v1/searches", content=b"x" * 300_000,
+                       headers={"content-type": "application/json"}).status_code == 413
+    assert server.post("/v1/searches", content=b"<spec/>", headers={"content-type": "text/xml"}).status_code == 415
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+
+
+def _driver_pid(server: Server, search_id: str) -> int:
+    with RunStore.open_reader(server.runs / search_id) as store:
+        return store.sessions()[-1]["pid"]
+
+
+@pytest.mark.slow
+def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_path):
+    first = servers()
+    data = tiny(**{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 300,
+                   "data.validation.limit": 300})
+    search_id = first.post("/v1/searches", json=data).json()["id"]
+    first.wait(search_id, ("running",))
+    deadline = time.monotonic() + 120
+    while (first.get(f"/v1/searches/{search_id}").json()["progress"] or {}).get("full_evaluations", 0) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    first.stop()  # the service goes away; the job goes on
+
+    second = servers()
+    listed = {s["id"]: s for s in second.get("/v1/searches").json()["searches"]}
+    assert listed[search_id]["state"] in ("running", "done")
+    os.kill(_driver_pid(second, search_id), signal.SIGKILL)  # and now the job dies too
+    status = second.wait(search_id, ("interrupted",), timeout=30)
+    done_before = status["progress"]["full_evaluations"]
+    assert 2 <= done_before < 300
+
+    resumed = second.post(f"/v1/searches/{search_id}/resume")
+    assert resumed.status_code == 200 and resumed.json()["state"] in ("queued", "running")
+    assert second.post(f"/v1/searches/{search_id}/resume").status_code == 409  # already queued or running
+    final = second.wait(search_id, ("done", "failed"), timeout=600)
+    assert final["state"] == "done", final
+    document = second.get(f"/v1/searches/{search_id}/pareto").json()
+    stats = document["statistics"]
+    assert stats["sessions"] == 2 and stats["full_evaluations"] > done_before
+    assert stats["stopped_by"] in ("full-evaluation budget", "strategy finished")  # it ran to its end
+    with RunStore.open_reader(second.runs / search_id) as store:
+        fulls = [r.result.candidate_id for r in store.records(("full",))]
+    assert len(fulls) == len(set(fulls)) == stats["full_evaluations"]
+
+
+@pytest.mark.slow
+def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_the_run(servers):
+    server = servers("--max-concurrent", "1")
+    a = server.post("/v1/searches", json=tiny(**{"budget.max_full_evaluations": 6})).json()["id"]
+    b = server.post("/v1/searches", json=tiny(**{"name": "second", "budget.max_full_evaluations": 6})).json()["id"]
+    assert server.get(f"/v1/searches/{b}").json()["state"] == "queued"
+    assert server.get(f"/v1/searches/{b}/pareto").status_code == 409
+    for search_id in (a, b):
+        assert server.wait(search_id, ("done", "failed"))["state"] == "done"
+    with RunStore.open_reader(server.runs / a) as first, RunStore.open_reader(server.runs / b) as second:
+        assert first.sessions()[-1]["ended_at"] <= second.sessions()[0]["started_at"]
+    assert [s["id"] for s in server.get("/v1/searches").json()["searches"]] == [b, a]  # newest first
+
+    # cancel a running search: the run directory stays, and resuming completes it
+    c = server.post("/v1/searches", json=tiny(**{"name": "third", "strategy": {"name": "random", "seed": 2},
+                                                  "budget.max_full_evaluations": 200,
+                                                  "data.validation.limit": 300})).json()["id"]
+    server.wait(c, ("running",))
+    while not (server.get(f"/v1/searches/{c}").json()["progress"] or {}).get("full_evaluations"):
+        time.sleep(0.2)
+    assert server.delete(f"/v1/searches/{c}").status_code == 200
+    server.wait(c, ("cancelled",), timeout=60)
+    deadline = time.monotonic() + 30
+    while server.get(f"/v1/searches/{c}").json()["job"].get("exit_code") is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert server.get(f"/v1/searches/{c}").json()["job"]["exit_code"] == 130  # stopped cleanly (SIGTERM)
+    with RunStore.open_reader(server.runs / c) as store:
+        assert store.sessions()[-1]["state"] == "interrupted" and store.counts()["full"] >= 1
+    assert (server.runs / c / "store.sqlite").is_file()
+    assert server.delete(f"/v1/searches/{c}").status_code == 409
+    assert server.post(f"/v1/searches/{c}/resume").status_code == 200
+    assert server.wait(c, ("done", "failed"), timeout=600)["state"] == "done"
+
+
+def test_job_crash_is_reported_failed_with_its_log(servers, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "broken.pt").write_bytes(b"not a checkpoint")
+    server = servers("--data-roots", str(root))
+    search_id = server.post("/v1/searches", json=tiny(**{"model.checkpoint": "broken.pt"})).json()["id"]
+    status = server.wait(search_id, ("failed", "done"))
+    assert status["state"] == "failed"
+    assert "broken.pt" in status["log_tail"] and "broken.pt" in (status["error"] or "")
+
+
+def test_serve_refuses_an_open_host_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "autocompress", "serve", "--host", "0.0.0.0", "--runs-dir",
+                           str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "give --token" in done.stderr
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A real one-node Ray cluster with its job server (`ray start --head`), token auth on."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    port, dashboard = free_port(), free_port()
+    subprocess.run([str(Path(bin_dir) / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+                    "--num-cpus=2", "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=120)
+    yield f"http://127.0.0.1:{dashboard}", env
+    subprocess.run([str(Path(bin_dir) / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_searches_run_as_ray_jobs_on_a_cluster(servers, ray_cluster):
+    address, env = ray_cluster
+    server = servers("--ray-address", address, env=env)
+    search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1})).json()["id"]
+    status = server.wait(search_id, ("done", "failed"), timeout=300)
+    assert status["state"] == "done", status
+    assert status["job"]["launcher"] == "ray" and status["job"]["ray_job"].startswith(f"autocompress-{search_id}")
+    document = server.get(f"/v1/searches/{search_id}/pareto").json()
+    assert document["statistics"]["executor"] == "ray" and document["statistics"]["full_evaluations"] == 4
