@@ -26,6 +26,11 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
+_SET = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a spec field, e.g. --set data.root=/data/imagenet/val (VALUE read as YAML; repeatable).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="autocompress")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -38,11 +43,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
-def validate(spec_file: Path) -> None:
+@_SET
+def validate(spec_file: Path, overrides: tuple[str, ...]) -> None:
     """Check a constraint spec; print `ok`, or every error (exit 2)."""
     from autocompress.spec import load_spec
 
-    load_spec(spec_file)
+    load_spec(spec_file, overrides=overrides)
     click.echo("ok")
 
 
@@ -92,7 +98,8 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--model", "model_file", type=click.Path(path_type=Path),
               help="Evaluate this exported model (from `autocompress export`) instead of the spec's model.")
-def evaluate(spec_file: Path, as_json: bool, model_file: Path | None) -> None:
+@_SET
+def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides: tuple[str, ...]) -> None:
     """Evaluate the spec's (uncompressed) model, or an exported one: top-1 accuracy
     on the spec's validation set, and footprint.
 
@@ -104,7 +111,7 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None) -> None:
     from autocompress.engine import Session
     from autocompress.spec import load_spec
 
-    spec = load_spec(spec_file)
+    spec = load_spec(spec_file, overrides=overrides)
     session = Session.open(spec, progress=not as_json, say=_say)
     for note in session.data.notes:
         _say(f"note: {note}")
@@ -170,6 +177,8 @@ def _interrupt_on_sigterm() -> None:
 def _finish_search(document: dict) -> None:
     _print_pareto(document)
     click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
+    if (Path(document["run_dir"]) / "report.html").is_file():
+        click.echo(f"report:      {Path(document['run_dir']) / 'report.html'}")
     if document["statistics"]["stopped_by"].startswith("error"):
         raise AutocompressError(f"the search failed: {document['statistics']['stopped_by']}")
 
@@ -194,8 +203,9 @@ def _execution_options(function):
 @click.option("--run-dir", type=click.Path(path_type=Path), help="The run directory (default: output.run_dir, "
               "which defaults to runs/<name>-<date>-<time> beside the spec).")
 @_execution_options
+@_SET
 def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_address: str | None,
-           max_full_evaluations: int | None) -> None:
+           max_full_evaluations: int | None, overrides: tuple[str, ...]) -> None:
     """Search the spec's space; print the Pareto set and write pareto.json into the run directory.
 
     Every result is stored in the run directory as it completes: `autocompress
@@ -205,7 +215,7 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     from autocompress.engine.driver import RunOptions, start_search
     from autocompress.spec import load_spec
 
-    spec = load_spec(spec_file)
+    spec = load_spec(spec_file, overrides=overrides)
     _interrupt_on_sigterm()
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations)
     target = (run_dir or spec.output.run_dir).resolve()
@@ -288,6 +298,23 @@ def pareto(run_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write report.html (plots embedded) and the PNGs into RUN_DIR (also while it runs)."""
+    from autocompress.engine.store import RunStore
+    from autocompress.errors import UserInputError
+    from autocompress.report import PLOTS, build_report
+
+    RunStore.open_reader(run_dir).close()  # a clear error for a path that is not a run directory
+    try:
+        path = build_report(run_dir)
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+    click.echo(f"report: {path}")
+    click.echo("plots:  " + ", ".join(str(Path(run_dir) / f"{name}.png") for name in PLOTS))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--point", "point_id", required=True, help="The candidate id (a Pareto point's `id`).")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="The file to write.")
 def export(run_dir: Path, point_id: str, out_file: Path) -> None:
@@ -337,7 +364,8 @@ def _print_pareto(document: dict) -> None:
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
-def groups(spec_file: Path, as_json: bool) -> None:
+@_SET
+def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...]) -> None:
     """List the model's prunable channel groups and quantizable layers.
 
     For custom models the groups come from tracing and each one is verified
@@ -347,7 +375,7 @@ def groups(spec_file: Path, as_json: bool) -> None:
     from autocompress.engine import Session
     from autocompress.spec import load_spec
 
-    session = Session.open(load_spec(spec_file), say=_say)
+    session = Session.open(load_spec(spec_file, overrides=overrides), say=_say)
     report = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
     layers = quantizable_layers(session.model.net)
     if as_json:

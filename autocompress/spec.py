@@ -21,6 +21,7 @@ import os
 import re
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
@@ -531,11 +532,54 @@ def validate_spec(
         raise SpecError(source, format_validation_errors(error)) from None
 
 
-def load_spec(path: str | os.PathLike, *, check_paths: bool = True) -> Spec:
-    """Read and validate a spec file; raise :class:`SpecError` listing every problem."""
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
+    """``KEY.PATH=VALUE`` assignments on a parsed spec (VALUE read as YAML: numbers,
+    booleans, null, lists and strings as written). Returns a new mapping."""
+    data = json.loads(json.dumps(data, default=str))
+    issues = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            issues.append(("", f"--set {item!r}: write KEY.PATH=VALUE, e.g. data.root=/data/imagenet/val"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                issues.append((key, f"--set {item!r}: {part} is not a section"))
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if issues:
+        raise SpecError(source, issues)
+    return data
+
+
+def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: Sequence[str] = ()) -> Spec:
+    """Read and validate a spec file, with ``--set`` overrides applied first; raise
+    :class:`SpecError` listing every problem. Relative paths in overrides are read from
+    the working directory, like any path on a command line."""
     path = Path(path)
     data = read_spec_file(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        for item in overrides:  # make command-line paths absolute against the working directory
+            key, _, text = item.partition("=")
+            if key.strip() in _PATH_FIELDS and text and not text.startswith(REFERENCE_PREFIX):
+                apply = os.path.abspath(os.path.expanduser(text))
+                data = apply_overrides(data, [f"{key.strip()}={apply}"])
     return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths)
+
+
+_PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
 
 
 def spec_json_schema() -> dict[str, Any]:

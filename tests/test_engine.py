@@ -164,6 +164,20 @@ def test_search_status_pareto_export_and_load(tmp_path, capsys):
     assert set(point) >= {"id", "accuracy", "accuracy_drop", "memory_bytes", "memory_saving", "feasible", "config",
                           "proxy"}
     assert (run / "spec.yaml").is_file()
+    # the report: PNGs beside a self-contained report.html that embeds them
+    from PIL import Image
+
+    html = (run / "report.html").read_text()
+    for name in ("pareto", "configs", "proxy", "progress"):
+        with Image.open(run / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width >= 600 and image.height >= 300
+        assert f'alt="{name}" src="data:image/png;base64,' in html
+    assert point["id"] in html and "Search statistics" in html
+    assert f"report:      {run / 'report.html'}" in out
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not an autocompress run directory" in capsys.readouterr().err
 
     assert main(["status", str(run), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -131,7 +131,9 @@ def test_submit_the_demo_poll_fetch_pareto_and_a_model(servers, reference_cache,
 
     listing = server.get("/v1/searches").json()["searches"]
     assert [s["id"] for s in listing] == [search_id] and listing[0]["state"] == "done"
-    assert server.get(f"/v1/searches/{search_id}/report").status_code == 404  # no report is built yet
+    report = server.get(f"/v1/searches/{search_id}/report")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "data:image/png;base64," in report.text
     assert server.get(f"/v1/searches/{search_id}/points/abcdef/model").status_code == 404
     assert server.get("/v1/searches/nope").status_code == 404
     assert server.get("/openapi.json").json()["paths"].keys() >= {"/v1/searches", "/v1/searches/{search_id}/pareto"}

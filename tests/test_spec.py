@@ -116,3 +116,16 @@ def test_demo_spec_validates_against_exported_json_schema():
     demo["data"]["batchsize"] = 3
     with pytest.raises(jsonschema.ValidationError, match="batchsize"):
         jsonschema.validate(demo, schema)
+
+
+def test_set_overrides_fields_and_names_bad_ones():
+    spec = load_spec(DEMO_SPEC, overrides=["budget.max_full_evaluations=5", "space.bits=[4, 8]",
+                                           "strategy.name=beam", "proxy.threshold=0.25"])
+    assert spec.budget.max_full_evaluations == 5 and spec.space.bits == [4, 8]
+    assert spec.strategy.name == "beam" and spec.proxy.threshold == 0.25
+    with pytest.raises(SpecError, match="write KEY.PATH=VALUE"):
+        load_spec(DEMO_SPEC, overrides=["budget"])
+    with pytest.raises(SpecError, match="budget.max_full_evaluations"):
+        load_spec(DEMO_SPEC, overrides=["budget.max_full_evaluations=-3"])
+    with pytest.raises(SpecError, match="beam_widht"):
+        load_spec(DEMO_SPEC, overrides=["strategy.beam_widht=3"])

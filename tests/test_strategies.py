@@ -119,7 +119,7 @@ def test_gated_out_candidates_are_never_fully_evaluated(name):
 def test_walks_screen_neighbours_with_the_proxy(name):
     """With the proxy, neighbours are ranked by drift and only the chosen moves are
     evaluated in full; without it every neighbour is. (Whether the result is as small
-    is a property of the proxy on a real model: experiments/digits/gate_ablation.py.)"""
+    is a property of the proxy on a real model: experiments/bench/gate.py.)"""
     on, on_eval = run(name, max_full=500)
     off, off_eval = run(name, max_full=500, proxy=False)
     assert on.stats.stopped_by == off.stats.stopped_by == "strategy finished"

@@ -85,6 +85,40 @@ def _budget(store: RunStore, spec, options: RunOptions) -> tuple[int, float | No
     return max_full, max_hours
 
 
+def pump(loop: SearchLoop, executor, completed: Callable[[Completion], None] | None = None,
+         idle: Callable[[], None] | None = None) -> None:
+    """Run a search loop on an executor until it finishes: start as many tasks as there
+    are free workers, hand back each completion (``completed`` does it, when given)."""
+    while True:
+        for task in loop.tasks(executor.free()):
+            executor.submit(task)
+        if loop.finished:
+            break
+        if loop.in_flight == 0:  # nothing to wait for and nothing asked: end rather than spin
+            loop.stop("strategy asked nothing")
+            continue
+        for done in executor.wait(timeout=1.0):
+            if completed is None:
+                loop.complete(done.task, done.outcome)
+            else:
+                completed(done)
+        if idle is not None:
+            idle()
+    loop.stats.stopped_by = loop.ended or "strategy finished"
+
+
+def _report(run_dir: Path, say: Say) -> None:
+    """report.html and its PNGs; a report that cannot be drawn never fails the search."""
+    if not (run_dir / "pareto.json").is_file():
+        return
+    try:
+        from autocompress.report import build_report
+
+        build_report(run_dir)
+    except Exception as error:  # e.g. no baseline measured yet
+        say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
+
+
 def _execution(store: RunStore, spec, options: RunOptions) -> tuple[int, str | None]:
     """Workers and Ray address: the spec's, unless a session overrode them (a resume keeps them)."""
     saved = store.meta("execution") or {}
@@ -191,25 +225,21 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
             f"top-1, {baseline_bytes:,} bytes; budget {max_full} full evaluations; proxy {'on' if proxy else 'off'}; "
             f"{workers or 'no'} worker{'s' if workers != 1 else ''}"
             + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
-        last_beat = 0.0
-        while True:
-            for task in loop.tasks(executor.free()):
-                executor.submit(task)
-            if loop.finished:
-                break
-            if loop.in_flight == 0:  # nothing to wait for and nothing asked: end rather than spin
-                loop.stop("strategy asked nothing")
-                continue
-            for done in executor.wait(timeout=1.0):
-                current[0] = done
-                loop.complete(done.task, done.outcome)
-                current[0] = None
-                if on_progress is not None:
-                    on_progress(progress())
-            if time.monotonic() - last_beat >= 1.0:
+        last_beat = [0.0]
+
+        def completed(done: Completion) -> None:
+            current[0] = done
+            loop.complete(done.task, done.outcome)
+            current[0] = None
+            if on_progress is not None:
+                on_progress(progress())
+
+        def idle() -> None:
+            if time.monotonic() - last_beat[0] >= 1.0:
                 store.heartbeat(progress())
-                last_beat = time.monotonic()
-        loop.stats.stopped_by = loop.ended or "strategy finished"
+                last_beat[0] = time.monotonic()
+
+        pump(loop, executor, completed, idle)
         state, stopped_by = "done", loop.stats.stopped_by
     except KeyboardInterrupt:
         state, stopped_by = "interrupted", "interrupted"
@@ -227,6 +257,7 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         store.end_session(state, stopped_by, {**progress(), "stopped_by": stopped_by})
         document = pareto_document(store)
         write_pareto(run_dir / "pareto.json", document)
+        _report(run_dir, say)
     stats = document["statistics"]
     say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations, "
         f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, {stats['failed']} failed, "

@@ -90,9 +90,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, spec_data: dict, spec_dir: str | None, *, workers: int, device: str, address: str | None,
-                 proxy: bool,
-                 run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
-                 on_event: EventHook | None = None, on_worker: WorkerHook | None = None):
+                 proxy: bool, run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
+                 on_event: EventHook | None = None, on_worker: WorkerHook | None = None, actor_class=None):
         import ray
 
         self.ray = ray
@@ -109,7 +108,7 @@ class RayExecutor:
         # auto: GPU actors when the cluster has GPUs (this process may run on a head without any)
         self.gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         self._check_resources(workers)
-        self._actor_class = ray.remote(_RayWorker).options(
+        self._actor_class = ray.remote(actor_class or _RayWorker).options(
             num_cpus=1, num_gpus=1 if self.gpu else 0, max_restarts=0, max_concurrency=2)
         self.actors: dict[str, object] = {}
         self.generation: dict[str, int] = {}

@@ -20,7 +20,7 @@ Why cosine: on 60 random joint candidates of the digits reference model, the mea
 per-layer relative L1 distances (sum |V_cand - V_ref| / sum |V_ref|) correlated with
 the accuracy drop at Spearman 0.26 only: it saturates near 1 once a layer's activity
 is destroyed, and in the attention layers it even correlated negatively. The mean
-cosine distance reached 0.94 on the same candidates (experiments/digits/proxy_quality.py
+cosine distance reached 0.94 on the same candidates (experiments/bench/proxy.py
 prints the current figure).
 """
 

@@ -5,7 +5,7 @@ the digits reference model, computes each one's drift on the calibration batch a
 full test accuracy, and prints the Spearman rank correlation between drift and accuracy
 drop, with the cost of one proxy evaluation against one full evaluation.
 
-    python experiments/digits/proxy_quality.py [--samples 60] [--seed 0] [--granularity block]
+    python experiments/bench/proxy.py [--samples 60] [--seed 0] [--granularity block] [--write]
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from _results import DIGITS_SPEC, write_section
 from autocompress.compress import find_channel_groups, quantizable_layers
 from autocompress.engine import Session
 from autocompress.engine.evaluator import SessionEvaluator
 from autocompress.engine.space import build_space
 from autocompress.spec import load_spec
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
@@ -32,7 +30,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--granularity", default="block", choices=["network", "stage", "block", "layer"])
-    parser.add_argument("--spec", default=str(HERE / "spec.yaml"))
+    parser.add_argument("--spec", default=str(DIGITS_SPEC))
+    parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     args = parser.parse_args()
 
     spec = load_spec(args.spec)
@@ -61,10 +60,22 @@ def main() -> int:
         print(f"{len(rows):3d}  drift {drift:8.4f}  drop {baseline - accuracy:7.2f}  {candidate.to_dict()}", file=sys.stderr)
     drifts, drops = np.array(rows).T
     rho, p_value = spearmanr(drifts, drops)
-    print(f"candidates: {len(rows)} random joint candidates at {args.granularity} granularity ({space.describe()})")
-    print(f"Spearman correlation, drift vs accuracy drop: {rho:.3f} (p = {p_value:.2g})")
-    print(f"cost: proxy {proxy_seconds / len(rows) * 1000:.0f} ms, full evaluation {full_seconds / len(rows) * 1000:.0f} ms "
-          f"per candidate (build included in the proxy); ratio {full_seconds / proxy_seconds:.2f}")
+    proxy_ms, full_ms = proxy_seconds / len(rows) * 1000, full_seconds / len(rows) * 1000
+    body = "\n".join([
+        f"{len(rows)} random joint candidates (seed {args.seed}) at {args.granularity} granularity "
+        f"({space.describe()}) on the digits reference model.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| Spearman correlation, drift vs accuracy drop | {rho:.3f} (p = {p_value:.2g}) |",
+        f"| one proxy evaluation (compressed model built, one calibration forward of {spec.data.calibration.size} "
+        f"images) | {proxy_ms:.0f} ms |",
+        f"| one full evaluation ({len(session.data.validation)} validation images) | {full_ms:.0f} ms |",
+        f"| full / proxy cost | {full_seconds / proxy_seconds:.2f}x |",
+    ])
+    print(body)
+    if args.write:
+        write_section("proxy", "Proxy quality and cost", "python experiments/bench/proxy.py --write", body)
     return 0
 
 

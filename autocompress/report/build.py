@@ -1,0 +1,261 @@
+"""The report of a run: PNG plots and one self-contained ``report.html`` (images
+embedded), built from the run store alone.
+
+- ``pareto.png``: top-1 accuracy against footprint (MB) of every fully evaluated
+  candidate, the Pareto front, the baseline, the feasible region of the constraints
+  (shaded) and the chosen point;
+- ``configs.png``: the chosen and Pareto configurations per unit: bit-width of each
+  quantized layer, pruning rate of each channel group;
+- ``proxy.png``: drift against accuracy drop (Spearman correlation in the title) and
+  the gate's threshold over the full evaluations;
+- ``progress.png``: hypervolume and best feasible footprint against full evaluations
+  and against wall time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+
+from autocompress._atomic import atomic_write  # noqa: E402
+from autocompress.engine.pareto_file import pareto_document, run_constraints  # noqa: E402
+from autocompress.engine.store import RunStore  # noqa: E402
+from autocompress.search.results import hypervolume, pareto_front  # noqa: E402
+
+MB = 1e6
+PLOTS = ("pareto", "configs", "proxy", "progress")
+
+
+@dataclass
+class _Run:
+    document: dict
+    constraints: object
+    fulls: list  # Records of full evaluations, in order
+    elapsed: list[float]  # wall seconds of the search when each full evaluation finished
+    thresholds: list[tuple[int, float | None]]  # (full evaluations so far, gate threshold) per journal row
+
+
+def _load(store: RunStore) -> _Run:
+    sessions = store.sessions()
+    offsets, total = {}, 0.0
+    for s in sessions:  # search time: each session's own span, gaps between sessions left out
+        offsets[s["id"]] = (total, s["started_at"])
+        total += max(0.0, (s["ended_at"] or s["updated_at"]) - s["started_at"])
+    fulls, elapsed, thresholds, count = [], [], [], 0
+    for record in store.records():
+        if record.kind == "full":
+            fulls.append(record)
+            count += 1
+            base, start = offsets.get(record.session, (0.0, record.finished_at))
+            elapsed.append(base + record.finished_at - start)
+        thresholds.append((count, record.gate_threshold))
+    return _Run(pareto_document(store), run_constraints(store), fulls, elapsed, thresholds)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(run: _Run, path: Path) -> Path:
+    c, doc = run.constraints, run.document
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    xs = np.array([r.result.memory_bytes for r in run.fulls]) / MB
+    ys = np.array([r.result.accuracy for r in run.fulls])
+    feasible = np.array([bool(r.result.feasible) for r in run.fulls], dtype=bool)
+    limit_bytes = [c.baseline_bytes * (1 - c.min_saving)] if c.min_saving is not None else []
+    if c.max_bytes is not None:
+        limit_bytes.append(c.max_bytes)
+    x_limit = min(limit_bytes) / MB if limit_bytes else c.baseline_bytes / MB
+    y_limit = c.baseline_accuracy - c.max_drop_points
+    y_low = min([y_limit - 2, *(ys.tolist() or [y_limit])])
+    y_low -= 0.04 * (c.baseline_accuracy + 1.5 - y_low)  # room below the lowest point
+    ax.fill_between([0, x_limit], y_limit, 100.5, color="tab:green", alpha=0.12,
+                    label=f"feasible: drop <= {c.max_drop_points:g} pts, <= {x_limit:.3g} MB")
+    ax.scatter(xs[~feasible], ys[~feasible], s=18, color="0.55", label="evaluated, infeasible")
+    ax.scatter(xs[feasible], ys[feasible], s=18, color="tab:green", label="evaluated, feasible")
+    front = sorted(doc["points"], key=lambda p: p["memory_bytes"])
+    if front:
+        fx = [p["memory_bytes"] / MB for p in front]
+        fy = [p["accuracy"] for p in front]
+        ax.step(fx, fy, where="post", color="tab:blue", lw=1.6, label="Pareto front")
+        ax.scatter(fx, fy, s=36, color="tab:blue", zorder=3)
+    ax.scatter([c.baseline_bytes / MB], [c.baseline_accuracy], marker="*", s=220, color="black", zorder=4,
+               label=f"baseline ({c.baseline_accuracy:.2f} %, {c.baseline_bytes / MB:.3g} MB)")
+    best = next((p for p in doc["points"] if p["id"] == doc["best"]), None)
+    if best is not None:
+        ax.scatter([best["memory_bytes"] / MB], [best["accuracy"]], s=260, facecolors="none", edgecolors="red",
+                   linewidths=2, zorder=5, label=f"chosen {best['id']} ({best['memory_saving']:.1%} saved)")
+    ax.set_xlim(0, c.baseline_bytes / MB * 1.05)
+    ax.set_ylim(max(0.0, y_low), min(100.5, c.baseline_accuracy + 1.5))
+    ax.set_xlabel("Footprint (MB)")
+    ax.set_ylabel("Top-1 accuracy (%)")
+    ax.set_title(f"{doc['spec']}: accuracy vs memory ({len(run.fulls)} full evaluations)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_configs(run: _Run, path: Path) -> Path:
+    doc = run.document
+    points = sorted(doc["points"], key=lambda p: p["memory_bytes"])
+    labels = [p["id"] + (" (chosen)" if p["id"] == doc["best"] else "") for p in points]
+    layers = sorted({k for p in points for k in (p["config"] or {}).get("bits", {})})
+    groups = sorted({k for p in points for k in (p["config"] or {}).get("prune", {})})
+    panels = [(layers, "bits", "Weight bit-width per layer", 32), (groups, "prune", "Pruning rate per channel group", 0.0)]
+    panels = [panel for panel in panels if panel[0]]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 + 3.2 * len(panels), 0.9 + 0.26 * max(
+        [len(p[0]) for p in panels] or [4])), squeeze=False)
+    if not panels or not points:
+        axes[0][0].text(0.5, 0.5, "no Pareto points yet", ha="center", va="center")
+        axes[0][0].axis("off")
+        return _save(fig, path)
+    for ax, (units, key, title, default) in zip(axes[0], panels):
+        values = np.array([[(p["config"] or {}).get(key, {}).get(u, default) for p in points] for u in units],
+                          dtype=float)
+        if key == "bits":
+            levels = [2, 3, 4, 5, 6, 8, 16, 32]
+            cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, len(levels))))
+            norm = BoundaryNorm([1.5, 2.5, 3.5, 4.5, 5.5, 7, 12, 24, 40], cmap.N)
+            image = ax.imshow(values, aspect="auto", cmap=cmap, norm=norm)
+            bar = fig.colorbar(image, ax=ax, ticks=levels)
+            bar.set_label("bits (32 = not quantized)")
+        else:
+            image = ax.imshow(values, aspect="auto", cmap="magma_r", vmin=0, vmax=1)
+            fig.colorbar(image, ax=ax).set_label("fraction of channels removed")
+        for (i, j), value in np.ndenumerate(values):
+            text = f"{value:g}" if key == "bits" else f"{value:.2f}".rstrip("0").rstrip(".")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                    color="white" if (key == "bits" and value <= 4) or (key == "prune" and value >= 0.5) else "black")
+        ax.set_yticks(range(len(units)), units, fontsize=7)
+        ax.set_xticks(range(len(points)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_xlabel("Pareto point (smallest footprint first)")
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_proxy(run: _Run, path: Path) -> Path:
+    from scipy.stats import spearmanr
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    pairs = [(r.result.drift, r.result.accuracy_drop) for r in run.fulls if r.result.drift is not None]
+    if len(pairs) >= 3:
+        drift, drop = map(np.array, zip(*pairs))
+        constant = np.ptp(drift) == 0 or np.ptp(drop) == 0
+        rho = "undefined (constant)" if constant else f"{spearmanr(drift, drop).statistic:.3f}"
+        left.scatter(drift, drop, s=16, color="tab:purple")
+        left.set_title(f"Drift vs accuracy drop: Spearman {rho} (n={len(pairs)})", fontsize=10)
+    else:
+        left.set_title("Drift vs accuracy drop: too few points", fontsize=10)
+    left.axhline(run.constraints.max_drop_points, color="tab:red", ls="--", lw=1,
+                 label=f"allowed drop ({run.constraints.max_drop_points:g} pts)")
+    left.set_xlabel("Membrane-potential drift (mean cosine distance)")
+    left.set_ylabel("Top-1 accuracy drop (points)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    counts = [n for n, t in run.thresholds if t is not None]
+    values = [t for n, t in run.thresholds if t is not None]
+    total = max(1, len(run.fulls))
+    if values:
+        right.step(counts + [total], values + [values[-1]], where="post", color="tab:orange", label="threshold")
+        if counts[0] > 0:
+            right.axvspan(0, counts[0], color="0.9", label="no threshold yet: every candidate passes")
+        drifts = [r.result.drift for r in run.fulls if r.result.drift is not None]
+        right.set_ylim(0, max(values + drifts) * 1.1)
+        right.legend(fontsize=8, loc="lower right")
+        right.set_title("Gate threshold (candidates drifting more are not evaluated)", fontsize=10)
+    else:
+        right.set_title("Gate threshold: never set (every candidate passed)", fontsize=10)
+    right.set_xlim(0, total)
+    right.set_xlabel("Full evaluations so far")
+    right.set_ylabel("Drift threshold")
+    right.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_progress(run: _Run, path: Path) -> Path:
+    c = run.constraints
+    hv, best = [], []
+    results = []
+    for record in run.fulls:
+        results.append(record.result)
+        hv.append(hypervolume(pareto_front(results), c))
+        feasible = [r.memory_bytes for r in results if r.feasible]
+        best.append(min(feasible) / MB if feasible else np.nan)
+    steps = np.arange(1, len(results) + 1)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharey="row")
+    for col, (x, xlabel) in enumerate(((steps, "Full evaluations"), (np.array(run.elapsed), "Wall time (s)"))):
+        axes[0][col].step(x, hv, where="post", color="tab:blue")
+        axes[0][col].set_ylabel("Hypervolume (saving x accuracy/baseline)")
+        axes[1][col].step(x, best, where="post", color="tab:green")
+        axes[1][col].set_ylabel("Best feasible footprint (MB)")
+        axes[1][col].set_xlabel(xlabel)
+        for ax in (axes[0][col], axes[1][col]):
+            ax.grid(alpha=0.3)
+            ax.set_xlim(0, max(1.0, float(x.max()) if len(x) else 1.0))
+    axes[0][0].set_title("Search progress by full evaluations", fontsize=10)
+    axes[0][1].set_title("Search progress by wall time", fontsize=10)
+    return _save(fig, path)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_report(run_dir: str | os.PathLike) -> Path:
+    """Write the PNGs and report.html into ``run_dir``; return the HTML's path."""
+    run_dir = Path(run_dir)
+    with RunStore.open_reader(run_dir) as store:
+        run = _load(store)
+    if run.constraints is None:
+        raise ValueError(f"{run_dir}: no baseline measured yet, nothing to report")
+    paths = {
+        "pareto": plot_pareto(run, run_dir / "pareto.png"),
+        "configs": plot_configs(run, run_dir / "configs.png"),
+        "proxy": plot_proxy(run, run_dir / "proxy.png"),
+        "progress": plot_progress(run, run_dir / "progress.png"),
+    }
+    doc, c = run.document, run.constraints
+    stats = doc["statistics"]
+    points = [[p["id"] + (" *" if p["id"] == doc["best"] else ""), f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}",
+               f"{p['memory_bytes']:,}", f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
+               "-" if p["proxy"] is None else f"{p['proxy']:.4f}"] for p in doc["points"]]
+    stat_rows = [[k, v] for k, v in stats.items()]
+    images = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+        f"<figcaption>{name}.png</figcaption></figure>" for name, path in paths.items())
+    best = next((p for p in doc["points"] if p["id"] == doc["best"]), None)
+    summary = (f"best feasible point <b>{html.escape(best['id'])}</b>: {best['memory_bytes']:,} bytes "
+               f"({best['memory_saving']:.1%} saved) at {best['accuracy']:.2f} % top-1 "
+               f"({best['accuracy_drop']:+.2f} points)" if best else "no feasible point found")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>autocompress report: {html.escape(doc['spec'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}img{{max-width:100%}}
+figure{{margin:1.5em 0}}figcaption{{color:#666;font-size:90%}}</style></head><body>
+<h1>{html.escape(doc['spec'])}</h1>
+<p>Run directory <code>{html.escape(str(run_dir.resolve()))}</code>, state <b>{html.escape(doc['state'])}</b>.
+Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constraints: accuracy drop at most
+{c.max_drop_points:g} points{'' if c.min_saving is None else f', memory saving at least {c.min_saving:.0%}'}
+{'' if c.max_bytes is None else f', at most {c.max_bytes:,} bytes'}.</p>
+<p>{summary}.</p>
+<h2>Pareto points</h2>{_table(points, ['id (* chosen)', 'top-1 %', 'drop (pts)', 'bytes', 'saved', 'feasible', 'drift'])}
+<h2>Plots</h2>{images}
+<h2>Search statistics</h2>{_table(stat_rows, ['statistic', 'value'])}
+</body></html>
+"""
+    return atomic_write(run_dir / "report.html", lambda tmp: Path(tmp).write_text(page))
