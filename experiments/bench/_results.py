@@ -33,6 +33,13 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}")
 
 
+def publish(name: str, title: str, command: str, body: str, *, write: bool) -> None:
+    """Print a benchmark's result; with ``write``, also rewrite its RESULTS.md section."""
+    print(body)
+    if write:
+        write_section(name, title, command, body)
+
+
 def write_section(name: str, title: str, command: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     block = (f"<!-- bench:{name} -->\n## {title}\n\nRe-run: `{command}`  \nMachine: {machine()}\n\n"

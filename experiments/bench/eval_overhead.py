@@ -19,7 +19,7 @@ import time
 import torch
 from spikingjelly.activation_based import functional
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.engine import Session, evaluate_accuracy
 from autocompress.spec import load_spec
 
@@ -64,9 +64,7 @@ def main() -> int:
         f"| hand-written loop over pre-stacked tensors | {t:.3f} | {n / t:,.0f} |",
         f"| overhead (autocompress / hand-written time) | {o / t:.2f}x | |",
     ])
-    print(body)
-    if args.write:
-        write_section("eval_overhead", "Evaluation overhead", "python experiments/bench/eval_overhead.py --write", body)
+    publish("eval_overhead", "Evaluation overhead", "python experiments/bench/eval_overhead.py --write", body, write=args.write)
     return 0
 
 

@@ -20,7 +20,7 @@ import time
 
 from pydantic import TypeAdapter
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.engine import Session
 from autocompress.engine.search import run_search
 from autocompress.spec import StrategySpec, load_spec
@@ -87,9 +87,7 @@ def main() -> int:
               f"{spec.constraints.accuracy.max_drop} points, >= {spec.constraints.memory.min_saving:.0%} saved; "
               "both runs of a strategy go until the strategy stops by itself.")
     body = "\n".join([header, "", *lines, "", *ratios])
-    print(body)
-    if args.write:
-        write_section("gate", "Gate on vs off", "python experiments/bench/gate.py --write", body)
+    publish("gate", "Gate on vs off", "python experiments/bench/gate.py --write", body, write=args.write)
     return 0
 
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.compress import find_channel_groups, quantizable_layers
 from autocompress.engine import Session
 from autocompress.engine.evaluator import SessionEvaluator
@@ -73,9 +73,7 @@ def main() -> int:
         f"| one full evaluation ({len(session.data.validation)} validation images) | {full_ms:.0f} ms |",
         f"| full / proxy cost | {full_seconds / proxy_seconds:.2f}x |",
     ])
-    print(body)
-    if args.write:
-        write_section("proxy", "Proxy quality and cost", "python experiments/bench/proxy.py --write", body)
+    publish("proxy", "Proxy quality and cost", "python experiments/bench/proxy.py --write", body, write=args.write)
     return 0
 
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import TypeAdapter
 from spikingjelly.activation_based import functional
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.compress import compress_model, find_channel_groups
 from autocompress.engine import Session
 from autocompress.models import create_model
@@ -104,9 +104,7 @@ def main() -> int:
         "shown (L2), residual width kept. Reduction = unpruned / pruned.", "",
         "| model | pruning rate | parameters | parameter reduction | MMACs per batch | MAC reduction | "
         "latency ms | speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|", *rows])
-    print(body)
-    if args.write:
-        write_section("pruned_speed", "Pruned speed", "python experiments/bench/pruned_speed.py --write", body)
+    publish("pruned_speed", "Pruned speed", "python experiments/bench/pruned_speed.py --write", body, write=args.write)
     return 0
 
 

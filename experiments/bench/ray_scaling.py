@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.compress import find_channel_groups, quantizable_layers
 from autocompress.engine import Session
 from autocompress.engine.driver import frozen_spec, pump
@@ -143,9 +143,7 @@ def main() -> int:
         ideal = w / args.cost
         lines.append(f"| {w} | {n} | {rate:.2f} | {ideal:.2f} | {rate / ideal:.0%} |")
     body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section("ray_scaling", "Ray scaling", "python experiments/bench/ray_scaling.py --write", body)
+    publish("ray_scaling", "Ray scaling", "python experiments/bench/ray_scaling.py --write", body, write=args.write)
     return 0
 
 

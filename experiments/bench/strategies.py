@@ -12,7 +12,7 @@ import time
 
 from pydantic import TypeAdapter
 
-from _results import DIGITS_SPEC, write_section
+from _results import DIGITS_SPEC, publish
 from autocompress.engine import Session
 from autocompress.engine.search import run_search
 from autocompress.search import strategy_names
@@ -55,10 +55,8 @@ def main() -> int:
             + (f"{best.memory_bytes:,} ({best.memory_saving:.1%}, {best.accuracy:.2f} %)" if best else "none")
             + f" | {size_ratio} | {seconds:.1f} |")
     body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section("strategies", "Strategies at equal budgets",
-                      f"python experiments/bench/strategies.py --budget {args.budget} --write", body)
+    publish("strategies", "Strategies at equal budgets",
+                      f"python experiments/bench/strategies.py --budget {args.budget} --write", body, write=args.write)
     return 0
 
 
