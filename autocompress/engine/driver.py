@@ -257,7 +257,8 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         store.end_session(state, stopped_by, {**progress(), "stopped_by": stopped_by})
         document = pareto_document(store)
         write_pareto(run_dir / "pareto.json", document)
-        _report(run_dir, say)
+        if document["baseline"] is not None:  # nothing to draw before the baseline is measured
+            _report(run_dir, say)
     stats = document["statistics"]
     say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations, "
         f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, {stats['failed']} failed, "

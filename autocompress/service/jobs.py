@@ -297,6 +297,10 @@ class JobManager:
                             out["error"] = sessions[-1]["stopped_by"]
             except Exception as error:  # a store being created, or damaged
                 out["error"] = f"run store unreadable: {error}"
+        finishing = store_state in ("done", "failed") and (
+            ours or (job and job.get("exit_code") is None and self.launcher.alive(job)))
+        if finishing:
+            store_state = "running"  # the driver ended its session; the job still writes pareto.json and the report
         if (run_dir / CANCELLED).exists() and not queued:
             state = "running" if store_state == "running" else "cancelled"  # running: it is stopping
         elif queued:
