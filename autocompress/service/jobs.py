@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -130,7 +131,7 @@ class RayJobsLauncher:
 
     def start(self, run_dir: Path, argv: list[str], search_id: str, command: Command) -> tuple[Handle, dict]:
         job_id = f"autocompress-{search_id}-{command}-{secrets.token_hex(3)}"
-        self.client.submit_job(entrypoint="autocompress " + " ".join(_quote(a) for a in argv), submission_id=job_id)
+        self.client.submit_job(entrypoint="autocompress " + shlex.join(argv), submission_id=job_id)
         return Handle(search_id, command, ray_job=job_id), {"launcher": self.name, "ray_job": job_id}
 
     def poll(self, handle: Handle) -> int | None:
@@ -149,12 +150,6 @@ class RayJobsLauncher:
 
     def alive(self, job: dict) -> bool:
         return self.poll(Handle("", "search", ray_job=job["ray_job"])) is None if job.get("ray_job") else False
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 # --------------------------------------------------------------------------- the manager
