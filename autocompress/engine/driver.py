@@ -18,7 +18,7 @@ import yaml
 
 from autocompress.compress import find_channel_groups, footprint, quantizable_layers
 from autocompress.engine.executors import Completion, InProcessExecutor, RayExecutor
-from autocompress.engine.pareto_file import pareto_document, write_pareto
+from autocompress.engine.pareto_file import best_summary, pareto_document, write_pareto
 from autocompress.engine.session import Session
 from autocompress.engine.space import build_space
 from autocompress.engine.store import RunStore
@@ -156,8 +156,6 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         if loop is None:
             return {"max_full_evaluations": max_full}
         stats = loop.stats
-        best = min((r for r in loop.results.values() if r.feasible), key=lambda r: (r.memory_bytes, -r.accuracy),
-                   default=None)
         return {
             "full_evaluations": stats.full_evaluations, "proxy_evaluations": stats.probes,
             "gated_out": stats.gated_out, "failed": stats.failed, "cached": stats.cached,
@@ -165,9 +163,7 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
             "workers_replaced": len(store.events("worker-replaced")),
             "wall_seconds": loop.elapsed(), "stopped_by": stats.stopped_by or loop.ended or "",
             "in_flight": loop.in_flight, "max_full_evaluations": max_full,
-            "best": None if best is None else {
-                "id": best.candidate_id, "memory_bytes": best.memory_bytes, "memory_saving": best.memory_saving,
-                "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop},
+            "best": best_summary(loop.results.values()),
         }
 
     try:

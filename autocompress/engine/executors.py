@@ -53,8 +53,6 @@ class InProcessExecutor:
         self.slots = 1
         self.pending: list[Task] = []
         self.on_worker = on_worker or (lambda *a, **k: None)
-        self.retries = 0
-        self.replaced = 0
         info = worker.info()
         self.on_worker("in-process", state="idle", pid=info["pid"], node=info["node"])
 
@@ -101,8 +99,6 @@ class RayExecutor:
         self.start_timeout = start_timeout
         self.on_event = on_event or (lambda kind, message: None)
         self.on_worker = on_worker or (lambda *a, **k: None)
-        self.retries = 0
-        self.replaced = 0
         self._started_ray = False
         self._connect(address, workers)
         # auto: GPU actors when the cluster has GPUs (this process may run on a head without any)
@@ -226,11 +222,9 @@ class RayExecutor:
             pass
         self._spawn(name)
         self._ready(name)
-        self.replaced += 1
         self.on_event("worker-replaced", f"{name} replaced (generation {self.generation[name]})")
         self._probed_on = {c: w for c, w in self._probed_on.items() if w != name}
         if attempt <= self.max_retries:
-            self.retries += 1
             self.on_event("retry", f"{_describe(task)}: attempt {attempt + 1} of {self.max_retries + 1}")
             self.submit(task, attempt + 1, worker=name)
             return []

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from autocompress._atomic import atomic_write
-from autocompress.search.results import Constraints, Result, pareto_set
+from autocompress.search.results import Constraints, Result, best_feasible, pareto_set
 
 FORMAT = "autocompress-pareto-v1"
 
@@ -28,6 +28,14 @@ def _point(result: Result, candidate: dict | None) -> dict:
         "gate": result.gate,
         "config": candidate,
     }
+
+
+def best_summary(results) -> dict | None:
+    """The best feasible point of ``results`` as status and progress show it."""
+    best = best_feasible(results)
+    return None if best is None else {
+        "id": best.candidate_id, "memory_bytes": best.memory_bytes, "memory_saving": best.memory_saving,
+        "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop}
 
 
 def run_constraints(store) -> Constraints | None:
@@ -54,7 +62,7 @@ def pareto_document(store) -> dict:
     constraints = run_constraints(store)
     sessions = store.sessions()
     progress = sessions[-1]["progress"] if sessions else {}
-    fulls = [r for r in store.records(("full",))]
+    fulls = store.records(("full",))
     candidates = {r.result.candidate_id: r.candidate for r in fulls}
     results = [r.result for r in fulls]
     document = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from autocompress.engine.pareto_file import run_state
+from autocompress.engine.pareto_file import best_summary, run_state
 from autocompress.engine.store import RunStore
 
 
@@ -17,12 +17,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         sessions = store.sessions()
         last = sessions[-1] if sessions else {}
         state = run_state(store)
-        best = None
-        fulls = [r.result for r in store.records(("full",)) if r.result.feasible]
-        if fulls:
-            b = min(fulls, key=lambda r: (r.memory_bytes, -r.accuracy))
-            best = {"id": b.candidate_id, "memory_bytes": b.memory_bytes, "memory_saving": b.memory_saving,
-                    "accuracy": b.accuracy, "accuracy_drop": b.accuracy_drop}
+        best = best_summary(r.result for r in store.records(("full",)))
         hint = {
             "interrupted": f"continue it with `autocompress resume {store.run_dir}`",
             "failed": "see the events below; fix the cause, then `autocompress resume` it",

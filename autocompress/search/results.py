@@ -105,14 +105,19 @@ def hypervolume(front: list[Result], constraints: Constraints) -> float:
     return area
 
 
+def best_feasible(results) -> Result | None:
+    """The best feasible evaluated result: smallest memory, ties to accuracy."""
+    feasible = [r for r in results if r.evaluated and r.feasible]
+    return min(feasible, key=lambda r: (r.memory_bytes, -r.accuracy)) if feasible else None
+
+
 def pareto_set(results: list[Result], constraints: Constraints, near_misses: int = 5) -> ParetoSet:
     """The Pareto set of the fully evaluated results. When none is feasible, the near
     misses are the evaluated results with the smallest shortfall: the accuracy drop
     beyond the limit (as a multiple of the limit) plus the saving missing from
     ``min_saving`` (as a fraction of it), or 1 for a missed ``max_bytes``."""
     front = pareto_front(results)
-    feasible = [r for r in results if r.evaluated and r.feasible]
-    best = min(feasible, key=lambda r: (r.memory_bytes, -r.accuracy)) if feasible else None
+    best = best_feasible(results)
     misses: list[Result] = []
     if best is None:
         def shortfall(r: Result) -> float:  # how far from feasible, in units of each limit

@@ -139,20 +139,20 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                 raise HTTPException(status_code=404, detail=str(error)) from None
         return FileResponse(path, media_type="application/octet-stream", filename=f"{search_id}-{point_id}.safetensors")
 
-    @app.post("/v1/searches/{search_id}/resume", dependencies=guard)
-    def resume(search_id: str) -> dict:
+    def act(search_id: str, action) -> dict:
+        """Resume or cancel; a search in the wrong state for it is a 409."""
         known(search_id)
         try:
-            return jobs.resume(search_id)
+            return action(search_id)
         except Conflict as error:
             raise HTTPException(status_code=409, detail=str(error)) from None
 
+    @app.post("/v1/searches/{search_id}/resume", dependencies=guard)
+    def resume(search_id: str) -> dict:
+        return act(search_id, jobs.resume)
+
     @app.delete("/v1/searches/{search_id}", dependencies=guard)
     def cancel(search_id: str) -> dict:
-        known(search_id)
-        try:
-            return jobs.cancel(search_id)
-        except Conflict as error:
-            raise HTTPException(status_code=409, detail=str(error)) from None
+        return act(search_id, jobs.cancel)
 
     return app
