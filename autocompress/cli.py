@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from autocompress import __version__
-from autocompress.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutocompressError, SpecError
+from autocompress.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutocompressError
 
 log = logging.getLogger("autocompress")
 
@@ -29,6 +29,23 @@ def _say(message: str) -> None:
 _SET = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a spec field, e.g. --set data.root=/data/imagenet/val (VALUE read as YAML; repeatable).")
+_LIMIT = click.option(
+    "--limit", "limit_items", multiple=True, metavar="NAME=VALUE",
+    help="Raise (or lower) a cap on what a spec may ask for, e.g. --limit model.T=128 (repeatable; "
+         "`autocompress limits` lists them).")
+
+
+def _load_spec(spec_file: Path, overrides: tuple[str, ...] = (), limit_items: tuple[str, ...] = (),
+               data_roots: tuple[Path, ...] = ()):
+    """A spec file read, validated and checked against the caps (and, with
+    ``data_roots``, confined to those folders)."""
+    from autocompress.limits import Limits, check_limits
+    from autocompress.spec import load_spec
+
+    limits = Limits.parse(limit_items)
+    spec = load_spec(spec_file, overrides=overrides, confine=list(data_roots) if data_roots else None)
+    check_limits(spec, limits, source=str(spec_file))
+    return spec
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,12 +61,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @_SET
-def validate(spec_file: Path, overrides: tuple[str, ...]) -> None:
+@_LIMIT
+def validate(spec_file: Path, overrides: tuple[str, ...], limit_items: tuple[str, ...]) -> None:
     """Check a constraint spec; print `ok`, or every error (exit 2)."""
-    from autocompress.spec import load_spec
-
-    load_spec(spec_file, overrides=overrides)
+    _load_spec(spec_file, overrides, limit_items)
     click.echo("ok")
+
+
+@cli.command()
+@_LIMIT
+def limits(limit_items: tuple[str, ...]) -> None:
+    """List the caps on what a spec may ask for, with the values in force."""
+    from autocompress.limits import LIMITS, Limits, number
+
+    values = Limits.parse(limit_items)
+    for name, info in LIMITS.items():
+        click.echo(f"{name:<28} {number(values[name]):>15}  {info.description}")
 
 
 @cli.command()
@@ -99,7 +126,9 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
 @click.option("--model", "model_file", type=click.Path(path_type=Path),
               help="Evaluate this exported model (from `autocompress export`) instead of the spec's model.")
 @_SET
-def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides: tuple[str, ...]) -> None:
+@_LIMIT
+def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides: tuple[str, ...],
+             limit_items: tuple[str, ...]) -> None:
     """Evaluate the spec's (uncompressed) model, or an exported one: top-1 accuracy
     on the spec's validation set, and footprint.
 
@@ -109,9 +138,8 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides:
     from autocompress.compress import footprint as model_footprint
     from autocompress.compress import load_compressed
     from autocompress.engine import Session
-    from autocompress.spec import load_spec
 
-    spec = load_spec(spec_file, overrides=overrides)
+    spec = _load_spec(spec_file, overrides, limit_items)
     session = Session.open(spec, progress=not as_json, say=_say)
     for note in session.data.notes:
         _say(f"note: {note}")
@@ -192,6 +220,11 @@ _EXECUTION_OPTIONS = [
 ]
 
 
+_DATA_ROOTS = click.option(
+    "--data-roots", "data_roots", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Only accept spec paths inside these folders, symlinks resolved (the HTTP service runs its jobs so).")
+
+
 def _execution_options(function):
     for option in reversed(_EXECUTION_OPTIONS):
         function = option(function)
@@ -204,8 +237,11 @@ def _execution_options(function):
               "which defaults to runs/<name>-<date>-<time> beside the spec).")
 @_execution_options
 @_SET
+@_LIMIT
+@_DATA_ROOTS
 def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_address: str | None,
-           max_full_evaluations: int | None, overrides: tuple[str, ...]) -> None:
+           max_full_evaluations: int | None, overrides: tuple[str, ...], limit_items: tuple[str, ...],
+           data_roots: tuple[Path, ...]) -> None:
     """Search the spec's space; print the Pareto set and write pareto.json into the run directory.
 
     Every result is stored in the run directory as it completes: `autocompress
@@ -213,11 +249,11 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     RUN_DIR` continues a search that was killed or ran out of budget.
     """
     from autocompress.engine.driver import RunOptions, start_search
-    from autocompress.spec import load_spec
 
-    spec = load_spec(spec_file, overrides=overrides)
     _interrupt_on_sigterm()
-    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations)
+    spec = _load_spec(spec_file, overrides, limit_items, data_roots)
+    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
+                         data_roots=[str(p) for p in data_roots] or None)
     target = (run_dir or spec.output.run_dir).resolve()
     _say(f"run directory: {target}")
     display, update = _progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
@@ -231,15 +267,16 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_execution_options
 @click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), help="Override budget.max_hours.")
+@_DATA_ROOTS
 def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
-           max_hours: float | None) -> None:
+           max_hours: float | None, data_roots: tuple[Path, ...]) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
     with --max-full-evaluations). Recorded results are reused, never evaluated again."""
     from autocompress.engine.driver import RunOptions, resume_search
 
     _interrupt_on_sigterm()
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
-                         max_hours=max_hours)
+                         max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None)
     display, update = _progress_display(max_full_evaluations or 1)
     with display:
         document = resume_search(run_dir, options=options, say=_say, on_progress=update)
@@ -365,7 +402,8 @@ def _print_pareto(document: dict) -> None:
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @_SET
-def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...]) -> None:
+@_LIMIT
+def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_items: tuple[str, ...]) -> None:
     """List the model's prunable channel groups and quantizable layers.
 
     For custom models the groups come from tracing and each one is verified
@@ -373,9 +411,8 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...]) -> None:
     """
     from autocompress.compress import find_channel_groups, quantizable_layers
     from autocompress.engine import Session
-    from autocompress.spec import load_spec
 
-    session = Session.open(load_spec(spec_file, overrides=overrides), say=_say)
+    session = Session.open(_load_spec(spec_file, overrides, limit_items), say=_say)
     report = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
     layers = quantizable_layers(session.model.net)
     if as_json:
@@ -397,9 +434,6 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...]) -> None:
     click.echo(f"{len(layers)} quantizable layers, {sum(layers.values()):,} weights")
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -413,48 +447,83 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--max-concurrent", default=1, show_default=True, type=click.IntRange(min=1),
               help="Searches running at once; the rest wait in the queue.")
 @click.option("--max-workers", type=click.IntRange(min=0), help="Most execution.workers a spec may ask for "
-              "(default: this machine's CPU count).")
+              "(default: this machine's CPU count; the same as --limit execution.workers=N).")
 @click.option("--token", envvar="AUTOCOMPRESS_TOKEN", help="Bearer token clients must send (or set "
-              "AUTOCOMPRESS_TOKEN). Required off loopback; on loopback one is generated when not given.")
-@click.option("--max-body-bytes", default=256 * 1024, show_default=True, type=click.IntRange(min=1024))
-@click.option("--allow-factory", "allow_factories", multiple=True,
-              help="A module whose factories custom-model specs may use (they are code); repeat for several.")
+              "AUTOCOMPRESS_TOKEN). Required off loopback, at least 32 random characters; on loopback one is "
+              "generated when not given.")
+@click.option("--max-body-bytes", default=256 * 1024, show_default=True, type=click.IntRange(min=1024, max=16 << 20))
+@click.option("--allow-factory", "allow_factories", multiple=True, metavar="MODULE:FUNCTION",
+              help="A custom-model factory that specs may name (it is code, run by the jobs); repeat for several.")
+@_LIMIT
 def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ray_address: str | None,
           max_concurrent: int, max_workers: int | None, token: str | None, max_body_bytes: int,
-          allow_factories: tuple[str, ...]) -> None:
+          allow_factories: tuple[str, ...], limit_items: tuple[str, ...]) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json): submit specs, follow searches, fetch results."""
     import os
+    import re
     import secrets
 
     import uvicorn
 
     from autocompress.errors import UserInputError
+    from autocompress.limits import Limits
     from autocompress.service import ServiceConfig, create_app
+    from autocompress.service.token import check_token, write_token_file
 
+    check_token(token, host)
+    for factory in allow_factories:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", factory):
+            raise UserInputError(f"--allow-factory {factory!r}: name one factory as module:function "
+                                 "(e.g. mymodels.qkformer:build)")
+    limits = Limits.parse(limit_items)
+    if max_workers is not None:
+        limits.values["execution.workers"] = max_workers
+    elif "execution.workers" not in limits.overrides():  # by default no more workers than this machine has CPUs
+        limits.values["execution.workers"] = min(limits["execution.workers"], os.cpu_count() or 1)
     runs_dir = runs_dir.resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     if not token:
-        if host not in LOOPBACK:
-            raise UserInputError(f"--host {host} is reachable from other machines: give --token (or set "
-                                 "AUTOCOMPRESS_TOKEN) so that only clients with the token are served")
         token = secrets.token_urlsafe(24)
         token_file = runs_dir / "service-token"
-        token_file.touch(mode=0o600)
-        token_file.write_text(token + "\n")
-        _say(f"no --token given: generated one, written to {token_file} (send it as 'Authorization: Bearer ...')")
+        write_token_file(token_file, token)
+        _say(f"no --token given: generated one, written to {token_file} (mode 600; send it as "
+             "'Authorization: Bearer ...')")
     config = ServiceConfig(runs_dir=runs_dir, token=token, data_roots=[p.resolve() for p in data_roots],
-                           ray_address=ray_address, max_concurrent=max_concurrent,
-                           max_workers=os.cpu_count() or 1 if max_workers is None else max_workers,
-                           max_body_bytes=max_body_bytes, allow_factories=list(allow_factories))
+                           ray_address=ray_address, max_concurrent=max_concurrent, max_body_bytes=max_body_bytes,
+                           allow_factories=list(allow_factories), limits=limits)
+    app = create_app(config)
+    app.state.jobs.claim()  # one service per runs folder: refuse now, before listening
     _say(f"serving on http://{host}:{port} (runs in {runs_dir}; data roots: "
          f"{', '.join(map(str, config.data_roots)) or 'none'}; jobs: {'Ray at ' + ray_address if ray_address else 'local'}"
          f", at most {max_concurrent} at once)")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _record_error(error: BaseException, code: int) -> int:
+    """Tell a supervising service what kind of error ended the command (its own log has
+    the message); AUTOCOMPRESS_ERROR_FILE names the file."""
+    import os
+
+    target = os.environ.get("AUTOCOMPRESS_ERROR_FILE")
+    if target:
+        try:
+            Path(target).write_text(json.dumps({"kind": type(error).__name__, "exit_code": code}))
+        except OSError:
+            pass
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn errors into messages and exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return _main(argv, debug)
+    except BaseException as error:  # only --debug lets one through
+        _record_error(error, EXIT_FAILED)
+        raise
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         cli.main(args=argv, prog_name="autocompress", standalone_mode=False)
         return 0
@@ -466,22 +535,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except click.ClickException as error:
         error.show()
-        return error.exit_code
-    except SpecError as error:
-        if debug:
-            raise
-        _say(f"error: {error}")
-        return error.exit_code
+        return _record_error(error, error.exit_code)
     except AutocompressError as error:
         if debug:
             raise
         _say(f"error: {error}")
-        return error.exit_code
+        return _record_error(error, error.exit_code)
     except Exception as error:  # a bug or an environment failure: say so, exit 3
         if debug:
             raise
         _say(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)")
-        return EXIT_FAILED
+        return _record_error(error, EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,8 +14,8 @@ against.
 
 from __future__ import annotations
 
+import copy
 import difflib
-import io
 import json
 import os
 import re
@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from autocompress.documents import DocumentError, parse_json, parse_yaml, short_repr
 from autocompress.errors import SpecError
 
 __all__ = [
@@ -58,26 +59,65 @@ REFERENCE_PREFIX = "reference:"
 BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 
 
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed, 0 <= seed < 2**32")]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-def _resolve_path(value: Path | None, info: ValidationInfo, *, must_exist: bool, kind: str) -> Path | None:
-    """Make ``value`` absolute against the spec's folder; check it exists when asked."""
+MAX_PATH_LENGTH = 4096
+MAX_NAME_LENGTH = 255  # bytes in one path component (every common file system)
+
+
+def _check_path_text(text: str) -> None:
+    """Refuse path strings that the OS would reject with an error of its own."""
+    if "\x00" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+        raise ValueError(f"a path of more than {MAX_PATH_LENGTH} bytes")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH for part in text.split(os.sep)):
+        raise ValueError(f"a path component of more than {MAX_NAME_LENGTH} bytes")
+
+
+def inside(path: str, roots: Sequence[str | os.PathLike]) -> bool:
+    """Whether ``path`` (already a realpath) is one of ``roots`` or below one."""
+    return any(path == str(root) or path.startswith(str(root).rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo, *, must_exist: bool, kind: str,
+                  confinable: bool = True) -> Path | None:
+    """Make ``value`` absolute against the spec's folder; check it exists when asked.
+
+    Confined validation (the service's; context ``confine``: a list of root folders,
+    already realpaths) refuses '~', resolves symlinks, and refuses a path outside the
+    roots before anything at it is looked at; its messages quote the path only as given.
+    It applies to what a search reads (``confinable``), not to where it writes.
+    """
     if value is None:
         return None
     context = info.context or {}
     base_dir = Path(context.get("base_dir") or Path.cwd())
-    path = Path(os.path.expanduser(str(value)))
-    if not path.is_absolute():
-        path = base_dir / path
-    path = Path(os.path.normpath(path))
-    if must_exist and context.get("check_paths", True):
-        if not path.exists():
-            raise ValueError(
-                f"{kind} not found: {path} (given as '{value}'; relative paths are read "
-                f"from the spec's folder {base_dir})"
-            )
+    text = str(value)
+    _check_path_text(text)
+    confine = context.get("confine") if confinable else None
+    if confine is not None:
+        if text.startswith("~"):
+            raise ValueError(f"'{text}': paths starting with '~' are not accepted here; give a path under a data root")
+        real = os.path.realpath(text if os.path.isabs(text) else base_dir / text)
+        if not inside(real, confine):
+            raise ValueError(f"'{text}' is outside the data roots this service reads; only paths under them are "
+                             "accepted (relative paths are read from the first data root)")
+        path = Path(real)
+        where = f"'{text}'"
+    else:
+        path = Path(os.path.expanduser(text))
+        if not path.is_absolute():
+            path = base_dir / path
+        path = Path(os.path.normpath(path))
+        where = f"{path} (given as '{text}'; relative paths are read from the spec's folder {base_dir})"
+    if must_exist and context.get("check_paths", True) and not path.exists():
+        raise ValueError(f"{kind} not found: {where}")
     return path
 
 
@@ -101,7 +141,7 @@ class _ModelBase(_Strict):
             return value
         path = _resolve_path(Path(value), info, must_exist=True, kind="checkpoint file")
         if path.is_dir():
-            raise ValueError(f"checkpoint {path} is a folder; give the path of a .pt state-dict file")
+            raise ValueError(f"checkpoint '{value}' is a folder; give the path of a .pt state-dict file")
         return str(path)
 
 
@@ -210,7 +250,7 @@ class ValidationSpec(_Strict):
 
 class CalibrationSpec(_Strict):
     size: PositiveInt = Field(64, description="images in the calibration batch used by the proxy")
-    seed: int = 0
+    seed: Seed = 0
     root: Path | None = Field(
         default=None,
         description=(
@@ -273,8 +313,9 @@ class AccuracyConstraint(_Strict):
 
     @model_validator(mode="after")
     def _relative_is_percent(self) -> AccuracyConstraint:
-        if self.kind == "relative" and self.max_drop > 100:
-            raise ValueError(f"a relative max_drop is a percent of the baseline accuracy (0-100), got {self.max_drop}")
+        if self.max_drop > 100:
+            unit = "a percent of the baseline accuracy" if self.kind == "relative" else "top-1 points"
+            raise ValueError(f"max_drop is {unit} (0-100), got {self.max_drop:g}")
         return self
 
 
@@ -333,7 +374,7 @@ class SpaceSpec(_Strict):
 
 
 class _StrategyBase(_Strict):
-    seed: int = 0
+    seed: Seed = 0
 
 
 class PrioritizedStrategy(_StrategyBase):
@@ -410,7 +451,7 @@ class ExecutionSpec(_Strict):
     ray_address: str | None = Field(
         default=None, description="null starts a local Ray; 'auto' or 'host:port' joins a cluster"
     )
-    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = Field(
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")] = Field(
         "auto", description="auto picks CUDA when present"
     )
 
@@ -421,7 +462,7 @@ class OutputSpec(_Strict):
     @field_validator("run_dir")
     @classmethod
     def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_path(value, info, must_exist=False, kind="run folder")
+        return _resolve_path(value, info, must_exist=False, kind="run folder", confinable=False)
 
 
 class Spec(_Strict):
@@ -449,8 +490,11 @@ class Spec(_Strict):
                     f"model.args.image_size {args.image_size} differs from data.image_size "
                     f"{self.data.image_size}; make them equal"
                 )
-            if self.data.dataset == "digits" and args.in_channels != 1:
-                raise ValueError(f"the digits images have 1 channel; set model.args.in_channels: 1 (got {args.in_channels})")
+            channels = {"digits": 1, "imagefolder": 3, "cifar10": 3}[self.data.dataset]
+            if args.in_channels != channels:
+                raise ValueError(f"the {self.data.dataset} images have {channels} channel{'s' if channels > 1 else ''}"
+                                 f" ({'grayscale' if channels == 1 else 'RGB'}); set model.args.in_channels: "
+                                 f"{channels} (got {args.in_channels})")
             if self.data.dataset == "digits" and args.num_classes != 10:
                 raise ValueError(f"the digits data set has 10 classes; set model.args.num_classes: 10 (got {args.num_classes})")
         checkpoint = self.model.checkpoint
@@ -468,36 +512,18 @@ class Spec(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys (the last one would silently win)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    mapping = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=deep)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+MAX_SPEC_BYTES = 1 << 20
 
 
 def parse_spec_text(text: str, source: str, *, fmt: Literal["yaml", "json"] = "yaml") -> dict[str, Any]:
-    """Parse spec text (YAML is a superset of JSON) into a mapping, or raise SpecError."""
+    """Parse spec text into a mapping of plain data (bounded: see autocompress.documents),
+    or raise SpecError."""
     try:
-        if fmt == "json":
-            data = json.loads(text)
-        else:
-            stream = io.StringIO(text)
-            stream.name = source  # YAML error marks name the file
-            data = yaml.load(stream, Loader=_UniqueKeyLoader)
+        data = parse_json(text) if fmt == "json" else parse_yaml(text, source)
     except json.JSONDecodeError as error:
         raise SpecError(source, [("", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")]) from None
+    except DocumentError as error:
+        raise SpecError(source, [("", f"not accepted as a spec: {error}")]) from None
     except yaml.YAMLError as error:
         raise SpecError(source, [("", f"not valid YAML: {error}")]) from None
     if not isinstance(data, dict):
@@ -510,6 +536,9 @@ def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a spec file (``.json`` as JSON, anything else as YAML) into a mapping."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(str(path), [("", f"the spec file is larger than {MAX_SPEC_BYTES >> 20} MiB; a spec is a "
+                                             "few hundred bytes")])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(str(path), [("", "spec file not found")]) from None
@@ -521,11 +550,15 @@ def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate_spec(
-    data: dict[str, Any], *, base_dir: str | os.PathLike | None = None, source: str = "spec", check_paths: bool = True
+    data: dict[str, Any], *, base_dir: str | os.PathLike | None = None, source: str = "spec", check_paths: bool = True,
+    confine: Sequence[str | os.PathLike] | None = None,
 ) -> Spec:
     """Validate a parsed spec. Relative paths resolve against ``base_dir``; with
-    ``check_paths`` the files and folders it names must exist."""
-    context = {"base_dir": Path(base_dir or Path.cwd()).resolve(), "check_paths": check_paths}
+    ``check_paths`` the files and folders it names must exist. With ``confine`` (a list
+    of folders), every path must resolve inside one of them, symlinks followed, and is
+    kept resolved (what the search opens is what was checked)."""
+    context = {"base_dir": Path(base_dir or Path.cwd()).resolve(), "check_paths": check_paths,
+               "confine": None if confine is None else [os.path.realpath(root) for root in confine]}
     try:
         return Spec.model_validate(data, context=context)
     except ValidationError as error:
@@ -535,7 +568,7 @@ def validate_spec(
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
     """``KEY.PATH=VALUE`` assignments on a parsed spec (VALUE read as YAML: numbers,
     booleans, null, lists and strings as written). Returns a new mapping."""
-    data = json.loads(json.dumps(data, default=str))
+    data = copy.deepcopy(data)  # plain data, bounded by the parser
     issues = []
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -544,7 +577,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
             issues.append(("", f"--set {item!r}: write KEY.PATH=VALUE, e.g. data.root=/data/imagenet/val"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = parse_yaml(text, "--set") if text.strip() else ""
+        except DocumentError as error:
+            issues.append((key, f"--set {key.strip()}=...: {error}"))
+            continue
         except yaml.YAMLError:
             value = text
         node = data
@@ -563,23 +599,30 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
     return data
 
 
-def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: Sequence[str] = ()) -> Spec:
+def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: Sequence[str] = (),
+              confine: Sequence[str | os.PathLike] | None = None) -> Spec:
     """Read and validate a spec file, with ``--set`` overrides applied first; raise
     :class:`SpecError` listing every problem. Relative paths in overrides are read from
-    the working directory, like any path on a command line."""
+    the working directory, like any path on a command line. ``confine``: see
+    :func:`validate_spec`."""
     path = Path(path)
     data = read_spec_file(path)
     if overrides:
         data = apply_overrides(data, overrides)
         for item in overrides:  # make command-line paths absolute against the working directory
-            key, _, text = item.partition("=")
-            if key.strip() in _PATH_FIELDS and text and not text.startswith(REFERENCE_PREFIX):
-                apply = os.path.abspath(os.path.expanduser(text))
-                data = apply_overrides(data, [f"{key.strip()}={apply}"])
-    return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths)
+            key = item.partition("=")[0].strip()
+            *parents, last = key.split(".")
+            node = data
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            value = node.get(last) if isinstance(node, dict) else None
+            if key in PATH_FIELDS and isinstance(value, str) and value and not value.startswith(REFERENCE_PREFIX) \
+                    and "\x00" not in value:
+                node[last] = os.path.abspath(os.path.expanduser(value))
+    return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths, confine=confine)
 
 
-_PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
+PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -649,11 +692,6 @@ def _format_path(loc: tuple) -> str:
     return text
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def format_validation_errors(error: ValidationError) -> list[tuple[str, str]]:
     """Turn pydantic's errors into ``(field_path, message)`` pairs a user can act on."""
     issues: list[tuple[str, str]] = []
@@ -678,11 +716,11 @@ def format_validation_errors(error: ValidationError) -> list[tuple[str, str]]:
         elif kind == "union_tag_not_found":
             message = f"required key '{ctx.get('discriminator', '').strip(chr(39))}' is missing; allowed values: {', '.join(sorted(_UNION_TAGS.get(loc[0], [])))}"
         elif kind == "literal_error":
-            message = f"{_short(value)} is not allowed; allowed: {ctx.get('expected')}"
+            message = f"{short_repr(value)} is not allowed; allowed: {ctx.get('expected')}"
         elif kind in ("value_error", "assertion_error"):
             message = str(ctx.get("error", item["msg"]))
         else:
-            message = f"{item['msg']} (got {_short(value)})"
+            message = f"{item['msg']} (got {short_repr(value)})"
         path = _format_path(loc)
         if issues and issues[-1][0] == path:  # one line per field: a union's members say "or"
             issues[-1] = (path, f"{issues[-1][1]}; or {message}")

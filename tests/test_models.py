@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import pytest
@@ -97,22 +98,34 @@ class Payload:
         return (print, ("this must never run",))
 
 
+def _torch_saved_payload() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(2), "hook": Payload()}, buffer)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        (b"this is not a checkpoint", "not a readable PyTorch state-dict file"),
+        (b"this is not a checkpoint", "not a file torch.save writes"),
+        (bytes(range(256)) * 4, "not a file torch.save writes"),  # random-looking bytes
+        (b"", "the file is empty"),
         (pickle.dumps(Payload()), "not a readable PyTorch state-dict file"),
+        (_torch_saved_payload(), r"holds a Python object other than tensors \(.*print\)"),
         (None, "file not found"),
     ],
-    ids=["garbage-bytes", "pickled-code", "missing-file"],
+    ids=["garbage-bytes", "random-bytes", "empty", "pickled-code", "torch-saved-code", "missing-file"],
 )
 def test_unreadable_or_unsafe_checkpoints_are_refused(tmp_path, capsys, content, needle):
     path = tmp_path / "bad.pt"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=needle):
+    with pytest.raises(CheckpointError, match=needle) as info:
         read_state_dict(path)
     assert "this must never run" not in capsys.readouterr().out
+    message = str(info.value)
+    assert "\x1b" not in message and "weights_only=False" not in message and "will likely succeed" not in message
+    assert "torch.save(model.state_dict(), path)" in message or content is None
 
 
 def test_non_state_dict_checkpoint_is_refused(tmp_path):

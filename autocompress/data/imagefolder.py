@@ -31,6 +31,7 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
             f"data.root: {root} has no class sub-folders; the expected layout is root/<class>/<image> "
             "(ImageNet's validation set sorted into one folder per class)"
         )
+    derived = classes is None
     classes = classes or found
     index = {name: i for i, name in enumerate(classes)}
     samples = [
@@ -41,6 +42,16 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     ]
     if not samples:
         raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
+    if derived:
+        # class i is the i-th folder in sorted order: an empty folder would shift every label after it
+        counts = np.bincount([label for _, label in samples], minlength=len(classes))
+        empty = [name for name, count in zip(classes, counts) if count == 0]
+        if empty:
+            shown = ", ".join(empty[:5]) + (f" (and {len(empty) - 5} more)" if len(empty) > 5 else "")
+            raise DataError(
+                f"data.root: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} hold no images: "
+                f"{shown}. Classes are numbered by the sorted folder names, so an empty folder shifts the labels "
+                "of the classes after it; remove it, or add its images")
     return classes, samples
 
 

@@ -21,11 +21,12 @@ from autocompress.errors import UserInputError
 
 
 def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLike, *,
-                 say: Callable[[str], None] = print) -> dict:
+                 say: Callable[[str], None] = print, confine: list[str] | None = None) -> dict:
+    """``confine``: the folders the run's spec paths must stay in (the service's data roots)."""
     with RunStore.open_reader(run_dir) as store:
         records = {r.result.candidate_id: r for r in store.records(("full",))}
         document = pareto_document(store)
-        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"))
+        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=confine)
     record = records.get(point_id)
     if record is None:
         front = ", ".join(p["id"] for p in document["points"]) or "none yet"

@@ -10,7 +10,7 @@ import torch
 from autocompress.compress import baseline_footprint
 from autocompress.data import DataBundle, load_data
 from autocompress.engine.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
-from autocompress.errors import CheckpointError
+from autocompress.errors import CheckpointError, DataError, ModelError
 from autocompress.models import SViT, create_model, load_checkpoint
 from autocompress.spec import REFERENCE_PREFIX, Spec
 
@@ -27,6 +27,26 @@ def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool
     if not train_missing and not reference_path(name).is_file():
         raise CheckpointError(f"model.checkpoint: reference model '{name}' is not trained yet; run `autocompress train-reference {name}`")
     return str(ensure_reference(name, progress=progress, say=say))
+
+
+def _check_fit(model: SViT, data: DataBundle, device: torch.device) -> None:
+    """The model takes the data's images and has one output per class of the data,
+    checked before the first batch (a custom model by one forward pass)."""
+    outputs = model.args.get("num_classes") if model.family != "custom" else None
+    if outputs is None:
+        image = data.calibration[:1].to(device)
+        try:
+            with torch.inference_mode():
+                outputs = model(image).shape[1]
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(f"model: the {model.family} model cannot take the data's images (shape "
+                             f"{list(image.shape)}): {first}; check the model's input channels and size "
+                             "against data.dataset and data.image_size") from None
+    if outputs != data.num_classes:
+        raise DataError(f"data: {data.num_classes} classes in the data ({data.description}), but the model has "
+                        f"{outputs} outputs; class i of the data must be output i of the model (set "
+                        "model.args.num_classes, or give the data the model was trained on)")
 
 
 @dataclass
@@ -48,7 +68,10 @@ class Session:
             load_checkpoint(model.net, checkpoint)
         else:
             say("warning: model.checkpoint is not set; the model has untrained (random) weights")
-        return cls(spec=spec, model=model.to(device), data=load_data(spec.data), device=device, checkpoint=checkpoint)
+        data = load_data(spec.data)
+        model = model.to(device)
+        _check_fit(model, data, device)
+        return cls(spec=spec, model=model, data=data, device=device, checkpoint=checkpoint)
 
     def evaluate(self, model: SViT | None = None, *, progress: bool = False) -> EvaluationResult:
         return evaluate_accuracy(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from autocompress.documents import parse_yaml
 from autocompress.errors import UserInputError
 from autocompress.search.space import SearchSpace, SpaceDefinition
 
@@ -21,12 +22,19 @@ def default_space_file(family: str) -> Path:
     raise UserInputError(f"space.file: no default search space for family '{family}'; give space.file")
 
 
+MAX_SPACE_FILE_BYTES = 1 << 20
+
+
 def space_definition(spec) -> SpaceDefinition:
-    path = spec.space.file or default_space_file(spec.model.family)
+    path = Path(spec.space.file or default_space_file(spec.model.family))
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        if path.stat().st_size > MAX_SPACE_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_SPACE_FILE_BYTES >> 20} MiB; a search-space file is a few hundred bytes")
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"a search-space file is a mapping (family, prune, bits, ...), not a {type(data).__name__}")
         definition = SpaceDefinition.from_mapping(data, source=str(path))
-    except (OSError, yaml.YAMLError, ValueError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError) as error:
         raise UserInputError(f"space.file: cannot use {path}: {error}") from None
     if spec.space.prune_rates is not None:
         definition.prune_rates = tuple(sorted(set(spec.space.prune_rates) | {0.0}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from typing import Callable
@@ -13,6 +14,8 @@ from torch import nn
 from autocompress.errors import ModelError
 from autocompress.models._spikingjelly import BaseNode
 from autocompress.models.svit import SViT
+
+log = logging.getLogger("autocompress.models")
 
 # family name -> builder taking the validated model spec, returning the bare network
 _FAMILIES: dict[str, Callable[..., nn.Module]] = {}
@@ -55,6 +58,24 @@ def create_model(model_spec) -> SViT:
             "(spikingjelly.activation_based.neuron) to measure membrane-potential drift"
         )
     return model.eval()
+
+
+def parameter_count(model_spec) -> int | None:
+    """Parameters and buffers of the model a spec describes, counted on PyTorch's meta
+    device (shapes only: nothing is allocated, no weights are drawn). None when the
+    model cannot be built there (a custom factory that needs real tensors)."""
+    family = model_spec.family
+    if family not in _FAMILIES:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            net = _FAMILIES[family](model_spec)
+    except ModelError:
+        raise
+    except Exception as error:  # a factory that does real work while it builds
+        log.debug("no meta-device parameter count for %s: %s", family, error)
+        return None
+    return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
 
 
 @register_family("spikformer")

@@ -23,9 +23,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
+from autocompress.spec import BITS_CHOICES
+
 UnitKind = Literal["prune", "bits"]
 Config = tuple[int, ...]
 
+MAX_CHOICES = 64
 DEFAULT_PRUNE_RATES = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 DEFAULT_BITS = (32, 16, 8, 6, 5, 4, 3, 2)
 
@@ -110,6 +113,13 @@ class SpaceDefinition:
         )
         definition.prune_rates = _ordered(definition.prune_rates, baseline=0.0, reverse=False)
         definition.bits = _ordered(definition.bits, baseline=32, reverse=True)
+        if not all(0 <= rate < 1 for rate in definition.prune_rates):
+            raise ValueError(f"{source}: prune rates are fractions in [0, 1), got {list(definition.prune_rates)}")
+        if not set(definition.bits) <= set(BITS_CHOICES):
+            raise ValueError(f"{source}: bit-widths must be among {list(BITS_CHOICES)}, got {list(definition.bits)}")
+        for name, values in (("prune.rates", definition.prune_rates), ("bits.choices", definition.bits)):
+            if len(values) > MAX_CHOICES:
+                raise ValueError(f"{source}: {name} lists {len(values)} choices; at most {MAX_CHOICES}")
         return definition
 
 
@@ -160,6 +170,10 @@ class SearchSpace:
         ]
         if not self.dims:
             raise ValueError("the search space has no units: check space.search and the space file's kinds and layers")
+        if all(len(dim.choices) == 1 for dim in self.dims):
+            raise ValueError(f"the search space offers nothing but the baseline (prune rates "
+                             f"{list(definition.prune_rates)}, bits {list(definition.bits)}); give prune rates "
+                             "above 0 or bit-widths below 32")
 
     @classmethod
     def build(cls, groups, layers: Mapping[str, int], definition: SpaceDefinition) -> SearchSpace:
