@@ -126,7 +126,7 @@ def test_store_lock_refuses_a_second_driver_and_lets_readers_in(tmp_path):
         assert [r.result.candidate_id for r in again.records()] == ["abc"]
 
 
-def test_store_errors_name_the_problem(tmp_path):
+def test_store_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(UserInputError, match="does not exist"):
         RunStore.open_reader(tmp_path / "missing")
     (tmp_path / "plain").mkdir()
@@ -134,7 +134,9 @@ def test_store_errors_name_the_problem(tmp_path):
         RunStore.open_reader(tmp_path / "plain")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "store.sqlite").write_bytes(b"this is not a database" * 100)
-    assert main(["status", str(tmp_path / "bad")]) == 3
+    for command in ("status", "pareto", "resume"):  # a damaged store is bad input: exit 2, naming the file
+        assert main([command, str(tmp_path / "bad")]) == 2
+        assert f"{tmp_path / 'bad' / 'store.sqlite'} is not a readable run store" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the CLI, in process

@@ -21,7 +21,7 @@ from autocompress.engine.executors import Completion, InProcessExecutor, RayExec
 from autocompress.engine.pareto_file import best_summary, pareto_document, write_pareto
 from autocompress.engine.session import Session
 from autocompress.engine.space import build_space
-from autocompress.engine.store import RunStore
+from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
 from autocompress.proxy import Gate
@@ -39,6 +39,7 @@ class RunOptions:
     max_full_evaluations: int | None = None
     max_hours: float | None = None
     max_retries: int = 2  # times a task is sent again after its worker died
+    data_roots: list[str] | None = None  # spec paths must stay inside these (the service's jobs)
 
 
 def frozen_spec(spec) -> dict:
@@ -70,7 +71,8 @@ def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say
     """Continue the search of an existing run directory."""
     store = RunStore.open_writer(Path(run_dir).resolve())
     try:
-        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"))
+        options = options or RunOptions()
+        spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=options.data_roots)
         return _drive(store, spec, "resume", options or RunOptions(), say, on_progress)
     finally:
         store.close()
@@ -119,6 +121,20 @@ def _report(run_dir: Path, say: Say) -> None:
         say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
+def _store_lost(store: RunStore, say: Say) -> None:
+    """``store.sqlite`` was deleted or replaced under the driver: keep what this session
+    had stored in a copy beside it, say where, and stop with an error."""
+    store.stop_heartbeat()
+    saved = ""
+    try:
+        copy = store.save_copy(store.run_dir / f"store.sqlite.recovered-{time.strftime('%Y%m%d-%H%M%S')}")
+        saved = (f"; what was stored until then is saved as {copy} (rename it to {store.path.name} to resume "
+                 "the run from it)")
+    except Exception as error:  # the run directory itself may be gone
+        saved = f"; its content could not be saved ({error})"
+    raise StoreError(f"{store.path} was deleted or replaced while the search ran, so it stopped{saved}")
+
+
 def _execution(store: RunStore, spec, options: RunOptions) -> tuple[int, str | None]:
     """Workers and Ray address: the spec's, unless a session overrode them (a resume keeps them)."""
     saved = store.meta("execution") or {}
@@ -147,6 +163,7 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
 
     store.begin_session(command, workers=workers, executor="ray" if use_ray else "in-process",
                         max_full_evaluations=max_full)
+    store.start_heartbeat()
     executor = None
     loop: SearchLoop | None = None
     state, stopped_by = "failed", "error"
@@ -204,8 +221,7 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         strategy = create_strategy(spec.strategy, space, constraints, proxy=proxy)
         prior = store.prior_results()
         gated_before = {r.result.candidate_id for r in store.records(("gate",))}
-        sessions = store.sessions()
-        elapsed_before = sessions[-2]["progress"].get("wall_seconds", 0.0) if len(sessions) > 1 else 0.0
+        elapsed_before = sum((s["ended_at"] or s["updated_at"]) - s["started_at"] for s in store.sessions()[:-1])
 
         def record(kind, candidate, result) -> None:
             if kind == "gate" and result.candidate_id in gated_before:
@@ -250,6 +266,8 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
     finally:
         if executor is not None:
             executor.shutdown()
+        if not store.intact():
+            _store_lost(store, say)  # raises: nothing below may run on a store nobody can read
         store.end_session(state, stopped_by, {**progress(), "stopped_by": stopped_by})
         document = pareto_document(store)
         write_pareto(run_dir / "pareto.json", document)

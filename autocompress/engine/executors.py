@@ -89,7 +89,8 @@ class RayExecutor:
 
     def __init__(self, spec_data: dict, spec_dir: str | None, *, workers: int, device: str, address: str | None,
                  proxy: bool, run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
-                 on_event: EventHook | None = None, on_worker: WorkerHook | None = None, actor_class=None):
+                 on_event: EventHook | None = None, on_worker: WorkerHook | None = None, actor_class=None,
+                 local_cpus: int | None = None):
         import ray
 
         self.ray = ray
@@ -99,7 +100,8 @@ class RayExecutor:
         self.start_timeout = start_timeout
         self.on_event = on_event or (lambda kind, message: None)
         self.on_worker = on_worker or (lambda *a, **k: None)
-        self._started_ray = False
+        self._started_ray = self._local = False
+        self.local_cpus = local_cpus or os.cpu_count() or 1  # what a local Ray may use (benchmarks simulate more)
         self._connect(address, workers)
         # auto: GPU actors when the cluster has GPUs (this process may run on a head without any)
         self.gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
@@ -128,8 +130,8 @@ class RayExecutor:
                 options["address"] = address
             elif os.environ.get("RAY_ADDRESS"):
                 pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
-            else:  # a local Ray with room for every worker (logical CPUs; Ray does not pin them)
-                options.update(include_dashboard=False, num_cpus=max(workers, os.cpu_count() or 1))
+            else:  # a local Ray sized to this machine: more workers than CPUs are refused below
+                options.update(include_dashboard=False, num_cpus=self.local_cpus)
             try:
                 ray.init(**options)
             except (ConnectionError, RuntimeError, ValueError) as error:
@@ -138,6 +140,7 @@ class RayExecutor:
                     "authentication also needs RAY_AUTH_MODE=token here, and RAY_AUTH_TOKEN unless the token is "
                     "in ~/.ray/auth_token)") from None
             self._started_ray = True
+            self._local = not address and not os.environ.get("RAY_ADDRESS")
 
     def _check_resources(self, workers: int) -> None:
         ray = self.ray
@@ -146,9 +149,10 @@ class RayExecutor:
         if have < workers:
             if self._started_ray:
                 ray.shutdown()
+            where = "this machine has" if self._local else "the Ray cluster has"
             raise UserInputError(
-                f"execution.workers: {workers} workers need {workers} {kind}s, but the Ray cluster has {have:g}; "
-                f"lower --workers (or execution.workers) or add nodes"
+                f"execution.workers: {workers} workers need {workers} {kind}s, but {where} {have:g}; "
+                f"lower --workers (or execution.workers), or add nodes to a cluster and join it with --ray-address"
             )
 
     def _spawn(self, name: str) -> None:

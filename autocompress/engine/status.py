@@ -18,6 +18,9 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         last = sessions[-1] if sessions else {}
         state = run_state(store)
         best = best_summary(r.result for r in store.records(("full",)))
+        progress = dict(last.get("progress") or {})
+        if state != "running":
+            progress["in_flight"] = 0  # what was in flight when the driver stopped is not running now
         hint = {
             "interrupted": f"continue it with `autocompress resume {store.run_dir}`",
             "failed": "see the events below; fix the cause, then `autocompress resume` it",
@@ -36,7 +39,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
             "executor": last.get("executor"),
             "worker_count": last.get("workers"),
             "updated_ago": time.time() - last["updated_at"] if last else 0.0,
-            "progress": last.get("progress", {}),
+            "progress": progress,
             "stored": store.counts(),
             "retries": len(store.events("retry")),
             "best": best,

@@ -2,8 +2,14 @@
 
 The driver is its only writer and holds ``driver.lock`` (an OS file lock, released by
 the kernel when the process dies, SIGKILL included) while it runs; a second driver
-on the same directory is refused. Readers (``autocompress status``, ``pareto``, the
-HTTP service) open it read-only while the driver writes.
+on the same directory is refused, naming the live holder. The holder writes who it is
+into ``driver.json`` (pid, host, the process's start time); readers (``autocompress
+status``, ``pareto``, the HTTP service) judge liveness from that, never by taking the
+lock, and open the store read-only (also in a read-only directory).
+
+The store is created whole or not at all: schema and metadata are committed under a
+temporary name, then renamed to ``store.sqlite``; a directory without that file holds
+no run. The writer notices the file being deleted or replaced under it and stops.
 
 Tables:
 
@@ -22,9 +28,11 @@ Tables:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,12 +41,50 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from autocompress.errors import AutocompressError, UserInputError
+from autocompress._atomic import atomic_write
+from autocompress.errors import UserInputError
 from autocompress.search.results import Result
+
+log = logging.getLogger("autocompress.store")
 
 FORMAT = "autocompress-run-v1"
 DB_NAME = "store.sqlite"
 LOCK_NAME = "driver.lock"
+DRIVER_NAME = "driver.json"
+CREATING_NAME = ".store-creating.sqlite"
+REMOTE_STALE_SECONDS = 60.0  # a driver on another host is alive while it heartbeats within this
+
+
+class StoreError(UserInputError):
+    """A run store that cannot be used (damaged, unreadable, deleted or replaced)."""
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if there is none."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def identity() -> dict:
+    """This process as liveness checks know it: pid, host, start time."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_started": process_started(os.getpid())}
+
+
+def identity_alive(who: dict | None, *, heartbeat_at: float | None = None) -> bool:
+    """Whether the process ``who`` names still runs. On this host: the pid exists and
+    started when recorded (a reused pid does not count). On another host: its heartbeat
+    is recent."""
+    if not who or not who.get("pid"):
+        return False
+    if who.get("host") != socket.gethostname():
+        return heartbeat_at is not None and time.time() - heartbeat_at < REMOTE_STALE_SECONDS
+    started = process_started(int(who["pid"]))
+    recorded = who.get("process_started")
+    return started is not None and (recorded is None or abs(started - recorded) < 1.0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +127,15 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / DB_NAME).is_file()
 
 
+def read_driver(run_dir: str | os.PathLike) -> dict | None:
+    """What ``driver.json`` says of the run's driver (None when there is none)."""
+    try:
+        data = json.loads((Path(run_dir) / DRIVER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @dataclass
 class Record:
     """One journal row."""
@@ -105,6 +160,33 @@ class RunStore:
         self.db = connection
         self.lock = lock
         self.session: int | None = None
+        self.path = run_dir / DB_NAME
+        self._file = self._file_id() if lock is not None else None  # what the writer opened
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def intact(self) -> bool:
+        """Whether ``store.sqlite`` is still the file this writer opened."""
+        return self._file is None or self._file_id() == self._file
+
+    def _check_intact(self) -> None:
+        if not self.intact():
+            raise StoreError(f"{self.path} was deleted or replaced while this search ran; it stops rather than "
+                             "write results nobody can read")
+
+    def save_copy(self, target: Path) -> Path:
+        """Copy the database this writer has open (also when its file was deleted) to ``target``."""
+        copy = sqlite3.connect(target)
+        try:
+            self.db.backup(copy)
+        finally:
+            copy.close()
+        return target
 
     # ------------------------------------------------------------------ opening
 
@@ -114,31 +196,56 @@ class RunStore:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            holder = RunStore._holder(run_dir)
             raise UserInputError(
-                f"run directory {run_dir} is in use by another autocompress driver{holder}; "
+                f"run directory {run_dir} is in use by another autocompress driver{RunStore._holder(run_dir)}; "
                 "wait for it to finish, stop it (Ctrl-C), or use another run directory"
             ) from None
+        except OSError as error:
+            raise StoreError(f"run directory {run_dir}: cannot take its driver lock ({error.strerror or error}); "
+                             "a search needs a writable run directory (status, pareto and report only read it)") from None
+        try:
+            atomic_write(run_dir / DRIVER_NAME, lambda tmp: Path(tmp).write_text(json.dumps(
+                {**identity(), "since": time.time()})))
+        except BaseException:
+            lock.release()
+            raise
         return lock
 
     @staticmethod
     def _holder(run_dir: Path) -> str:
+        who = read_driver(run_dir)
+        if not who or not identity_alive(who, heartbeat_at=who.get("since")):
+            return " (a process that has not said who it is yet)"
+        command = ""
         try:
             with RunStore.open_reader(run_dir) as reader:
-                row = reader.db.execute("SELECT pid, host, command FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
-        except Exception:  # the holder may not have written its session yet
-            return ""
-        return f" (`{row[2]}`, pid {row[0]} on {row[1]})" if row else ""
+                row = reader.db.execute("SELECT pid, command FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
+            if row and row[0] == who["pid"]:
+                command = f"`{row[1]}`, "
+        except UserInputError:  # no store yet: the holder is creating it
+            pass
+        return f" ({command}pid {who['pid']} on {who['host']})"
 
     @staticmethod
     def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-        if readonly:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
-            db.execute("PRAGMA query_only = ON")
-        else:
-            db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")  # a committed result survives a power cut too
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+                db.execute("PRAGMA query_only = ON")
+                try:
+                    db.execute("SELECT 1 FROM meta LIMIT 1")
+                except sqlite3.OperationalError as error:
+                    if "unable to open" not in str(error) and "readonly" not in str(error):
+                        raise
+                    # a read-only directory: WAL readers cannot make the -shm file; nobody can write there either
+                    db.close()
+                    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=10, check_same_thread=False)
+            else:
+                db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")  # a committed result survives a power cut too
+        except sqlite3.DatabaseError as error:
+            raise StoreError(_unreadable(path, error)) from None
         return db
 
     @classmethod
@@ -158,18 +265,38 @@ class RunStore:
         try:
             if is_run_dir(run_dir):  # created between the check and the lock
                 raise UserInputError(f"{run_dir} already holds a run; use `autocompress resume {run_dir}`")
+            cls._write_new(run_dir, meta)
             db = cls._connect(run_dir / DB_NAME, readonly=False)
-            store = cls(run_dir, db, lock)
-            with store.transaction():
-                for statement in _SCHEMA.strip().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                for key, value in {"format": FORMAT, "created_at": time.time(), **meta}.items():
-                    db.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-            return store
+            return cls(run_dir, db, lock)
         except BaseException:
             lock.release()
             raise
+
+    @staticmethod
+    def _write_new(run_dir: Path, meta: dict[str, Any]) -> None:
+        """Schema and metadata committed under a temporary name, then renamed into place:
+        a kill at any point leaves a whole store or none (a leftover is removed here)."""
+        creating = run_dir / CREATING_NAME
+        for leftover in (creating, Path(f"{creating}-journal")):
+            leftover.unlink(missing_ok=True)
+        db = sqlite3.connect(creating, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for key, value in {"format": FORMAT, "created_at": time.time(), **meta}.items():
+                db.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        os.replace(creating, run_dir / DB_NAME)
+        directory = os.open(run_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
 
     @classmethod
     def open_writer(cls, run_dir: str | os.PathLike) -> RunStore:
@@ -207,13 +334,21 @@ class RunStore:
         try:
             value = self.meta("format")
         except sqlite3.DatabaseError as error:
-            raise AutocompressError(f"{self.run_dir / DB_NAME} is not a readable run store: {error}") from None
+            raise StoreError(_unreadable(self.path, error)) from None
+        except ValueError as error:
+            raise StoreError(_unreadable(self.path, error)) from None
         if value != FORMAT:
-            raise AutocompressError(f"{self.run_dir / DB_NAME}: unknown store format {value!r} (expected {FORMAT})")
+            raise StoreError(f"{self.path}: unknown store format {str(value)[:40]!r} (expected {FORMAT}); it was "
+                             "written by another program or another version of autocompress")
 
     def close(self) -> None:
+        self.stop_heartbeat()
         self.db.close()
         if self.lock is not None:
+            try:
+                (self.run_dir / DRIVER_NAME).unlink(missing_ok=True)  # ours: we hold the lock
+            except OSError:
+                pass
             self.lock.release()
             self.lock = None
 
@@ -255,11 +390,42 @@ class RunStore:
         self.db.execute("DELETE FROM workers")
         return self.session
 
+    def start_heartbeat(self, interval: float = 2.0) -> None:
+        """Keep the session's ``updated_at`` fresh from a thread of its own (its own
+        connection), also while the driver is busy for long: a long evaluation in this
+        process, the replay of a long journal."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            db = None
+            try:
+                while not stop.wait(interval) and self.intact():
+                    db = db or sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                    db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), self.session))
+            except sqlite3.Error as error:  # the main thread reports store problems; this one only stops
+                log.debug("heartbeat stopped: %s", error)
+            finally:
+                if db is not None:
+                    db.close()
+
+        thread = threading.Thread(target=beat, name="autocompress-heartbeat", daemon=True)
+        thread.start()
+        self._heartbeat = (stop, thread)
+
+    def stop_heartbeat(self) -> None:
+        beating = getattr(self, "_heartbeat", None)
+        if beating is not None:
+            beating[0].set()
+            beating[1].join(timeout=30)
+            self._heartbeat = None
+
     def heartbeat(self, progress: dict) -> None:
+        self._check_intact()
         self.db.execute("UPDATE sessions SET updated_at = ?, progress = ? WHERE id = ?",
                         (time.time(), json.dumps(progress), self.session))
 
     def end_session(self, state: str, stopped_by: str, progress: dict) -> None:
+        self.stop_heartbeat()
         now = time.time()
         self.db.execute("UPDATE sessions SET updated_at = ?, ended_at = ?, state = ?, stopped_by = ?, progress = ? "
                         "WHERE id = ?", (now, now, state, stopped_by, json.dumps(progress), self.session))
@@ -274,14 +440,14 @@ class RunStore:
         return rows
 
     def driver_alive(self) -> bool:
-        """Whether a driver holds this run's lock now."""
-        lock = FileLock(self.run_dir / LOCK_NAME)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        """Whether a driver runs this run now (judged from ``driver.json``, without the lock)."""
+        if self.lock is not None:
             return True
-        lock.release()
-        return False
+        who = read_driver(self.run_dir)
+        if who is None:
+            return False
+        row = self.db.execute("SELECT MAX(updated_at) FROM sessions").fetchone()
+        return identity_alive(who, heartbeat_at=max(who.get("since") or 0.0, (row[0] if row else None) or 0.0))
 
     # ------------------------------------------------------------------ workers and events
 
@@ -314,6 +480,7 @@ class RunStore:
     def record(self, kind: str, candidate: dict, result: Result, *, gate_threshold: float | None = None,
                worker: str | None = None, attempts: int = 1) -> None:
         """Append one completed evaluation; durable when this returns."""
+        self._check_intact()
         values = [getattr(result, c) for c in _RESULT_COLUMNS]
         self.db.execute(
             f"INSERT INTO evaluations (session, kind, candidate_id, candidate, {', '.join(_RESULT_COLUMNS)}, "
@@ -352,3 +519,8 @@ class RunStore:
         counts = {"probe": 0, "full": 0, "gate": 0, "failed": 0}
         counts.update(dict(rows))
         return counts
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    return (f"{path} is not a readable run store ({error}); it is damaged or not an autocompress store. "
+            "Restore it from a backup, or start a new run in another directory")

@@ -19,18 +19,24 @@ from autocompress.engine.session import Session
 from autocompress.search.loop import TaskOutcome
 from autocompress.search.space import Candidate
 
-# Fault injection for tests and drills: "kill-on-full:N" makes the worker process
-# SIGKILL itself when it starts its N-th full evaluation, once per run directory.
+# Fault injection for tests and drills, at the worker's N-th full evaluation:
+# "kill-on-full:N" makes the worker process SIGKILL itself (once per run directory);
+# "wait-on-full:N" makes it write FAULT_WAITING into the run directory and wait there
+# until FAULT_RELEASE exists (a search held mid-evaluation, for as long as a test needs).
 FAULT_ENV = "AUTOCOMPRESS_FAULT_INJECT"
 FAULT_MARKER = "fault-injected"
+FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
 
 
-def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bool = True):
+def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bool = True,
+                     confine: list[str] | None = None):
     """The spec a run directory froze (paths already absolute). ``spec_dir``, the
-    original spec's folder, is where a custom model's factory module may live."""
+    original spec's folder, is where a custom model's factory module may live;
+    ``confine``: see :func:`autocompress.spec.validate_spec`."""
     from autocompress.spec import validate_spec
 
-    return validate_spec(data, base_dir=spec_dir, source="the run's frozen spec", check_paths=check_paths)
+    return validate_spec(data, base_dir=spec_dir, source="the run's frozen spec", check_paths=check_paths,
+                         confine=confine)
 
 
 class Worker:
@@ -53,10 +59,10 @@ class Worker:
         self._fault = self._parse_fault()
 
     @staticmethod
-    def _parse_fault() -> int | None:
-        value = os.environ.get(FAULT_ENV, "")
-        if value.startswith("kill-on-full:"):
-            return int(value.split(":", 1)[1])
+    def _parse_fault() -> tuple[str, int] | None:
+        kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
+        if kind in ("kill-on-full", "wait-on-full") and count.isdigit():
+            return kind, int(count)
         return None
 
     def info(self) -> dict:
@@ -65,8 +71,14 @@ class Worker:
     def baseline(self) -> float:
         return self.evaluator.baseline_accuracy()
 
-    def _maybe_die(self) -> None:
-        if self._fault is None or self.full_count != self._fault or self.run_dir is None:
+    def _maybe_fault(self) -> None:
+        if self._fault is None or self.full_count != self._fault[1] or self.run_dir is None:
+            return
+        if self._fault[0] == "wait-on-full":
+            release = Path(self.run_dir) / FAULT_RELEASE
+            (Path(self.run_dir) / FAULT_WAITING).write_text(str(os.getpid()))
+            while not release.exists():
+                time.sleep(0.05)  # a signal (Ctrl-C, SIGTERM) still stops the driver here
             return
         marker = Path(self.run_dir) / FAULT_MARKER
         try:
@@ -84,7 +96,7 @@ class Worker:
                 memory, drift = self.evaluator.probe(config)
                 return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
             self.full_count += 1
-            self._maybe_die()
+            self._maybe_fault()
             return TaskOutcome(accuracy=self.evaluator.full(config), seconds=time.perf_counter() - start)
         except Exception as error:  # the candidate failed, not the worker
             return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)

@@ -86,7 +86,7 @@ def simulated_throughput(workers: int, tasks: int) -> tuple[int, float]:
                       max_full_evaluations=tasks // 2)
     with tempfile.TemporaryDirectory() as run_dir:
         executor = RayExecutor({}, None, workers=workers, device="cpu", address=None, proxy=True, run_dir=run_dir,
-                               actor_class=FakeWorker)
+                               actor_class=FakeWorker, local_cpus=max(workers, os.cpu_count() or 1))
         try:
             completed = [0]
 
