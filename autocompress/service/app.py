@@ -1,26 +1,49 @@
 """The HTTP API (FastAPI): submit constraint specs, follow searches, fetch Pareto sets,
 reports and compressed models. Every endpoint but ``/healthz`` needs the bearer token;
-``/openapi.json`` is one of them."""
+``/openapi.json`` is one of them.
+
+A spec is parsed and checked in a worker thread with a time limit, never on the event
+loop, so a hostile body cannot stall the server. What goes back to a client never
+carries the server's own paths or text from the files a job read: failures come back
+as a fixed summary (the job's log stays in its run directory), run directories as
+their URL.
+"""
 
 from __future__ import annotations
 
+import html
 import json
+import logging
+import os
 import re
 import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from autocompress import __version__
+from autocompress.engine.store import RunStore, is_run_dir
 from autocompress.errors import AutocompressError, SpecError
-from autocompress.service.jobs import Conflict, JobManager, LocalLauncher, RayJobsLauncher
-from autocompress.service.submission import Limits, UnsupportedMediaType, check_submission, parse_body
+from autocompress.limits import Limits
+from autocompress.service.jobs import (
+    ERROR_SUMMARIES,
+    STOPPED_BY,
+    UNEXPECTED,
+    Conflict,
+    JobManager,
+    LocalLauncher,
+    RayJobsLauncher,
+)
+from autocompress.service.submission import Policy, UnsupportedMediaType, check_submission, parse_body
 
-POINT_ID = re.compile(r"^[0-9a-f]{6,64}$")
+log = logging.getLogger("autocompress.service")
+
+POINT_ID = re.compile(r"[0-9a-f]{6,64}")
 
 
 @dataclass
@@ -30,9 +53,10 @@ class ServiceConfig:
     data_roots: list[Path] = field(default_factory=list)
     ray_address: str | None = None
     max_concurrent: int = 1
-    max_workers: int = 1
     max_body_bytes: int = 256 * 1024
-    allow_factories: list[str] = field(default_factory=list)
+    allow_factories: list[str] = field(default_factory=list)  # exact "module:function" pairs
+    limits: Limits = field(default_factory=Limits)
+    check_seconds: float = 10.0  # the longest a spec may take to parse and check
 
 
 def _spec_errors(error: SpecError) -> JSONResponse:
@@ -43,19 +67,24 @@ def _spec_errors(error: SpecError) -> JSONResponse:
 
 
 def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI:
+    roots = [Path(os.path.realpath(root)) for root in config.data_roots]
+    policy = Policy(data_roots=roots, limits=config.limits, allow_factories=list(config.allow_factories))
     launcher = RayJobsLauncher(config.ray_address) if config.ray_address else LocalLauncher()
-    jobs = jobs or JobManager(config.runs_dir, max_concurrent=config.max_concurrent, launcher=launcher)
-    limits = Limits(data_roots=config.data_roots, max_workers=config.max_workers,
-                    allow_factories=config.allow_factories)
+    jobs = jobs or JobManager(config.runs_dir, max_concurrent=config.max_concurrent, launcher=launcher,
+                              job_options=[arg for root in roots for arg in ("--data-roots", str(root))],
+                              search_options=config.limits.as_options())
     bearer = HTTPBearer(auto_error=False)
+    token = config.token.encode()
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), config.token.encode()):
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        from autocompress.models import parameter_count  # noqa: F401  (import torch now, not in the first request)
+
         jobs.start()
         yield
         jobs.shutdown()
@@ -67,7 +96,7 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
 
     def known(search_id: str) -> Path:
         if not jobs.exists(search_id):
-            raise HTTPException(status_code=404, detail=f"no search {search_id!r}")
+            raise HTTPException(status_code=404, detail="no such search")
         return jobs.runs_dir / search_id
 
     @app.get("/healthz")
@@ -78,30 +107,47 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
     def openapi() -> dict:
         return app.openapi()
 
+    @app.get("/v1/policy", dependencies=guard)
+    def get_policy() -> dict:
+        """What this service accepts: its caps, its data roots and allowed factories."""
+        return {"limits": config.limits.values, "data_roots": [str(root) for root in roots],
+                "allow_factories": policy.allow_factories, "max_body_bytes": config.max_body_bytes,
+                "max_concurrent": config.max_concurrent}
+
     @app.post("/v1/searches", status_code=201, dependencies=guard)
     async def submit(request: Request, response: Response):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > config.max_body_bytes:
             raise HTTPException(status_code=413, detail=f"the spec is larger than {config.max_body_bytes} bytes")
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > config.max_body_bytes:
                 raise HTTPException(status_code=413, detail=f"the spec is larger than {config.max_body_bytes} bytes")
+        content_type = request.headers.get("content-type", "")
+
+        def check():
+            return check_submission(parse_body(bytes(body), content_type), policy)
+
         try:
-            data = parse_body(bytes(body), request.headers.get("content-type", ""))
-            spec = check_submission(data, limits)
+            with anyio.fail_after(config.check_seconds):
+                spec = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+        except TimeoutError:
+            raise HTTPException(status_code=422, detail=f"the spec took more than {config.check_seconds:g} s to "
+                                                        "check; send a smaller one") from None
         except UnsupportedMediaType as error:
             raise HTTPException(status_code=415, detail=str(error)) from None
         except SpecError as error:
             return _spec_errors(error)
-        search_id = jobs.submit(spec.model_dump(mode="json"), spec.name)
+        search_id = await anyio.to_thread.run_sync(jobs.submit, spec.model_dump(mode="json"), spec.name)
         response.headers["Location"] = f"/v1/searches/{search_id}"
         return {"id": search_id, "url": f"/v1/searches/{search_id}", "state": jobs.status(search_id)["state"]}
 
     @app.get("/v1/searches", dependencies=guard)
-    def list_searches() -> dict:
-        return {"searches": [jobs.status(i) for i in jobs.ids()]}
+    def list_searches(limit: int = Query(50, ge=1, le=200), after: str | None = Query(None, max_length=200)) -> dict:
+        """Newest first, ``limit`` a page; ``next`` is the ``after`` of the next page."""
+        page, following = jobs.ids(limit, after)
+        return {"searches": [jobs.status(i) for i in page], "next": following}
 
     @app.get("/v1/searches/{search_id}", dependencies=guard)
     def get_search(search_id: str) -> dict:
@@ -111,32 +157,46 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
     @app.get("/v1/searches/{search_id}/pareto", dependencies=guard)
     def get_pareto(search_id: str):
         path = known(search_id) / "pareto.json"
-        if not path.is_file():
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
             raise HTTPException(status_code=409, detail=f"search {search_id} has no Pareto set yet "
-                                                        f"(state: {jobs.status(search_id)['state']})")
-        return JSONResponse(json.loads(path.read_text()))
+                                                        f"(state: {jobs.status(search_id)['state']})") from None
+        document["run_dir"] = f"/v1/searches/{search_id}"
+        statistics = document.get("statistics") or {}
+        if statistics.get("stopped_by") and statistics["stopped_by"] not in STOPPED_BY:
+            statistics["stopped_by"] = "error"
+        return JSONResponse(document)
 
     @app.get("/v1/searches/{search_id}/report", dependencies=guard)
     def get_report(search_id: str):
-        path = known(search_id) / "report.html"
-        if not path.is_file():
-            raise HTTPException(status_code=404, detail=f"search {search_id} has no report")
-        return FileResponse(path, media_type="text/html")
+        run_dir = known(search_id)
+        try:
+            page = (run_dir / "report.html").read_text()
+        except OSError:
+            raise HTTPException(status_code=404, detail=f"search {search_id} has no report yet") from None
+        return HTMLResponse(page.replace(html.escape(str(run_dir.resolve())), f"/v1/searches/{search_id}"))
 
     @app.get("/v1/searches/{search_id}/points/{point_id}/model", dependencies=guard)
     def get_model(search_id: str, point_id: str):
         run_dir = known(search_id)
-        if not POINT_ID.match(point_id):
-            raise HTTPException(status_code=404, detail=f"no point {point_id!r}")
+        if not POINT_ID.fullmatch(point_id) or not is_run_dir(run_dir):
+            raise HTTPException(status_code=404, detail="no such point")
         path = run_dir / "exports" / f"{point_id}.safetensors"
-        if not path.is_file():
+        if not path.is_file():  # exported once, for a fully evaluated point only, then kept
+            with RunStore.open_reader(run_dir) as store:
+                evaluated = {r.result.candidate_id for r in store.records(("full",))}
+            if point_id not in evaluated:
+                raise HTTPException(status_code=404, detail="no such point")
             from autocompress.engine.exporting import export_point
 
             path.parent.mkdir(exist_ok=True)
             try:
-                export_point(run_dir, point_id, path, say=lambda _m: None)
+                export_point(run_dir, point_id, path, say=lambda _m: None, confine=[str(root) for root in roots])
             except AutocompressError as error:
-                raise HTTPException(status_code=404, detail=str(error)) from None
+                log.warning("export of %s/%s failed: %s", search_id, point_id, error)
+                summary = ERROR_SUMMARIES.get(type(error).__name__, UNEXPECTED)
+                raise HTTPException(status_code=409, detail=f"the model cannot be exported now: {summary}") from None
         return FileResponse(path, media_type="application/octet-stream", filename=f"{search_id}-{point_id}.safetensors")
 
     def act(search_id: str, action) -> dict:

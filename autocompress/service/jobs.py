@@ -1,25 +1,29 @@
 """Searches as jobs: each one an ``autocompress search`` / ``resume`` process in its own
-run directory, at most ``max_concurrent`` at once, the rest queued.
+run directory, at most ``max_concurrent`` alive at once, the rest queued.
 
 The service keeps no state of its own. A search's run directory holds everything:
 
-- ``request.json``: the accepted spec (paths absolute, ``output.run_dir`` set) and
-  when it was submitted;
-- ``job.json``: the last job started for it (command, local pid or Ray job id, start,
-  end and exit status when the service saw it end);
-- ``job.log``: the job's output (local jobs);
+- ``request.json``: the accepted spec (paths resolved, ``output.run_dir`` set);
+  ``submitted.json``: its id and when it came;
+- ``queue.json``: present while a search or a resume waits for a slot (so a restart
+  keeps the queue, in order);
+- ``job.json``: the last job started (its ticket, command, launcher, supervisor pid and
+  that process's start time, or the Ray job id), with its exit status once seen;
+- ``job.lock``: held by the local job's supervisor for its whole life (see
+  autocompress.service.supervisor), ``exit.json``: the real exit status it recorded,
+  ``error.json``: the kind of error the job exited with, ``job.log``: its output;
 - ``cancelled``: present after ``DELETE`` (removed by a resume);
-- the run store the driver writes (``store.sqlite``), which says whether the search
-  is running (its driver holds the lock), done, interrupted or failed.
+- the run store the driver writes (``store.sqlite``; ``driver.json`` names a live driver).
 
-On start the service lists the run directories again and re-queues the searches that
-never started. A job that was running when the service stopped goes on (local jobs
-run in their own session); if it died meanwhile, its run shows as interrupted and can
-be resumed.
+A job is alive while its lock is held (or its Ray job runs) or while a driver runs in
+its run directory. Only alive jobs count against the limit, and a new job never starts
+in a directory where one is alive: after a restart the service adopts the jobs that
+still run, counts them, and records their real exit when they end.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -27,54 +31,77 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from autocompress._atomic import atomic_write
 from autocompress.engine.pareto_file import run_state
-from autocompress.engine.store import RunStore, is_run_dir
+from autocompress.engine.store import (
+    RunStore,
+    identity_alive,
+    is_run_dir,
+    process_started,
+    read_driver,
+)
+from autocompress.errors import UserInputError
+from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME, LOG_NAME
 
 log = logging.getLogger("autocompress.service")
 
-REQUEST, JOB, LOG, CANCELLED = "request.json", "job.json", "job.log", "cancelled"
+REQUEST, SUBMITTED, QUEUE, JOB, LOCK, CANCELLED = (
+    "request.json", "submitted.json", "queue.json", "job.json", "job.lock", "cancelled")
+SERVICE_LOCK = "service.lock"
 Command = Literal["search", "resume"]
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+STOPPED_BY = ("strategy finished", "strategy asked nothing", "full-evaluation budget", "time budget", "interrupted")
+
+# What a client learns of a failed job: a fixed sentence per kind of error, never the
+# job's own message (which may quote files); the job's log stays on the server.
+ERROR_SUMMARIES = {
+    "SpecError": "the spec was refused when the job started (a file it names may have changed)",
+    "CheckpointError": "the checkpoint could not be loaded (not a state-dict file, or it does not fit the model)",
+    "DataError": "the data set could not be used (its layout, classes or images)",
+    "ModelError": "the model could not be built from the spec",
+    "StoreError": "the run store could not be used (damaged, deleted or replaced)",
+    "UserInputError": "the job refused its input",
+    "AutocompressError": "the search failed",
+}
+UNEXPECTED = "the job failed unexpectedly"
+SEE_LOG = "; the service's operator finds the details in the job log of the run directory"
 
 
 def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def lock_held(path: Path) -> bool:
+    """Whether another open file holds the flock on ``path`` (tried and released at once;
+    only the service takes this lock, and only before it starts a job)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return ""
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
 
 
 # --------------------------------------------------------------------------- launchers
@@ -83,39 +110,44 @@ def _pid_alive(pid: int | None) -> bool:
 @dataclass
 class Handle:
     search_id: str
-    command: Command
-    process: subprocess.Popen | None = None  # local
-    ray_job: str | None = None  # Ray Jobs
+    ticket: str
+    process: subprocess.Popen | None = None  # a local supervisor this service started
+    ray_job: str | None = None
 
 
 class LocalLauncher:
-    """Runs a job as a child process in its own session (it outlives a service restart)."""
+    """A job is a supervisor process in its own session (it outlives a service restart)
+    holding the run directory's ``job.lock``."""
 
     name = "local"
 
-    def start(self, run_dir: Path, argv: list[str], search_id: str, command: Command) -> tuple[Handle, dict]:
-        log_file = open(run_dir / LOG, "ab")
-        log_file.write(f"\n$ autocompress {' '.join(argv)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen([sys.executable, "-m", "autocompress", *argv], stdout=log_file,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log_file.close()
-        return Handle(search_id, command, process=process), {"launcher": self.name, "pid": process.pid}
+    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[Handle, dict]:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the caller checked it is free
+            env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_TOKEN"}  # jobs never see the token
+            process = subprocess.Popen(
+                [sys.executable, "-m", "autocompress.service.supervisor", "--run-dir", str(run_dir), "--ticket",
+                 ticket, "--lock-fd", str(fd), "--", *argv],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, pass_fds=(fd,), env=env, cwd=run_dir)
+        finally:
+            os.close(fd)  # the supervisor holds the lock through its inherited descriptor
+        return (Handle(run_dir.name, ticket, process=process),
+                {"launcher": self.name, "pid": process.pid, "process_started": process_started(process.pid)})
 
-    def poll(self, handle: Handle) -> int | None:
-        return handle.process.poll()
+    def alive(self, run_dir: Path, job: dict) -> bool:
+        return lock_held(run_dir / LOCK)
 
-    def stop(self, handle: Handle | None, job: dict) -> None:
-        pid = handle.process.pid if handle and handle.process else job.get("pid")
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)  # the driver stops cleanly: exit 130, finished work kept
+    def exit_code(self, run_dir: Path, job: dict) -> int | None:
+        ended = _read_json(run_dir / EXIT_NAME)
+        return ended.get("exit_code") if ended.get("ticket") == job.get("ticket") else None
 
-    def log_tail(self, run_dir: Path, job: dict) -> str:
-        return _tail(run_dir / LOG)
-
-    def alive(self, job: dict) -> bool:
-        return _pid_alive(job.get("pid"))
+    def stop(self, run_dir: Path, job: dict) -> None:
+        pid = job.get("pid")
+        if pid and self.alive(run_dir, job) and identity_alive(
+                {"pid": pid, "host": socket.gethostname(), "process_started": job.get("process_started")}):
+            os.kill(pid, signal.SIGTERM)  # the supervisor forwards it: the driver stops cleanly, exit 130
 
 
 class RayJobsLauncher:
@@ -129,58 +161,113 @@ class RayJobsLauncher:
 
         self.client = JobSubmissionClient(address)
 
-    def start(self, run_dir: Path, argv: list[str], search_id: str, command: Command) -> tuple[Handle, dict]:
-        job_id = f"autocompress-{search_id}-{command}-{secrets.token_hex(3)}"
-        self.client.submit_job(entrypoint="autocompress " + shlex.join(argv), submission_id=job_id)
-        return Handle(search_id, command, ray_job=job_id), {"launcher": self.name, "ray_job": job_id}
+    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[Handle, dict]:
+        job_id = f"autocompress-{run_dir.name}-{ticket}"
+        self.client.submit_job(entrypoint="autocompress " + shlex.join(argv), submission_id=job_id,
+                               runtime_env={"env_vars": {"AUTOCOMPRESS_ERROR_FILE": str(run_dir / ERROR_NAME)}})
+        return Handle(run_dir.name, ticket, ray_job=job_id), {"launcher": self.name, "ray_job": job_id}
 
-    def poll(self, handle: Handle) -> int | None:
-        status = str(self.client.get_job_status(handle.ray_job)).rsplit(".", 1)[-1].upper()
-        return {"SUCCEEDED": 0, "STOPPED": 130, "FAILED": 3}.get(status)
+    def _status(self, job: dict) -> str | None:
+        if not job.get("ray_job"):
+            return None
+        try:
+            return str(self.client.get_job_status(job["ray_job"])).rsplit(".", 1)[-1].upper()
+        except Exception as error:  # the cluster may have forgotten the job, or be unreachable
+            log.warning("Ray job %s: %s", job["ray_job"], error)
+            return None
 
-    def stop(self, handle: Handle | None, job: dict) -> None:
+    def alive(self, run_dir: Path, job: dict) -> bool:
+        return self._status(job) in ("PENDING", "RUNNING")
+
+    def exit_code(self, run_dir: Path, job: dict) -> int | None:
+        return {"SUCCEEDED": 0, "STOPPED": 130, "FAILED": 3}.get(self._status(job) or "")
+
+    def stop(self, run_dir: Path, job: dict) -> None:
         if job.get("ray_job"):
             self.client.stop_job(job["ray_job"])
-
-    def log_tail(self, run_dir: Path, job: dict) -> str:
-        try:
-            return "\n".join(self.client.get_job_logs(job["ray_job"]).splitlines()[-40:])
-        except Exception as error:  # the cluster may have forgotten the job
-            return f"(no log from Ray: {error})"
-
-    def alive(self, job: dict) -> bool:
-        return self.poll(Handle("", "search", ray_job=job["ray_job"])) is None if job.get("ray_job") else False
 
 
 # --------------------------------------------------------------------------- the manager
 
 
+@dataclass(order=True)
+class Queued:
+    queued_at: float
+    search_id: str = field(compare=False)
+    command: Command = field(compare=False)
+    ticket: str = field(compare=False)
+
+
 class JobManager:
-    def __init__(self, runs_dir: Path, *, max_concurrent: int = 1, launcher=None, poll_seconds: float = 0.5):
+    def __init__(self, runs_dir: Path, *, max_concurrent: int = 1, launcher=None, poll_seconds: float = 0.5,
+                 job_options: list[str] | None = None, search_options: list[str] | None = None):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max_concurrent
         self.launcher = launcher or LocalLauncher()
         self.poll_seconds = poll_seconds
-        self.queue: deque[tuple[str, Command]] = deque()
-        self.running: dict[str, Handle] = {}
+        self.job_options = list(job_options or [])  # for every job (--data-roots)
+        self.search_options = list(search_options or [])  # for a new search (--limit: a resume keeps its spec)
+        self.queue: list[Queued] = []
+        self.running: dict[str, Handle | None] = {}  # alive jobs (None: adopted, started by an earlier service)
+        self.children: list[subprocess.Popen] = []  # supervisors we started, reaped when they end
+        self.submitted: dict[str, float] = {}  # search id -> submitted_at, newest first when sorted
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._service_lock: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        for run_dir in sorted(self.runs_dir.iterdir(), key=lambda p: p.name):
-            if (run_dir / REQUEST).is_file() and not (run_dir / JOB).exists() and not (run_dir / CANCELLED).exists():
-                self.queue.append((run_dir.name, "search"))  # accepted, never started: queue it again
+        """Take the runs folder, then adopt what still runs and rebuild the queue."""
+        self.claim()
+        with self.lock:
+            for run_dir in self.runs_dir.iterdir():
+                if not (run_dir / REQUEST).is_file() or not ID_PATTERN.fullmatch(run_dir.name):
+                    continue
+                self.submitted[run_dir.name] = _read_json(run_dir / SUBMITTED).get("submitted_at", 0.0)
+                job = _read_json(run_dir / JOB)
+                queued = _read_json(run_dir / QUEUE)
+                if not queued and not job and not (run_dir / CANCELLED).exists():
+                    queued = {"command": "search", "ticket": secrets.token_hex(4),  # accepted by an older version
+                              "queued_at": self.submitted[run_dir.name]}
+                if queued and job.get("ticket") == queued.get("ticket") and (
+                        job.get("pid") or job.get("ray_job") or self._alive(run_dir, job)):
+                    (run_dir / QUEUE).unlink(missing_ok=True)  # launched before the restart
+                    queued = {}
+                if self._alive(run_dir, job):
+                    self.running[run_dir.name] = None
+                    log.info("adopted the running job of %s", run_dir.name)
+                elif job and job.get("exit_code") is None and job.get("ticket"):
+                    self._record_end(run_dir, job)
+                if queued.get("command") in ("search", "resume"):
+                    self.queue.append(Queued(float(queued.get("queued_at", 0.0)), run_dir.name, queued["command"],
+                                             str(queued.get("ticket", ""))))
+            self.queue.sort()
         self._thread = threading.Thread(target=self._loop, name="autocompress-jobs", daemon=True)
         self._thread.start()
+
+    def claim(self) -> None:
+        """Hold the runs folder's service lock (a second service on it is refused)."""
+        if self._service_lock is not None:
+            return
+        fd = os.open(self.runs_dir / SERVICE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserInputError(f"--runs-dir {self.runs_dir} is served by another autocompress service; stop it "
+                                 "or give this one another runs folder") from None
+        self._service_lock = fd
 
     def shutdown(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._service_lock is not None:
+            os.close(self._service_lock)
+            self._service_lock = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -190,31 +277,62 @@ class JobManager:
                 log.exception("job scheduler")
             self._stop.wait(self.poll_seconds)
 
+    def _alive(self, run_dir: Path, job: dict) -> bool:
+        """A job or a driver runs in ``run_dir`` now."""
+        if job and self.launcher.alive(run_dir, job):
+            return True
+        driver = read_driver(run_dir)
+        return driver is not None and identity_alive(driver, heartbeat_at=driver.get("since"))
+
+    def _record_end(self, run_dir: Path, job: dict) -> None:
+        code = self.launcher.exit_code(run_dir, job)
+        ended = {"ended_at": time.time(), "exit_code": code}
+        if code is None:
+            ended["lost"] = True  # its supervisor was killed too: the exit status is unknown
+        _write_json(run_dir / JOB, {**job, **ended})
+
     def tick(self) -> None:
         with self.lock:
-            for search_id, handle in list(self.running.items()):
-                code = self.launcher.poll(handle)
-                if code is not None:
+            self.children = [child for child in self.children if child.poll() is None]  # reap
+            for search_id in list(self.running):
+                run_dir = self.runs_dir / search_id
+                job = _read_json(run_dir / JOB)
+                if not self._alive(run_dir, job):
                     del self.running[search_id]
-                    path = self.runs_dir / search_id / JOB
-                    job = _read_json(path) or {}
-                    _write_json(path, {**job, "ended_at": time.time(), "exit_code": code})
-            while self.queue and len(self.running) < self.max_concurrent:
-                search_id, command = self.queue.popleft()
-                self._launch(search_id, command)
+                    self._record_end(run_dir, job)
+            waiting = []
+            for item in self.queue:
+                run_dir = self.runs_dir / item.search_id
+                if len(self.running) >= self.max_concurrent or self._alive(run_dir, _read_json(run_dir / JOB)):
+                    waiting.append(item)  # no slot, or its previous job is still ending
+                else:
+                    self._launch(item)
+            self.queue = waiting
 
-    def _launch(self, search_id: str, command: Command) -> None:
-        run_dir = self.runs_dir / search_id
-        argv = (["search", str(run_dir / REQUEST), "--run-dir", str(run_dir)] if command == "search"
-                else ["resume", str(run_dir)])
+    def _launch(self, item: Queued) -> None:
+        run_dir = self.runs_dir / item.search_id
+        command = "resume" if is_run_dir(run_dir) else "search"  # a search that got as far as its store resumes
+        argv = ([command, str(run_dir / REQUEST), "--run-dir", str(run_dir), *self.search_options]
+                if command == "search" else [command, str(run_dir)]) + self.job_options
+        job = {"ticket": item.ticket, "command": command, "started_at": time.time()}
+        _write_json(run_dir / JOB, job)  # before the start: a restart then knows this ticket was launched
         try:
-            handle, job = self.launcher.start(run_dir, argv, search_id, command)
+            handle, started = self.launcher.start(run_dir, argv, item.ticket)
         except Exception as error:
-            _write_json(run_dir / JOB, {"command": command, "started_at": time.time(), "ended_at": time.time(),
-                                        "exit_code": 3, "error": f"could not start the job: {error}"})
-            return
-        self.running[search_id] = handle
-        _write_json(run_dir / JOB, {"command": command, "started_at": time.time(), **job})
+            log.error("could not start the job of %s: %s", item.search_id, error)
+            _write_json(run_dir / JOB, {**job, "ended_at": time.time(), "exit_code": 3, "error": "could not start"})
+        else:
+            _write_json(run_dir / JOB, {**job, **started})
+            self.running[item.search_id] = handle
+            if handle.process is not None:
+                self.children.append(handle.process)
+        (run_dir / QUEUE).unlink(missing_ok=True)
+
+    def _enqueue(self, search_id: str, command: Command) -> None:
+        item = Queued(time.time(), search_id, command, secrets.token_hex(4))
+        _write_json(self.runs_dir / search_id / QUEUE,
+                    {"command": command, "ticket": item.ticket, "queued_at": item.queued_at})
+        self.queue.append(item)
 
     # ------------------------------------------------------------------ requests
 
@@ -227,96 +345,100 @@ class JobManager:
             run_dir = self.runs_dir / search_id
             run_dir.mkdir()
             spec_data = {**spec_data, "output": {**spec_data.get("output", {}), "run_dir": str(run_dir)}}
-            # request.json is the spec the job runs (a JSON spec file), plus when it came
-            _write_json(run_dir / REQUEST, spec_data)
-            _write_json(run_dir / "submitted.json", {"id": search_id, "submitted_at": time.time()})
-            self.queue.append((search_id, "search"))
+            _write_json(run_dir / REQUEST, spec_data)  # the spec the job runs (a JSON spec file)
+            submitted_at = time.time()
+            _write_json(run_dir / SUBMITTED, {"id": search_id, "submitted_at": submitted_at})
+            self.submitted[search_id] = submitted_at
+            self._enqueue(search_id, "search")
         return search_id
 
     def resume(self, search_id: str) -> dict:
         with self.lock:
-            status = self.status(search_id)
-            if status["state"] in ("queued", "running"):
-                raise Conflict(f"search {search_id} is {status['state']}; nothing to resume")
-            if not is_run_dir(self.runs_dir / search_id):
-                command: Command = "search"  # cancelled before it started: start it
-            else:
-                command = "resume"
+            state = self.status(search_id)["state"]
+            if state in ("queued", "running"):
+                raise Conflict(f"search {search_id} is {state}; nothing to resume")
             (self.runs_dir / search_id / CANCELLED).unlink(missing_ok=True)
-            self.queue.append((search_id, command))
+            self._enqueue(search_id, "resume")
         return self.status(search_id)
 
     def cancel(self, search_id: str) -> dict:
         with self.lock:
-            status = self.status(search_id)
-            if status["state"] not in ("queued", "running"):
-                raise Conflict(f"search {search_id} is {status['state']}; only queued or running searches can be "
-                               "cancelled")
+            state = self.status(search_id)["state"]
+            if state not in ("queued", "running"):
+                raise Conflict(f"search {search_id} is {state}; only queued or running searches can be cancelled")
             run_dir = self.runs_dir / search_id
             (run_dir / CANCELLED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            self.queue = deque(item for item in self.queue if item[0] != search_id)
-            self.launcher.stop(self.running.get(search_id), _read_json(run_dir / JOB) or {})
+            self.queue = [item for item in self.queue if item.search_id != search_id]
+            (run_dir / QUEUE).unlink(missing_ok=True)
+            job = _read_json(run_dir / JOB)
+            if job and self.launcher.alive(run_dir, job):
+                self.launcher.stop(run_dir, job)
         return self.status(search_id)
 
     # ------------------------------------------------------------------ state, from the run directory
 
     def exists(self, search_id: str) -> bool:
-        return bool(ID_PATTERN.match(search_id)) and (self.runs_dir / search_id / REQUEST).is_file()
+        return bool(ID_PATTERN.fullmatch(search_id)) and search_id in self.submitted
 
-    def ids(self) -> list[str]:
-        found = [p.name for p in self.runs_dir.iterdir() if (p / REQUEST).is_file()]
-        return sorted(found, key=lambda i: (_read_json(self.runs_dir / i / "submitted.json") or {}).get(
-            "submitted_at", 0), reverse=True)
+    def ids(self, limit: int, after: str | None = None) -> tuple[list[str], str | None]:
+        """A page of search ids, newest first, and the id to ask the next page after."""
+        with self.lock:
+            ordered = sorted(self.submitted, key=lambda i: (self.submitted[i], i), reverse=True)
+        start = ordered.index(after) + 1 if after in self.submitted else 0
+        page = ordered[start:start + limit]
+        return page, page[-1] if start + limit < len(ordered) else None
 
     def status(self, search_id: str) -> dict:
+        """What a client may know of a search: state, progress, best point, job times,
+        and for a failed job a summary that cannot carry text from files."""
         run_dir = self.runs_dir / search_id
-        submitted = _read_json(run_dir / "submitted.json") or {}
-        job = _read_json(run_dir / JOB) or {}
-        request = _read_json(run_dir / REQUEST) or {}
+        job = _read_json(run_dir / JOB)
+        request = _read_json(run_dir / REQUEST)
         with self.lock:
-            queued = any(item[0] == search_id for item in self.queue)
-            ours = search_id in self.running
-        out = {"id": search_id, "name": request.get("name"), "submitted_at": submitted.get("submitted_at"),
-               "strategy": (request.get("strategy") or {}).get("name"), "job": job or None, "progress": None,
+            queued = any(item.search_id == search_id for item in self.queue)
+            alive = search_id in self.running
+        out = {"id": search_id, "name": request.get("name"), "submitted_at": self.submitted.get(search_id),
+               "strategy": (request.get("strategy") or {}).get("name"), "job": None, "progress": None,
                "best": None, "error": None}
+        if job:
+            out["job"] = {key: job.get(key) for key in ("command", "launcher", "started_at", "ended_at", "exit_code")}
         store_state = None
         if is_run_dir(run_dir):
             try:
                 with RunStore.open_reader(run_dir) as store:
                     store_state = run_state(store)
                     sessions = store.sessions()
-                    if sessions:
-                        out["progress"] = sessions[-1]["progress"]
-                        out["best"] = sessions[-1]["progress"].get("best")
-                        if store_state == "failed":
-                            out["error"] = sessions[-1]["stopped_by"]
-            except Exception as error:  # a store being created, or damaged
-                out["error"] = f"run store unreadable: {error}"
-        finishing = store_state in ("done", "failed") and (
-            ours or (job and job.get("exit_code") is None and self.launcher.alive(job)))
-        if finishing:
-            store_state = "running"  # the driver ended its session; the job still writes pareto.json and the report
+                if sessions:
+                    progress = dict(sessions[-1]["progress"])
+                    stopped_by = str(progress.get("stopped_by") or "")
+                    if stopped_by and stopped_by not in STOPPED_BY:
+                        progress["stopped_by"] = "error"
+                    if store_state != "running":
+                        progress["in_flight"] = 0
+                    out["progress"] = progress
+                    out["best"] = progress.get("best")
+            except UserInputError:
+                store_state = "unreadable"
         if (run_dir / CANCELLED).exists() and not queued:
-            state = "running" if store_state == "running" else "cancelled"  # running: it is stopping
+            state = "running" if alive else "cancelled"  # running: it is stopping
         elif queued:
             state = "queued"
-        elif store_state in ("running", "done", "failed"):
-            state = store_state
-        elif ours or (job and job.get("exit_code") is None and self.launcher.alive(job)):
-            state = "running"  # started; its store is not written yet
-        elif store_state == "interrupted":
-            state = "interrupted"
-        elif job.get("exit_code") not in (None, 0, 130) or (job and store_state is None):
-            state = "failed"
-            out["error"] = out["error"] or job.get("error") or f"the job exited with status {job.get('exit_code')}"
-        elif store_state == "starting":
-            state = "interrupted"
+        elif alive:
+            state = "running"
+        elif store_state in ("done", "failed", "interrupted"):
+            state = store_state  # the driver's own word (interrupted: killed, or stopped by a signal)
+        elif store_state in ("running", "starting"):
+            state = "interrupted"  # its driver died before it could end its session
         else:
-            state = "queued"
+            state = "failed"  # the job ended before its run store existed, or the store is unreadable
         out["state"] = state
-        if state == "failed" and job:
-            out["log_tail"] = self.launcher.log_tail(run_dir, job)
+        if state == "failed":
+            kind = _read_json(run_dir / ERROR_NAME).get("kind")
+            out["error"] = ERROR_SUMMARIES.get(kind, UNEXPECTED) + SEE_LOG
         return out
+
+    def log_path(self, search_id: str) -> Path:
+        return self.runs_dir / search_id / LOG_NAME
 
 
 class Conflict(Exception):

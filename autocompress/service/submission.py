@@ -1,38 +1,41 @@
 """What the service accepts as a spec: the same validation as ``autocompress validate``,
 plus what a shared server must refuse.
 
+- The body is read as plain data with bounded work (autocompress.documents): no
+  alias bombs, no deep nesting, no tags, no huge integers.
 - Paths (``model.checkpoint``, ``data.root``, ``data.calibration.root``,
-  ``space.file``) must resolve inside the configured data roots, symlinks followed;
-  relative paths are read from the first data root. The check runs before the spec
-  is validated, so a request cannot learn whether a file outside the roots exists.
+  ``space.file``) must be strings that resolve inside the configured data roots,
+  symlinks followed, '~' refused; relative paths are read from the first data root.
+  The check runs on the resolved path, the one the search will open, before anything
+  at it is looked at; messages quote paths only as the request gave them.
 - ``output.run_dir`` and ``execution.ray_address`` belong to the service.
-- ``custom`` model factories are code: only modules the operator allowed
-  (``--allow-factory``) are imported.
-- Budgets must be sane: no more workers than the service may use, no absurd numbers
-  of evaluations or hours.
+- ``custom`` model factories are code: only the ``module:function`` pairs the operator
+  allowed (``--allow-factory``) are accepted, and the service never imports them.
+- Every size is capped (autocompress.limits) by the operator's limits.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autocompress.errors import SpecError
-from autocompress.spec import REFERENCE_PREFIX, Spec, parse_spec_text, validate_spec
+from autocompress.limits import Limits, check_limits
+from autocompress.spec import PATH_FIELDS, REFERENCE_PREFIX, Spec, parse_spec_text, validate_spec
 
-MAX_FULL_EVALUATIONS = 100_000
-MAX_HOURS = 24 * 31
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "")
+LIMIT_HINT = "that is this service's cap (its operator sets caps with `autocompress serve --limit {name}=VALUE`)"
 
 
 @dataclass
-class Limits:
+class Policy:
+    """What this service lets a submission use."""
+
     data_roots: list[Path] = field(default_factory=list)
-    max_workers: int = 1
-    allow_factories: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    allow_factories: list[str] = field(default_factory=list)  # exact "module:function" pairs
 
 
 class UnsupportedMediaType(ValueError):
@@ -43,7 +46,7 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     """The request body as a mapping (JSON, or YAML with a YAML content type)."""
     kind = content_type.split(";")[0].strip().lower()
     if kind not in YAML_TYPES + JSON_TYPES:
-        raise UnsupportedMediaType(f"send the spec as application/json or application/yaml, not {kind!r}")
+        raise UnsupportedMediaType(f"send the spec as application/json or application/yaml, not {kind[:60]!r}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -60,51 +63,33 @@ def _get(data: dict, dotted: str) -> Any:
     return node
 
 
-def _inside(path: str, roots: list[Path]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == str(root) or real.startswith(str(root) + os.sep) for root in roots)
-
-
-def check_submission(data: dict[str, Any], limits: Limits) -> Spec:
+def check_submission(data: dict[str, Any], policy: Policy) -> Spec:
     """Validate a submitted spec for this service; raise SpecError listing every problem."""
-    roots = [Path(os.path.realpath(r)) for r in limits.data_roots]
-    base = roots[0] if roots else Path(os.path.realpath(os.getcwd()))
     issues: list[tuple[str, str]] = []
-    for loc in ("model.checkpoint", "data.root", "data.calibration.root", "space.file"):
+    for loc in PATH_FIELDS:
         value = _get(data, loc)
-        if not isinstance(value, str) or not value or value.startswith(REFERENCE_PREFIX):
-            continue
-        path = value if os.path.isabs(value) else os.path.join(base, value)
-        if not roots:
-            issues.append((loc, f"'{value}': this service has no data roots, so it accepts no file paths "
-                                "(its operator starts it with --data-roots DIR)"))
-        elif not _inside(path, roots):
-            issues.append((loc, f"'{value}' resolves outside the service's data roots "
-                                f"({', '.join(map(str, roots))}); only files under them can be used"))
-    for loc, owner in (("output.run_dir", "the service puts each search in its own run directory"),
-                       ("execution.ray_address", "the service's --ray-address decides where searches run")):
-        if _get(data, loc) is not None:
-            issues.append((loc, f"remove it: {owner}"))
+        if loc == "output.run_dir":
+            if value is not None:
+                issues.append((loc, "remove it: the service puts each search in its own run directory"))
+        elif value is not None and not isinstance(value, str):
+            issues.append((loc, f"a path is a string, not {type(value).__name__}"))
+        elif value and not value.startswith(REFERENCE_PREFIX) and not policy.data_roots:
+            issues.append((loc, "this service has no data roots, so it accepts no file paths (its operator starts "
+                                "it with --data-roots DIR)"))
+    if _get(data, "execution.ray_address") is not None:
+        issues.append(("execution.ray_address", "remove it: the service's --ray-address decides where searches run"))
     model = data.get("model")
     if isinstance(model, dict) and model.get("family") == "custom":
-        module = str(model.get("factory", "")).split(":")[0]
-        if module not in limits.allow_factories:
-            allowed = ", ".join(limits.allow_factories) or "none"
-            issues.append(("model.factory", f"custom factory module '{module}' is not allowed on this service "
-                                            f"(allowed: {allowed}; the operator adds modules with --allow-factory)"))
-    if issues:  # refuse before validating: nothing outside the roots is looked at
+        factory = model.get("factory")
+        if not isinstance(factory, str) or factory not in policy.allow_factories:
+            allowed = ", ".join(policy.allow_factories) or "none"
+            shown = factory[:120] if isinstance(factory, str) else type(factory).__name__
+            issues.append(("model.factory", f"custom factory '{shown}' is not allowed on this service (allowed: "
+                                            f"{allowed}; the operator adds module:function pairs with --allow-factory)"))
+    if issues:  # refuse before validating
         raise SpecError("spec", issues)
 
-    spec = validate_spec(data, base_dir=base, source="spec")
-    if spec.execution.workers > limits.max_workers:
-        issues.append(("execution.workers", f"{spec.execution.workers} workers asked for; this service runs at most "
-                                            f"{limits.max_workers} per search"))
-    if spec.budget.max_full_evaluations > MAX_FULL_EVALUATIONS:
-        issues.append(("budget.max_full_evaluations", f"{spec.budget.max_full_evaluations} is more than this "
-                                                      f"service allows ({MAX_FULL_EVALUATIONS})"))
-    if spec.budget.max_hours is not None and spec.budget.max_hours > MAX_HOURS:
-        issues.append(("budget.max_hours", f"{spec.budget.max_hours:g} hours is more than this service allows "
-                                           f"({MAX_HOURS})"))
-    if issues:
-        raise SpecError("spec", issues)
+    roots = policy.data_roots
+    spec = validate_spec(data, base_dir=roots[0] if roots else None, source="spec", confine=roots)
+    check_limits(spec, policy.limits, hint=LIMIT_HINT, count_custom=False)
     return spec
