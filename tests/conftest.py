@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -67,3 +75,87 @@ def write_spec(folder: Path, data: dict, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+# --------------------------------------------------------------------------- the HTTP service, for real
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, runs: Path, *args: str, env: dict | None = None):
+        self.runs = runs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(runs.parent / f"server-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autocompress", "serve", "--port", str(self.port), "--runs-dir", str(runs), *args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "AUTOCOMPRESS_TOKEN": TOKEN,
+                                                                       **(env or {})})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (runs.parent / f"server-{self.port}.log").read_text()
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("the server did not come up")
+
+    def get(self, path: str, **kw):
+        return httpx.get(self.url + path, headers=AUTH, timeout=60, **kw)
+
+    def post(self, path: str, **kw):
+        headers = {**AUTH, **kw.pop("headers", {})}
+        return httpx.post(self.url + path, headers=headers, timeout=60, **kw)
+
+    def delete(self, path: str):
+        return httpx.delete(self.url + path, headers=AUTH, timeout=60)
+
+    def wait(self, search_id: str, states: tuple[str, ...], timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.get(f"/v1/searches/{search_id}").json()
+            if status["state"] in states:
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"{search_id} never reached {states}: {status}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the service dies at once; its jobs, in sessions of their own, go on."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started: list[Server] = []
+
+    def start(*args: str, **kw) -> Server:
+        server = Server(tmp_path / "runs", *args, **kw)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for job in (tmp_path / "runs").glob("*/job.json"):  # jobs outlive the server by design: end them
+        pid = json.loads(job.read_text()).get("pid")
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the supervisor leads its session: it and its driver
+        except (ProcessLookupError, PermissionError, TypeError):
+            pass

@@ -18,83 +18,7 @@ import yaml
 import autocompress
 from autocompress.engine import RunStore, Session
 from autocompress.spec import validate_spec
-from conftest import DEMO_SPEC, REPO, make_spec_data
-
-TOKEN = "test-token-123"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, runs: Path, *args: str, env: dict | None = None):
-        self.runs = runs
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(runs.parent / f"server-{self.port}.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autocompress", "serve", "--port", str(self.port), "--runs-dir", str(runs), *args],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "AUTOCOMPRESS_TOKEN": TOKEN,
-                                                                       **(env or {})})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (runs.parent / f"server-{self.port}.log").read_text()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("the server did not come up")
-
-    def get(self, path: str, **kw):
-        return httpx.get(self.url + path, headers=AUTH, timeout=60, **kw)
-
-    def post(self, path: str, **kw):
-        headers = {**AUTH, **kw.pop("headers", {})}
-        return httpx.post(self.url + path, headers=headers, timeout=60, **kw)
-
-    def delete(self, path: str):
-        return httpx.delete(self.url + path, headers=AUTH, timeout=60)
-
-    def wait(self, search_id: str, states: tuple[str, ...], timeout: float = 300) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.get(f"/v1/searches/{search_id}").json()
-            if status["state"] in states:
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"{search_id} never reached {states}: {status}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.log.close()
-
-
-@pytest.fixture
-def servers(tmp_path):
-    started: list[Server] = []
-
-    def start(*args: str, **kw) -> Server:
-        server = Server(tmp_path / "runs", *args, **kw)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-    for job in (tmp_path / "runs").glob("*/job.json"):  # jobs outlive the server by design: end them
-        pid = json.loads(job.read_text()).get("pid")
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
-            pass
-
+from conftest import AUTH, DEMO_SPEC, REPO, Server, free_port, make_spec_data
 
 def tiny(**overrides) -> dict:
     return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})
@@ -252,15 +176,16 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
     assert server.wait(c, ("done", "failed"), timeout=600)["state"] == "done"
 
 
-def test_job_crash_is_reported_failed_with_its_log(servers, tmp_path):
+def test_job_crash_is_reported_failed_with_a_summary_and_the_log_stays_on_the_server(servers, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     (root / "broken.pt").write_bytes(b"not a checkpoint")
     server = servers("--data-roots", str(root))
     search_id = server.post("/v1/searches", json=tiny(**{"model.checkpoint": "broken.pt"})).json()["id"]
     status = server.wait(search_id, ("failed", "done"))
-    assert status["state"] == "failed"
-    assert "broken.pt" in status["log_tail"] and "broken.pt" in (status["error"] or "")
+    assert status["state"] == "failed" and status["job"]["exit_code"] == 2
+    assert status["error"].startswith("the checkpoint could not be loaded") and "log_tail" not in status
+    assert "broken.pt: not a file torch.save writes" in (server.runs / search_id / "job.log").read_text()
 
 
 def test_serve_refuses_an_open_host_without_a_token(tmp_path):

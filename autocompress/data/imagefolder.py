@@ -49,7 +49,8 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
         if empty:
             shown = ", ".join(empty[:5]) + (f" (and {len(empty) - 5} more)" if len(empty) > 5 else "")
             raise DataError(
-                f"data.root: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} hold no images: "
+                f"data.root: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
+                f"{'hold' if len(empty) > 1 else 'holds'} no images: "
                 f"{shown}. Classes are numbered by the sorted folder names, so an empty folder shifts the labels "
                 "of the classes after it; remove it, or add its images")
     return classes, samples

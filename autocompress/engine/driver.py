@@ -9,6 +9,7 @@ are reused (nothing is evaluated twice), tasks that were in flight are asked for
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,9 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
     data["output"]["run_dir"] = str(run_dir)
     spec_dir = str(Path(spec_file).resolve().parent) if spec_file else None
     spec_from_frozen(data, spec_dir, check_paths=False)  # the frozen form must read back (it always should)
+    options = options or RunOptions()
+    _check_local_workers(spec.execution.workers if options.workers is None else options.workers,
+                         options.ray_address or spec.execution.ray_address)
     store = RunStore.create(run_dir, {"spec": data, "spec_file": spec_file, "spec_dir": spec_dir})
     try:
         (run_dir / "spec.yaml").write_text(
@@ -76,6 +80,15 @@ def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say
         return _drive(store, spec, "resume", options or RunOptions(), say, on_progress)
     finally:
         store.close()
+
+
+def _check_local_workers(workers: int, address: str | None) -> None:
+    """A local Ray gets this machine's CPUs: refuse more workers before a run directory
+    is made (the executor checks a cluster's CPUs and GPUs when it joins)."""
+    cpus = os.cpu_count() or 1
+    if workers > cpus and not address and not os.environ.get("RAY_ADDRESS"):
+        raise UserInputError(f"execution.workers: {workers} workers need {workers} CPUs, but this machine has "
+                             f"{cpus}; lower --workers (or execution.workers), or join a cluster with --ray-address")
 
 
 def _budget(store: RunStore, spec, options: RunOptions) -> tuple[int, float | None]:
@@ -153,6 +166,7 @@ def _space_fingerprint(space) -> dict:
 def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
            on_progress: Callable[[dict], None] | None) -> dict:
     workers, address = _execution(store, spec, options)
+    _check_local_workers(workers, address)
     if address and workers == 0:
         raise UserInputError("execution.ray_address is set but execution.workers is 0; "
                              "give the number of Ray workers (--workers N)")

@@ -12,11 +12,13 @@ their URL.
 from __future__ import annotations
 
 import html
+import importlib
 import json
 import logging
 import os
 import re
 import secrets
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from autocompress.service.submission import Policy, UnsupportedMediaType, check_
 log = logging.getLogger("autocompress.service")
 
 POINT_ID = re.compile(r"[0-9a-f]{6,64}")
+CONCURRENT_CHECKS = 2  # specs parsed and checked at once; more wait their turn without holding the GIL
 
 
 @dataclass
@@ -82,9 +85,10 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        from autocompress.models import parameter_count  # noqa: F401  (import torch now, not in the first request)
-
+    async def lifespan(app: FastAPI):
+        # parameter counts need torch: import it now, beside the loop, rather than in the first request
+        threading.Thread(target=importlib.import_module, args=("autocompress.models",), daemon=True).start()
+        app.state.checks = anyio.CapacityLimiter(CONCURRENT_CHECKS)
         jobs.start()
         yield
         jobs.shutdown()
@@ -131,7 +135,7 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
 
         try:
             with anyio.fail_after(config.check_seconds):
-                spec = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+                spec = await anyio.to_thread.run_sync(check, abandon_on_cancel=True, limiter=request.app.state.checks)
         except TimeoutError:
             raise HTTPException(status_code=422, detail=f"the spec took more than {config.check_seconds:g} s to "
                                                         "check; send a smaller one") from None

@@ -402,6 +402,8 @@ class JobManager:
                "best": None, "error": None}
         if job:
             out["job"] = {key: job.get(key) for key in ("command", "launcher", "started_at", "ended_at", "exit_code")}
+            if job.get("ray_job"):
+                out["job"]["ray_job"] = job["ray_job"]  # to follow it on the Ray dashboard
         store_state = None
         if is_run_dir(run_dir):
             try:
