@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ import yaml
 import autocompress
 from autocompress.engine import RunStore, Session
 from autocompress.spec import validate_spec
-from conftest import AUTH, DEMO_SPEC, REPO, Server, free_port, make_spec_data
+from conftest import DEMO_SPEC, Server, free_port, make_spec_data
 
 def tiny(**overrides) -> dict:
     return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 from filelock import FileLock, Timeout
 
 from autocompress._atomic import atomic_write
@@ -61,8 +62,6 @@ class StoreError(UserInputError):
 
 def process_started(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or None if there is none."""
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
@@ -162,6 +161,7 @@ class RunStore:
         self.session: int | None = None
         self.path = run_dir / DB_NAME
         self._file = self._file_id() if lock is not None else None  # what the writer opened
+        self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
@@ -333,9 +333,7 @@ class RunStore:
     def _check_format(self) -> None:
         try:
             value = self.meta("format")
-        except sqlite3.DatabaseError as error:
-            raise StoreError(_unreadable(self.path, error)) from None
-        except ValueError as error:
+        except (sqlite3.DatabaseError, ValueError) as error:  # ValueError: a meta value that is not JSON
             raise StoreError(_unreadable(self.path, error)) from None
         if value != FORMAT:
             raise StoreError(f"{self.path}: unknown store format {str(value)[:40]!r} (expected {FORMAT}); it was "
@@ -413,7 +411,7 @@ class RunStore:
         self._heartbeat = (stop, thread)
 
     def stop_heartbeat(self) -> None:
-        beating = getattr(self, "_heartbeat", None)
+        beating = self._heartbeat
         if beating is not None:
             beating[0].set()
             beating[1].join(timeout=30)

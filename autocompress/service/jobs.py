@@ -50,7 +50,7 @@ from autocompress.engine.store import (
     read_driver,
 )
 from autocompress.errors import UserInputError
-from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME, LOG_NAME
+from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
 log = logging.getLogger("autocompress.service")
 
@@ -236,11 +236,12 @@ class JobManager:
                         job.get("pid") or job.get("ray_job") or self._alive(run_dir, job)):
                     (run_dir / QUEUE).unlink(missing_ok=True)  # launched before the restart
                     queued = {}
-                if self._alive(run_dir, job):
-                    self.running[run_dir.name] = None
-                    log.info("adopted the running job of %s", run_dir.name)
-                elif job and job.get("exit_code") is None and job.get("ticket"):
-                    self._record_end(run_dir, job)
+                if job.get("ticket") and job.get("ended_at") is None:  # its end was not seen yet
+                    if self._alive(run_dir, job):
+                        self.running[run_dir.name] = None
+                        log.info("adopted the running job of %s", run_dir.name)
+                    else:
+                        self._record_end(run_dir, job)
                 if queued.get("command") in ("search", "resume"):
                     self.queue.append(Queued(float(queued.get("queued_at", 0.0)), run_dir.name, queued["command"],
                                              str(queued.get("ticket", ""))))
@@ -425,12 +426,12 @@ class JobManager:
             state = "running" if alive else "cancelled"  # running: it is stopping
         elif queued:
             state = "queued"
-        elif alive:
+        elif alive or store_state == "running":  # running in the store: its driver is alive (a CLI resume, say)
             state = "running"
         elif store_state in ("done", "failed", "interrupted"):
             state = store_state  # the driver's own word (interrupted: killed, or stopped by a signal)
-        elif store_state in ("running", "starting"):
-            state = "interrupted"  # its driver died before it could end its session
+        elif store_state == "starting":
+            state = "interrupted"  # its driver died before it began its session
         else:
             state = "failed"  # the job ended before its run store existed, or the store is unreadable
         out["state"] = state
@@ -438,9 +439,6 @@ class JobManager:
             kind = _read_json(run_dir / ERROR_NAME).get("kind")
             out["error"] = ERROR_SUMMARIES.get(kind, UNEXPECTED) + SEE_LOG
         return out
-
-    def log_path(self, search_id: str) -> Path:
-        return self.runs_dir / search_id / LOG_NAME
 
 
 class Conflict(Exception):
