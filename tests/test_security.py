@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -469,6 +470,65 @@ def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
         assert job["exit_code"] == 0  # the real exit, also of the jobs that outlived the first service
         jobs.append((job["started_at"], json.loads((runs / search_id / "exit.json").read_text())["ended_at"]))
     assert most_at_once(intervals) <= 2 and most_at_once(jobs) <= 2  # driver sessions; whole jobs
+    server = psutil.Process(second.process.pid)  # every supervisor it started is reaped
+    wait_for(lambda: all(child.status() != psutil.STATUS_ZOMBIE for child in server.children()), timeout=60)
+
+
+class FakeLauncher:
+    """Jobs that live until the test ends them: the scheduler's rules without processes."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.alive_jobs: set[str] = set()
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+
+    def start(self, run_dir, argv, ticket):
+        from autocompress.service.jobs import Handle
+
+        self.alive_jobs.add(ticket)
+        self.started.append(argv[0])
+        return Handle(run_dir.name, ticket), {"launcher": self.name}
+
+    def alive(self, run_dir, job):
+        return job.get("ticket") in self.alive_jobs
+
+    def exit_code(self, run_dir, job):
+        return 130
+
+    def stop(self, run_dir, job):
+        self.stopped.append(job["ticket"])  # asked to stop; it exits when the test says so
+
+
+def test_a_resume_never_starts_beside_a_job_or_a_driver_still_alive(tmp_path):
+    from autocompress.service.jobs import JOB, Conflict, JobManager
+
+    launcher = FakeLauncher()
+    jobs = JobManager(tmp_path / "runs", max_concurrent=2, launcher=launcher)
+    search_id = jobs.submit(tiny(), "tiny")
+    jobs.tick()
+    assert launcher.started == ["search"] and jobs.status(search_id)["state"] == "running"
+    jobs.cancel(search_id)
+    assert launcher.stopped and jobs.status(search_id)["state"] == "running"  # it is stopping
+    with pytest.raises(Conflict):  # used to start a second process while the first was exiting
+        jobs.resume(search_id)
+    launcher.alive_jobs.clear()  # the job exits
+    jobs.tick()
+    assert jobs.status(search_id)["state"] == "cancelled"
+    run_dir = jobs.runs_dir / search_id
+    assert json.loads((run_dir / JOB).read_text())["exit_code"] == 130  # its end is recorded
+
+    # a driver started by hand (the CLI) in the same directory holds the queued resume back
+    (run_dir / "driver.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                     "process_started": psutil.Process().create_time()}))
+    assert jobs.resume(search_id)["state"] == "queued"
+    for _ in range(3):
+        jobs.tick()
+    assert launcher.started == ["search"] and jobs.status(search_id)["state"] == "queued"
+    (run_dir / "driver.json").unlink()
+    jobs.tick()
+    assert launcher.started == ["search", "search"]  # no store was made yet: the resume starts the search
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:

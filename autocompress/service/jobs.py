@@ -283,7 +283,15 @@ class JobManager:
         if job and self.launcher.alive(run_dir, job):
             return True
         driver = read_driver(run_dir)
-        return driver is not None and identity_alive(driver, heartbeat_at=driver.get("since"))
+        if driver is None:
+            return False
+        if driver.get("host") == socket.gethostname():
+            return identity_alive(driver)
+        try:  # a driver on another node (a Ray Job): its heartbeat in the store says
+            with RunStore.open_reader(run_dir) as store:
+                return store.driver_alive()
+        except UserInputError:  # no store yet
+            return identity_alive(driver, heartbeat_at=driver.get("since"))
 
     def _record_end(self, run_dir: Path, job: dict) -> None:
         code = self.launcher.exit_code(run_dir, job)
