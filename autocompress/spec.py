@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from autocompress.confine import resolve_inside
 from autocompress.documents import DocumentError, parse_json, parse_yaml, short_repr
 from autocompress.errors import SpecError
 
@@ -80,18 +81,14 @@ def _check_path_text(text: str) -> None:
         raise ValueError(f"a path component of more than {MAX_NAME_LENGTH} bytes")
 
 
-def inside(path: str, roots: Sequence[str | os.PathLike]) -> bool:
-    """Whether ``path`` (already a realpath) is one of ``roots`` or below one."""
-    return any(path == str(root) or path.startswith(str(root).rstrip(os.sep) + os.sep) for root in roots)
-
-
 def _resolve_path(value: Path | None, info: ValidationInfo, *, must_exist: bool, kind: str,
                   confinable: bool = True) -> Path | None:
     """Make ``value`` absolute against the spec's folder; check it exists when asked.
 
     Confined validation (the service's; context ``confine``: a list of root folders,
-    already realpaths) refuses '~', resolves symlinks, and refuses a path outside the
-    roots before anything at it is looked at; its messages quote the path only as given.
+    already realpaths) refuses '~' and resolves symlinks without looking outside the
+    roots (autocompress.confine), so a path that leaves them is refused before anything
+    there is looked at; its messages quote the path only as given.
     It applies to what a search reads (``confinable``), not to where it writes.
     """
     if value is None:
@@ -104,8 +101,8 @@ def _resolve_path(value: Path | None, info: ValidationInfo, *, must_exist: bool,
     if confine is not None:
         if text.startswith("~"):
             raise ValueError(f"'{text}': paths starting with '~' are not accepted here; give a path under a data root")
-        real = os.path.realpath(text if os.path.isabs(text) else base_dir / text)
-        if not inside(real, confine):
+        real = resolve_inside(text if os.path.isabs(text) else os.path.join(base_dir, text), confine)
+        if real is None:
             raise ValueError(f"'{text}' is outside the data roots this service reads; only paths under them are "
                              "accepted (relative paths are read from the first data root)")
         path = Path(real)

@@ -186,6 +186,35 @@ def test_paths_that_escape_the_roots_are_refused_and_nothing_outside_is_opened(h
     assert opened_outside(world) == []
 
 
+def test_resolving_a_path_never_looks_outside_the_roots(tmp_path, monkeypatch):
+    from autocompress.confine import resolve_inside
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "images").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_text(SECRET)
+    (root / "in").symlink_to(root / "images")
+    (root / "relative-in").symlink_to("images")
+    (root / "out").symlink_to(outside / "secret")
+    (root / "relative-out").symlink_to("../outside/secret")
+    (root / "loop").symlink_to(root / "loop")
+    looked: list[str] = []
+    real_lstat, real_readlink = os.lstat, os.readlink
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: looked.append(str(p)) or real_lstat(p, *a, **k))
+    monkeypatch.setattr(os, "readlink", lambda p, *a, **k: looked.append(str(p)) or real_readlink(p, *a, **k))
+    roots = [str(root)]
+    r = str(root)
+    assert resolve_inside(f"{r}/in/x.png", roots) == f"{r}/images/x.png"
+    assert resolve_inside(f"{r}/relative-in/./x.png", roots) == f"{r}/images/x.png"
+    assert resolve_inside(f"{r}/images/../images", roots) == f"{r}/images"
+    assert resolve_inside(f"{r}/missing/../images", roots) == f"{r}/images"
+    for escape in (f"{r}/out", f"{r}/relative-out", f"{r}/../outside/secret", str(outside / "secret"), "/etc/passwd",
+                   f"{r}/loop", f"{r}/missing/../../outside/secret", f"{r}/in/../../outside"):
+        assert resolve_inside(escape, roots) is None, escape
+    monkeypatch.undo()
+    assert looked and all(p == r or p.startswith(r + os.sep) for p in looked), looked
+
+
 def test_accepted_paths_are_stored_resolved_inside_the_roots(hostile, world):
     answer = hostile.post("/v1/searches", json={**with_path("data.root", "images"), "budget": {
         "max_full_evaluations": 1}})
