@@ -15,7 +15,6 @@ there too, in the process that will run the search (never in the HTTP service).
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -23,9 +22,6 @@ from typing import Any, Iterable
 from autocompress.errors import SpecError, UserInputError
 
 __all__ = ["LIMITS", "Limits", "check_limits"]
-
-log = logging.getLogger("autocompress.limits")
-
 
 @dataclass(frozen=True)
 class LimitInfo:

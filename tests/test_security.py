@@ -514,11 +514,9 @@ class FakeLauncher:
         self.stopped: list[str] = []
 
     def start(self, run_dir, argv, ticket):
-        from autocompress.service.jobs import Handle
-
         self.alive_jobs.add(ticket)
         self.started.append(argv[0])
-        return Handle(run_dir.name, ticket), {"launcher": self.name}
+        return None, {"launcher": self.name}
 
     def alive(self, run_dir, job):
         return job.get("ticket") in self.alive_jobs

@@ -65,7 +65,7 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
         (run_dir / "spec.yaml").write_text(
             "# the spec this run was started with (frozen; `autocompress resume` reads it)\n"
             + yaml.safe_dump(data, sort_keys=False))
-        return _drive(store, spec, "search", options or RunOptions(), say, on_progress)
+        return _drive(store, spec, "search", options, say, on_progress)
     finally:
         store.close()
 
@@ -77,7 +77,7 @@ def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say
     try:
         options = options or RunOptions()
         spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=options.data_roots)
-        return _drive(store, spec, "resume", options or RunOptions(), say, on_progress)
+        return _drive(store, spec, "resume", options, say, on_progress)
     finally:
         store.close()
 
@@ -134,7 +134,7 @@ def _report(run_dir: Path, say: Say) -> None:
         say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
-def _store_lost(store: RunStore, say: Say) -> None:
+def _store_lost(store: RunStore) -> None:
     """``store.sqlite`` was deleted or replaced under the driver: keep what this session
     had stored in a copy beside it, say where, and stop with an error."""
     store.stop_heartbeat()
@@ -281,7 +281,7 @@ def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
         if executor is not None:
             executor.shutdown()
         if not store.intact():
-            _store_lost(store, say)  # raises: nothing below may run on a store nobody can read
+            _store_lost(store)  # raises: nothing below may run on a store nobody can read
         store.end_session(state, stopped_by, {**progress(), "stopped_by": stopped_by})
         document = pareto_document(store)
         write_pareto(run_dir / "pareto.json", document)

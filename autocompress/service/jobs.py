@@ -107,21 +107,15 @@ def lock_held(path: Path) -> bool:
 # --------------------------------------------------------------------------- launchers
 
 
-@dataclass
-class Handle:
-    search_id: str
-    ticket: str
-    process: subprocess.Popen | None = None  # a local supervisor this service started
-    ray_job: str | None = None
-
-
 class LocalLauncher:
     """A job is a supervisor process in its own session (it outlives a service restart)
     holding the run directory's ``job.lock``."""
 
     name = "local"
 
-    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[Handle, dict]:
+    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[subprocess.Popen | None, dict]:
+        """Start a job; return the child process to reap (None when there is none here)
+        and what job.json records of it."""
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the caller checked it is free
@@ -133,8 +127,7 @@ class LocalLauncher:
                 start_new_session=True, pass_fds=(fd,), env=env, cwd=run_dir)
         finally:
             os.close(fd)  # the supervisor holds the lock through its inherited descriptor
-        return (Handle(run_dir.name, ticket, process=process),
-                {"launcher": self.name, "pid": process.pid, "process_started": process_started(process.pid)})
+        return process, {"launcher": self.name, "pid": process.pid, "process_started": process_started(process.pid)}
 
     def alive(self, run_dir: Path, job: dict) -> bool:
         return lock_held(run_dir / LOCK)
@@ -161,11 +154,11 @@ class RayJobsLauncher:
 
         self.client = JobSubmissionClient(address)
 
-    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[Handle, dict]:
+    def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[subprocess.Popen | None, dict]:
         job_id = f"autocompress-{run_dir.name}-{ticket}"
         self.client.submit_job(entrypoint="autocompress " + shlex.join(argv), submission_id=job_id,
                                runtime_env={"env_vars": {"AUTOCOMPRESS_ERROR_FILE": str(run_dir / ERROR_NAME)}})
-        return Handle(run_dir.name, ticket, ray_job=job_id), {"launcher": self.name, "ray_job": job_id}
+        return None, {"launcher": self.name, "ray_job": job_id}
 
     def _status(self, job: dict) -> str | None:
         if not job.get("ray_job"):
@@ -209,7 +202,7 @@ class JobManager:
         self.job_options = list(job_options or [])  # for every job (--data-roots)
         self.search_options = list(search_options or [])  # for a new search (--limit: a resume keeps its spec)
         self.queue: list[Queued] = []
-        self.running: dict[str, Handle | None] = {}  # alive jobs (None: adopted, started by an earlier service)
+        self.running: set[str] = set()  # searches whose job is alive (adopted ones included)
         self.children: list[subprocess.Popen] = []  # supervisors we started, reaped when they end
         self.submitted: dict[str, float] = {}  # search id -> submitted_at, newest first when sorted
         self.lock = threading.RLock()
@@ -238,7 +231,7 @@ class JobManager:
                     queued = {}
                 if job.get("ticket") and job.get("ended_at") is None:  # its end was not seen yet
                     if self._alive(run_dir, job):
-                        self.running[run_dir.name] = None
+                        self.running.add(run_dir.name)
                         log.info("adopted the running job of %s", run_dir.name)
                     else:
                         self._record_end(run_dir, job)
@@ -307,7 +300,7 @@ class JobManager:
                 run_dir = self.runs_dir / search_id
                 job = _read_json(run_dir / JOB)
                 if not self._alive(run_dir, job):
-                    del self.running[search_id]
+                    self.running.discard(search_id)
                     self._record_end(run_dir, job)
             waiting = []
             for item in self.queue:
@@ -326,15 +319,15 @@ class JobManager:
         job = {"ticket": item.ticket, "command": command, "started_at": time.time()}
         _write_json(run_dir / JOB, job)  # before the start: a restart then knows this ticket was launched
         try:
-            handle, started = self.launcher.start(run_dir, argv, item.ticket)
+            process, started = self.launcher.start(run_dir, argv, item.ticket)
         except Exception as error:
             log.error("could not start the job of %s: %s", item.search_id, error)
             _write_json(run_dir / JOB, {**job, "ended_at": time.time(), "exit_code": 3, "error": "could not start"})
         else:
             _write_json(run_dir / JOB, {**job, **started})
-            self.running[item.search_id] = handle
-            if handle.process is not None:
-                self.children.append(handle.process)
+            self.running.add(item.search_id)
+            if process is not None:
+                self.children.append(process)
         (run_dir / QUEUE).unlink(missing_ok=True)
 
     def _enqueue(self, search_id: str, command: Command) -> None:
