@@ -398,6 +398,44 @@ def _print_pareto(document: dict) -> None:
         click.echo(f"best feasible point: {document['best']} (marked *)")
 
 
+@cli.command("inspect-checkpoint")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--ema", is_flag=True, help="Describe the EMA weights (state_dict_ema) instead of the model weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def inspect_checkpoint(checkpoint: Path, ema: bool, as_json: bool) -> None:
+    """Say which family, variant and spec `model` section fit a checkpoint file.
+
+    The file is read with weights only; an official Spikformer or Spike-driven
+    Transformer layout is converted and loaded into the family's network to check that
+    it fits. Model arguments that the weights do not determine (time steps, heads,
+    image size) come from the training arguments saved beside them, or are the
+    published defaults, and are marked so.
+    """
+    import yaml
+
+    from autocompress.models.checkpoint import inspect
+
+    found = inspect(checkpoint, ema=ema)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"checkpoint:  {found['path']}")
+    click.echo(f"file:        {found['file']}")
+    click.echo(f"layout:      {found['layout_description']}")
+    click.echo(f"model:       {found['variant']}, {found['parameters']:,} parameters and buffers")
+    if found["conversion"]:
+        click.echo(f"conversion:  {found['conversion']}")
+    if found["from_training_args"]:
+        click.echo(f"from the saved training arguments: {', '.join(found['from_training_args'])}")
+    if found["assumed"]:
+        click.echo(f"not recorded in the file (published defaults, check them): {', '.join(found['assumed'])}")
+    for note in found["notes"]:
+        click.echo(f"note:        {note}")
+    click.echo("spec sections that fit it:")
+    sections = {"model": found["model"], "data": {"transform": {"preset": found["transform_preset"]}}}
+    click.echo(yaml.safe_dump(sections, sort_keys=False, default_flow_style=None, width=100).rstrip())
+
+
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")

@@ -25,7 +25,10 @@ TINY_SDT = {
     "T": 2, "in_channels": 1, "image_size": 16, "num_classes": 10,
     "embed_dims": 16, "num_heads": 2, "mlp_ratio": 2.0, "depths": 1, "pooling_stat": "0011",
 }
-TINY_ARGS = {"spikformer": TINY_SPIKFORMER, "spike_driven_transformer": TINY_SDT}
+TINY_OFFICIAL_SPIKFORMER = {k: v for k, v in TINY_SPIKFORMER.items() if k != "patch_size"}
+# spikformer: SpikingJelly's Spikformer under its old name; spikformer_cifar: the official CIFAR network
+TINY_ARGS = {"spikformer": TINY_SPIKFORMER, "spikformer_cifar": TINY_OFFICIAL_SPIKFORMER,
+             "spike_driven_transformer": TINY_SDT}
 
 
 @pytest.fixture(autouse=True)

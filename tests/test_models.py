@@ -20,7 +20,8 @@ BUILTIN = sorted(TINY_ARGS)
 
 
 def test_registry_covers_every_spec_family():
-    assert set(family_names()) == {"spikformer", "spike_driven_transformer", "custom"}
+    assert set(family_names()) == {"spikformer_imagenet", "spikformer_cifar", "spike_driven_transformer",
+                                   "spikingjelly_spikformer", "spikformer", "custom"}
 
 
 @pytest.fixture(params=BUILTIN)

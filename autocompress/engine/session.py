@@ -11,7 +11,7 @@ from autocompress.compress import baseline_footprint
 from autocompress.data import DataBundle, load_data
 from autocompress.engine.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
 from autocompress.errors import CheckpointError, DataError, ModelError
-from autocompress.models import SViT, create_model, load_checkpoint
+from autocompress.models import SViT, canonical_family, create_model, load_checkpoint
 from autocompress.spec import REFERENCE_PREFIX, Spec
 
 
@@ -65,7 +65,10 @@ class Session:
         checkpoint = resolve_checkpoint(spec, progress=progress, say=say)
         model = create_model(spec.model)
         if checkpoint is not None:
-            load_checkpoint(model.net, checkpoint)
+            conversion = load_checkpoint(model.net, checkpoint, family=canonical_family(spec.model.family),
+                                         ema=spec.model.ema)
+            if conversion:
+                say(f"checkpoint: {conversion}")
         else:
             say("warning: model.checkpoint is not set; the model has untrained (random) weights")
         data = load_data(spec.data)

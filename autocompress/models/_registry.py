@@ -14,6 +14,7 @@ from torch import nn
 from autocompress.errors import ModelError
 from autocompress.models._spikingjelly import BaseNode
 from autocompress.models.svit import SViT
+from autocompress.spec import FAMILY_ALIASES
 
 log = logging.getLogger("autocompress.models")
 
@@ -78,8 +79,13 @@ def parameter_count(model_spec) -> int | None:
     return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
 
 
-@register_family("spikformer")
-def _spikformer(model_spec) -> nn.Module:
+def canonical_family(family: str) -> str:
+    return FAMILY_ALIASES.get(family, family)
+
+
+@register_family("spikingjelly_spikformer")
+@register_family("spikformer")  # the name before 0.2; see FAMILY_ALIASES
+def _spikingjelly_spikformer(model_spec) -> nn.Module:
     from spikingjelly.activation_based.model import Spikformer
 
     a = model_spec.args
@@ -90,12 +96,33 @@ def _spikformer(model_spec) -> nn.Module:
     )
 
 
-@register_family("spike_driven_transformer")
-def _spike_driven_transformer(model_spec) -> nn.Module:
-    from spikingjelly.activation_based.model import SpikeDrivenTransformer
+def _official_spikformer(model_spec, patch_size: int) -> nn.Module:
+    from autocompress.models.official import OfficialSpikformer
 
     a = model_spec.args
-    return SpikeDrivenTransformer(
+    return OfficialSpikformer(
+        T=a.T, in_channels=a.in_channels, img_size=a.image_size, patch_size=patch_size,
+        num_classes=a.num_classes, embed_dims=a.embed_dims, num_heads=a.num_heads,
+        mlp_ratio=a.mlp_ratio, depths=a.depths,
+    )
+
+
+@register_family("spikformer_imagenet")
+def _spikformer_imagenet(model_spec) -> nn.Module:
+    return _official_spikformer(model_spec, patch_size=16)
+
+
+@register_family("spikformer_cifar")
+def _spikformer_cifar(model_spec) -> nn.Module:
+    return _official_spikformer(model_spec, patch_size=4)
+
+
+@register_family("spike_driven_transformer")
+def _spike_driven_transformer(model_spec) -> nn.Module:
+    from autocompress.models.official import OfficialSpikeDrivenTransformer
+
+    a = model_spec.args
+    return OfficialSpikeDrivenTransformer(
         T=a.T, in_channels=a.in_channels, num_classes=a.num_classes, embed_dims=a.embed_dims,
         num_heads=a.num_heads, depths=a.depths, mlp_ratio=a.mlp_ratio, pooling_stat=a.pooling_stat,
     )

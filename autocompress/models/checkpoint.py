@@ -1,22 +1,50 @@
-"""Checkpoints: state dicts read with ``weights_only=True`` (never arbitrary pickles)."""
+"""Checkpoints: state dicts read with ``weights_only=True`` (never arbitrary pickles).
+
+Besides a plain state dict, a training script's checkpoint file is read: timm's
+checkpoint saver (the official Spikformer and Spike-driven Transformer ``train.py``)
+writes ``model_best.pth.tar`` / ``checkpoint-N.pth.tar`` holding ``state_dict`` (and
+``state_dict_ema``) beside the optimizer, the AMP scaler and ``args``, an
+``argparse.Namespace``. The namespace is the one Python object allowed beyond plain
+data: unpickling it only sets attributes; anything else (a class that would run code)
+is refused by name, before it is built. Official key layouts are converted by
+:mod:`autocompress.models.convert`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from autocompress.errors import CheckpointError
+from autocompress.models import convert
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+_EMA_KEYS = ("state_dict_ema", "model_ema")
+_ALLOWED_GLOBALS = [argparse.Namespace]  # timm-style checkpoints keep the training arguments in one
 _MAX_LISTED = 5
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file.
+@dataclass
+class CheckpointFile:
+    state: dict[str, torch.Tensor]
+    entry: str | None  # the entry the weights came from ("state_dict", "state_dict_ema", ...), None: the top level
+    train_args: dict[str, Any] | None  # the training script's saved arguments, when the file has them
+    entries: list[str]  # every top-level entry of the file
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> CheckpointFile:
+    """The weights of a checkpoint file (the EMA weights with ``ema``) and what is saved beside them.
 
     Accepts a plain state dict or one nested under a usual key (``state_dict``,
     ``model``, ...); strips the ``module.`` prefix DistributedDataParallel adds.
@@ -26,25 +54,47 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path}: file not found")
     _check_format(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds (IndexError, UnpicklingError, ...) for a bad file
-        raise CheckpointError(f"checkpoint {path}: {_load_failure(error)}. {_SAVE_HINT}") from None
-    if isinstance(obj, dict):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path}: {_load_failure(error, path)}. {_SAVE_HINT}") from None
+    entries = [str(k) for k in obj] if isinstance(obj, dict) else []
+    train_args = None
+    if isinstance(obj, dict) and isinstance(obj.get("args"), (argparse.Namespace, dict)):
+        saved = obj["args"]
+        train_args = dict(vars(saved) if isinstance(saved, argparse.Namespace) else saved)
+    entry = None
+    if ema:
+        entry = next((key for key in _EMA_KEYS if isinstance(obj, dict) and _is_state_dict(obj.get(key))), None)
+        if entry is None:
+            raise CheckpointError(
+                f"checkpoint {path}: model.ema is set but the file has no EMA weights (no "
+                f"{' or '.join(_EMA_KEYS)} entry; it has {', '.join(entries) or 'no named entries'}); "
+                "remove model.ema to use its weights")
+        obj = obj[entry]
+    elif isinstance(obj, dict) and not _is_state_dict(obj):
+        entry = next((key for key in _WRAPPER_KEYS if _is_state_dict(obj.get(key))), None)
+        if entry is not None:
+            obj = obj[entry]
+    if not _is_state_dict(obj):
+        listed = f" (entries: {', '.join(entries[:10])})" if entries else ""
         raise CheckpointError(
-            f"checkpoint {path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)"
+            f"checkpoint {path}: holds a {type(obj).__name__}{listed}, not a state dict (a mapping of names to "
+            f"tensors), nor one under {', '.join(_WRAPPER_KEYS)}"
         )
     if all(key.startswith("module.") for key in obj):
         obj = {key[len("module."):]: value for key, value in obj.items()}
-    return obj
+    return CheckpointFile(state=obj, entry=entry, train_args=train_args, entries=entries)
 
 
-_SAVE_HINT = ("autocompress reads checkpoints with weights only, never as arbitrary pickles: save them with "
-              "torch.save(model.state_dict(), path)")
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path).state
+
+
+_SAVE_HINT = ("autocompress reads checkpoints with weights only, never as arbitrary pickles: save the weights "
+              "with torch.save(model.state_dict(), path), or a dict of plain data around them (as timm's "
+              "checkpoint saver does)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = 0x80  # torch.save's legacy format starts with a pickle PROTO opcode
@@ -64,13 +114,20 @@ def _check_format(path: Path) -> None:
                               f"legacy format). {_SAVE_HINT}")
 
 
-def _load_failure(error: Exception) -> str:
+def _load_failure(error: Exception, path: Path) -> str:
     """The cause in torch's error, in plain words: no terminal escape codes, and none of
     its advice to load with weights_only=False (that would run whatever the file holds)."""
     text = _ANSI.sub("", str(error))
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:
-        return f"it holds a Python object other than tensors ({blocked.group(1)}), which is not loaded"
+        try:  # every such object in the file, not just the first one torch met
+            names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                     if n not in {f"{g.__module__}.{g.__qualname__}" for g in _ALLOWED_GLOBALS}]
+        except Exception:  # the legacy format cannot be listed without unpickling it
+            names = []
+        names = names or [blocked.group(1)]
+        return (f"it holds Python objects other than tensors and plain data ({', '.join(names[:10])}); "
+                "they could run code when loaded, so the file is not loaded")
     advice = ("weights_only", "Weights only load failed", "Check the documentation", "Please file an issue",
               "WeightsUnpickler error")
     kept = [line.strip() for line in text.splitlines() if line.strip() and not any(a in line for a in advice)]
@@ -83,9 +140,31 @@ def _listing(items: list[str]) -> str:
     return shown + (f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
-def load_checkpoint(net: nn.Module, path: str | os.PathLike) -> None:
-    """Load a checkpoint into ``net`` strictly; name the first mismatches when it does not fit."""
-    state = read_state_dict(path)
+def load_checkpoint(net: nn.Module, path: str | os.PathLike, *, family: str | None = None,
+                    ema: bool = False) -> str | None:
+    """Load a checkpoint into ``net`` strictly, converting an official layout first.
+
+    Returns what the conversion did, in one line (None when the names were already
+    autocompress's); names the first mismatches when the weights do not fit. A ``custom``
+    model takes the names as they are (it may be the official code itself)."""
+    checkpoint = read_checkpoint(path, ema=ema)
+    state, summary = checkpoint.state, None
+    layout = convert.detect_layout(state) if family != "custom" else None
+    if layout is not None:
+        fits = convert.FAMILY_OF_LAYOUT[layout]
+        if family is not None and family != fits:
+            raise CheckpointError(
+                f"checkpoint {path} is {convert.DESCRIPTION[layout]}; it fits model.family {fits}, not {family}"
+                + (" (SpikingJelly's Spikformer orders its stem differently and computes another network)"
+                   if fits.startswith("spikformer_") else "")
+                + f". Run `autocompress inspect-checkpoint {path}` for the model section that fits it.")
+        try:
+            conversion = convert.convert(state, layout)
+        except convert.ConversionError as error:
+            raise CheckpointError(f"checkpoint {path} looks like {convert.DESCRIPTION[layout]}, but {error}") from None
+        state, summary = conversion.state, conversion.summary()
+        if checkpoint.entry:
+            summary = f"{summary} (weights from '{checkpoint.entry}')"
     expected = net.state_dict()
     shapes = [
         f"{key} (checkpoint {tuple(state[key].shape)}, model {tuple(value.shape)})"
@@ -103,6 +182,72 @@ def load_checkpoint(net: nn.Module, path: str | os.PathLike) -> None:
     if problems:
         raise CheckpointError(
             f"checkpoint {path} does not fit the model: " + "; ".join(problems)
-            + ". Check model.family and model.args against the model the checkpoint was trained as."
+            + ". Check model.family and model.args against the model the checkpoint was trained as "
+            + f"(`autocompress inspect-checkpoint {path}` says which they are)."
         )
     net.load_state_dict(state, strict=True)
+    return summary
+
+
+_PRESET = {"spikformer-imagenet": "spikformer_imagenet", "sdt-v1": "sdt_imagenet"}
+
+
+def inspect(path: str | os.PathLike, *, ema: bool = False) -> dict[str, Any]:
+    """What a checkpoint file is and the spec ``model`` section that fits it (see
+    ``autocompress inspect-checkpoint``). Loads it into that model to check the fit."""
+    from pydantic import TypeAdapter
+
+    from autocompress.models._registry import create_model
+    from autocompress.spec import ModelSpec
+
+    checkpoint = read_checkpoint(path, ema=ema)
+    try:
+        variant = convert.describe_variant(checkpoint.state, checkpoint.train_args)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
+    notes = []
+    families = [variant.family] if variant.family else ["spikformer_imagenet", "spikformer_cifar",
+                                                        "spikingjelly_spikformer"]
+    if variant.family is None:
+        family = "spikformer_cifar" if variant.args["num_classes"] in (10, 100) else "spikformer_imagenet"
+        notes.append("the names are autocompress's own, which the official Spikformer families and "
+                     f"spikingjelly_spikformer share: the file does not say which of {', '.join(families)} it is; "
+                     f"{family} is shown")
+    else:
+        family = variant.family
+    args = dict(variant.args)
+    if family != "spike_driven_transformer":
+        args.pop("pooling_stat", None)
+    if family == "spikingjelly_spikformer":
+        args["patch_size"] = 16
+    try:
+        model_spec = TypeAdapter(ModelSpec).validate_python({"family": family, "args": args})
+    except Exception as error:  # arguments a family refuses (e.g. an image size the stem cannot pool)
+        raise CheckpointError(f"checkpoint {path}: its model arguments {args} do not form a {family}: {error}") from None
+    model = create_model(model_spec)
+    summary = load_checkpoint(model.net, path, family=family, ema=ema)
+    parameters = sum(t.numel() for t in model.net.state_dict().values())
+    if variant.layout in convert.DESCRIPTION:
+        layout_description = convert.DESCRIPTION[variant.layout]
+    else:
+        layout_description = "autocompress's own names (a model saved from one of its families)"
+    cifar = {10: "cifar10", 100: "cifar100"}.get(args["num_classes"])
+    preset = cifar or _PRESET.get(variant.layout, "timm_default")
+    kind = "timm-style checkpoint" if checkpoint.train_args is not None or len(checkpoint.entries) > 1 else "state dict"
+    entries = f" (entries: {', '.join(checkpoint.entries)})" if kind != "state dict" else ""
+    weights = f"; weights from '{checkpoint.entry}'" if checkpoint.entry else ""
+    return {
+        "path": str(Path(path).resolve()),
+        "file": f"{kind}{entries}{weights}",
+        "layout": variant.layout,
+        "layout_description": layout_description,
+        "variant": variant.name,
+        "family": family,
+        "parameters": parameters,
+        "conversion": summary,
+        "from_training_args": variant.from_args,
+        "assumed": variant.assumed,
+        "notes": notes,
+        "model": {"family": family, "args": args, "checkpoint": str(Path(path).resolve()), **({"ema": True} if ema else {})},
+        "transform_preset": preset,
+    }

@@ -44,8 +44,8 @@ REFERENCES: dict[str, ReferenceRecipe] = {
     for recipe in [
         ReferenceRecipe(
             name="digits-spikformer",
-            description="Spikformer (T=4, 16x16 input, patch 4, 64-dim, 4 heads, 2 blocks) on scikit-learn's digits",
-            family="spikformer",
+            description="SpikingJelly's Spikformer (T=4, 16x16 input, patch 4, 64-dim, 4 heads, 2 blocks) on scikit-learn's digits",
+            family="spikingjelly_spikformer",
             args={
                 "T": 4, "in_channels": 1, "image_size": 16, "patch_size": 4, "num_classes": 10,
                 "embed_dims": 64, "num_heads": 4, "mlp_ratio": 4.0, "depths": 2,
@@ -75,7 +75,9 @@ def check_reference_fits(name: str, spec: Spec) -> None:
             f"model.checkpoint: unknown reference model '{name}'; known: {', '.join(sorted(REFERENCES))}"
         )
     recipe = REFERENCES[name]
-    if spec.model.family != recipe.family:
+    from autocompress.spec import FAMILY_ALIASES
+
+    if FAMILY_ALIASES.get(spec.model.family, spec.model.family) != recipe.family:
         raise ValueError(
             f"model.family: reference model '{name}' is a {recipe.family}, the spec says {spec.model.family}"
         )
