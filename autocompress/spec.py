@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import logging
 import os
 import re
 import time
@@ -125,10 +126,17 @@ class _ModelBase(_Strict):
     checkpoint: str | None = Field(
         default=None,
         description=(
-            "State-dict checkpoint of the trained model (loaded with weights only), or "
-            "'reference:NAME' for a reference model autocompress trains itself on "
-            "embedded data (see `autocompress train-reference --list`)."
+            "Checkpoint of the trained model, loaded with weights only: a state dict, or a training "
+            "script's checkpoint (timm's model_best.pth.tar / checkpoint-N.pth.tar); the official "
+            "Spikformer and Spike-driven Transformer layouts are converted (`autocompress "
+            "inspect-checkpoint FILE` says which family and args fit a file). Or 'reference:NAME' for a "
+            "reference model autocompress trains itself on embedded data (see `autocompress "
+            "train-reference --list`)."
         ),
+    )
+    ema: bool = Field(
+        default=False,
+        description="use the checkpoint's EMA weights (timm's state_dict_ema) instead of its model weights",
     )
 
     @field_validator("checkpoint")
@@ -151,7 +159,7 @@ def _check_embedding(embed_dims: int, num_heads: int) -> None:
 
 
 class SpikformerArgs(_Strict):
-    """Arguments of SpikingJelly's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
+    """Arguments of SpikingJelly 2.0's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
 
     T: PositiveInt = Field(4, description="time steps")
     in_channels: PositiveInt = 3
@@ -171,8 +179,48 @@ class SpikformerArgs(_Strict):
         return self
 
 
+class _OfficialSpikformerArgs(_Strict):
+    T: PositiveInt = Field(4, description="time steps (the official code uses 4)")
+    in_channels: PositiveInt = 3
+    mlp_ratio: PositiveFloat = 4.0
+    _patch = 16
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> _OfficialSpikformerArgs:
+        _check_embedding(self.embed_dims, self.num_heads)
+        if self.image_size % self._patch:
+            raise ValueError(f"image_size {self.image_size} must be divisible by {self._patch} (the stem pools "
+                             f"{self._patch.bit_length() - 1} times by 2)")
+        return self
+
+
+class SpikformerImageNetArgs(_OfficialSpikformerArgs):
+    """Arguments of the official Spikformer ImageNet model (ZK-Zhou/spikformer imagenet/model.py;
+    defaults: Spikformer-8-512, 224x224; 8-384 and 8-768 use 12 heads). The stem pools four
+    times (16x16 patches)."""
+
+    image_size: PositiveInt = 224
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+
+
+class SpikformerCIFARArgs(_OfficialSpikformerArgs):
+    """Arguments of the official Spikformer CIFAR model (ZK-Zhou/spikformer cifar10/model.py, also
+    CIFAR-100; defaults: Spikformer-4-384, 32x32). The stem pools twice (4x4 patches)."""
+
+    image_size: PositiveInt = 32
+    num_classes: PositiveInt = 10
+    embed_dims: PositiveInt = 384
+    num_heads: PositiveInt = 12
+    depths: PositiveInt = Field(4, description="number of transformer blocks")
+    _patch = 4
+
+
 class SpikeDrivenTransformerArgs(_Strict):
-    """Arguments of SpikingJelly's ``SpikeDrivenTransformer`` (defaults: SDT-8-384)."""
+    """Arguments of the Spike-driven Transformer v1 (defaults: SDT-8-384, ImageNet; CIFAR models
+    use pooling_stat '0011' at 32x32)."""
 
     T: PositiveInt = Field(4, description="time steps")
     in_channels: PositiveInt = 3
@@ -192,12 +240,36 @@ class SpikeDrivenTransformerArgs(_Strict):
         return self
 
 
-class SpikformerModel(_ModelBase):
-    family: Literal["spikformer"]
+# Old family names that still build what they built -> the name that says what it is.
+FAMILY_ALIASES = {"spikformer": "spikingjelly_spikformer"}
+
+
+class SpikingJellySpikformerModel(_ModelBase):
+    """SpikingJelly 2.0's own Spikformer (stem conv -> BN -> max-pool -> LIF). It is not the network
+    of the official Spikformer checkpoints: use spikformer_imagenet / spikformer_cifar for those.
+    'spikformer' is its name before 0.2, still accepted."""
+
+    family: Literal["spikingjelly_spikformer", "spikformer"]
     args: SpikformerArgs = Field(default_factory=SpikformerArgs)
 
 
+class SpikformerImageNetModel(_ModelBase):
+    """The official Spikformer ImageNet network; loads the authors' checkpoints."""
+
+    family: Literal["spikformer_imagenet"]
+    args: SpikformerImageNetArgs = Field(default_factory=SpikformerImageNetArgs)
+
+
+class SpikformerCIFARModel(_ModelBase):
+    """The official Spikformer CIFAR-10/100 network; loads the authors' checkpoints."""
+
+    family: Literal["spikformer_cifar"]
+    args: SpikformerCIFARArgs = Field(default_factory=SpikformerCIFARArgs)
+
+
 class SpikeDrivenTransformerModel(_ModelBase):
+    """Spike-driven Transformer v1 as the official code computes it; loads the authors' checkpoints."""
+
     family: Literal["spike_driven_transformer"]
     args: SpikeDrivenTransformerArgs = Field(default_factory=SpikeDrivenTransformerArgs)
 
@@ -231,7 +303,8 @@ class CustomModel(_ModelBase):
 
 
 ModelSpec = Annotated[
-    Union[SpikformerModel, SpikeDrivenTransformerModel, CustomModel],
+    Union[SpikformerImageNetModel, SpikformerCIFARModel, SpikeDrivenTransformerModel, SpikingJellySpikformerModel,
+          CustomModel],
     Field(discriminator="family"),
 ]
 
@@ -263,6 +336,41 @@ class CalibrationSpec(_Strict):
         return _resolve_path(value, info, must_exist=True, kind="calibration folder")
 
 
+TRANSFORM_PRESETS = ("timm_default", "spikformer_imagenet", "sdt_imagenet", "cifar10", "cifar100")
+
+
+class TransformSpec(_Strict):
+    """Evaluation preprocessing: resize the shorter side to floor(image_size / crop_fraction), center-crop
+    image_size, normalise. A preset sets all four as an official evaluation config does; the other
+    fields override it."""
+
+    preset: Literal[TRANSFORM_PRESETS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description=(
+            "timm_default (crop 0.875, bilinear, ImageNet mean/std; the imagefolder default), "
+            "spikformer_imagenet (crop 1.0, bicubic: ZK-Zhou/spikformer imagenet.yml), sdt_imagenet (crop 0.95, "
+            "bicubic: Spike-Driven-Transformer conf/imagenet), cifar10 / cifar100 (crop 1.0, bicubic, the CIFAR "
+            "mean/std; cifar10 is the cifar10 default)"
+        ),
+    )
+    crop_fraction: float | None = Field(default=None, gt=0.05, le=1.0, description="timm's crop_pct")
+    interpolation: Literal["bilinear", "bicubic"] | None = None
+    mean: Annotated[list[float], Field(min_length=1, max_length=4)] | None = None
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = None
+
+    def resolve(self, dataset: str):
+        """The :class:`~autocompress.data._transforms.EvalTransform` these settings describe."""
+        from autocompress.data._transforms import PRESETS
+
+        base = PRESETS[self.preset or ("cifar10" if dataset == "cifar10" else "timm_default")]
+        return type(base)(
+            crop_fraction=self.crop_fraction if self.crop_fraction is not None else base.crop_fraction,
+            interpolation=self.interpolation or base.interpolation,
+            mean=tuple(self.mean) if self.mean is not None else base.mean,
+            std=tuple(self.std) if self.std is not None else base.std,
+        )
+
+
 class DataSpec(_Strict):
     dataset: Literal["digits", "imagefolder", "cifar10"] = "digits"
     root: Path | None = Field(
@@ -279,6 +387,10 @@ class DataSpec(_Strict):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     batch_size: PositiveInt = 128
     workers: NonNegativeInt = Field(0, description="data-loading worker processes")
+    transform: TransformSpec = Field(
+        default_factory=TransformSpec,
+        description="evaluation preprocessing of imagefolder and cifar10 images (preset, crop, interpolation, mean/std)",
+    )
 
     @field_validator("root")
     @classmethod
@@ -295,6 +407,14 @@ class DataSpec(_Strict):
             raise ValueError("data.calibration.root is only used with dataset 'imagefolder'")
         if self.image_size is None:
             self.image_size = {"digits": 16, "cifar10": 32, "imagefolder": 224}[self.dataset]
+        if self.dataset == "digits" and self.transform != TransformSpec():
+            raise ValueError("data.transform is for imagefolder and cifar10 images; the digits set has no "
+                             "preprocessing to set: remove data.transform")
+        for name in ("mean", "std"):
+            values = getattr(self.transform, name)
+            if values is not None and len(values) != 3:
+                raise ValueError(f"data.transform.{name} has {len(values)} values; {self.dataset} images have "
+                                 "3 channels (R, G, B)")
         return self
 
 
@@ -475,7 +595,14 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _model_fits_data(self, info: ValidationInfo) -> Spec:
         args = self.model.args
-        if isinstance(args, (SpikformerArgs, SpikeDrivenTransformerArgs)):
+        if isinstance(args, (SpikformerArgs, _OfficialSpikformerArgs, SpikeDrivenTransformerArgs)):
+            if "image_size" not in args.model_fields_set:  # unset: the data's size (one --set changes both)
+                args.image_size = self.data.image_size
+                try:
+                    args._shapes_fit()
+                except ValueError as error:
+                    raise ValueError(f"data.image_size {self.data.image_size} does not fit the model "
+                                     f"(model.args.image_size follows it): {error}") from None
             if args.image_size != self.data.image_size:
                 raise ValueError(
                     f"model.args.image_size {args.image_size} differs from data.image_size "
@@ -551,9 +678,19 @@ def validate_spec(
     context = {"base_dir": Path(base_dir or Path.cwd()).resolve(), "check_paths": check_paths,
                "confine": None if confine is None else [os.path.realpath(root) for root in confine]}
     try:
-        return Spec.model_validate(data, context=context)
+        spec = Spec.model_validate(data, context=context)
     except ValidationError as error:
         raise SpecError(source, format_validation_errors(error)) from None
+    if spec.model.family == "spikformer" and source not in _WARNED_ALIAS:
+        _WARNED_ALIAS.add(source)
+        logging.getLogger("autocompress").warning(
+            "%s: model.family 'spikformer' is SpikingJelly 2.0's Spikformer, now named 'spikingjelly_spikformer'; "
+            "it is not the network of the official Spikformer checkpoints (use 'spikformer_imagenet' or "
+            "'spikformer_cifar' for those)", source)
+    return spec
+
+
+_WARNED_ALIAS: set[str] = set()
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
@@ -629,7 +766,8 @@ def spec_json_schema() -> dict[str, Any]:
 # Discriminated unions put the tag into the error location (model.spikformer.args...);
 # users never wrote that tag as a key, so it is dropped from the printed path.
 _UNION_TAGS = {
-    "model": {"spikformer", "spike_driven_transformer", "custom"},
+    "model": {"spikformer_imagenet", "spikformer_cifar", "spike_driven_transformer", "spikingjelly_spikformer",
+              "spikformer", "custom"},
     "strategy": {"prioritized", "greedy", "beam", "tpe", "nsga2", "random"},
 }
 

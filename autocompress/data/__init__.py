@@ -18,10 +18,12 @@ def load_data(data) -> DataBundle:
         from autocompress.data.imagefolder import load_imagefolder_bundle
 
         return load_imagefolder_bundle(
-            data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit, calibration.root
+            data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit, calibration.root,
+            data.transform.resolve(data.dataset),
         )
     if data.dataset == "cifar10":
         from autocompress.data.cifar10 import load_cifar10_bundle
 
-        return load_cifar10_bundle(data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit)
+        return load_cifar10_bundle(data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit,
+                                   data.transform.resolve(data.dataset))
     raise ValueError(f"unknown dataset {data.dataset!r}")  # unreachable: the spec validates it

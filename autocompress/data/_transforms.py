@@ -1,12 +1,17 @@
 """Evaluation transforms on PIL images, without torchvision.
 
 torchvision's compiled extension does not load with PyTorch's CPU build (and no CPU
-torchvision wheel exists), so the standard ImageNet evaluation transform is done here
-with Pillow and torch: resize the shorter side to ``size / crop_fraction`` (bilinear,
-as torchvision's PIL path does), center-crop ``size``, scale to [0, 1], normalise.
+torchvision wheel exists), so timm's evaluation transform is done here with Pillow and
+torch, as timm computes it: resize the shorter side to ``floor(size / crop_fraction)``
+(the longer side truncated, as torchvision's ``Resize`` does), center-crop ``size``,
+scale to [0, 1], normalise. The crop fraction, interpolation and mean/std come from
+the spec (``data.transform``), with presets for the official evaluation configs.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,16 +19,38 @@ from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_FRACTION = 0.875
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
-def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+@dataclass(frozen=True)
+class EvalTransform:
+    crop_fraction: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
+# The evaluation settings of the official training configs (timm's crop_pct, interpolation, mean, std).
+PRESETS = {
+    "timm_default": EvalTransform(),  # timm's ImageNet default, and autocompress's before presets
+    "spikformer_imagenet": EvalTransform(1.0, "bicubic"),  # ZK-Zhou/spikformer imagenet/imagenet.yml
+    "sdt_imagenet": EvalTransform(0.95, "bicubic"),  # BICLab/Spike-Driven-Transformer conf/imagenet/*.yml
+    "cifar10": EvalTransform(1.0, "bicubic", CIFAR10_MEAN, CIFAR10_STD),  # both repositories' CIFAR-10 configs
+    "cifar100": EvalTransform(1.0, "bicubic", CIFAR100_MEAN, CIFAR100_STD),  # SDT conf/cifar100/*.yml
+}
+
+
+def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
     width, height = image.size
     if width <= height:
-        new_w, new_h = size, max(1, round(height * size / width))
+        new_w, new_h = size, max(1, int(height * size / width))
     else:
-        new_w, new_h = max(1, round(width * size / height)), size
-    return image.resize((new_w, new_h), Image.BILINEAR)
+        new_w, new_h = max(1, int(width * size / height)), size
+    return image.resize((new_w, new_h), INTERPOLATION[interpolation])
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -38,8 +65,8 @@ def to_normalized_tensor(image: Image.Image, mean: tuple[float, ...], std: tuple
     return (tensor - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 
 
-def evaluation_transform(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """The standard evaluation transform: resize, center crop, normalise -> [3, size, size]."""
+def evaluation_transform(image: Image.Image, size: int, transform: EvalTransform = EvalTransform()) -> torch.Tensor:
+    """The evaluation transform: resize, center crop, normalise -> [3, size, size]."""
     image = image.convert("RGB")
-    image = center_crop(resize_shorter(image, round(size / CROP_FRACTION)), size)
-    return to_normalized_tensor(image, mean, std)
+    image = center_crop(resize_shorter(image, math.floor(size / transform.crop_fraction), transform.interpolation), size)
+    return to_normalized_tensor(image, transform.mean, transform.std)

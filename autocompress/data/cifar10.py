@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import pickle
 from pathlib import Path
 
@@ -22,10 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from autocompress.data._common import DataBundle, Item, balanced_subset
+from autocompress.data._transforms import PRESETS, EvalTransform
 from autocompress.errors import DataError
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 RECORD_BYTES = 1 + 3 * 32 * 32
 OFFICIAL_MD5 = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -92,24 +92,32 @@ def _batch_reader(root: Path):
 
 
 class CIFARDataset(Dataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int):
-        self.images, self.labels, self.image_size = images, labels, image_size
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int, transform: EvalTransform):
+        self.images, self.labels, self.image_size, self.transform = images, labels, image_size, transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> Item:
-        return to_tensor(self.images[index : index + 1], self.image_size)[0], int(self.labels[index]), ""
+        return to_tensor(self.images[index : index + 1], self.image_size, self.transform)[0], int(self.labels[index]), ""
 
 
-def to_tensor(images: np.ndarray, image_size: int) -> torch.Tensor:
+def to_tensor(images: np.ndarray, image_size: int, transform: EvalTransform = PRESETS["cifar10"]) -> torch.Tensor:
+    """[N, 3, 32, 32] uint8 -> normalised float, resized to ``floor(image_size / crop_fraction)``
+    and center-cropped to ``image_size`` (no resize at 32 with crop fraction 1)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
-    if image_size != 32:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-    return (x - torch.tensor(CIFAR_MEAN).view(1, -1, 1, 1)) / torch.tensor(CIFAR_STD).view(1, -1, 1, 1)
+    scale = math.floor(image_size / transform.crop_fraction)
+    if scale != 32:
+        x = F.interpolate(x, size=(scale, scale), mode=transform.interpolation, align_corners=False, antialias=True)
+    if scale != image_size:
+        top = round((scale - image_size) / 2)
+        x = x[:, :, top:top + image_size, top:top + image_size]
+    mean, std = torch.tensor(transform.mean).view(1, -1, 1, 1), torch.tensor(transform.std).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
-def load_cifar10_bundle(root: Path, image_size: int, calibration_size: int, calibration_seed: int, limit: int | None) -> DataBundle:
+def load_cifar10_bundle(root: Path, image_size: int, calibration_size: int, calibration_seed: int, limit: int | None,
+                        transform: EvalTransform = PRESETS["cifar10"]) -> DataBundle:
     read = _batch_reader(root)
     test_x, test_y = read("test_batch")
     try:
@@ -126,8 +134,8 @@ def load_cifar10_bundle(root: Path, image_size: int, calibration_size: int, cali
         keep = balanced_subset(test_y, limit, calibration_seed)
         test_x, test_y = test_x[keep], test_y[keep]
     return DataBundle(
-        validation=CIFARDataset(test_x, test_y, image_size),
-        calibration=to_tensor(train_x[calib], image_size),
+        validation=CIFARDataset(test_x, test_y, image_size, transform),
+        calibration=to_tensor(train_x[calib], image_size, transform),
         calibration_labels=torch.from_numpy(train_y[calib]),
         num_classes=10,
         description=f"cifar10 {root}: {len(test_y)} test images at {image_size}x{image_size}; calibration {len(calib)} {source}",

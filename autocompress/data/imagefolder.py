@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from autocompress.data._common import DataBundle, Item, balanced_subset, log
-from autocompress.data._transforms import evaluation_transform
+from autocompress.data._transforms import EvalTransform, evaluation_transform
 from autocompress.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
@@ -56,32 +56,33 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     return classes, samples
 
 
-def read_image(path: str, image_size: int) -> torch.Tensor | None:
+def read_image(path: str, image_size: int, transform: EvalTransform) -> torch.Tensor | None:
     """The transformed image, or None (logged with the file name) when it cannot be read."""
     try:
         with Image.open(path) as image:
-            return evaluation_transform(image, image_size)
+            return evaluation_transform(image, image_size, transform)
     except Exception as error:  # PIL raises many kinds for a broken file
         log.warning("skipping unreadable image %s: %s", path, error)
         return None
 
 
 class ImageFolderDataset(Dataset):
-    def __init__(self, samples: list[tuple[str, int]], image_size: int):
-        self.samples, self.image_size = samples, image_size
+    def __init__(self, samples: list[tuple[str, int]], image_size: int, transform: EvalTransform):
+        self.samples, self.image_size, self.transform = samples, image_size, transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Item:
         path, label = self.samples[index]
-        return read_image(path, self.image_size), label, path
+        return read_image(path, self.image_size, self.transform), label, path
 
 
-def _load_batch(samples: list[tuple[str, int]], image_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _load_batch(samples: list[tuple[str, int]], image_size: int,
+                transform: EvalTransform) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     images, labels, skipped = [], [], []
     for path, label in samples:
-        image = read_image(path, image_size)
+        image = read_image(path, image_size, transform)
         if image is None:
             skipped.append(path)
         else:
@@ -94,7 +95,7 @@ def _load_batch(samples: list[tuple[str, int]], image_size: int) -> tuple[torch.
 
 def load_imagefolder_bundle(
     root: Path, image_size: int, calibration_size: int, calibration_seed: int,
-    limit: int | None, calibration_root: Path | None = None,
+    limit: int | None, calibration_root: Path | None = None, transform: EvalTransform = EvalTransform(),
 ) -> DataBundle:
     classes, samples = scan_image_folder(root)
     labels = np.array([label for _, label in samples])
@@ -117,17 +118,18 @@ def load_imagefolder_bundle(
         source = "sliced from the validation folder and excluded from validation"
     if limit is not None:
         samples = [samples[i] for i in balanced_subset(labels, limit, calibration_seed)]
-    calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size)
+    calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size, transform)
     if skipped:
         notes.append(f"{len(skipped)} unreadable calibration images skipped: {', '.join(skipped[:5])}")
     return DataBundle(
-        validation=ImageFolderDataset(samples, image_size),
+        validation=ImageFolderDataset(samples, image_size, transform),
         calibration=calibration,
         calibration_labels=calibration_labels,
         num_classes=len(classes),
         description=(
             f"imagefolder {root}: {len(samples)} validation images, {len(classes)} classes, "
-            f"{image_size}x{image_size}; calibration {len(calibration_labels)} {source}"
+            f"{image_size}x{image_size} (crop {transform.crop_fraction:g}, {transform.interpolation}); "
+            f"calibration {len(calibration_labels)} {source}"
         ),
         notes=notes,
     )
