@@ -1,6 +1,8 @@
 """experiments/imagenet: the papers' ImageNet specs stay runnable. Each one is pointed at
 a fake ImageNet validation folder (a few generated JPEGs in the ImageNet layout) and a
-tiny Spikformer checkpoint through `--set`, validated, and searched end to end."""
+tiny checkpoint in the official code's layout, saved as its train.py saves it (a timm
+checkpoint dict with an argparse.Namespace), through `--set`, validated, evaluated,
+grouped and searched end to end."""
 
 from __future__ import annotations
 
@@ -15,20 +17,27 @@ import torch
 import yaml
 from PIL import Image
 
-from autocompress.models import create_model
+import official_models as om
 from conftest import REPO
+from test_official import save_like_timm
 
 IMAGENET = REPO / "experiments" / "imagenet"
 SPECS = sorted(IMAGENET.glob("*.yaml"))
 WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
-TINY = {"model.args.image_size": 32, "data.image_size": 32, "model.args.patch_size": 4, "model.args.embed_dims": 16,
+TINY = {"data.image_size": 32, "model.args.embed_dims": 16,
         "model.args.num_heads": 2, "model.args.depths": 1, "model.args.mlp_ratio": 2.0, "model.args.T": 2,
         "model.args.num_classes": len(WNIDS), "data.calibration.size": 4, "data.batch_size": 8, "data.workers": 0,
         "execution.workers": 0, "execution.device": "cpu"}
+OFFICIAL = {  # the official network of each family, at TINY's size
+    "spikformer_imagenet": lambda: om.SpikformerImageNet(T=2, num_classes=len(WNIDS), embed_dims=16, num_heads=2,
+                                                         mlp_ratio=2.0, depths=1),
+    "spike_driven_transformer": lambda: om.SpikeDrivenTransformer(T=2, num_classes=len(WNIDS), embed_dims=16,
+                                                                  num_heads=2, mlp_ratios=2.0, depths=1),
+}
 
 
 @pytest.fixture(scope="module")
-def fake_imagenet(tmp_path_factory) -> tuple[Path, Path]:
+def fake_imagenet(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("imagenet")
     rng = np.random.default_rng(0)
     val = root / "val"
@@ -37,22 +46,12 @@ def fake_imagenet(tmp_path_factory) -> tuple[Path, Path]:
         for i in range(4):
             pixels = rng.integers(0, 256, size=(40 + 7 * c, 52, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(val / wnid / f"ILSVRC2012_val_{c * 4 + i:08d}.JPEG")
-    section = yaml.safe_load(SPECS[0].read_text())["model"]
-    for key, value in TINY.items():
-        if key.startswith("model.args."):
-            section["args"][key.rsplit(".", 1)[1]] = value
-    model = _tiny_model(section)
-    checkpoint = root / "tiny-spikformer.pt"
-    torch.save(model.net.state_dict(), checkpoint)
-    return val, checkpoint
-
-
-def _tiny_model(model_section: dict):
-    from pydantic import TypeAdapter
-
-    from autocompress.spec import ModelSpec
-
-    return create_model(TypeAdapter(ModelSpec).validate_python({**model_section, "checkpoint": None}))
+    checkpoints = {}
+    for family, build in OFFICIAL.items():
+        torch.manual_seed(0)
+        checkpoints[family] = root / f"{family}-model_best.pth.tar"
+        save_like_timm(checkpoints[family], om.randomize(build()), {})
+    return val, checkpoints
 
 
 def _sets(val: Path, checkpoint: Path) -> list[str]:
@@ -67,11 +66,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_specs_mirror_the_papers():
     names = {spec.stem: yaml.safe_load(spec.read_text()) for spec in SPECS}
-    assert set(names) == {"primesvt_prune", "aq4svit_greedy", "aq4svit_beam", "joint"}
+    assert set(names) == {"primesvt_prune", "aq4svit_greedy", "aq4svit_beam", "joint", "sdt_joint"}
     for data in names.values():
         args = data["model"]["args"]
-        assert (args["embed_dims"], args["depths"], args["T"], args["image_size"]) == (512, 8, 4, 224)
+        assert (args["embed_dims"], args["depths"], args["T"], data["data"]["image_size"]) == (512, 8, 4, 224)
         assert data["data"]["dataset"] == "imagefolder"
+        official = "spikformer_imagenet" if data["model"]["family"] == "spikformer_imagenet" else "sdt_imagenet"
+        assert data["model"]["family"] in OFFICIAL and data["data"]["transform"]["preset"] == official
     assert names["primesvt_prune"]["space"]["search"] == "prune"
     assert names["primesvt_prune"]["constraints"]["accuracy"]["max_drop"] == 3.0
     assert names["primesvt_prune"]["strategy"]["name"] == "prioritized"
@@ -89,10 +90,16 @@ def test_without_inputs_validate_names_them():
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
 def test_imagenet_spec_runs_on_a_fake_imagenet(spec, fake_imagenet, tmp_path):
-    val, checkpoint = fake_imagenet
-    sets = _sets(val, checkpoint)
+    val, checkpoints = fake_imagenet
+    sets = _sets(val, checkpoints[yaml.safe_load(spec.read_text())["model"]["family"]])
     done = _cli("validate", str(spec), *sets)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+    if spec.stem in ("joint", "sdt_joint"):  # the official checkpoint is converted; evaluate and groups run on it
+        done = _cli("evaluate", str(spec), *sets, "--json")
+        assert done.returncode == 0 and "converted an official" in done.stderr, done.stderr
+        assert json.loads(done.stdout)["evaluation"]["total"] == 4 * len(WNIDS) - TINY["data.calibration.size"]
+        done = _cli("groups", str(spec), *sets)
+        assert done.returncode == 0 and "attention" in done.stdout, done.stderr
     run = tmp_path / "run"
     done = _cli("search", str(spec), *sets, "--run-dir", str(run), "--max-full-evaluations", "3")
     assert done.returncode == 0, done.stderr

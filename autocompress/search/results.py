@@ -94,11 +94,12 @@ def pareto_front(results: list[Result]) -> list[Result]:
 def hypervolume(front: list[Result], constraints: Constraints) -> float:
     """Area dominated by the front in (memory saving, accuracy / baseline accuracy), both
     in [0, 1], against the reference point (0 saving, 0 accuracy): 1.0 would be a model
-    of no size at the baseline's accuracy; the baseline itself scores 0."""
+    of no size at the baseline's accuracy; the baseline itself scores 0. A baseline at 0 %
+    (an untrained model, random data) makes every point's accuracy ratio 1."""
     area, best_accuracy = 0.0, 0.0
     for point in front:  # smallest memory (largest saving) first, accuracy rising
         saving = max(0.0, 1 - point.memory_bytes / constraints.baseline_bytes)
-        accuracy = min(1.0, point.accuracy / constraints.baseline_accuracy)
+        accuracy = min(1.0, point.accuracy / constraints.baseline_accuracy) if constraints.baseline_accuracy > 0 else 1.0
         if accuracy > best_accuracy:
             area += saving * (accuracy - best_accuracy)
             best_accuracy = accuracy
