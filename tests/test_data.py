@@ -14,7 +14,7 @@ from autocompress.data import balanced_subset, load_data
 from autocompress.data.cifar10 import RECORD_BYTES
 from autocompress.data.digits import digits_split
 from autocompress.engine import evaluate_accuracy
-from autocompress.errors import DataError
+from autocompress.errors import DataError, SpecError
 from autocompress.models import create_model
 from autocompress.spec import validate_spec
 from conftest import make_spec_data
@@ -159,3 +159,37 @@ def test_cifar10_python_release_is_only_unpickled_when_official(tmp_path, capsys
     with pytest.raises(DataError, match="not the official CIFAR-10 Python release"):
         load_data(cifar_spec(tmp_path, tmp_path / "cifar").data)
     assert "this must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("preset", "crop", "resample"), [("timm_default", 0.875, Image.BILINEAR),
+                                                          ("spikformer_imagenet", 1.0, Image.BICUBIC),
+                                                          ("sdt_imagenet", 0.95, Image.BICUBIC)])
+def test_transform_presets_compute_what_timm_computes(preset, crop, resample):
+    """timm's eval transform: Resize(floor(size / crop_pct)) on the shorter side, the longer one
+    truncated (torchvision's rule), CenterCrop(size), ToTensor, Normalize."""
+    from autocompress.data._transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, evaluation_transform
+    from autocompress.spec import TransformSpec
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, size=(301, 437, 3), dtype=np.uint8))  # H 301, W 437
+    size = 64
+    scale = int(size / crop)
+    resized = image.resize((int(437 * scale / 301), scale), resample)
+    left, top = round((resized.width - size) / 2), round((resized.height - size) / 2)
+    expected = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    expected = (torch.from_numpy(expected).permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+    transform = TransformSpec(preset=preset).resolve("imagefolder")
+    assert transform == PRESETS[preset]
+    assert torch.allclose(evaluation_transform(image, size, transform), expected, atol=1e-6)
+    overridden = TransformSpec(preset=preset, crop_fraction=0.5, interpolation="bilinear").resolve("imagefolder")
+    assert (overridden.crop_fraction, overridden.interpolation, overridden.mean) == (0.5, "bilinear", IMAGENET_MEAN)
+
+
+def test_transform_is_refused_for_digits_and_checked_for_rgb(tmp_path):
+    with pytest.raises(SpecError, match="remove data.transform"):
+        validate_spec(make_spec_data(**{"data.transform": {"preset": "cifar10"}}), base_dir=tmp_path)
+    data = make_spec_data(**{"data.dataset": "imagefolder", "data.root": str(tmp_path),
+                             "data.transform": {"mean": [0.5, 0.5]}})
+    with pytest.raises(SpecError, match="transform.mean has 2 values"):
+        validate_spec(data, base_dir=tmp_path)

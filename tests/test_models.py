@@ -112,7 +112,7 @@ def _torch_saved_payload() -> bytes:
         (bytes(range(256)) * 4, "not a file torch.save writes"),  # random-looking bytes
         (b"", "the file is empty"),
         (pickle.dumps(Payload()), "not a readable PyTorch state-dict file"),
-        (_torch_saved_payload(), r"holds a Python object other than tensors \(.*print\)"),
+        (_torch_saved_payload(), r"holds Python objects other than tensors and plain data \(builtins.print\)"),
         (None, "file not found"),
     ],
     ids=["garbage-bytes", "random-bytes", "empty", "pickled-code", "torch-saved-code", "missing-file"],

@@ -23,7 +23,7 @@ def errors_of(data: dict, base_dir: Path) -> list[tuple[str, str]]:
 def test_demo_spec_validates():
     spec = load_spec(DEMO_SPEC)
     assert isinstance(spec, Spec)
-    assert spec.model.family == "spikformer"
+    assert spec.model.family == "spikingjelly_spikformer"
     assert spec.strategy.name == "greedy" and spec.strategy.seed == 0
     assert spec.constraints.accuracy.max_drop == 1.5
     assert spec.constraints.memory.min_saving == 0.8
@@ -129,3 +129,11 @@ def test_set_overrides_fields_and_names_bad_ones():
         load_spec(DEMO_SPEC, overrides=["budget.max_full_evaluations=-3"])
     with pytest.raises(SpecError, match="beam_widht"):
         load_spec(DEMO_SPEC, overrides=["strategy.beam_widht=3"])
+
+
+def test_old_spikformer_name_builds_spikingjelly_spikformer_and_says_so(tmp_path, caplog):
+    data = make_spec_data("spikformer")
+    with caplog.at_level("WARNING", logger="autocompress"):
+        spec = validate_spec(data, base_dir=tmp_path, source="old-spec.yaml")
+    assert spec.model.family == "spikformer" and type(spec.model.args).__name__ == "SpikformerArgs"
+    assert "spikingjelly_spikformer" in caplog.text and "spikformer_imagenet" in caplog.text

@@ -94,7 +94,7 @@ def main() -> int:
     rows = measure("digits reference (T=4, 16x16, 64-dim, 2 blocks), batch 64", session.model, digits, args.rates,
                    args.repeats)
     larger = create_model(TypeAdapter(ModelSpec).validate_python({
-        "family": "spikformer", "args": {"T": 4, "in_channels": 3, "image_size": 64, "patch_size": 16,
+        "family": "spikingjelly_spikformer", "args": {"T": 4, "in_channels": 3, "image_size": 64, "patch_size": 16,
                                          "num_classes": 100, "embed_dims": 384, "num_heads": 6, "depths": 4}}))
     images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     rows += measure("Spikformer-4-384 (T=4, 64x64, untrained), batch 8", larger, images, args.rates, args.repeats)

@@ -42,7 +42,7 @@ from _results import publish
 from autocompress.engine import RunStore
 
 TINY = {
-    "name": "load", "model": {"family": "spikformer", "args": {
+    "name": "load", "model": {"family": "spikingjelly_spikformer", "args": {
         "T": 2, "in_channels": 1, "image_size": 16, "patch_size": 4, "num_classes": 10, "embed_dims": 16,
         "num_heads": 2, "mlp_ratio": 2.0, "depths": 1}},
     "data": {"dataset": "digits", "image_size": 16, "validation": {"limit": 40}, "calibration": {"size": 8}},
