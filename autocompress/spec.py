@@ -196,8 +196,8 @@ class _OfficialSpikformerArgs(_Strict):
 
 class SpikformerImageNetArgs(_OfficialSpikformerArgs):
     """Arguments of the official Spikformer ImageNet model (ZK-Zhou/spikformer imagenet/model.py;
-    defaults: Spikformer-8-512, 224x224; 8-384 and 8-768 use 12 heads). The stem pools four
-    times (16x16 patches)."""
+    defaults: Spikformer-8-512 with 8 heads, 224x224, as the official code fixes them). The stem
+    pools four times (16x16 patches)."""
 
     image_size: PositiveInt = 224
     num_classes: PositiveInt = 1000

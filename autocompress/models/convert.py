@@ -241,7 +241,9 @@ def convert(state: dict[str, torch.Tensor], layout: str) -> Conversion:
 
 # ------------------------------------------------------------------------ what a checkpoint is
 
-_DEFAULT_HEADS = {384: 12, 512: 8, 768: 12, 256: 8}  # the published Spikformer/SDT variants
+# Heads have no weights, so a file without saved training arguments does not record them: the
+# official Spikformer code fixes 8 for 8-512 and its CIFAR config 12 for 384; SDT's configs use 8.
+_SPIKFORMER_HEADS = {384: 12, 512: 8}
 
 
 @dataclass
@@ -284,7 +286,8 @@ def describe_variant(state: dict[str, torch.Tensor], train_args: dict[str, Any] 
     saved = {"T": ("time_steps", "time_step"), "num_heads": ("num_heads",), "image_size": ("img_size",)}
     if layout == "sdt-v1":
         saved["pooling_stat"] = ("pooling_stat",)
-    defaults = {"T": 4, "num_heads": _DEFAULT_HEADS.get(dims, 8), "image_size": 32 if cifar_like else 224,
+    heads = 8 if layout == "sdt-v1" else _SPIKFORMER_HEADS.get(dims, 8)
+    defaults = {"T": 4, "num_heads": heads, "image_size": 32 if cifar_like else 224,
                 "pooling_stat": "0011" if cifar_like else "1111"}
     for arg, names in saved.items():
         value = next((train_args[n] for n in names if train_args.get(n) is not None), None)
