@@ -247,7 +247,7 @@ FAMILY_ALIASES = {"spikformer": "spikingjelly_spikformer"}
 class SpikingJellySpikformerModel(_ModelBase):
     """SpikingJelly 2.0's own Spikformer (stem conv -> BN -> max-pool -> LIF). It is not the network
     of the official Spikformer checkpoints: use spikformer_imagenet / spikformer_cifar for those.
-    'spikformer' is its name before 0.2, still accepted."""
+    'spikformer', its earlier name, is still accepted."""
 
     family: Literal["spikingjelly_spikformer", "spikformer"]
     args: SpikformerArgs = Field(default_factory=SpikformerArgs)

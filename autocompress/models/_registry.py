@@ -84,7 +84,7 @@ def canonical_family(family: str) -> str:
 
 
 @register_family("spikingjelly_spikformer")
-@register_family("spikformer")  # the name before 0.2; see FAMILY_ALIASES
+@register_family("spikformer")  # its earlier name; see FAMILY_ALIASES
 def _spikingjelly_spikformer(model_spec) -> nn.Module:
     from spikingjelly.activation_based.model import Spikformer
 
