@@ -387,6 +387,16 @@ class DataSpec(_Strict):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     batch_size: PositiveInt = 128
     workers: NonNegativeInt = Field(0, description="data-loading worker processes")
+    class_index: Literal["auto", "folders", "imagenet"] = Field(
+        default="auto",
+        description=(
+            "imagefolder: how class folders become label numbers. folders: the sorted folder names (class i is "
+            "the i-th folder); imagenet: ImageNet-1k's label numbers, the folders being its synset ids, so a "
+            "folder holding some of the 1,000 classes keeps the labels of a 1,000-way model; auto: imagenet "
+            "when every folder is an ImageNet-1k synset id, there are fewer than 1,000 and the model has 1,000 "
+            "outputs, else folders (the two agree on the full 1,000)"
+        ),
+    )
     transform: TransformSpec = Field(
         default_factory=TransformSpec,
         description="evaluation preprocessing of imagefolder and cifar10 images (preset, crop, interpolation, mean/std)",
@@ -407,6 +417,8 @@ class DataSpec(_Strict):
             raise ValueError("data.calibration.root is only used with dataset 'imagefolder'")
         if self.image_size is None:
             self.image_size = {"digits": 16, "cifar10": 32, "imagefolder": 224}[self.dataset]
+        if self.dataset != "imagefolder" and self.class_index == "imagenet":
+            raise ValueError(f"data.class_index imagenet is for imagefolder data, not {self.dataset}")
         if self.dataset == "digits" and self.transform != TransformSpec():
             raise ValueError("data.transform is for imagefolder and cifar10 images; the digits set has no "
                              "preprocessing to set: remove data.transform")

@@ -193,3 +193,22 @@ def test_transform_is_refused_for_digits_and_checked_for_rgb(tmp_path):
                              "data.transform": {"mean": [0.5, 0.5]}})
     with pytest.raises(SpecError, match="transform.mean has 2 values"):
         validate_spec(data, base_dir=tmp_path)
+
+
+def test_a_subset_of_imagenet_folders_keeps_imagenet_label_numbers(tmp_path):
+    from autocompress.data.imagefolder import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    picked = (wnids[1], wnids[500], wnids[999])
+    root = make_image_folder(tmp_path / "val", classes=picked, per_class=3, corrupt=0)
+    spec = imagefolder_spec(tmp_path, root)
+    bundle = load_data(spec.data, model_classes=1000)  # a 1,000-way model: ImageNet's numbering
+    assert bundle.num_classes == 1000 and "3 of ImageNet-1k's 1,000 classes" in bundle.description
+    assert {label for _, label in bundle.validation.samples} == {1, 500, 999}
+    assert load_data(spec.data, model_classes=3).num_classes == 3  # a 3-way model: the folders' numbering
+    folders = imagefolder_spec(tmp_path, root, **{"data.class_index": "folders"})
+    assert {label for _, label in load_data(folders.data, model_classes=1000).validation.samples} == {0, 1, 2}
+    forced = imagefolder_spec(tmp_path, make_image_folder(tmp_path / "other", corrupt=0),
+                              **{"data.class_index": "imagenet"})
+    with pytest.raises(DataError, match="not ImageNet-1k synset ids: ant, bee, cat"):
+        load_data(forced.data)

@@ -7,8 +7,9 @@ from autocompress.data._common import DataBundle, balanced_subset, collate_skipp
 __all__ = ["DataBundle", "balanced_subset", "collate_skipping", "load_data"]
 
 
-def load_data(data) -> DataBundle:
-    """The :class:`DataBundle` for a validated ``spec.data``."""
+def load_data(data, model_classes: int | None = None) -> DataBundle:
+    """The :class:`DataBundle` for a validated ``spec.data``; ``model_classes`` (the model's
+    outputs) lets ``class_index: auto`` number a subset of ImageNet's folders as ImageNet does."""
     calibration = data.calibration
     if data.dataset == "digits":
         from autocompress.data.digits import load_digits_bundle
@@ -19,7 +20,7 @@ def load_data(data) -> DataBundle:
 
         return load_imagefolder_bundle(
             data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit, calibration.root,
-            data.transform.resolve(data.dataset),
+            data.transform.resolve(data.dataset), data.class_index, model_classes,
         )
     if data.dataset == "cifar10":
         from autocompress.data.cifar10 import load_cifar10_bundle

@@ -1,8 +1,11 @@
 """Image folders in the ImageNet validation layout: ``root/<class>/<image>``.
 
 Classes are the sub-folder names in sorted order (as torchvision's ImageFolder
-numbers them). Unreadable images are reported by file name, skipped, and counted in
-the evaluation result; they never stop an evaluation.
+numbers them); or, when the folders are ImageNet-1k synset ids (``n01440764`` ...),
+ImageNet-1k's own label numbers, so that a folder holding some of the 1,000 classes
+keeps the labels a 1,000-way model was trained with (``data.class_index``). Unreadable
+images are reported by file name, skipped, and counted in the evaluation result; they
+never stop an evaluation.
 """
 
 from __future__ import annotations
@@ -19,6 +22,33 @@ from autocompress.data._transforms import EvalTransform, evaluation_transform
 from autocompress.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
+
+
+def imagenet_wnids() -> list[str]:
+    """ImageNet-1k's 1,000 synset ids in label order (label i is the i-th; they are sorted),
+    as timm lists them (timm/data/_info/imagenet_synsets.txt)."""
+    return (Path(__file__).with_name("imagenet_wnids.txt")).read_text().split()
+
+
+def class_names(root: Path, class_index: str, model_classes: int | None = None) -> list[str] | None:
+    """The class list to number ``root``'s folders by: ImageNet-1k's, or None (the sorted folders).
+
+    ``auto`` takes ImageNet-1k's numbering where it differs and matters: every folder is an
+    ImageNet-1k synset id, there are fewer than 1,000 of them, and the model has 1,000
+    outputs (a model trained on a 100-class ImageNet subset keeps the folder numbering)."""
+    if class_index == "folders" or not root.is_dir():
+        return None
+    wnids = imagenet_wnids()
+    known = set(wnids)
+    found = [entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    strangers = sorted(name for name in found if name not in known)
+    if class_index == "imagenet":
+        if strangers:
+            raise DataError(f"data.class_index is imagenet, but {len(strangers)} class folders of {root} are not "
+                            f"ImageNet-1k synset ids: {', '.join(strangers[:5])}")
+        return wnids
+    subset = bool(found) and not strangers and len(found) < len(wnids)
+    return wnids if subset and model_classes == len(wnids) else None
 
 
 def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
@@ -96,8 +126,10 @@ def _load_batch(samples: list[tuple[str, int]], image_size: int,
 def load_imagefolder_bundle(
     root: Path, image_size: int, calibration_size: int, calibration_seed: int,
     limit: int | None, calibration_root: Path | None = None, transform: EvalTransform = EvalTransform(),
+    class_index: str = "auto", model_classes: int | None = None,
 ) -> DataBundle:
-    classes, samples = scan_image_folder(root)
+    imagenet = class_names(root, class_index, model_classes)
+    classes, samples = scan_image_folder(root, imagenet)
     labels = np.array([label for _, label in samples])
     notes: list[str] = []
     if calibration_root is not None:
@@ -119,6 +151,8 @@ def load_imagefolder_bundle(
     if limit is not None:
         samples = [samples[i] for i in balanced_subset(labels, limit, calibration_seed)]
     calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size, transform)
+    present = len({label for _, label in samples})
+    count = f"{present} of ImageNet-1k's 1,000 classes (its label numbers)" if imagenet else f"{len(classes)} classes"
     if skipped:
         notes.append(f"{len(skipped)} unreadable calibration images skipped: {', '.join(skipped[:5])}")
     return DataBundle(
@@ -127,7 +161,7 @@ def load_imagefolder_bundle(
         calibration_labels=calibration_labels,
         num_classes=len(classes),
         description=(
-            f"imagefolder {root}: {len(samples)} validation images, {len(classes)} classes, "
+            f"imagefolder {root}: {len(samples)} validation images, {count}, "
             f"{image_size}x{image_size} (crop {transform.crop_fraction:g}, {transform.interpolation}); "
             f"calibration {len(calibration_labels)} {source}"
         ),

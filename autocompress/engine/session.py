@@ -71,7 +71,7 @@ class Session:
                 say(f"checkpoint: {conversion}")
         else:
             say("warning: model.checkpoint is not set; the model has untrained (random) weights")
-        data = load_data(spec.data)
+        data = load_data(spec.data, model_classes=model.args.get("num_classes") if model.family != "custom" else None)
         model = model.to(device)
         _check_fit(model, data, device)
         return cls(spec=spec, model=model, data=data, device=device, checkpoint=checkpoint)
