@@ -52,10 +52,11 @@ def read_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> Checkpoint
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
-    _check_format(path)
+    zipped = _check_format(path)
     try:
         with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # mmap: what is never used (the optimizer's moments, twice the weights) is never read into memory
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as error:  # torch raises many kinds (IndexError, UnpicklingError, ...) for a bad file
         raise CheckpointError(f"checkpoint {path}: {_load_failure(error, path)}. {_SAVE_HINT}") from None
     entries = [str(k) for k in obj] if isinstance(obj, dict) else []
@@ -100,8 +101,9 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = 0x80  # torch.save's legacy format starts with a pickle PROTO opcode
 
 
-def _check_format(path: Path) -> None:
-    """Refuse a file that is neither of torch.save's formats before torch parses it."""
+def _check_format(path: Path) -> bool:
+    """Refuse a file that is neither of torch.save's formats before torch parses it; True
+    for the zip format (the legacy one cannot be memory-mapped)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
@@ -112,6 +114,7 @@ def _check_format(path: Path) -> None:
     if head != _ZIP_MAGIC and head[0] != _PICKLE_PROTOCOL:
         raise CheckpointError(f"checkpoint {path}: not a file torch.save writes (neither its zip format nor its "
                               f"legacy format). {_SAVE_HINT}")
+    return head == _ZIP_MAGIC
 
 
 def _load_failure(error: Exception, path: Path) -> str:
@@ -132,7 +135,7 @@ def _load_failure(error: Exception, path: Path) -> str:
               "WeightsUnpickler error")
     kept = [line.strip() for line in text.splitlines() if line.strip() and not any(a in line for a in advice)]
     cause = "; ".join(kept) or type(error).__name__
-    return f"not a readable PyTorch state-dict file ({cause[:300]})"
+    return f"not a readable PyTorch state-dict file ({cause[:2000]})"
 
 
 def _listing(items: list[str]) -> str:
