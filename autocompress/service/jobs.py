@@ -394,9 +394,9 @@ class JobManager:
         """What a client may know of a search: state, progress, best point, job times,
         and for a failed job a summary that cannot carry text from files."""
         run_dir = self.runs_dir / search_id
-        job = _read_json(run_dir / JOB)
         request = _read_json(run_dir / REQUEST)
-        with self.lock:
+        with self.lock:  # tick() ends a job (running, then job.json's exit status) under this lock: one view of both
+            job = _read_json(run_dir / JOB)
             queued = any(item.search_id == search_id for item in self.queue)
             alive = search_id in self.running
         out = {"id": search_id, "name": request.get("name"), "submitted_at": self.submitted.get(search_id),
