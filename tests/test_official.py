@@ -147,6 +147,7 @@ def test_inspect_checkpoint_names_family_variant_and_spec(tmp_path, capsys):
                                       "mlp_ratio": 4.0, "T": 2, "num_heads": 4, "image_size": 32,
                                       "pooling_stat": "0011"}
     assert found["transform_preset"] == "cifar10" and found["assumed"] == []
+    assert found["file"].startswith("timm-style checkpoint (entries: epoch, arch, state_dict, optimizer")
     assert main(["inspect-checkpoint", str(path)]) == 0
     assert "family: spike_driven_transformer" in capsys.readouterr().out
     plain = tmp_path / "plain.pt"
@@ -154,6 +155,7 @@ def test_inspect_checkpoint_names_family_variant_and_spec(tmp_path, capsys):
     assert main(["inspect-checkpoint", str(plain), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["family"] == "spikformer_imagenet" and found["variant"] == "Spikformer-2-64"
+    assert found["file"] == "state dict"
     assert set(found["assumed"]) == {"num_heads", "image_size"}  # the weights do not say; T is fixed at 4 there
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 not really")

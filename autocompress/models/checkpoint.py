@@ -236,8 +236,11 @@ def inspect(path: str | os.PathLike, *, ema: bool = False) -> dict[str, Any]:
         layout_description = "autocompress's own names (a model saved from one of its families)"
     cifar = {10: "cifar10", 100: "cifar100"}.get(args["num_classes"])
     preset = cifar or _PRESET.get(variant.layout, "timm_default")
-    kind = "timm-style checkpoint" if checkpoint.train_args is not None or len(checkpoint.entries) > 1 else "state dict"
-    entries = f" (entries: {', '.join(checkpoint.entries)})" if kind != "state dict" else ""
+    if checkpoint.entry is None:  # the weights are the file's top level
+        kind, entries = "state dict", ""
+    else:
+        kind = "timm-style checkpoint" if checkpoint.train_args is not None else "checkpoint dict"
+        entries = f" (entries: {', '.join(checkpoint.entries[:20])})"
     weights = f"; weights from '{checkpoint.entry}'" if checkpoint.entry else ""
     return {
         "path": str(Path(path).resolve()),

@@ -265,15 +265,11 @@ def describe_variant(state: dict[str, torch.Tensor], train_args: dict[str, Any] 
     if own:
         layout = _own_layout(state)
     train_args = train_args or {}
-    if layout == "sdt-v1":
-        stem0 = state.get("patch_embed.proj_conv.weight", state.get("patch_embed.stages.0.0.weight"))
-        fc1 = state.get("block.0.mlp.fc1_conv.weight", state.get("blocks.0.mlp.fc1.weight"))
-        depth = block_count(state) or block_count(state, "blocks")
-    else:
-        stem0 = state.get("patch_embed.proj_conv.weight", state.get("patch_embed.stages.0.conv_bn.block.0.weight"))
-        fc1 = next((state[k] for k in ("block.0.mlp.fc1_conv.weight", "block.0.mlp.fc1_linear.weight",
-                                       "blocks.0.mlp.fc1.0.weight") if k in state), None)
-        depth = block_count(state) or block_count(state, "blocks")
+    depth = block_count(state) or block_count(state, "blocks")
+    stem0 = next((state[k] for k in ("patch_embed.proj_conv.weight", "patch_embed.stages.0.0.weight",
+                                     "patch_embed.stages.0.conv_bn.block.0.weight") if k in state), None)
+    fc1 = next((state[k] for k in ("block.0.mlp.fc1_conv.weight", "block.0.mlp.fc1_linear.weight",
+                                   "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.0.weight") if k in state), None)
     head = state.get("head.weight")
     if stem0 is None or fc1 is None or head is None or not depth:
         raise ValueError("its tensors do not form a Spikformer or Spike-driven Transformer (no stem, MLP or head found)")
@@ -282,7 +278,7 @@ def describe_variant(state: dict[str, torch.Tensor], train_args: dict[str, Any] 
                             "embed_dims": int(dims), "depths": int(depth),
                             "mlp_ratio": float(fc1.shape[0] / dims)}
     from_args, assumed = [], []
-    cifar_like = layout in ("spikformer-cifar",) or classes in (10, 100)
+    cifar_like = layout == "spikformer-cifar" or classes in (10, 100)
     saved = {"T": ("time_steps", "time_step"), "num_heads": ("num_heads",), "image_size": ("img_size",)}
     if layout == "sdt-v1":
         saved["pooling_stat"] = ("pooling_stat",)
