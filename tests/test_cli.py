@@ -16,10 +16,10 @@ import yaml
 from autocompress.cli import main
 from autocompress.models import create_model
 from autocompress.spec import validate_spec
-from conftest import DEMO_SPEC, REPO, make_spec_data, write_spec
+from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, write_spec
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = HANG_GUARD) -> subprocess.CompletedProcess:
     """``python -m autocompress ARGS`` in a fresh process, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "autocompress", *args], capture_output=True, text=True,
@@ -129,7 +129,7 @@ def test_groups_reports_what_qkformer_leaves_out(tmp_path):
     """The QKFormer example: a custom factory beside its spec, traced and verified."""
     done = subprocess.run(
         [sys.executable, "-m", "autocompress", "groups", str(REPO / "experiments" / "qkformer" / "spec.yaml")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD,
     )
     assert done.returncode == 0, done.stderr
     assert "stage3.0.mlp.fc1.out" in done.stdout
@@ -144,7 +144,7 @@ def test_search_command_writes_pareto_json(reference_cache, tmp_path):
     spec_path.write_text(text)
     env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
     done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(spec_path), "--run-dir", str(tmp_path / "run"),
-                           "--max-full-evaluations", "20"], capture_output=True, text=True, timeout=600, env=env)
+                           "--max-full-evaluations", "20"], capture_output=True, text=True, timeout=HANG_GUARD, env=env)
     assert done.returncode == 0, done.stderr
     assert "Pareto set" in done.stdout and "best feasible point:" in done.stdout
     document = json.loads((tmp_path / "run" / "pareto.json").read_text())

@@ -23,7 +23,7 @@ from autocompress.proxy import Gate
 from autocompress.search import Constraints, Result, SearchLoop, create_strategy
 from autocompress.search.loop import TaskOutcome
 from autocompress.spec import load_spec
-from conftest import DEMO_SPEC, REPO, make_spec_data, write_spec
+from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, write_spec
 from test_strategies import BASELINE_BYTES, OPTIONS, SyntheticEvaluator, make_space
 
 sys.path.insert(0, str(REPO / "experiments" / "engine"))
@@ -237,7 +237,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
 
 
-def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: float = HANG_GUARD) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
@@ -260,14 +260,14 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
     try:
         _wait_for_fulls(run, 2, process)
         status = subprocess.run([sys.executable, "-m", "autocompress", "status", str(run)], capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=HANG_GUARD)
         assert status.returncode == 0, status.stderr
         assert "state:      running" in status.stdout and "of 400" in status.stdout
         second = subprocess.run([sys.executable, "-m", "autocompress", "resume", str(run)], capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=HANG_GUARD)
         assert second.returncode == 2 and "in use by another autocompress driver" in second.stderr
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=HANG_GUARD)
         assert process.returncode == 130, err
     finally:
         if process.poll() is None:
@@ -296,7 +296,7 @@ def test_ray_workers_survive_a_killed_worker(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
     done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(spec), "--run-dir", str(run),
-                           "--workers", "2"], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+                           "--workers", "2"], capture_output=True, text=True, timeout=HANG_GUARD, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "retried after a worker died" in done.stdout
     document = json.loads((run / "pareto.json").read_text())
@@ -315,10 +315,20 @@ def test_demo_search_with_two_ray_workers(reference_cache, tmp_path):
     env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
-                           "--workers", "2"], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+                           "--workers", "2"], capture_output=True, text=True, timeout=HANG_GUARD, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     document = json.loads((run / "pareto.json").read_text())
     assert document["statistics"]["workers"] == 2 and document["best"] is not None
     best = next(p for p in document["points"] if p["id"] == document["best"])
     assert best["feasible"] and best["memory_saving"] >= 0.8 and best["accuracy_drop"] <= 1.5
     assert document["baseline"]["memory_bytes"] == 661808
+
+
+def test_report_gives_every_bit_width_its_own_colour():
+    from autocompress.report.build import bit_colours
+    from autocompress.spec import BITS_CHOICES
+
+    levels, _cmap, norm = bit_colours()
+    colours = [int(norm(bits)) for bits in BITS_CHOICES]
+    assert levels == list(BITS_CHOICES) and 7 in levels
+    assert colours == list(range(len(BITS_CHOICES)))  # 7 bits is no longer drawn as 8

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 import official_models as om
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 from test_official import save_like_timm
 
 IMAGENET = REPO / "experiments" / "imagenet"
@@ -60,7 +60,7 @@ def _sets(val: Path, checkpoint: Path) -> list[str]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autocompress", *args], capture_output=True, text=True, timeout=600,
+    return subprocess.run([sys.executable, "-m", "autocompress", *args], capture_output=True, text=True, timeout=HANG_GUARD,
                           cwd=REPO)
 
 

@@ -34,7 +34,7 @@ from autocompress.engine.store import DB_NAME
 from autocompress.errors import DataError, SpecError, UserInputError
 from autocompress.service.token import write_token_file
 from autocompress.spec import validate_spec
-from conftest import AUTH, REPO, TOKEN, Server, make_spec_data, write_spec
+from conftest import AUTH, HANG_GUARD, REPO, TOKEN, Server, make_spec_data, write_spec
 
 SECRET = "OUTSIDE-SECRET-7f3a"
 INSIDE_SECRET = "INSIDE-SECRET-91c2"
@@ -337,7 +337,7 @@ def test_weak_tokens_and_tampered_token_files_stop_the_service(tmp_path):
 
     def serve(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "autocompress", "serve", "--runs-dir", str(tmp_path / "runs"),
-                               "--port", "1", *args], capture_output=True, text=True, env=env, timeout=120)
+                               "--port", "1", *args], capture_output=True, text=True, env=env, timeout=HANG_GUARD)
 
     weak = serve("--host", "0.0.0.0", "--token", "hunter2")
     assert weak.returncode == 2 and "too weak" in weak.stderr
@@ -387,7 +387,7 @@ def test_only_the_exact_allowed_factory_is_accepted(servers):
     assert accepted.status_code == 201, accepted.text
     server.delete(f"/v1/searches/{accepted.json()['id']}")
     bad = subprocess.run([sys.executable, "-m", "autocompress", "serve", "--allow-factory", "models", "--runs-dir",
-                          str(server.runs.parent / "other")], capture_output=True, text=True, timeout=120)
+                          str(server.runs.parent / "other")], capture_output=True, text=True, timeout=HANG_GUARD)
     assert bad.returncode == 2 and "module:function" in bad.stderr
 
 
@@ -465,7 +465,7 @@ def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
     waiting = lambda search_id: (runs / search_id / "fault-waiting").exists()  # noqa: E731
     wait_for(lambda: waiting(r))
     assert first.delete(f"/v1/searches/{r}").status_code == 200
-    first.wait(r, ("cancelled",), timeout=120)
+    first.wait(r, ("cancelled",), timeout=HANG_GUARD)
     (runs / r / "fault-waiting").unlink()
 
     ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}"})).json()["id"] for i in range(10)]
@@ -483,7 +483,7 @@ def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
     for search_id in [r, *ids]:
         (runs / search_id / "fault-release").write_text("go")
     for search_id in [r, *ids]:
-        assert second.wait(search_id, ("done", "failed", "interrupted"), timeout=600)["state"] == "done"
+        assert second.wait(search_id, ("done", "failed", "interrupted"), timeout=HANG_GUARD)["state"] == "done"
     stop.set()
     watcher.join()
     assert 1 <= peak[0] <= 2
@@ -500,7 +500,7 @@ def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
         jobs.append((job["started_at"], json.loads((runs / search_id / "exit.json").read_text())["ended_at"]))
     assert most_at_once(intervals) <= 2 and most_at_once(jobs) <= 2  # driver sessions; whole jobs
     server = psutil.Process(second.process.pid)  # every supervisor it started is reaped
-    wait_for(lambda: all(child.status() != psutil.STATUS_ZOMBIE for child in server.children()), timeout=60)
+    wait_for(lambda: all(child.status() != psutil.STATUS_ZOMBIE for child in server.children()), timeout=HANG_GUARD)
 
 
 class FakeLauncher:
@@ -567,7 +567,7 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
-def wait_for(condition, timeout: float = 300.0) -> None:
+def wait_for(condition, timeout: float = HANG_GUARD) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
@@ -608,7 +608,7 @@ def test_a_store_deleted_mid_run_stops_the_driver_and_keeps_its_results(tmp_path
     wait_for(lambda: (run_dir / "fault-waiting").exists() or process.poll() is not None)
     (run_dir / DB_NAME).unlink()
     (run_dir / "fault-release").write_text("go")
-    out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=HANG_GUARD)
     assert process.returncode == 2, err
     assert f"{run_dir / DB_NAME} was deleted or replaced" in err
     recovered = list(run_dir.glob("store.sqlite.recovered-*"))
@@ -632,7 +632,7 @@ def test_a_read_only_run_can_be_inspected(tmp_path):
         for command in ("status", "pareto"):
             done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                                    sys.executable, "-m", "autocompress", command, str(run_dir)],
-                                  capture_output=True, text=True, timeout=300, cwd="/")
+                                  capture_output=True, text=True, timeout=HANG_GUARD, cwd="/")
             assert done.returncode == 0, done.stderr
             assert "done" in done.stdout
     finally:
@@ -702,7 +702,7 @@ def test_the_heartbeat_goes_on_while_the_driver_is_busy(tmp_path):
         store.begin_session("search", workers=0, executor="in-process", max_full_evaluations=1)
         first = store.sessions()[-1]["updated_at"]
         store.start_heartbeat(interval=0.05)
-        wait_for(lambda: store.sessions()[-1]["updated_at"] > first, timeout=60)  # the main thread did nothing
+        wait_for(lambda: store.sessions()[-1]["updated_at"] > first, timeout=HANG_GUARD)  # the main thread did nothing
         store.stop_heartbeat()
 
 

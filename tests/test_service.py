@@ -16,7 +16,7 @@ import yaml
 import autocompress
 from autocompress.engine import RunStore, Session
 from autocompress.spec import validate_spec
-from conftest import DEMO_SPEC, Server, free_port, make_spec_data
+from conftest import DEMO_SPEC, HANG_GUARD, Server, free_port, make_spec_data
 
 def tiny(**overrides) -> dict:
     return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})
@@ -111,7 +111,7 @@ def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_p
                    "data.validation.limit": 300})
     search_id = first.post("/v1/searches", json=data).json()["id"]
     first.wait(search_id, ("running",))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD
     while (first.get(f"/v1/searches/{search_id}").json()["progress"] or {}).get("full_evaluations", 0) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -121,14 +121,14 @@ def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_p
     listed = {s["id"]: s for s in second.get("/v1/searches").json()["searches"]}
     assert listed[search_id]["state"] in ("running", "done")
     os.kill(_driver_pid(second, search_id), signal.SIGKILL)  # and now the job dies too
-    status = second.wait(search_id, ("interrupted",), timeout=30)
+    status = second.wait(search_id, ("interrupted",), timeout=HANG_GUARD)
     done_before = status["progress"]["full_evaluations"]
     assert 2 <= done_before < 300
 
     resumed = second.post(f"/v1/searches/{search_id}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] in ("queued", "running")
     assert second.post(f"/v1/searches/{search_id}/resume").status_code == 409  # already queued or running
-    final = second.wait(search_id, ("done", "failed"), timeout=600)
+    final = second.wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
     assert final["state"] == "done", final
     document = second.get(f"/v1/searches/{search_id}/pareto").json()
     stats = document["statistics"]
@@ -160,8 +160,8 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
     while not (server.get(f"/v1/searches/{c}").json()["progress"] or {}).get("full_evaluations"):
         time.sleep(0.2)
     assert server.delete(f"/v1/searches/{c}").status_code == 200
-    server.wait(c, ("cancelled",), timeout=60)
-    deadline = time.monotonic() + 30
+    server.wait(c, ("cancelled",), timeout=HANG_GUARD)
+    deadline = time.monotonic() + HANG_GUARD
     while server.get(f"/v1/searches/{c}").json()["job"].get("exit_code") is None:
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -171,7 +171,7 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
     assert (server.runs / c / "store.sqlite").is_file()
     assert server.delete(f"/v1/searches/{c}").status_code == 409
     assert server.post(f"/v1/searches/{c}/resume").status_code == 200
-    assert server.wait(c, ("done", "failed"), timeout=600)["state"] == "done"
+    assert server.wait(c, ("done", "failed"), timeout=HANG_GUARD)["state"] == "done"
 
 
 def test_job_crash_is_reported_failed_with_a_summary_and_the_log_stays_on_the_server(servers, tmp_path):
@@ -189,7 +189,7 @@ def test_job_crash_is_reported_failed_with_a_summary_and_the_log_stays_on_the_se
 def test_serve_refuses_an_open_host_without_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_TOKEN"}
     done = subprocess.run([sys.executable, "-m", "autocompress", "serve", "--host", "0.0.0.0", "--runs-dir",
-                           str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=60)
+                           str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert done.returncode == 2 and "give --token" in done.stderr
 
 
@@ -200,9 +200,9 @@ def ray_cluster(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     port, dashboard = free_port(), free_port()
     subprocess.run([str(Path(bin_dir) / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
-                    "--num-cpus=2", "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=120)
+                    "--num-cpus=2", "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=HANG_GUARD)
     yield f"http://127.0.0.1:{dashboard}", env
-    subprocess.run([str(Path(bin_dir) / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    subprocess.run([str(Path(bin_dir) / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=HANG_GUARD)
 
 
 @pytest.mark.slow
@@ -210,7 +210,7 @@ def test_searches_run_as_ray_jobs_on_a_cluster(servers, ray_cluster):
     address, env = ray_cluster
     server = servers("--ray-address", address, env=env)
     search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1})).json()["id"]
-    status = server.wait(search_id, ("done", "failed"), timeout=300)
+    status = server.wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
     assert status["state"] == "done", status
     assert status["job"]["launcher"] == "ray" and status["job"]["ray_job"].startswith(f"autocompress-{search_id}")
     document = server.get(f"/v1/searches/{search_id}/pareto").json()

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-QUANTIZED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+from autocompress.spec import BITS_CHOICES
+
 FULL_PRECISION = 32
+QUANTIZED_BITS = tuple(b for b in BITS_CHOICES if b != FULL_PRECISION)  # the spec's vocabulary, less 32
 
 
 def quantizable_layers(net: nn.Module) -> dict[str, int]:

@@ -31,6 +31,7 @@ from autocompress._atomic import atomic_write  # noqa: E402
 from autocompress.engine.pareto_file import pareto_document, run_constraints  # noqa: E402
 from autocompress.engine.store import RunStore  # noqa: E402
 from autocompress.search.results import hypervolume, pareto_front  # noqa: E402
+from autocompress.spec import BITS_CHOICES  # noqa: E402
 
 MB = 1e6
 PLOTS = ("pareto", "configs", "proxy", "progress")
@@ -60,6 +61,14 @@ def _load(store: RunStore) -> _Run:
             elapsed.append(base + record.finished_at - start)
         thresholds.append((count, record.gate_threshold))
     return _Run(pareto_document(store), run_constraints(store), fulls, elapsed, thresholds)
+
+
+def bit_colours() -> tuple[list[int], ListedColormap, BoundaryNorm]:
+    """One colour per bit-width a spec may choose (7 included), bins bounded half-way between them."""
+    levels = list(BITS_CHOICES)
+    cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, len(levels))))
+    middles = [(a + b) / 2 for a, b in zip(levels, levels[1:])]
+    return levels, cmap, BoundaryNorm([levels[0] - 0.5, *middles, levels[-1] + 8], cmap.N)
 
 
 def _save(fig, path: Path) -> Path:
@@ -126,9 +135,7 @@ def plot_configs(run: _Run, path: Path) -> Path:
         values = np.array([[(p["config"] or {}).get(key, {}).get(u, default) for p in points] for u in units],
                           dtype=float)
         if key == "bits":
-            levels = [2, 3, 4, 5, 6, 8, 16, 32]
-            cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, len(levels))))
-            norm = BoundaryNorm([1.5, 2.5, 3.5, 4.5, 5.5, 7, 12, 24, 40], cmap.N)
+            levels, cmap, norm = bit_colours()
             image = ax.imshow(values, aspect="auto", cmap=cmap, norm=norm)
             bar = fig.colorbar(image, ax=ax, ticks=levels)
             bar.set_label("bits (32 = not quantized)")
