@@ -29,10 +29,15 @@ def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool
     return str(ensure_reference(name, progress=progress, say=say))
 
 
+def _declared_classes(model: SViT) -> int | None:
+    """The outputs a family's args declare (None for a custom model: its args are the factory's)."""
+    return model.args.get("num_classes") if model.family != "custom" else None
+
+
 def _check_fit(model: SViT, data: DataBundle, device: torch.device) -> None:
     """The model takes the data's images and has one output per class of the data,
     checked before the first batch (a custom model by one forward pass)."""
-    outputs = model.args.get("num_classes") if model.family != "custom" else None
+    outputs = _declared_classes(model)
     if outputs is None:
         image = data.calibration[:1].to(device)
         try:
@@ -71,7 +76,7 @@ class Session:
                 say(f"checkpoint: {conversion}")
         else:
             say("warning: model.checkpoint is not set; the model has untrained (random) weights")
-        data = load_data(spec.data, model_classes=model.args.get("num_classes") if model.family != "custom" else None)
+        data = load_data(spec.data, model_classes=_declared_classes(model))
         model = model.to(device)
         _check_fit(model, data, device)
         return cls(spec=spec, model=model, data=data, device=device, checkpoint=checkpoint)

@@ -121,21 +121,30 @@ class _Converter:
         stats["num_batches_tracked"] = counter if counter is not None else torch.tensor(0)
         return stats
 
-    def layer_bn(self, layer: str, bn: str, target_weight: str, target_bn: str, *, weight_shape=None) -> None:
-        """``layer`` (its weight reshaped to ``weight_shape``) then ``bn``, the layer's bias folded in."""
-        weight = self.take(f"{layer}.weight")
-        stats = self.batch_norm(bn)
+    def folded(self, layer: str, bn: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``layer``'s weight and the statistics of ``bn`` after it, the layer's bias folded in."""
+        weight, stats = self.take(f"{layer}.weight"), self.batch_norm(bn)
         bias = self.maybe(f"{layer}.bias")
         if bias is not None:
             stats["running_mean"] = fold_bias(stats["running_mean"], bias)
             self.result.folded.append(f"{layer}.bias")
-        self.put(target_weight, weight.reshape(weight_shape) if weight_shape is not None else weight)
+        return weight, stats
+
+    def layer_bn(self, layer: str, bn: str, target_weight: str, target_bn: str, *, conv1d: bool = False) -> None:
+        """``layer`` then ``bn``, the bias folded; ``conv1d``: a Linear [out, in] or 1x1 convolution
+        becomes SpikingJelly's Conv1d weight [out, in, 1]."""
+        weight, stats = self.folded(layer, bn)
+        self.put(target_weight, as_conv1d(weight) if conv1d else weight)
         for name, value in stats.items():
             self.put(f"{target_bn}.{name}", value)
 
     def finish(self) -> Conversion:
         self.result.dropped = [key for key in self.source if key not in self.used]
         return self.result
+
+
+def as_conv1d(weight: torch.Tensor) -> torch.Tensor:
+    return weight.reshape(weight.shape[0], weight.shape[1], 1)
 
 
 def fold_bias(running_mean: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -161,13 +170,8 @@ def _convert_spikformer(state: dict[str, torch.Tensor], layout: str) -> Conversi
         src, dst = f"block.{b}", f"blocks.{b}"
         weights, norms = [], {name: [] for name in BN_KEYS}
         for part in ("q", "k", "v"):
-            weight = c.take(f"{src}.attn.{part}_{kind}.weight")
-            stats = c.batch_norm(f"{src}.attn.{part}_bn")
-            bias = c.maybe(f"{src}.attn.{part}_{kind}.bias")
-            if bias is not None:
-                stats["running_mean"] = fold_bias(stats["running_mean"], bias)
-                c.result.folded.append(f"{src}.attn.{part}_{kind}.bias")
-            weights.append(weight.reshape(weight.shape[0], weight.shape[1], 1))
+            weight, stats = c.folded(f"{src}.attn.{part}_{kind}", f"{src}.attn.{part}_bn")
+            weights.append(as_conv1d(weight))
             for name, value in stats.items():
                 norms[name].append(value)
         c.put(f"{dst}.attn.qkv_conv_bn.0.weight", torch.cat(weights))
@@ -175,14 +179,11 @@ def _convert_spikformer(state: dict[str, torch.Tensor], layout: str) -> Conversi
             c.put(f"{dst}.attn.qkv_conv_bn.1.{name}",
                   values[0] if name == "num_batches_tracked" else torch.cat(values))
         c.result.fused += 1
-        shape = lambda w: (w.shape[0], w.shape[1], 1)  # noqa: E731 - Linear [out, in] or Conv [out, in, 1(, 1)]
-        proj = c.source.get(f"{src}.attn.proj_{kind}.weight")
         c.layer_bn(f"{src}.attn.proj_{kind}", f"{src}.attn.proj_bn", f"{dst}.attn.proj_conv_bn.0.weight",
-                   f"{dst}.attn.proj_conv_bn.1", weight_shape=shape(proj) if proj is not None else None)
+                   f"{dst}.attn.proj_conv_bn.1", conv1d=True)
         for n in (1, 2):
-            fc = c.source.get(f"{src}.mlp.fc{n}_{kind}.weight")
             c.layer_bn(f"{src}.mlp.fc{n}_{kind}", f"{src}.mlp.fc{n}_bn", f"{dst}.mlp.fc{n}.0.weight",
-                       f"{dst}.mlp.fc{n}.1", weight_shape=shape(fc) if fc is not None else None)
+                       f"{dst}.mlp.fc{n}.1", conv1d=True)
     c.put("head.weight", c.take("head.weight"))
     c.put("head.bias", c.take("head.bias"))
     return _check_leftovers(c)
