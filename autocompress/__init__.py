@@ -1,6 +1,6 @@
 """autocompress: constraint-driven compression search for Spiking Vision Transformers."""
 
-__version__ = "0.1.0"
+from autocompress.version import __version__
 
 
 def load(path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from autocompress import __version__
+from autocompress.version import __version__
 from autocompress.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutocompressError
 
 log = logging.getLogger("autocompress")
@@ -51,10 +51,8 @@ def _load_spec(spec_file: Path, overrides: tuple[str, ...] = (), limit_items: tu
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="autocompress")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(debug: bool) -> None:
     """Constraint-driven compression search for Spiking Vision Transformers."""
-    ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
@@ -94,7 +92,7 @@ def schema(indent: int) -> None:
 @click.option("--force", is_flag=True, help="Train again even when a cached model exists.")
 def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) -> None:
     """Train a reference model (by NAME, or the one a SPEC names as reference:NAME)."""
-    from autocompress.reference.recipes import REFERENCES
+    from autocompress.recipes import REFERENCES
     from autocompress.reference.train import ensure_reference, reference_metadata, reference_path, train_reference
     from autocompress.spec import REFERENCE_PREFIX, load_spec
 
@@ -180,16 +178,16 @@ def _progress_display(budget_hint: int):
     task = progress.add_task("search", total=budget_hint, status="starting")
     last_line = [time.monotonic()]
 
-    def update(state: dict) -> None:
-        best = state.get("best")
+    def update(state) -> None:  # an autocompress.engine.Progress
+        best = state.best
         shown = f"{best['memory_saving']:.1%} saved at {best['accuracy_drop']:+.2f}" if best else "none yet"
-        status = (f"proxy {state['proxy_evaluations']}, gated out {state['gated_out']}, failed {state['failed']}, "
-                  f"retried {state['retries']}, in flight {state['in_flight']}, best feasible: {shown}")
-        progress.update(task, completed=state["full_evaluations"], total=state["max_full_evaluations"], status=status)
+        status = (f"proxy {state.proxy_evaluations}, gated out {state.gated_out}, failed {state.failed}, "
+                  f"retried {state.retries}, in flight {state.in_flight}, best feasible: {shown}")
+        progress.update(task, completed=state.full_evaluations, total=state.max_full_evaluations, status=status)
         if not console.is_terminal and time.monotonic() - last_line[0] >= 10:
             last_line[0] = time.monotonic()
-            _say(f"progress: {state['full_evaluations']}/{state['max_full_evaluations']} full evaluations, {status}, "
-                 f"{state['wall_seconds']:.0f} s")
+            _say(f"progress: {state.full_evaluations}/{state.max_full_evaluations} full evaluations, {status}, "
+                 f"{state.wall_seconds:.0f} s")
 
     return progress, update
 
@@ -200,6 +198,17 @@ def _interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _draw_report(run_dir: Path) -> None:
+    """report.html and its PNGs, after the search (whichever way it ended); a report that
+    cannot be drawn never fails the search."""
+    from autocompress.report import build_report
+
+    try:
+        build_report(run_dir)
+    except Exception as error:  # e.g. no baseline measured yet
+        _say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
 def _finish_search(document: dict) -> None:
@@ -248,7 +257,7 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     status RUN_DIR` shows progress from another shell, and `autocompress resume
     RUN_DIR` continues a search that was killed or ran out of budget.
     """
-    from autocompress.engine.driver import RunOptions, start_search
+    from autocompress.engine import RunOptions, start_search
 
     _interrupt_on_sigterm()
     spec = _load_spec(spec_file, overrides, limit_items, data_roots)
@@ -259,7 +268,7 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     display, update = _progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
     with display:
         document = start_search(spec, run_dir=target, options=options, spec_file=str(spec_file.resolve()),
-                                say=_say, on_progress=update)
+                                say=_say, on_progress=update, on_end=_draw_report)
     _finish_search(document)
 
 
@@ -272,14 +281,14 @@ def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full
            max_hours: float | None, data_roots: tuple[Path, ...]) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
     with --max-full-evaluations). Recorded results are reused, never evaluated again."""
-    from autocompress.engine.driver import RunOptions, resume_search
+    from autocompress.engine import RunOptions, resume_search
 
     _interrupt_on_sigterm()
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
                          max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None)
     display, update = _progress_display(max_full_evaluations or 1)
     with display:
-        document = resume_search(run_dir, options=options, say=_say, on_progress=update)
+        document = resume_search(run_dir, options=options, say=_say, on_progress=update, on_end=_draw_report)
     _finish_search(document)
 
 
@@ -288,7 +297,7 @@ def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(run_dir: Path, as_json: bool) -> None:
     """Show a run's state and progress (also while its search runs, from another shell)."""
-    from autocompress.engine.status import run_status
+    from autocompress.engine import run_status
 
     report = run_status(run_dir)
     if as_json:
@@ -322,8 +331,7 @@ def status(run_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print pareto.json's content.")
 def pareto(run_dir: Path, as_json: bool) -> None:
     """Print a run's Pareto set (the set so far while the search runs)."""
-    from autocompress.engine.pareto_file import pareto_document
-    from autocompress.engine.store import RunStore
+    from autocompress.engine import RunStore, pareto_document
 
     with RunStore.open_reader(run_dir) as store:
         document = pareto_document(store)
@@ -337,7 +345,7 @@ def pareto(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir: Path) -> None:
     """Write report.html (plots embedded) and the PNGs into RUN_DIR (also while it runs)."""
-    from autocompress.engine.store import RunStore
+    from autocompress.engine import RunStore
     from autocompress.errors import UserInputError
     from autocompress.report import PLOTS, build_report
 
@@ -360,7 +368,7 @@ def export(run_dir: Path, point_id: str, out_file: Path) -> None:
     Load it with `autocompress.load(FILE)` (weights only, no pickle), or evaluate it
     with `autocompress evaluate SPEC --model FILE`.
     """
-    from autocompress.engine.exporting import export_point
+    from autocompress.engine import export_point
 
     info = export_point(run_dir, point_id, out_file, say=_say)
     click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
@@ -413,9 +421,9 @@ def inspect_checkpoint(checkpoint: Path, ema: bool, as_json: bool) -> None:
     """
     import yaml
 
-    from autocompress.models.checkpoint import inspect
+    from autocompress.models import inspect_checkpoint
 
-    found = inspect(checkpoint, ema=ema)
+    found = inspect_checkpoint(checkpoint, ema=ema)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -447,11 +455,11 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_ite
     For custom models the groups come from tracing and each one is verified
     (pruning it must equal zeroing it); the ones left out are listed with the reason.
     """
-    from autocompress.compress import find_channel_groups, quantizable_layers
-    from autocompress.engine import Session
+    from autocompress.compress import quantizable_layers
+    from autocompress.engine import Session, channel_groups
 
     session = Session.open(_load_spec(spec_file, overrides, limit_items), say=_say)
-    report = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
+    report = channel_groups(session)
     layers = quantizable_layers(session.model.net)
     if as_json:
         click.echo(json.dumps({

@@ -44,6 +44,15 @@ from pydantic import (
 from autocompress.confine import resolve_inside
 from autocompress.documents import DocumentError, parse_json, parse_yaml, short_repr
 from autocompress.errors import SpecError
+from autocompress.recipes import check_reference_fits
+from autocompress.search import strategy_options
+from autocompress.vocabulary import (
+    BITS_CHOICES,
+    DATASETS,
+    PATH_FIELDS,
+    REFERENCE_PREFIX,
+    TRANSFORM_PRESETS,
+)
 
 __all__ = [
     "BITS_CHOICES",
@@ -57,8 +66,6 @@ __all__ = [
     "validate_spec",
 ]
 
-REFERENCE_PREFIX = "reference:"
-BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed, 0 <= seed < 2**32")]
@@ -240,8 +247,6 @@ class SpikeDrivenTransformerArgs(_Strict):
         return self
 
 
-# Old family names that still build what they built -> the name that says what it is.
-FAMILY_ALIASES = {"spikformer": "spikingjelly_spikformer"}
 
 
 class SpikingJellySpikformerModel(_ModelBase):
@@ -336,7 +341,6 @@ class CalibrationSpec(_Strict):
         return _resolve_path(value, info, must_exist=True, kind="calibration folder")
 
 
-TRANSFORM_PRESETS = ("timm_default", "spikformer_imagenet", "sdt_imagenet", "cifar10", "cifar100")
 
 
 class TransformSpec(_Strict):
@@ -358,21 +362,9 @@ class TransformSpec(_Strict):
     mean: Annotated[list[float], Field(min_length=1, max_length=4)] | None = None
     std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = None
 
-    def resolve(self, dataset: str):
-        """The :class:`~autocompress.data._transforms.EvalTransform` these settings describe."""
-        from autocompress.data._transforms import PRESETS
-
-        base = PRESETS[self.preset or ("cifar10" if dataset == "cifar10" else "timm_default")]
-        return type(base)(
-            crop_fraction=self.crop_fraction if self.crop_fraction is not None else base.crop_fraction,
-            interpolation=self.interpolation or base.interpolation,
-            mean=tuple(self.mean) if self.mean is not None else base.mean,
-            std=tuple(self.std) if self.std is not None else base.std,
-        )
-
 
 class DataSpec(_Strict):
-    dataset: Literal["digits", "imagefolder", "cifar10"] = "digits"
+    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
     root: Path | None = Field(
         default=None,
         description=(
@@ -496,54 +488,8 @@ class SpaceSpec(_Strict):
 # --------------------------------------------------------------------------- strategy
 
 
-class _StrategyBase(_Strict):
-    seed: Seed = 0
-
-
-class PrioritizedStrategy(_StrategyBase):
-    """PrimeSVT: sensitivity per unit, then prune largest-first under the constraints."""
-
-    name: Literal["prioritized"]
-    sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
-
-
-class GreedyStrategy(_StrategyBase):
-    """AQ4SViT-Greedy generalised to pruning and quantization."""
-
-    name: Literal["greedy"]
-
-
-class BeamStrategy(_StrategyBase):
-    """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
-
-    name: Literal["beam"]
-    beam_width: PositiveInt = 4
-
-
-class TPEStrategy(_StrategyBase):
-    """Optuna's TPE sampler over the space."""
-
-    name: Literal["tpe"]
-    n_startup_trials: PositiveInt = 10
-
-
-class NSGA2Strategy(_StrategyBase):
-    """Optuna's NSGA-II, multi-objective over accuracy and memory."""
-
-    name: Literal["nsga2"]
-    population_size: Annotated[int, Field(ge=2)] = 20
-
-
-class RandomStrategy(_StrategyBase):
-    """Uniform sampling: the baseline every other strategy is measured against."""
-
-    name: Literal["random"]
-
-
-StrategySpec = Annotated[
-    Union[PrioritizedStrategy, GreedyStrategy, BeamStrategy, TPEStrategy, NSGA2Strategy, RandomStrategy],
-    Field(discriminator="name"),
-]
+# Each strategy declares its options model where it is defined (autocompress.search.strategies).
+StrategySpec = Annotated[Union[strategy_options()], Field(discriminator="name")]  # type: ignore[valid-type]
 
 # --------------------------------------------------------------------------- the rest
 
@@ -598,7 +544,7 @@ class Spec(_Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     constraints: ConstraintsSpec
     space: SpaceSpec = Field(default_factory=SpaceSpec)
-    strategy: StrategySpec = Field(default_factory=lambda: GreedyStrategy(name="greedy"))
+    strategy: StrategySpec = Field(default_factory=lambda: strategy_options("greedy")(name="greedy"))
     proxy: ProxySpec = Field(default_factory=ProxySpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
@@ -620,18 +566,19 @@ class Spec(_Strict):
                     f"model.args.image_size {args.image_size} differs from data.image_size "
                     f"{self.data.image_size}; make them equal"
                 )
-            channels = {"digits": 1, "imagefolder": 3, "cifar10": 3}[self.data.dataset]
+            channels = DATASETS[self.data.dataset].channels
             if args.in_channels != channels:
                 raise ValueError(f"the {self.data.dataset} images have {channels} channel{'s' if channels > 1 else ''}"
                                  f" ({'grayscale' if channels == 1 else 'RGB'}); set model.args.in_channels: "
                                  f"{channels} (got {args.in_channels})")
-            if self.data.dataset == "digits" and args.num_classes != 10:
-                raise ValueError(f"the digits data set has 10 classes; set model.args.num_classes: 10 (got {args.num_classes})")
+            classes = DATASETS[self.data.dataset].classes
+            if classes is not None and args.num_classes != classes:
+                raise ValueError(f"the {self.data.dataset} data set has {classes} classes; set model.args.num_classes: "
+                                 f"{classes} (got {args.num_classes})")
         checkpoint = self.model.checkpoint
         if checkpoint and checkpoint.startswith(REFERENCE_PREFIX):
-            from autocompress.reference.recipes import check_reference_fits
-
-            check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self)
+            check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self.model.family, self.model.args.model_dump(),
+                                 self.data.dataset, self.data.image_size)
         if self.output.run_dir is None:
             base_dir = Path((info.context or {}).get("base_dir") or Path.cwd())
             stamp = time.strftime("%Y%m%d-%H%M%S")  # each search of the spec gets its own run folder
@@ -762,7 +709,6 @@ def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: S
     return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths, confine=confine)
 
 
-PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -775,15 +721,6 @@ def spec_json_schema() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- error messages
 
-# Discriminated unions put the tag into the error location (model.spikformer.args...);
-# users never wrote that tag as a key, so it is dropped from the printed path.
-_UNION_TAGS = {
-    "model": {"spikformer_imagenet", "spikformer_cifar", "spike_driven_transformer", "spikingjelly_spikformer",
-              "spikformer", "custom"},
-    "strategy": {"prioritized", "greedy", "beam", "tpe", "nsga2", "random"},
-}
-
-
 def _unwrap(annotation: Any) -> list[Any]:
     """The concrete types an annotation may hold (through Annotated, Optional, Union)."""
     origin = get_origin(annotation)
@@ -792,6 +729,15 @@ def _unwrap(annotation: Any) -> list[Any]:
     if origin is Union or str(origin) == "types.UnionType":
         return [t for arg in get_args(annotation) for t in _unwrap(arg)]
     return [annotation]
+
+
+def _tags(union: Any, field: str) -> set[str]:
+    return {tag for member in _unwrap(union) for tag in get_args(member.model_fields[field].annotation)}
+
+
+# Discriminated unions put the tag into the error location (model.spikformer.args...);
+# users never wrote that tag as a key, so it is dropped from the printed path.
+_UNION_TAGS = {"model": _tags(ModelSpec, "family"), "strategy": _tags(StrategySpec, "name")}
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -9,7 +9,6 @@ import torch
 
 from autocompress.compress import (
     baseline_footprint,
-    compare_prune_and_mask,
     compress_model,
     export_compressed,
     find_channel_groups,
@@ -17,10 +16,11 @@ from autocompress.compress import (
     header_bound,
     load_compressed,
     quantizable_layers,
-    verify_group,
 )
 from autocompress.compress.pruning import select_removed
-from autocompress.compress.quantization import QUANTIZED_BITS, dequantize_tensor, pack, quantize_tensor, unpack
+from autocompress.compress.quantization import dequantize_tensor, pack, quantize_tensor, unpack
+from autocompress.compress.verification import compare_prune_and_mask, verify_group
+from autocompress.vocabulary import QUANTIZED_BITS
 from autocompress.data.digits import digits_split
 from autocompress.errors import CheckpointError
 from autocompress.models import create_model

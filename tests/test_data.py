@@ -13,7 +13,7 @@ from PIL import Image
 from autocompress.data import balanced_subset, load_data
 from autocompress.data.cifar10 import RECORD_BYTES
 from autocompress.data.digits import digits_split
-from autocompress.engine import evaluate_accuracy
+from autocompress.evaluation import evaluate_accuracy
 from autocompress.errors import DataError, SpecError
 from autocompress.models import create_model
 from autocompress.spec import validate_spec
@@ -167,7 +167,7 @@ def test_cifar10_python_release_is_only_unpickled_when_official(tmp_path, capsys
 def test_transform_presets_compute_what_timm_computes(preset, crop, resample):
     """timm's eval transform: Resize(floor(size / crop_pct)) on the shorter side, the longer one
     truncated (torchvision's rule), CenterCrop(size), ToTensor, Normalize."""
-    from autocompress.data._transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, evaluation_transform
+    from autocompress.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, evaluation_transform, resolve_transform
     from autocompress.spec import TransformSpec
 
     rng = np.random.default_rng(0)
@@ -179,10 +179,11 @@ def test_transform_presets_compute_what_timm_computes(preset, crop, resample):
     expected = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
     expected = (torch.from_numpy(expected).permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)) \
         / torch.tensor(IMAGENET_STD).view(-1, 1, 1)
-    transform = TransformSpec(preset=preset).resolve("imagefolder")
+    transform = resolve_transform(TransformSpec(preset=preset), "imagefolder")
     assert transform == PRESETS[preset]
     assert torch.allclose(evaluation_transform(image, size, transform), expected, atol=1e-6)
-    overridden = TransformSpec(preset=preset, crop_fraction=0.5, interpolation="bilinear").resolve("imagefolder")
+    overridden = resolve_transform(TransformSpec(preset=preset, crop_fraction=0.5, interpolation="bilinear"),
+                                   "imagefolder")
     assert (overridden.crop_fraction, overridden.interpolation, overridden.mean) == (0.5, "bilinear", IMAGENET_MEAN)
 
 

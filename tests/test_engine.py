@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -19,73 +18,14 @@ import autocompress
 from autocompress.cli import main
 from autocompress.engine import RunStore, Session
 from autocompress.errors import UserInputError
-from autocompress.proxy import Gate
-from autocompress.search import Constraints, Result, SearchLoop, create_strategy
-from autocompress.search.loop import TaskOutcome
+from autocompress.search import Result, TaskOutcome
+from autocompress.search.conformance import make_loop
 from autocompress.spec import load_spec
 from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, write_spec
-from test_strategies import BASELINE_BYTES, OPTIONS, SyntheticEvaluator, make_space
-
-sys.path.insert(0, str(REPO / "experiments" / "engine"))
-from kill_and_resume import kill_and_resume  # noqa: E402
-
-CONSTRAINTS = Constraints(baseline_accuracy=90.0, baseline_bytes=BASELINE_BYTES, max_drop_points=1.5, min_saving=0.25)
-
-
-def make_loop(name, *, max_full, prior=None, evaluator=None, on_result=None, on_record=None):
-    strategy = create_strategy(OPTIONS[name], make_space(), CONSTRAINTS)
-    return SearchLoop(strategy, evaluator, Gate("auto", 1.5), CONSTRAINTS, max_full_evaluations=max_full,
-                      prior=prior, on_result=on_result, on_record=on_record)
 
 
 # --------------------------------------------------------------------------- loop level
-
-
-@pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_replaying_a_journal_continues_the_same_search(name):
-    """Results recorded before a stop, replayed as ``prior``, rebuild the strategy: the
-    continued search tells the same results in the same order as an uninterrupted one,
-    and evaluates only what the first part did not."""
-    whole: list = []
-    make_loop(name, max_full=20, evaluator=SyntheticEvaluator(),
-              on_result=lambda q, r: whole.append((q.stage, r.candidate_id, r.gate, r.accuracy))).run()
-
-    journal: dict[str, Result] = {}  # what the run store keeps: the latest probe/full/failed result
-    first = SyntheticEvaluator()
-    make_loop(name, max_full=8, evaluator=first,
-              on_record=lambda kind, c, r: journal.__setitem__(r.candidate_id, r) if kind != "gate" else None).run()
-    second = SyntheticEvaluator()
-    told: list = []
-    resumed = make_loop(name, max_full=20, prior=journal, evaluator=second,
-                        on_result=lambda q, r: told.append((q.stage, r.candidate_id, r.gate, r.accuracy)))
-    resumed.run()
-    assert told == whole
-    assert not set(first.full_calls) & set(second.full_calls), "a candidate was fully evaluated twice"
-    assert resumed.stats.full_evaluations == len(first.full_calls) + len(second.full_calls)
-    assert resumed.stats.replayed >= len(first.full_calls)
-
-
-@pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_parallel_completion_in_any_order(name):
-    """Tasks completing out of order (several workers): budget kept, no candidate fully
-    evaluated twice, every task answered, the search ends."""
-    rng = random.Random(0)
-    evaluator = SyntheticEvaluator()
-    loop = make_loop(name, max_full=15)
-    in_flight = []
-    for _ in range(10_000):
-        in_flight.extend(loop.tasks(3 - len(in_flight)))
-        if loop.finished:
-            break
-        assert in_flight, "the loop neither finished nor started work"
-        task = in_flight.pop(rng.randrange(len(in_flight)))
-        if task.stage == "probe":
-            memory, drift = evaluator.probe(task.candidate)
-            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
-        else:
-            loop.complete(task, TaskOutcome(accuracy=evaluator.full(task.candidate)))
-    assert loop.finished and not in_flight
-    assert len(evaluator.full_calls) == len(set(evaluator.full_calls)) == loop.stats.full_evaluations <= 15
+# (replaying a journal and completing in any order are conformance checks: test_strategies.py)
 
 
 def test_a_failing_task_is_a_result_and_the_search_goes_on():
@@ -281,7 +221,11 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
 def test_sigkill_and_resume_gives_the_uninterrupted_pareto_set(tmp_path):
     spec = tiny_spec(tmp_path, **{"space.granularity": "block", "budget.max_full_evaluations": 14,
                                   "data.validation.limit": 120})
-    report = kill_and_resume(spec, tmp_path, kill_after=5, workers=0, budget=14, say=lambda _m: None)
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "engine" / "kill_and_resume.py"), "--spec",
+                           str(spec), "--kill-after", "5", "--workers", "0", "--budget", "14", "--keep",
+                           str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.stdout, done.stderr
+    report = json.loads(done.stdout)
     assert report["full_evaluations_at_kill"] >= 5
     assert report["same_pareto_set"], report
     assert report["duplicate_full_evaluations"] == []
@@ -326,7 +270,7 @@ def test_demo_search_with_two_ray_workers(reference_cache, tmp_path):
 
 def test_report_gives_every_bit_width_its_own_colour():
     from autocompress.report.build import bit_colours
-    from autocompress.spec import BITS_CHOICES
+    from autocompress.vocabulary import BITS_CHOICES
 
     levels, _cmap, norm = bit_colours()
     colours = [int(norm(bits)) for bits in BITS_CHOICES]

@@ -10,7 +10,7 @@ import torch
 
 from autocompress.compress import baseline_footprint
 from autocompress.data import load_data
-from autocompress.engine import evaluate_accuracy
+from autocompress.evaluation import evaluate_accuracy
 from autocompress.errors import CheckpointError, ModelError
 from autocompress.models import create_model, family_names, load_checkpoint, read_state_dict
 from autocompress.spec import validate_spec

@@ -12,7 +12,8 @@ from pydantic import TypeAdapter
 
 import official_models as om
 from autocompress.cli import main
-from autocompress.compress import find_channel_groups, verify_group
+from autocompress.compress import find_channel_groups
+from autocompress.compress.verification import verify_group
 from autocompress.errors import CheckpointError
 from autocompress.models import create_model, load_checkpoint
 from autocompress.spec import ModelSpec

@@ -28,8 +28,7 @@ import yaml
 
 from autocompress.cli import main
 from autocompress.engine import RunStore
-from autocompress.engine.driver import RunOptions, resume_search, start_search
-from autocompress.engine.status import run_status
+from autocompress.engine import RunOptions, resume_search, run_status, start_search
 from autocompress.engine.store import DB_NAME
 from autocompress.errors import DataError, SpecError, UserInputError
 from autocompress.service.token import write_token_file
@@ -711,7 +710,7 @@ def test_the_heartbeat_goes_on_while_the_driver_is_busy(tmp_path):
 
 def test_data_that_does_not_fit_the_model_is_refused_before_the_first_batch(tmp_path, world):
     from autocompress.engine import Session
-    from autocompress.engine.space import build_space
+    from autocompress.engine.space_file import build_space
 
     images = tmp_path / "images"
     shutil.copytree(world["root"] / "images", images)

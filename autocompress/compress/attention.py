@@ -2,14 +2,18 @@
 
 SpikingJelly's ``SpikingSelfAttention`` assumes q, k and v have the same width and
 ``SpikeDrivenSelfAttention`` assumes the attention width equals the residual width.
-Pruning breaks both, so a pruned model swaps them for these subclasses, which compute
-exactly the same operations with the per-head widths stored on the module.
+Pruning breaks both, so a pruned model swaps them (:func:`fix_attention`) for these
+subclasses, which compute exactly the same operations with the per-head widths stored
+on the module.
 """
 
 from __future__ import annotations
 
 import torch
 from spikingjelly.activation_based.layer.attention import SpikeDrivenSelfAttention, SpikingSelfAttention
+from torch import nn
+
+from autocompress.compress.blocks import join, sj_classes
 
 
 class PrunedSpikingSelfAttention(SpikingSelfAttention):
@@ -70,3 +74,20 @@ class PrunedSpikeDrivenSelfAttention(SpikeDrivenSelfAttention):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+
+
+def fix_attention(net: nn.Module, kept_per_head: dict[str, int]) -> None:
+    """Swap attention modules whose channels were pruned for versions that run pruned."""
+    c = sj_classes()
+    residual_pruned = "residual" in kept_per_head
+    for path, module in list(net.named_modules()):
+        parent_path, _, name = path.rpartition(".")
+        parent = net.get_submodule(parent_path) if parent_path else net
+        if isinstance(module, c["ssa"]) and not isinstance(module, PrunedSpikingSelfAttention):
+            qk, v = kept_per_head.get(join(path, "qk")), kept_per_head.get(join(path, "v"))
+            if qk is not None or v is not None:
+                setattr(parent, name, PrunedSpikingSelfAttention.from_module(module, qk or module.head_dim, v or module.head_dim))
+        elif isinstance(module, c["sdsa"]) and not isinstance(module, PrunedSpikeDrivenSelfAttention):
+            qkv = kept_per_head.get(join(path, "qkv"))
+            if qkv is not None or residual_pruned:
+                setattr(parent, name, PrunedSpikeDrivenSelfAttention.from_module(module, qkv or module.head_dim))

@@ -16,7 +16,8 @@ from typing import Mapping
 
 import torch
 
-from autocompress.compress.groups import GroupReport, find_channel_groups
+from autocompress.compress.discovery import find_channel_groups
+from autocompress.compress.groups import GroupReport
 from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.pruning import Importance, activity_statistics, l2_importance, prune_network, select_removed
 from autocompress.compress.quantization import FULL_PRECISION, check_bits, fake_quantize, quantizable_layers

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from pydantic import TypeAdapter
 
-from autocompress import __version__
-from autocompress._atomic import atomic_write
+from autocompress.version import __version__
+from autocompress.atomic import atomic_write
 from autocompress.compress.candidate import CompressionRecord
 from autocompress.compress.footprint import footprint
 from autocompress.compress.neurons import quantize_neurons
@@ -78,7 +78,7 @@ def load_compressed(path: str | os.PathLike):
 def _load_compressed(path: Path):
     from safetensors import SafetensorError, safe_open
 
-    from autocompress.compress.groups import find_channel_groups
+    from autocompress.compress.discovery import find_channel_groups
     from autocompress.compress.pruning import prune_network
     from autocompress.models import create_model
     from autocompress.spec import ModelSpec

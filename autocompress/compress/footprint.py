@@ -40,8 +40,3 @@ def tensor_footprints(model) -> dict[str, int]:
 def footprint(model) -> int:
     """Bytes inference needs for an SViT, compressed or not."""
     return sum(tensor_footprints(model).values())
-
-
-def memory_saving(model, baseline_bytes: int) -> float:
-    """Fraction of ``baseline_bytes`` (the FP32 model's footprint) saved by ``model``."""
-    return 1.0 - footprint(model) / baseline_bytes

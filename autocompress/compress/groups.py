@@ -1,18 +1,14 @@
-"""Channel groups: the channels structured pruning must remove together.
+"""Channel groups, the data model: the channels structured pruning must remove together.
 
 A :class:`ChannelGroup` is a search unit for pruning. Its ``channels`` are numbered
 0..C-1 and split evenly over ``heads``; every :class:`Member` says where channel i
-lives in one tensor (a producer's output, a batch norm, a consumer's input). For the
-SpikingJelly families the groups are found by walking the model's blocks
-(:mod:`autocompress.compress._families`); for ``custom`` models by tracing
-(:mod:`autocompress.compress._tracing`). Either way a group can be verified: removing
-its channels must give the same outputs as zeroing them in the full model
-(:func:`autocompress.compress.pruning.verify_group`).
+lives in one tensor (a producer's output, a batch norm, a consumer's input). Finding
+the groups of a model is :mod:`autocompress.compress.discovery`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
@@ -107,36 +103,3 @@ def count_group_params(root: nn.Module, members: tuple[Member, ...], channels: i
         if getattr(module, "bias", None) is not None:
             total += rows
     return total
-
-
-def find_channel_groups(model, *, residual: bool = True, verify: bool | None = None, example=None) -> GroupReport:
-    """The channel groups of an :class:`~autocompress.models.SViT`.
-
-    ``residual`` includes the residual-stream width (one group for the whole model).
-    ``verify`` checks prune == mask for each group on ``example`` images and leaves out
-    the groups that fail; by default it is on for ``custom`` models, whose groups come
-    from tracing, and off for the SpikingJelly families, whose groups are checked by
-    the test suite.
-    """
-    from autocompress.compress import _families, _tracing
-    from autocompress.compress.pruning import discover_carriers, verify_group
-
-    if model.family == "custom":
-        report = _tracing.traced_groups(model, example)
-        verify = True if verify is None else verify
-    else:
-        report = GroupReport(_families.structural_groups(model.net, residual=residual))
-    if not residual:
-        report.groups = [g for g in report.groups if g.kind != "residual"]
-    if verify:
-        kept = []
-        for group in report.groups:
-            reason = verify_group(model, group, example)
-            if reason is None:
-                if not group.carriers:  # traced: which neuron layers carry it, for the drift proxy
-                    group = replace(group, carriers=discover_carriers(model, group, example))
-                kept.append(group)
-            else:
-                report.rejected.append((group.name, reason))
-        report.groups = kept
-    return report

@@ -17,7 +17,7 @@ import types
 import torch
 from torch import nn
 
-from autocompress.models._spikingjelly import BaseNode
+from autocompress.models import BaseNode
 
 NEURON_BITS = (4, 5, 6, 7, 8, 12, 16)
 

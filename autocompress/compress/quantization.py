@@ -19,10 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.spec import BITS_CHOICES
-
-FULL_PRECISION = 32
-QUANTIZED_BITS = tuple(b for b in BITS_CHOICES if b != FULL_PRECISION)  # the spec's vocabulary, less 32
+from autocompress.vocabulary import FULL_PRECISION, QUANTIZED_BITS
 
 
 def quantizable_layers(net: nn.Module) -> dict[str, int]:

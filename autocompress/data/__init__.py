@@ -1,30 +1,48 @@
-"""Validation data and calibration batches for the spec's data set."""
+"""Validation data and calibration batches for the spec's data set.
+
+Each data set is one loader in :data:`LOADERS`, keyed by the names in
+:data:`autocompress.vocabulary.DATASETS`; its module is imported when it is used.
+"""
 
 from __future__ import annotations
 
-from autocompress.data._common import DataBundle, balanced_subset, collate_skipping
+from typing import Callable
 
-__all__ = ["DataBundle", "balanced_subset", "collate_skipping", "load_data"]
+from autocompress.data.bundle import DataBundle, TensorImageDataset, balanced_subset, collate_skipping
+from autocompress.data.transforms import EvalTransform, resolve_transform
+from autocompress.vocabulary import DATASETS
+
+__all__ = ["LOADERS", "DataBundle", "EvalTransform", "TensorImageDataset", "balanced_subset", "collate_skipping",
+           "load_data", "resolve_transform"]
+
+
+def _digits(data, model_classes):
+    from autocompress.data.digits import load_digits_bundle
+
+    return load_digits_bundle(data.image_size, data.calibration.size, data.calibration.seed, data.validation.limit)
+
+
+def _imagefolder(data, model_classes):
+    from autocompress.data.imagefolder import load_imagefolder_bundle
+
+    return load_imagefolder_bundle(
+        data.root, data.image_size, data.calibration.size, data.calibration.seed, data.validation.limit,
+        data.calibration.root, resolve_transform(data.transform, data.dataset), data.class_index, model_classes,
+    )
+
+
+def _cifar10(data, model_classes):
+    from autocompress.data.cifar10 import load_cifar10_bundle
+
+    return load_cifar10_bundle(data.root, data.image_size, data.calibration.size, data.calibration.seed,
+                               data.validation.limit, resolve_transform(data.transform, data.dataset))
+
+
+LOADERS: dict[str, Callable] = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10}
+assert set(LOADERS) == set(DATASETS), "every data set of the vocabulary has a loader"
 
 
 def load_data(data, model_classes: int | None = None) -> DataBundle:
     """The :class:`DataBundle` for a validated ``spec.data``; ``model_classes`` (the model's
     outputs) lets ``class_index: auto`` number a subset of ImageNet's folders as ImageNet does."""
-    calibration = data.calibration
-    if data.dataset == "digits":
-        from autocompress.data.digits import load_digits_bundle
-
-        return load_digits_bundle(data.image_size, calibration.size, calibration.seed, data.validation.limit)
-    if data.dataset == "imagefolder":
-        from autocompress.data.imagefolder import load_imagefolder_bundle
-
-        return load_imagefolder_bundle(
-            data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit, calibration.root,
-            data.transform.resolve(data.dataset), data.class_index, model_classes,
-        )
-    if data.dataset == "cifar10":
-        from autocompress.data.cifar10 import load_cifar10_bundle
-
-        return load_cifar10_bundle(data.root, data.image_size, calibration.size, calibration.seed, data.validation.limit,
-                                   data.transform.resolve(data.dataset))
-    raise ValueError(f"unknown dataset {data.dataset!r}")  # unreachable: the spec validates it
+    return LOADERS[data.dataset](data, model_classes)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from autocompress.data._common import DataBundle, Item, balanced_subset
-from autocompress.data._transforms import PRESETS, EvalTransform
+from autocompress.data.bundle import DataBundle, Item, balanced_subset
+from autocompress.data.transforms import PRESETS, EvalTransform
 from autocompress.errors import DataError
 
 RECORD_BYTES = 1 + 3 * 32 * 32

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autocompress.data._common import DataBundle, TensorImageDataset, balanced_subset
+from autocompress.data.bundle import DataBundle, TensorImageDataset, balanced_subset
 from autocompress.errors import DataError
 
 SPLIT_SEED = 0

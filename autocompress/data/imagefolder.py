@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from autocompress.data._common import DataBundle, Item, balanced_subset, log
-from autocompress.data._transforms import EvalTransform, evaluation_transform
+from autocompress.data.bundle import DataBundle, Item, balanced_subset, log
+from autocompress.data.transforms import EvalTransform, evaluation_transform
 from autocompress.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe")

@@ -17,16 +17,14 @@ from typing import Callable
 
 import yaml
 
-from autocompress.compress import find_channel_groups, footprint, quantizable_layers
-from autocompress.engine.executors import Completion, InProcessExecutor, RayExecutor
-from autocompress.engine.pareto_file import best_summary, pareto_document, write_pareto
-from autocompress.engine.session import Session
-from autocompress.engine.space import build_space
+from autocompress.engine.executors import RayExecutor
+from autocompress.engine.pareto_file import pareto_document, write_pareto
+from autocompress.engine.pipeline import Setup
+from autocompress.engine.progress import Progress
 from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
-from autocompress.proxy import Gate
-from autocompress.search import Constraints, SearchLoop, create_strategy
+from autocompress.search import Completion, Constraints, Gate, LocalExecutor, SearchLoop, drive
 
 Say = Callable[[str], None]
 
@@ -50,8 +48,12 @@ def frozen_spec(spec) -> dict:
 
 def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions | None = None,
                  spec_file: str | None = None, say: Say = print,
-                 on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Create the run directory and search; return the pareto.json document."""
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_end: Callable[[Path], None] | None = None) -> dict:
+    """Create the run directory and search; return the pareto.json document.
+    ``on_progress`` gets the progress after each completed task; ``on_end`` gets the run
+    directory once pareto.json is written, however the session ended (the CLI draws the
+    report there)."""
     run_dir = Path(run_dir or spec.output.run_dir).resolve()
     data = frozen_spec(spec)
     data["output"]["run_dir"] = str(run_dir)
@@ -65,19 +67,21 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
         (run_dir / "spec.yaml").write_text(
             "# the spec this run was started with (frozen; `autocompress resume` reads it)\n"
             + yaml.safe_dump(data, sort_keys=False))
-        return _drive(store, spec, "search", options, say, on_progress)
+        return _Driver(store, spec, "search", options, say, on_progress, on_end).run()
     finally:
         store.close()
 
 
 def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say: Say = print,
-                  on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Continue the search of an existing run directory."""
+                  on_progress: Callable[[Progress], None] | None = None,
+                  on_end: Callable[[Path], None] | None = None) -> dict:
+    """Continue the search of an existing run directory (``on_progress``, ``on_end``: as
+    :func:`start_search`)."""
     store = RunStore.open_writer(Path(run_dir).resolve())
     try:
         options = options or RunOptions()
         spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=options.data_roots)
-        return _drive(store, spec, "resume", options, say, on_progress)
+        return _Driver(store, spec, "resume", options, say, on_progress, on_end).run()
     finally:
         store.close()
 
@@ -98,40 +102,6 @@ def _budget(store: RunStore, spec, options: RunOptions) -> tuple[int, float | No
     max_hours = options.max_hours or saved.get("max_hours") or spec.budget.max_hours
     store.set_meta("budget", {"max_full_evaluations": max_full, "max_hours": max_hours})
     return max_full, max_hours
-
-
-def pump(loop: SearchLoop, executor, completed: Callable[[Completion], None] | None = None,
-         idle: Callable[[], None] | None = None) -> None:
-    """Run a search loop on an executor until it finishes: start as many tasks as there
-    are free workers, hand back each completion (``completed`` does it, when given)."""
-    while True:
-        for task in loop.tasks(executor.free()):
-            executor.submit(task)
-        if loop.finished:
-            break
-        if loop.in_flight == 0:  # nothing to wait for and nothing asked: end rather than spin
-            loop.stop("strategy asked nothing")
-            continue
-        for done in executor.wait(timeout=1.0):
-            if completed is None:
-                loop.complete(done.task, done.outcome)
-            else:
-                completed(done)
-        if idle is not None:
-            idle()
-    loop.stats.stopped_by = loop.ended or "strategy finished"
-
-
-def _report(run_dir: Path, say: Say) -> None:
-    """report.html and its PNGs; a report that cannot be drawn never fails the search."""
-    if not (run_dir / "pareto.json").is_file():
-        return
-    try:
-        from autocompress.report import build_report
-
-        build_report(run_dir)
-    except Exception as error:  # e.g. no baseline measured yet
-        say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
 def _store_lost(store: RunStore) -> None:
@@ -163,132 +133,130 @@ def _space_fingerprint(space) -> dict:
             "dimensions": [[d.name, d.kind, list(d.choices)] for d in space.dims]}
 
 
-def _drive(store: RunStore, spec, command: str, options: RunOptions, say: Say,
-           on_progress: Callable[[dict], None] | None) -> dict:
-    workers, address = _execution(store, spec, options)
-    _check_local_workers(workers, address)
-    if address and workers == 0:
-        raise UserInputError("execution.ray_address is set but execution.workers is 0; "
-                             "give the number of Ray workers (--workers N)")
-    use_ray = workers > 0
-    max_full, max_hours = _budget(store, spec, options)
-    proxy = spec.proxy.enabled
-    run_dir = store.run_dir
+class _Driver:
+    """One session of a run: set the search up, drive it on an executor, journal every
+    result in the store, and leave pareto.json when it ends, however it ends."""
 
-    store.begin_session(command, workers=workers, executor="ray" if use_ray else "in-process",
-                        max_full_evaluations=max_full)
-    store.start_heartbeat()
-    executor = None
-    loop: SearchLoop | None = None
-    state, stopped_by = "failed", "error"
-    current: list[Completion | None] = [None]
+    def __init__(self, store: RunStore, spec, command: str, options: RunOptions, say: Say,
+                 on_progress: Callable[[Progress], None] | None, on_end: Callable[[Path], None] | None):
+        self.store, self.spec, self.command, self.say = store, spec, command, say
+        self.on_progress, self.on_end = on_progress, on_end
+        self.workers, self.address = _execution(store, spec, options)
+        _check_local_workers(self.workers, self.address)
+        if self.address and self.workers == 0:
+            raise UserInputError("execution.ray_address is set but execution.workers is 0; "
+                                 "give the number of Ray workers (--workers N)")
+        self.max_retries = options.max_retries
+        self.max_full, self.max_hours = _budget(store, spec, options)
+        self.loop: SearchLoop | None = None
+        self.gate: Gate | None = None
+        self.gated_before: set[str] = set()
+        self._last_beat = 0.0
 
-    def progress() -> dict:
-        if loop is None:
-            return {"max_full_evaluations": max_full}
-        stats = loop.stats
-        return {
-            "full_evaluations": stats.full_evaluations, "proxy_evaluations": stats.probes,
-            "gated_out": stats.gated_out, "failed": stats.failed, "cached": stats.cached,
-            "replayed": stats.replayed, "retries": len(store.events("retry")),
-            "workers_replaced": len(store.events("worker-replaced")),
-            "wall_seconds": loop.elapsed(), "stopped_by": stats.stopped_by or loop.ended or "",
-            "in_flight": loop.in_flight, "max_full_evaluations": max_full,
-            "best": best_summary(loop.results.values()),
-        }
+    def progress(self) -> Progress:
+        if self.loop is None:
+            return Progress(max_full_evaluations=self.max_full)
+        return Progress.of_loop(self.loop, retries=len(self.store.events("retry")),
+                                workers_replaced=len(self.store.events("worker-replaced")), max_full=self.max_full)
 
-    try:
-        # the driver's own copy of the model: the space comes from its structure (on the CPU when Ray evaluates)
-        session = Session.open(spec, device="cpu" if use_ray else None, progress=True, say=say)
-        for note in session.data.notes:
-            say(f"note: {note}")
-        groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
-        space = build_space(spec, groups, quantizable_layers(session.model.net))
+    def record(self, kind, candidate, result, *, worker: str | None = None, attempts: int = 1) -> None:
+        if kind == "gate" and result.candidate_id in self.gated_before:
+            return  # decided again while replaying: recorded once
+        self.store.record(kind, candidate.to_dict(), result, gate_threshold=self.gate.current_threshold(),
+                          worker=worker, attempts=attempts)
+
+    def completed(self, _done: Completion) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress())
+
+    def idle(self) -> None:
+        if time.monotonic() - self._last_beat >= 1.0:
+            self.store.heartbeat(self.progress().to_dict())
+            self._last_beat = time.monotonic()
+
+    def _executor(self, setup: Setup, proxy: bool):
+        store, spec = self.store, self.spec
+        if self.workers == 0:
+            return LocalExecutor(Worker(setup.session, setup.groups, proxy=proxy, run_dir=str(store.run_dir)),
+                                 on_worker=store.worker)
+        self.say(f"starting {self.workers} Ray worker{'s' if self.workers > 1 else ''} "
+                 f"({'cluster at ' + self.address if self.address else 'local Ray'})")
+        return RayExecutor(frozen_spec(spec), store.meta("spec_dir"), workers=self.workers,
+                           device=spec.execution.device, address=self.address, proxy=proxy,
+                           run_dir=str(store.run_dir), max_retries=self.max_retries, on_event=store.event,
+                           on_worker=store.worker)
+
+    def _check_space(self, space) -> None:
         fingerprint = _space_fingerprint(space)
-        recorded = store.meta("space")
+        recorded = self.store.meta("space")
         if recorded is None:
-            store.set_meta("space", fingerprint)
+            self.store.set_meta("space", fingerprint)
         elif recorded != fingerprint:
             raise AutocompressError(
-                f"{run_dir}: the search space built now differs from the one this run started with "
+                f"{self.store.run_dir}: the search space built now differs from the one this run started with "
                 "(the model, the search-space file or autocompress changed); its journal cannot be replayed. "
                 "Start a new run with `autocompress search`")
-        baseline_bytes = footprint(session.model)
 
-        if use_ray:
-            say(f"starting {workers} Ray worker{'s' if workers > 1 else ''} "
-                f"({'cluster at ' + address if address else 'local Ray'})")
-            executor = RayExecutor(
-                frozen_spec(spec), store.meta("spec_dir"), workers=workers, device=spec.execution.device, address=address, proxy=proxy,
-                run_dir=str(run_dir), max_retries=options.max_retries, on_event=store.event, on_worker=store.worker)
-        else:
-            executor = InProcessExecutor(Worker(session=session, groups=groups, proxy=proxy, run_dir=str(run_dir)),
-                                         on_worker=store.worker)
-        baseline = store.meta("constraints")
-        if baseline is None:
+    def _search(self) -> str:
+        store, spec, say = self.store, self.spec, self.say
+        proxy = spec.proxy.enabled
+        # the driver's own copy of the model: the space comes from its structure (on the CPU when Ray evaluates)
+        setup = Setup.open(spec, device="cpu" if self.workers else None, progress=True, say=say)
+        for note in setup.session.data.notes:
+            say(f"note: {note}")
+        self._check_space(setup.space)
+        self.executor = self._executor(setup, proxy)
+        constraints = store.constraints()
+        if constraints is None:
             say("measuring the baseline accuracy")
-            constraints = Constraints.from_spec(spec.constraints, executor.baseline(), baseline_bytes)
+            constraints = Constraints.from_spec(spec.constraints, self.executor.baseline(), setup.baseline_bytes)
             store.set_meta("constraints", asdict(constraints))
-        else:
-            constraints = Constraints(**baseline)
-        gate = Gate(spec.proxy.threshold, constraints.max_drop_points, enabled=proxy)
-        strategy = create_strategy(spec.strategy, space, constraints, proxy=proxy)
+        self.gate, strategy = setup.plan(constraints, proxy=proxy)
         prior = store.prior_results()
-        gated_before = {r.result.candidate_id for r in store.records(("gate",))}
+        self.gated_before = {r.result.candidate_id for r in store.records(("gate",))}
         elapsed_before = sum((s["ended_at"] or s["updated_at"]) - s["started_at"] for s in store.sessions()[:-1])
+        self.loop = SearchLoop(strategy, self.gate, constraints, proxy=proxy, max_full_evaluations=self.max_full,
+                               max_seconds=self.max_hours * 3600 if self.max_hours else None, prior=prior,
+                               elapsed_before=elapsed_before, on_record=self.record)
+        say(f"{self.command}: {strategy.name} over {setup.space.describe()}; baseline "
+            f"{constraints.baseline_accuracy:.2f} % top-1, {setup.baseline_bytes:,} bytes; budget {self.max_full} "
+            f"full evaluations; proxy {'on' if proxy else 'off'}; {self.workers or 'no'} "
+            f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
+        return drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
 
-        def record(kind, candidate, result) -> None:
-            if kind == "gate" and result.candidate_id in gated_before:
-                return  # decided again while replaying: recorded once
-            done = current[0]
-            store.record(kind, candidate.to_dict(), result, gate_threshold=gate.current_threshold(),
-                         worker=done.worker if done else None, attempts=done.attempts if done else 1)
-
-        loop = SearchLoop(strategy, None, gate, constraints, proxy=proxy, max_full_evaluations=max_full,
-                          max_seconds=max_hours * 3600 if max_hours else None, prior=prior,
-                          elapsed_before=elapsed_before, on_record=record)
-        say(f"{command}: {strategy.name} over {space.describe()}; baseline {constraints.baseline_accuracy:.2f} % "
-            f"top-1, {baseline_bytes:,} bytes; budget {max_full} full evaluations; proxy {'on' if proxy else 'off'}; "
-            f"{workers or 'no'} worker{'s' if workers != 1 else ''}"
-            + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
-        last_beat = [0.0]
-
-        def completed(done: Completion) -> None:
-            current[0] = done
-            loop.complete(done.task, done.outcome)
-            current[0] = None
-            if on_progress is not None:
-                on_progress(progress())
-
-        def idle() -> None:
-            if time.monotonic() - last_beat[0] >= 1.0:
-                store.heartbeat(progress())
-                last_beat[0] = time.monotonic()
-
-        pump(loop, executor, completed, idle)
-        state, stopped_by = "done", loop.stats.stopped_by
-    except KeyboardInterrupt:
-        state, stopped_by = "interrupted", "interrupted"
-        if loop is not None:
-            loop.stats.stopped_by = "interrupted"
-        store.event("interrupted", "stopped by the user (SIGINT/SIGTERM); finished work is kept")
-        raise
-    except Exception as error:
-        state, stopped_by = "failed", f"error: {error}"
-        store.event("failed", f"{type(error).__name__}: {error}")
-        raise
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if not store.intact():
-            _store_lost(store)  # raises: nothing below may run on a store nobody can read
-        store.end_session(state, stopped_by, {**progress(), "stopped_by": stopped_by})
-        document = pareto_document(store)
-        write_pareto(run_dir / "pareto.json", document)
-        if document["baseline"] is not None:  # nothing to draw before the baseline is measured
-            _report(run_dir, say)
-    stats = document["statistics"]
-    say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations, "
-        f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, {stats['failed']} failed, "
-        f"{stats['retries']} retried, {stats['wall_seconds']:.0f} s")
-    return document
+    def run(self) -> dict:
+        store = self.store
+        store.begin_session(self.command, workers=self.workers, executor="ray" if self.workers else "in-process",
+                            max_full_evaluations=self.max_full)
+        store.start_heartbeat()
+        self.executor = None
+        state, stopped_by = "failed", "error"
+        try:
+            state, stopped_by = "done", self._search()
+        except KeyboardInterrupt:
+            state, stopped_by = "interrupted", "interrupted"
+            if self.loop is not None:
+                self.loop.stats.stopped_by = "interrupted"
+            store.event("interrupted", "stopped by the user (SIGINT/SIGTERM); finished work is kept")
+            raise
+        except Exception as error:
+            state, stopped_by = "failed", f"error: {error}"
+            store.event("failed", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown()
+            if not store.intact():
+                _store_lost(store)  # raises: nothing below may run on a store nobody can read
+            progress = self.progress()
+            progress.stopped_by = stopped_by
+            store.end_session(state, stopped_by, progress.to_dict())
+            document = pareto_document(store)
+            write_pareto(store.run_dir / "pareto.json", document)
+            if self.on_end is not None and document["baseline"] is not None:  # nothing to show before the baseline
+                self.on_end(store.run_dir)
+        stats = document["statistics"]
+        self.say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations, "
+                 f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
+                 f"{stats['failed']} failed, {stats['retries']} retried, {stats['wall_seconds']:.0f} s")
+        return document

@@ -1,8 +1,7 @@
-"""Executors run the loop's tasks: in this process, or on a pool of Ray actors.
-
-Both have one interface: ``free()`` slots, ``submit(task)``, ``wait(timeout)`` for the
-tasks that completed, ``baseline()``, ``shutdown()``. A task is a candidate config and
-a stage; a model or a data set never travels.
+"""The Ray executor: the loop's tasks on a pool of Ray actors (the in-process one is
+:class:`autocompress.search.LocalExecutor`; both have the interface
+:func:`autocompress.search.drive` uses). A task is a candidate config and a stage; a
+model or a data set never travels.
 
 The Ray executor keeps one actor per worker (``num_gpus=1`` each on CUDA, one CPU
 each otherwise). Each actor builds its :class:`~autocompress.engine.worker.Worker`
@@ -17,68 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Callable
 
 from autocompress.engine.worker import Worker
 from autocompress.errors import AutocompressError, UserInputError
-from autocompress.search.loop import Task, TaskOutcome
+from autocompress.search import Completion, Task, TaskOutcome, describe, execute
 
 log = logging.getLogger("autocompress")
 
 EventHook = Callable[[str, str], None]  # (kind, message)
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
-
-
-@dataclass
-class Completion:
-    task: Task
-    outcome: TaskOutcome
-    worker: str
-    attempts: int = 1
-
-
-def _describe(task: Task) -> str:
-    return f"{task.stage} {task.candidate.id}"
-
-
-class InProcessExecutor:
-    """One worker in the driver's process; a submitted task runs inside ``wait``."""
-
-    name = "in-process"
-
-    def __init__(self, worker: Worker, *, on_worker: WorkerHook | None = None):
-        self.worker = worker
-        self.slots = 1
-        self.pending: list[Task] = []
-        self.on_worker = on_worker or (lambda *a, **k: None)
-        info = worker.info()
-        self.on_worker("in-process", state="idle", pid=info["pid"], node=info["node"])
-
-    def free(self) -> int:
-        return self.slots - len(self.pending)
-
-    @property
-    def busy(self) -> int:
-        return len(self.pending)
-
-    def submit(self, task: Task) -> None:
-        self.pending.append(task)
-        self.on_worker("in-process", state="busy", task=_describe(task))
-
-    def wait(self, timeout: float | None = None) -> list[Completion]:
-        if not self.pending:
-            return []
-        task = self.pending.pop(0)
-        outcome = self.worker.run(task.stage, task.candidate.to_dict())
-        self.on_worker("in-process", state="idle")
-        return [Completion(task, outcome, "in-process")]
-
-    def baseline(self) -> float:
-        return self.worker.baseline()
-
-    def shutdown(self) -> None:
-        self.pending.clear()
 
 
 class RayExecutor:
@@ -176,10 +123,6 @@ class RayExecutor:
     def free(self) -> int:
         return self.slots - len(self.busy_workers)
 
-    @property
-    def busy(self) -> int:
-        return len(self.running)
-
     def _pick(self, task: Task) -> str:
         idle = [n for n in self.actors if n not in self.busy_workers]
         preferred = self._probed_on.get(task.candidate.id)
@@ -190,7 +133,7 @@ class RayExecutor:
         ref = self.actors[name].run.remote(task.stage, task.candidate.to_dict())
         self.running[ref] = (task, name, attempt)
         self.busy_workers.add(name)
-        self.on_worker(name, state="busy", task=_describe(task))
+        self.on_worker(name, state="busy", task=describe(task))
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
         if not self.running:
@@ -216,9 +159,9 @@ class RayExecutor:
         return done
 
     def _worker_died(self, task: Task, name: str, attempt: int, error: Exception) -> list[Completion]:
-        self.on_event("worker-died", f"{name} died while running {_describe(task)} (attempt {attempt}): "
+        self.on_event("worker-died", f"{name} died while running {describe(task)} (attempt {attempt}): "
                                      f"{_cause(error).splitlines()[0]}")
-        log.warning("%s died while running %s; replacing it", name, _describe(task))
+        log.warning("%s died while running %s; replacing it", name, describe(task))
         try:
             self.ray.kill(self.actors[name])
         except Exception:  # already gone
@@ -228,11 +171,11 @@ class RayExecutor:
         self.on_event("worker-replaced", f"{name} replaced (generation {self.generation[name]})")
         self._probed_on = {c: w for c, w in self._probed_on.items() if w != name}
         if attempt <= self.max_retries:
-            self.on_event("retry", f"{_describe(task)}: attempt {attempt + 1} of {self.max_retries + 1}")
+            self.on_event("retry", f"{describe(task)}: attempt {attempt + 1} of {self.max_retries + 1}")
             self.submit(task, attempt + 1, worker=name)
             return []
         message = f"WorkerDied: the worker died {attempt} times running this task"
-        self.on_event("failed", f"{_describe(task)}: {message}")
+        self.on_event("failed", f"{describe(task)}: {message}")
         return [Completion(task, TaskOutcome(error=message), name, attempt)]
 
     def baseline(self) -> float:
@@ -259,7 +202,7 @@ class _RayWorker:
 
     def __init__(self, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str, run_dir: str):
         # one CPU per actor (num_cpus=1): one intra-op thread, so actors do not fight over cores
-        self.worker = Worker(spec_data, spec_dir, proxy=proxy, device=device, threads=1, run_dir=run_dir)
+        self.worker = Worker.from_frozen(spec_data, spec_dir, proxy=proxy, device=device, threads=1, run_dir=run_dir)
 
     def info(self) -> dict:
         return self.worker.info()
@@ -268,7 +211,7 @@ class _RayWorker:
         return self.worker.baseline()
 
     def run(self, stage: str, candidate: dict) -> TaskOutcome:
-        return self.worker.run(stage, candidate)
+        return execute(self.worker, stage, candidate)
 
 
 def _cause(error: Exception) -> str:

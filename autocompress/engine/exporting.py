@@ -1,8 +1,8 @@
 """``autocompress export``: the packed model of a run's fully evaluated candidate.
 
-The model is rebuilt exactly as the workers built it for the full evaluation (the
-run's frozen spec, the same channel groups, the candidate's config), then written
-with :func:`~autocompress.compress.export_compressed`. Loading the file with
+The model is rebuilt as the workers built it for the full evaluation: the run's frozen
+spec, and :func:`~autocompress.engine.pipeline.build_candidate` on the candidate's
+config; then written with :func:`~autocompress.compress.export_compressed`. Loading the file with
 :func:`autocompress.load` gives a model whose validation accuracy is the recorded one.
 """
 
@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from autocompress.compress import compress_model, export_compressed, find_channel_groups, footprint
+from autocompress.compress import export_compressed, footprint
 from autocompress.engine.pareto_file import pareto_document
+from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.engine.store import RunStore
 from autocompress.engine.worker import spec_from_frozen
@@ -33,9 +34,7 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
         raise UserInputError(f"--point {point_id}: no fully evaluated candidate with that id in {run_dir}; "
                              f"the Pareto points are: {front}")
     session = Session.open(spec, say=say)
-    groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
-    model = compress_model(session.model, prune=record.candidate.get("prune", {}), bits=record.candidate.get("bits", {}),
-                           groups=groups, importance="l2")
+    model = build_candidate(session, channel_groups(session), record.candidate)
     try:
         size = export_compressed(model, out)
     except OSError as error:

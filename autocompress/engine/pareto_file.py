@@ -10,8 +10,9 @@ import json
 import os
 from pathlib import Path
 
-from autocompress._atomic import atomic_write
-from autocompress.search.results import Constraints, Result, best_feasible, pareto_set
+from autocompress.atomic import atomic_write
+from autocompress.engine.progress import Progress
+from autocompress.search import Result, pareto_set
 
 FORMAT = "autocompress-pareto-v1"
 
@@ -30,38 +31,13 @@ def _point(result: Result, candidate: dict | None) -> dict:
     }
 
 
-def best_summary(results) -> dict | None:
-    """The best feasible point of ``results`` as status and progress show it."""
-    best = best_feasible(results)
-    return None if best is None else {
-        "id": best.candidate_id, "memory_bytes": best.memory_bytes, "memory_saving": best.memory_saving,
-        "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop}
-
-
-def run_constraints(store) -> Constraints | None:
-    """The constraints of a run (None until its baseline accuracy is measured)."""
-    values = store.meta("constraints")
-    return None if values is None else Constraints(**values)
-
-
-def run_state(store) -> str:
-    """running, done, interrupted, failed, or starting (no session yet)."""
-    sessions = store.sessions()
-    if not sessions:
-        return "starting"
-    state = sessions[-1]["state"]
-    if state == "running" and not store.driver_alive():
-        return "interrupted"  # the driver died without ending its session (killed)
-    return state
-
-
 def pareto_document(store) -> dict:
     """The JSON document of a run, from its store."""
     spec = store.meta("spec")
     space = store.meta("space", {})
-    constraints = run_constraints(store)
+    constraints = store.constraints()
     sessions = store.sessions()
-    progress = sessions[-1]["progress"] if sessions else {}
+    progress = Progress.from_dict(sessions[-1]["progress"] if sessions else None)
     fulls = store.records(("full",))
     candidates = {r.result.candidate_id: r.candidate for r in fulls}
     results = [r.result for r in fulls]
@@ -69,7 +45,7 @@ def pareto_document(store) -> dict:
         "format": FORMAT,
         "spec": spec["name"],
         "run_dir": str(store.run_dir),
-        "state": run_state(store),
+        "state": store.state(),
         "baseline": None,
         "constraints": None,
         "best": None,
@@ -93,15 +69,15 @@ def pareto_document(store) -> dict:
             "hypervolume": pareto.hypervolume,
         })
     document["statistics"] = {
-        "full_evaluations": progress.get("full_evaluations", len(fulls)),
-        "proxy_evaluations": progress.get("proxy_evaluations", 0),
-        "gated_out": progress.get("gated_out", 0),
-        "failed": progress.get("failed", 0),
+        "full_evaluations": len(fulls) if progress.full_evaluations is None else progress.full_evaluations,
+        "proxy_evaluations": progress.proxy_evaluations,
+        "gated_out": progress.gated_out,
+        "failed": progress.failed,
         "retries": len(store.events("retry")),
         "workers_replaced": len(store.events("worker-replaced")),
-        "wall_seconds": round(progress.get("wall_seconds", 0.0), 3),
-        "stopped_by": progress.get("stopped_by", ""),
-        "max_full_evaluations": progress.get("max_full_evaluations"),
+        "wall_seconds": round(progress.wall_seconds, 3),
+        "stopped_by": progress.stopped_by,
+        "max_full_evaluations": progress.max_full_evaluations,
         "sessions": len(sessions),
         "strategy": spec["strategy"]["name"],
         "seed": spec["strategy"].get("seed"),

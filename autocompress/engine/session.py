@@ -9,10 +9,11 @@ import torch
 
 from autocompress.compress import baseline_footprint
 from autocompress.data import DataBundle, load_data
-from autocompress.engine.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
+from autocompress.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
 from autocompress.errors import CheckpointError, DataError, ModelError
 from autocompress.models import SViT, canonical_family, create_model, load_checkpoint
-from autocompress.spec import REFERENCE_PREFIX, Spec
+from autocompress.spec import Spec
+from autocompress.vocabulary import REFERENCE_PREFIX
 
 
 def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool = False,
@@ -21,7 +22,7 @@ def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool
     checkpoint = spec.model.checkpoint
     if checkpoint is None or not checkpoint.startswith(REFERENCE_PREFIX):
         return checkpoint
-    from autocompress.reference.train import ensure_reference, reference_path
+    from autocompress.reference import ensure_reference, reference_path
 
     name = checkpoint[len(REFERENCE_PREFIX):]
     if not train_missing and not reference_path(name).is_file():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from autocompress.engine.pareto_file import best_summary, run_state
+from autocompress.engine.progress import best_summary, session_progress
 from autocompress.engine.store import RunStore
 
 
@@ -16,11 +16,9 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         spec = store.meta("spec")
         sessions = store.sessions()
         last = sessions[-1] if sessions else {}
-        state = run_state(store)
+        state = store.state()
         best = best_summary(r.result for r in store.records(("full",)))
-        progress = dict(last.get("progress") or {})
-        if state != "running":
-            progress["in_flight"] = 0  # what was in flight when the driver stopped is not running now
+        progress = session_progress(store)
         hint = {
             "interrupted": f"continue it with `autocompress resume {store.run_dir}`",
             "failed": "see the events below; fix the cause, then `autocompress resume` it",
@@ -39,7 +37,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
             "executor": last.get("executor"),
             "worker_count": last.get("workers"),
             "updated_ago": time.time() - last["updated_at"] if last else 0.0,
-            "progress": progress,
+            "progress": progress.to_dict(),
             "stored": store.counts(),
             "retries": len(store.events("retry")),
             "best": best,

@@ -42,9 +42,9 @@ from typing import Any, Iterator
 import psutil
 from filelock import FileLock, Timeout
 
-from autocompress._atomic import atomic_write
+from autocompress.atomic import atomic_write
 from autocompress.errors import UserInputError
-from autocompress.search.results import Result
+from autocompress.search import Constraints, Result
 
 log = logging.getLogger("autocompress.store")
 
@@ -511,6 +511,21 @@ class RunStore:
         for record in self.records(("probe", "full", "failed")):
             prior[record.result.candidate_id] = record.result
         return prior
+
+    def state(self) -> str:
+        """running, done, interrupted, failed, or starting (no session yet)."""
+        sessions = self.sessions()
+        if not sessions:
+            return "starting"
+        state = sessions[-1]["state"]
+        if state == "running" and not self.driver_alive():
+            return "interrupted"  # the driver died without ending its session (killed)
+        return state
+
+    def constraints(self) -> Constraints | None:
+        """The run's constraints (None until its baseline accuracy is measured)."""
+        values = self.meta("constraints")
+        return None if values is None else Constraints(**values)
 
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT kind, COUNT(*) FROM evaluations GROUP BY kind").fetchall()

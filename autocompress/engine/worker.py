@@ -1,7 +1,7 @@
 """What an evaluation worker holds and does: the base model with its weights, the
 validation data, the channel groups and the reference membrane potentials, built once;
-then candidates arrive as small configs (``{"prune": ..., "bits": ...}``) and numbers
-go back. The in-process executor runs one in the driver; the Ray executor runs one
+then candidates arrive as small configs and numbers go back. The driver runs one in its
+own process (:class:`~autocompress.search.LocalExecutor`); the Ray executor runs one
 per actor.
 """
 
@@ -13,11 +13,12 @@ import socket
 import time
 from pathlib import Path
 
-from autocompress.compress import find_channel_groups
-from autocompress.engine.evaluator import SessionEvaluator
+from autocompress.compress import footprint
+from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
-from autocompress.search.loop import TaskOutcome
-from autocompress.search.space import Candidate
+from autocompress.evaluation import evaluate_accuracy
+from autocompress.proxy import membrane_drift, record_potentials
+from autocompress.search import Candidate
 
 # Fault injection for tests and drills, at the worker's N-th full evaluation:
 # "kill-on-full:N" makes the worker process SIGKILL itself (once per run directory);
@@ -40,23 +41,65 @@ def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bo
 
 
 class Worker:
-    def __init__(self, spec_data: dict | None = None, spec_dir: str | None = None, *,
-                 session: Session | None = None, groups=None,
-                 proxy: bool = True, device: str | None = None, threads: int | None = None,
-                 run_dir: str | None = None):
+    """``probe``: a candidate's footprint and drift (one calibration forward); ``full``:
+    its top-1 accuracy on the validation set. The last built model is kept, so a probe
+    followed by the full evaluation of the same candidate builds it once."""
+
+    def __init__(self, session: Session, groups=None, *, proxy: bool = True, run_dir: str | None = None):
+        self.session = session
+        self.groups = groups if groups is not None else channel_groups(session)
+        self.by_name = self.groups.by_name()
+        self.proxy = proxy
+        self.run_dir = run_dir
+        self.calibration = session.data.calibration.to(session.device)
+        self.full_count = 0
+        self._reference = None
+        self._last: tuple[str, object] | None = None
+        self._fault = self._parse_fault()
+
+    @classmethod
+    def from_frozen(cls, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str | None = None,
+                    threads: int | None = None, run_dir: str | None = None) -> Worker:
+        """A worker in a process of its own (a Ray actor), from the run's frozen spec."""
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        if session is None:
-            session = Session.open(spec_from_frozen(spec_data, spec_dir), device=device, say=lambda _m: None)
-        if groups is None:
-            groups = find_channel_groups(session.model, example=session.data.calibration[:8].to(session.device))
-        self.session = session
-        self.evaluator = SessionEvaluator(session, groups, proxy=proxy)
-        self.run_dir = run_dir
-        self.full_count = 0
-        self._fault = self._parse_fault()
+        session = Session.open(spec_from_frozen(spec_data, spec_dir), device=device, say=lambda _m: None)
+        return cls(session, proxy=proxy, run_dir=run_dir)
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "node": socket.gethostname(), "device": str(self.session.device)}
+
+    @property
+    def reference(self):
+        if self._reference is None:
+            self._reference = record_potentials(self.session.model, self.calibration)
+        return self._reference
+
+    def build(self, candidate):
+        candidate = Candidate.from_dict(candidate) if isinstance(candidate, dict) else candidate
+        if self._last is None or self._last[0] != candidate.id:
+            self._last = (candidate.id, build_candidate(self.session, self.groups, candidate.to_dict()))
+        return self._last[1]
+
+    def probe(self, candidate) -> tuple[int, float | None]:
+        model = self.build(candidate)
+        drift = None
+        if self.proxy:
+            drift = membrane_drift(self.reference, model, self.calibration, self.by_name, model.pruned_channels)
+        return footprint(model), drift
+
+    def full(self, candidate) -> float:
+        model = self.build(candidate)
+        self.full_count += 1
+        self._maybe_fault()
+        spec = self.session.spec
+        return evaluate_accuracy(model, self.session.data, batch_size=spec.data.batch_size,
+                                 workers=spec.data.workers, device=self.session.device).accuracy
+
+    def baseline(self) -> float:
+        return self.session.evaluate().accuracy
 
     @staticmethod
     def _parse_fault() -> tuple[str, int] | None:
@@ -64,12 +107,6 @@ class Worker:
         if kind in ("kill-on-full", "wait-on-full") and count.isdigit():
             return kind, int(count)
         return None
-
-    def info(self) -> dict:
-        return {"pid": os.getpid(), "node": socket.gethostname(), "device": str(self.session.device)}
-
-    def baseline(self) -> float:
-        return self.evaluator.baseline_accuracy()
 
     def _maybe_fault(self) -> None:
         if self._fault is None or self.full_count != self._fault[1] or self.run_dir is None:
@@ -86,17 +123,3 @@ class Worker:
         except FileExistsError:
             return
         os.kill(os.getpid(), signal.SIGKILL)
-
-    def run(self, stage: str, candidate: dict) -> TaskOutcome:
-        """Probe or fully evaluate one candidate; an exception becomes the outcome's error."""
-        start = time.perf_counter()
-        try:
-            config = Candidate.from_dict(candidate)
-            if stage == "probe":
-                memory, drift = self.evaluator.probe(config)
-                return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
-            self.full_count += 1
-            self._maybe_fault()
-            return TaskOutcome(accuracy=self.evaluator.full(config), seconds=time.perf_counter() - start)
-        except Exception as error:  # the candidate failed, not the worker
-            return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)

@@ -14,7 +14,6 @@ from torch import nn
 from autocompress.errors import ModelError
 from autocompress.models._spikingjelly import BaseNode
 from autocompress.models.svit import SViT
-from autocompress.spec import FAMILY_ALIASES
 
 log = logging.getLogger("autocompress.models")
 
@@ -79,12 +78,8 @@ def parameter_count(model_spec) -> int | None:
     return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
 
 
-def canonical_family(family: str) -> str:
-    return FAMILY_ALIASES.get(family, family)
-
-
 @register_family("spikingjelly_spikformer")
-@register_family("spikformer")  # its earlier name; see FAMILY_ALIASES
+@register_family("spikformer")  # its earlier name; see vocabulary.FAMILY_ALIASES
 def _spikingjelly_spikformer(model_spec) -> nn.Module:
     from spikingjelly.activation_based.model import Spikformer
 

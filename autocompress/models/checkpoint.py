@@ -195,7 +195,7 @@ def load_checkpoint(net: nn.Module, path: str | os.PathLike, *, family: str | No
 _PRESET = {"spikformer-imagenet": "spikformer_imagenet", "sdt-v1": "sdt_imagenet"}
 
 
-def inspect(path: str | os.PathLike, *, ema: bool = False) -> dict[str, Any]:
+def inspect_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict[str, Any]:
     """What a checkpoint file is and the spec ``model`` section that fits it (see
     ``autocompress inspect-checkpoint``). Loads it into that model to check the fit."""
     from pydantic import TypeAdapter

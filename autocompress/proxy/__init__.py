@@ -1,6 +1,5 @@
-"""The membrane-potential-drift proxy and the gate built on it."""
+"""The membrane-potential-drift proxy (the gate that acts on it is :mod:`autocompress.search.gate`)."""
 
 from autocompress.proxy.drift import kept_channels, layer_drifts, membrane_drift, record_potentials
-from autocompress.proxy.gate import Gate, GateDecision
 
-__all__ = ["Gate", "GateDecision", "kept_channels", "layer_drifts", "membrane_drift", "record_potentials"]
+__all__ = ["kept_channels", "layer_drifts", "membrane_drift", "record_potentials"]

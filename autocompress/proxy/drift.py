@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from autocompress.compress.groups import ChannelGroup, channel_view
+from autocompress.compress import ChannelGroup, channel_view
 
 
 @torch.inference_mode()

@@ -1,5 +1,6 @@
-"""Reference SViTs that autocompress trains itself on embedded data (the demo's model)."""
+"""Reference SViTs that autocompress trains itself on embedded data (the demo's model);
+their recipes are :mod:`autocompress.recipes`."""
 
-from autocompress.reference.recipes import REFERENCES, ReferenceRecipe, get_recipe
+from autocompress.reference.train import ensure_reference, reference_path
 
-__all__ = ["REFERENCES", "ReferenceRecipe", "get_recipe"]
+__all__ = ["ensure_reference", "reference_path"]

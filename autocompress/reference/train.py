@@ -1,4 +1,4 @@
-"""Train, cache and look up the reference models of :mod:`autocompress.reference.recipes`.
+"""Train, cache and look up the reference models of :mod:`autocompress.recipes`.
 
 A reference model is trained once per machine and cached under
 ``$AUTOCOMPRESS_CACHE/references`` (default ``~/.cache/autocompress``): the state
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
-from autocompress._atomic import atomic_write
-from autocompress.data._common import DataBundle, TensorImageDataset
-from autocompress.engine.evaluation import evaluate_accuracy
+from autocompress.atomic import atomic_write
+from autocompress.data import DataBundle, TensorImageDataset
+from autocompress.evaluation import evaluate_accuracy
 from autocompress.models import create_model
-from autocompress.reference.recipes import ReferenceRecipe, get_recipe
+from autocompress.recipes import ReferenceRecipe, get_recipe
 from autocompress.spec import ModelSpec
 
 

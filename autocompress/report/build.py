@@ -27,11 +27,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
-from autocompress._atomic import atomic_write  # noqa: E402
-from autocompress.engine.pareto_file import pareto_document, run_constraints  # noqa: E402
-from autocompress.engine.store import RunStore  # noqa: E402
-from autocompress.search.results import hypervolume, pareto_front  # noqa: E402
-from autocompress.spec import BITS_CHOICES  # noqa: E402
+from autocompress.atomic import atomic_write  # noqa: E402
+from autocompress.engine import pareto_document  # noqa: E402
+from autocompress.engine import RunStore  # noqa: E402
+from autocompress.search import hypervolume, pareto_front  # noqa: E402
+from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
 
 MB = 1e6
 PLOTS = ("pareto", "configs", "proxy", "progress")
@@ -60,7 +60,7 @@ def _load(store: RunStore) -> _Run:
             base, start = offsets.get(record.session, (0.0, record.finished_at))
             elapsed.append(base + record.finished_at - start)
         thresholds.append((count, record.gate_threshold))
-    return _Run(pareto_document(store), run_constraints(store), fulls, elapsed, thresholds)
+    return _Run(pareto_document(store), store.constraints(), fulls, elapsed, thresholds)
 
 
 def bit_colours() -> tuple[list[int], ListedColormap, BoundaryNorm]:

@@ -1,18 +1,39 @@
-"""Search over compression candidates: space, strategies (ask/tell), loop, Pareto set.
-
-Pure logic over candidates and results: no Ray, no files.
+"""Search over compression candidates: the space, the strategies (ask/tell), the gate,
+the loop, the executor-driving loop and the Pareto set. Pure logic: no torch, no Ray,
+no files.
 """
 
 from autocompress.search import strategies as _strategies  # noqa: F401  (registers them)
-from autocompress.search.base import Strategy, create_strategy, register_strategy, strategy_names
-from autocompress.search.loop import SearchLoop, SearchStats
-from autocompress.search.results import Constraints, ParetoSet, Request, Result, pareto_front, pareto_set
+from autocompress.search.base import (
+    Strategy,
+    StrategyOptions,
+    create_strategy,
+    register_strategy,
+    strategy_names,
+    strategy_options,
+)
+from autocompress.search.execution import Completion, LocalExecutor, describe, drive, execute
+from autocompress.search.gate import Gate
+from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
+from autocompress.search.results import (
+    Constraints,
+    ParetoSet,
+    Request,
+    Result,
+    best_feasible,
+    hypervolume,
+    pareto_front,
+    pareto_set,
+)
 from autocompress.search.space import Candidate, Dimension, SearchSpace, SpaceDefinition, Unit
 
 __all__ = [
     "Candidate",
+    "Completion",
     "Constraints",
     "Dimension",
+    "Gate",
+    "LocalExecutor",
     "ParetoSet",
     "Request",
     "Result",
@@ -21,10 +42,19 @@ __all__ = [
     "SearchStats",
     "SpaceDefinition",
     "Strategy",
+    "StrategyOptions",
+    "Task",
+    "TaskOutcome",
     "Unit",
+    "best_feasible",
     "create_strategy",
+    "describe",
+    "drive",
+    "execute",
+    "hypervolume",
     "pareto_front",
     "pareto_set",
     "register_strategy",
     "strategy_names",
+    "strategy_options",
 ]

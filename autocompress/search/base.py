@@ -1,4 +1,6 @@
-"""The strategy contract: ask, tell, done. Strategies register by name.
+"""The strategy contract: ask, tell, done. A strategy registers by name with its own
+options model (the spec's ``strategy`` section); :mod:`autocompress.search.conformance`
+checks any registered strategy against this contract.
 
 A strategy proposes :class:`~autocompress.search.results.Request` s over a
 :class:`~autocompress.search.space.SearchSpace` and learns from the results told back.
@@ -14,20 +16,39 @@ the measured accuracy drop (the driver turns probes into full evaluations then).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from autocompress.search.results import Constraints, Request, Result
 from autocompress.search.space import Config, SearchSpace
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
+
+class StrategyOptions(BaseModel):
+    """The options every strategy takes; a strategy's own model adds ``name:
+    Literal["<its name>"]`` and its settings. ``conformance_settings`` are the settings
+    the conformance suite runs it with (small populations for its small synthetic space)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+    conformance_settings: ClassVar[dict[str, Any]] = {}
+
+    seed: Annotated[int, Field(ge=0, lt=2**32, description="random seed, 0 <= seed < 2**32")] = 0
 
 
-def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+_STRATEGIES: dict[str, tuple[type[Strategy], type[StrategyOptions]]] = {}
+
+
+def register_strategy(name: str, options: type[StrategyOptions]) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: register a strategy under ``name`` with its options model."""
+    declared = get_args(options.model_fields["name"].annotation) if "name" in options.model_fields else ()
+    if declared != (name,):
+        raise ValueError(f"{options.__name__} must declare name: Literal[{name!r}]")
+
     def decorate(cls: type[Strategy]) -> type[Strategy]:
         if name in _STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
         cls.name = name
-        _STRATEGIES[name] = cls
+        _STRATEGIES[name] = (cls, options)
         return cls
 
     return decorate
@@ -37,12 +58,22 @@ def strategy_names() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def create_strategy(options, space: SearchSpace, constraints: Constraints, *, proxy: bool = True) -> Strategy:
+def strategy_options(name: str | None = None):
+    """The options model of strategy ``name``; without a name, all of them, in registration order."""
+    if name is None:
+        return tuple(options for _, options in _STRATEGIES.values())
+    return _STRATEGIES[name][1]
+
+
+def create_strategy(options: StrategyOptions, space: SearchSpace, constraints: Constraints, *,
+                    proxy: bool = True) -> Strategy:
     """Build the strategy a spec's ``strategy`` section names."""
     try:
-        cls = _STRATEGIES[options.name]
+        cls, model = _STRATEGIES[options.name]
     except KeyError:
         raise ValueError(f"unknown strategy {options.name!r}; known: {', '.join(strategy_names())}") from None
+    if not isinstance(options, model):
+        options = model.model_validate(options.model_dump() if isinstance(options, BaseModel) else options)
     return cls(space, options, constraints, proxy=proxy)
 
 

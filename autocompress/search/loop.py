@@ -1,23 +1,16 @@
 """The search loop: ask, probe, gate, fully evaluate, tell. Pure logic, no I/O.
 
-The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe``, or a
-``full`` evaluation) that something else runs: :meth:`SearchLoop.run` runs them in
-this process on an evaluator (anything with ``probe(candidate) -> (memory_bytes,
-drift or None)`` and ``full(candidate) -> accuracy``); the engine's driver hands them
-to executors (in-process or Ray actors) with :meth:`SearchLoop.tasks` and
-:meth:`SearchLoop.complete`, several at a time.
+The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe`` or a
+``full`` evaluation) with :meth:`SearchLoop.tasks` and takes their outcomes with
+:meth:`SearchLoop.complete`; :func:`autocompress.search.execution.drive` runs them on
+an executor. A result is kept by candidate id, so no candidate is fully evaluated
+twice. A ``probe`` computes the proxy only (without a proxy it becomes a full
+evaluation); a ``full`` request passes the gate first.
 
-The loop owns the gate and the results. A result is kept by candidate id, so no
-candidate is fully evaluated twice and a repeated probe costs nothing. A ``probe``
-request computes the proxy only; without a proxy it becomes a full evaluation (the
-strategy then ranks by accuracy). A ``full`` request passes the gate first; a
-candidate that fails it is never fully evaluated.
-
-``prior`` holds results recorded by an earlier run of the same search (the run
-store's journal). They are reused instead of evaluated again, and go through the same
-steps as fresh ones: the gate observes them, the budget counts them, the strategy is
-told them in the order it asks for them. With one task at a time, a deterministic
-strategy therefore replays the earlier run exactly and continues where it stopped.
+``prior`` holds results an earlier session of the run recorded. They are reused, not
+evaluated again, and go through the same steps as fresh ones (the gate observes them,
+the budget counts them, the strategy is told them in the order it asks), so with one
+task at a time a deterministic strategy replays the earlier run exactly.
 """
 
 from __future__ import annotations
@@ -25,17 +18,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Callable, Literal, Mapping
 
-from autocompress.proxy.gate import Gate
+from autocompress.search.gate import Gate
 from autocompress.search.base import Strategy
 from autocompress.search.results import Constraints, Request, Result
-
-
-class Evaluator(Protocol):
-    def probe(self, candidate) -> tuple[int, float | None]: ...
-
-    def full(self, candidate) -> float: ...
 
 
 @dataclass
@@ -78,7 +65,6 @@ class SearchLoop:
     def __init__(
         self,
         strategy: Strategy,
-        evaluator: Evaluator | None,
         gate: Gate,
         constraints: Constraints,
         *,
@@ -89,9 +75,9 @@ class SearchLoop:
         prior: Mapping[str, Result] | None = None,
         elapsed_before: float = 0.0,
         on_result: Callable[[Request, Result], None] | None = None,
-        on_record: Callable[[RecordKind, object, Result], None] | None = None,
+        on_record: Callable[..., None] | None = None,  # (kind, candidate, result, worker=, attempts=)
     ):
-        self.strategy, self.evaluator, self.gate, self.constraints = strategy, evaluator, gate, constraints
+        self.strategy, self.gate, self.constraints = strategy, gate, constraints
         self.proxy = proxy
         self.max_full = max_full_evaluations
         self.max_probes = max_probes if max_probes is not None else 100 * max_full_evaluations
@@ -132,9 +118,10 @@ class SearchLoop:
         self.results[result.candidate_id] = result
         return result
 
-    def _record(self, kind: RecordKind, candidate, result: Result) -> None:
+    def _record(self, kind: RecordKind, candidate, result: Result, worker: str | None = None,
+                attempts: int = 1) -> None:
         if self.on_record is not None:
-            self.on_record(kind, candidate, result)
+            self.on_record(kind, candidate, result, worker=worker, attempts=attempts)
 
     def _tell(self, request: Request, result: Result) -> None:
         self.strategy.tell(request, result)
@@ -278,15 +265,16 @@ class SearchLoop:
                 out.append(task)
         return out
 
-    def complete(self, task: Task, outcome: TaskOutcome) -> Result:
-        """A task's outcome: record it, then answer the requests that waited on it."""
+    def complete(self, task: Task, outcome: TaskOutcome, *, worker: str | None = None, attempts: int = 1) -> Result:
+        """A task's outcome (from ``worker``, after ``attempts`` tries): record it, then
+        answer the requests that waited on it."""
         cid = task.candidate.id
         self._busy.pop(cid, None)
         if task.stage == "probe":
             if outcome.error is not None:
                 self.stats.failed += 1
                 result = self._remember(Result(cid, error=outcome.error, seconds=outcome.seconds))
-                self._record("failed", task.candidate, result)
+                self._record("failed", task.candidate, result, worker, attempts)
             else:
                 if self.proxy:
                     self.stats.probes += 1
@@ -295,47 +283,20 @@ class SearchLoop:
                     memory_saving=1 - outcome.memory_bytes / self.constraints.baseline_bytes,
                     drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
                 ))
-                self._record("probe", task.candidate, result)
+                self._record("probe", task.candidate, result, worker, attempts)
         else:
             known = self.results[cid]
             state = self._gate_of.pop(cid)
             if outcome.error is not None:
                 self.stats.failed += 1
                 result = self._remember(replace(known, gate=state[0], gate_reason=state[1], error=outcome.error))
-                self._record("failed", task.candidate, result)
+                self._record("failed", task.candidate, result, worker, attempts)
             else:
                 result = self._evaluated(known, outcome.accuracy, outcome.seconds, state)
-                self._record("full", task.candidate, result)
+                self._record("full", task.candidate, result, worker, attempts)
         self._ready.extendleft(reversed(self._parked.pop(cid, [])))
         self.stats.seconds = self.elapsed()
         return result
-
-    # ------------------------------------------------------------------ in this process
-
-    def _execute(self, task: Task) -> TaskOutcome:
-        start = time.perf_counter()
-        try:
-            if task.stage == "probe":
-                memory, drift = self.evaluator.probe(task.candidate)
-                return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
-            accuracy = self.evaluator.full(task.candidate)
-            return TaskOutcome(accuracy=accuracy, seconds=time.perf_counter() - start)
-        except Exception as error:  # a failed candidate is a result too
-            return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
-
-    def run(self) -> SearchStats:
-        """Run the whole search in this process, one task at a time."""
-        if self.evaluator is None:
-            raise ValueError("SearchLoop.run needs an evaluator; the engine's driver runs tasks elsewhere")
-        while True:
-            batch = self.tasks(1)
-            if not batch:
-                break
-            for task in batch:
-                self.complete(task, self._execute(task))
-        self.stats.stopped_by = self.ended or "strategy finished"
-        self.stats.seconds = self.elapsed()
-        return self.stats
 
     def all_results(self) -> list[Result]:
         return [self.results[i] for i in self.order]

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from autocompress.spec import BITS_CHOICES
+from autocompress.vocabulary import BITS_CHOICES
 
 UnitKind = Literal["prune", "bits"]
 Config = tuple[int, ...]

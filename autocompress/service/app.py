@@ -28,7 +28,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from autocompress import __version__
+from autocompress.version import __version__
 from autocompress.engine.store import RunStore, is_run_dir
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits

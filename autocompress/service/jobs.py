@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from autocompress._atomic import atomic_write
-from autocompress.engine.pareto_file import run_state
+from autocompress.atomic import atomic_write
+from autocompress.engine import session_progress
 from autocompress.engine.store import (
     RunStore,
     identity_alive,
@@ -406,21 +406,17 @@ class JobManager:
             out["job"] = {key: job.get(key) for key in ("command", "launcher", "started_at", "ended_at", "exit_code")}
             if job.get("ray_job"):
                 out["job"]["ray_job"] = job["ray_job"]  # to follow it on the Ray dashboard
-        store_state = None
+        store_state, progress = None, None
         if is_run_dir(run_dir):
             try:
                 with RunStore.open_reader(run_dir) as store:
-                    store_state = run_state(store)
-                    sessions = store.sessions()
-                if sessions:
-                    progress = dict(sessions[-1]["progress"])
-                    stopped_by = str(progress.get("stopped_by") or "")
-                    if stopped_by and stopped_by not in STOPPED_BY:
-                        progress["stopped_by"] = "error"
-                    if store_state != "running":
-                        progress["in_flight"] = 0
-                    out["progress"] = progress
-                    out["best"] = progress.get("best")
+                    store_state = store.state()
+                    progress = session_progress(store) if store.sessions() else None
+                if progress is not None:
+                    if progress.stopped_by and progress.stopped_by not in STOPPED_BY:
+                        progress.stopped_by = "error"
+                    out["progress"] = progress.to_dict()
+                    out["best"] = progress.best
             except UserInputError:
                 store_state = "unreadable"
         if (run_dir / CANCELLED).exists() and not queued:

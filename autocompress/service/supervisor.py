@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from autocompress._atomic import atomic_write
+from autocompress.atomic import atomic_write
 
 EXIT_NAME, LOG_NAME, ERROR_NAME = "exit.json", "job.log", "error.json"
 ERROR_FILE_ENV = "AUTOCOMPRESS_ERROR_FILE"  # where the CLI writes the kind of error it exited with

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -47,3 +48,57 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+@dataclass
+class SearchRun:
+    """A search run through the driver every search takes (``start_search``), read back from its store."""
+
+    document: dict  # pareto.json
+    fulls: list  # Result of each full evaluation, in order
+    at: list  # seconds from the start of the run to each of them
+    pareto: object  # autocompress.search.ParetoSet
+
+    @property
+    def best(self):
+        return self.pareto.best
+
+    @property
+    def full_evaluations(self) -> int:
+        return self.document["statistics"]["full_evaluations"]
+
+    @property
+    def probes(self) -> int:
+        return self.document["statistics"]["proxy_evaluations"]
+
+    def reach(self, memory_bytes: int) -> tuple[int | None, float | None]:
+        """(full evaluations, seconds) until a feasible point of at most ``memory_bytes``."""
+        for count, (result, seconds) in enumerate(zip(self.fulls, self.at), start=1):
+            if result.feasible and result.memory_bytes <= memory_bytes:
+                return count, seconds
+        return None, None
+
+
+def run_search(spec, overrides: dict | None = None) -> SearchRun:
+    """Run ``spec`` (a validated Spec) with dotted-key ``overrides`` in a temporary run directory."""
+    import tempfile
+
+    from autocompress.engine import RunStore, start_search
+    from autocompress.search import pareto_set
+    from autocompress.spec import validate_spec
+
+    data = spec.model_dump(mode="json")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    with tempfile.TemporaryDirectory(prefix="autocompress-bench-") as folder:
+        data["output"]["run_dir"] = str(Path(folder) / "run")
+        document = start_search(validate_spec(data, base_dir=DIGITS_SPEC.parent), say=lambda _m: None)
+        with RunStore.open_reader(Path(folder) / "run") as store:
+            started = store.sessions()[0]["started_at"]
+            records = store.records(("full",))
+            pareto = pareto_set([r.result for r in records], store.constraints())
+    return SearchRun(document, [r.result for r in records], [r.finished_at - started for r in records], pareto)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from _results import publish
-from autocompress.data._transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, center_crop, evaluation_transform, \
+from autocompress.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, center_crop, evaluation_transform, \
     to_normalized_tensor
 
 

@@ -18,37 +18,17 @@ import argparse
 import sys
 import time
 
-from pydantic import TypeAdapter
-
-from _results import DIGITS_SPEC, publish
-from autocompress.engine import Session
-from autocompress.engine.search import run_search
-from autocompress.spec import StrategySpec, load_spec
+from _results import DIGITS_SPEC, publish, run_search
+from autocompress.spec import load_spec
 
 BUDGET = 2000  # high enough that every run ends by itself
 
 
 def run(spec, strategy: str, proxy: bool):
-    options = TypeAdapter(StrategySpec).validate_python({"name": strategy, "seed": 0})
-    session = Session.open(spec, say=lambda _m: None)
-    evaluated_at: dict[str, float] = {}
     start = time.perf_counter()
-
-    def clock(_request, result) -> None:
-        if result.evaluated and result.candidate_id not in evaluated_at:
-            evaluated_at[result.candidate_id] = time.perf_counter() - start
-
-    outcome = run_search(session, strategy_options=options, proxy=proxy, max_full_evaluations=BUDGET,
-                         on_result=clock, say=lambda _m: None)
-    return outcome, time.perf_counter() - start, evaluated_at
-
-
-def reach(outcome, evaluated_at, memory_bytes):
-    """(full evaluations, seconds) until a feasible point of at most ``memory_bytes``."""
-    count = outcome.full_evaluations_to(memory_bytes)
-    if count is None:
-        return None, None
-    return count, evaluated_at[outcome.full_order[count - 1]]
+    outcome = run_search(spec, {"strategy": {"name": strategy, "seed": 0}, "proxy.enabled": proxy,
+                                "budget.max_full_evaluations": BUDGET})
+    return outcome, time.perf_counter() - start
 
 
 def main() -> int:
@@ -65,18 +45,18 @@ def main() -> int:
     ratios = []
     for strategy in args.strategies:
         runs = {proxy: run(spec, strategy, proxy) for proxy in (True, False)}
-        off_best = runs[False][0].pareto.best
-        for proxy, (outcome, seconds, evaluated_at) in runs.items():
-            best = outcome.pareto.best
-            count, to_seconds = reach(outcome, evaluated_at, off_best.memory_bytes) if off_best else (None, None)
+        off_best = runs[False][0].best
+        for proxy, (outcome, seconds) in runs.items():
+            best = outcome.best
+            count, to_seconds = outcome.reach(off_best.memory_bytes) if off_best else (None, None)
             lines.append(
                 f"| {strategy} | {'on' if proxy else 'off'} | "
                 + (f"{best.memory_bytes:,}, {best.memory_saving:.1%}, {best.accuracy:.2f} %" if best else "none")
                 + f" | {count or 'never'} | {'-' if to_seconds is None else f'{to_seconds:.1f}'} | "
-                f"{outcome.stats.full_evaluations} | {outcome.stats.probes} | {seconds:.1f} |")
+                f"{outcome.full_evaluations} | {outcome.probes} | {seconds:.1f} |")
             print(lines[-1], file=sys.stderr)
-        on_count, on_seconds = reach(runs[True][0], runs[True][2], off_best.memory_bytes) if off_best else (None, None)
-        off_count, off_seconds = reach(runs[False][0], runs[False][2], off_best.memory_bytes) if off_best else (None, None)
+        on_count, on_seconds = runs[True][0].reach(off_best.memory_bytes) if off_best else (None, None)
+        off_count, off_seconds = runs[False][0].reach(off_best.memory_bytes) if off_best else (None, None)
         if on_count is None or off_count is None:
             ratios.append(f"- {strategy}: with the gate the search never reached gate-off's best point")
             continue

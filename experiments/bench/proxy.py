@@ -18,10 +18,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from _results import DIGITS_SPEC, publish
-from autocompress.compress import find_channel_groups, quantizable_layers
-from autocompress.engine import Session
-from autocompress.engine.evaluator import SessionEvaluator
-from autocompress.engine.space import build_space
+from autocompress.engine import Setup, Worker
 from autocompress.spec import load_spec
 
 
@@ -36,11 +33,10 @@ def main() -> int:
 
     spec = load_spec(args.spec)
     spec.space.granularity = args.granularity
-    session = Session.open(spec, say=lambda m: print(m, file=sys.stderr))
-    groups = find_channel_groups(session.model)
-    space = build_space(spec, groups, quantizable_layers(session.model.net))
-    evaluator = SessionEvaluator(session, groups)
-    baseline = evaluator.baseline_accuracy()
+    setup = Setup.open(spec, say=lambda m: print(m, file=sys.stderr))
+    space = setup.space
+    evaluator = Worker(setup.session, setup.groups)
+    baseline = evaluator.baseline()
     rng = np.random.default_rng(args.seed)
     seen, rows = set(), []
     proxy_seconds = full_seconds = 0.0
@@ -70,7 +66,7 @@ def main() -> int:
         f"| Spearman correlation, drift vs accuracy drop | {rho:.3f} (p = {p_value:.2g}) |",
         f"| one proxy evaluation (compressed model built, one calibration forward of {spec.data.calibration.size} "
         f"images) | {proxy_ms:.0f} ms |",
-        f"| one full evaluation ({len(session.data.validation)} validation images) | {full_ms:.0f} ms |",
+        f"| one full evaluation ({len(setup.session.data.validation)} validation images) | {full_ms:.0f} ms |",
         f"| full / proxy cost | {full_seconds / proxy_seconds:.2f}x |",
     ])
     publish("proxy", "Proxy quality and cost", "python experiments/bench/proxy.py --write", body, write=args.write)

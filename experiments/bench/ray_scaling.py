@@ -15,15 +15,23 @@ import tempfile
 import time
 
 from _results import DIGITS_SPEC, publish
-from autocompress.compress import find_channel_groups, quantizable_layers
-from autocompress.engine import Session
-from autocompress.engine.driver import frozen_spec, pump
+from autocompress.engine import Setup
+from autocompress.engine.driver import frozen_spec
 from autocompress.engine.executors import RayExecutor
-from autocompress.engine.space import build_space
-from autocompress.proxy import Gate
-from autocompress.search import Constraints, SearchLoop, SearchSpace, SpaceDefinition, Unit, create_strategy
-from autocompress.search.loop import Task, TaskOutcome
-from autocompress.spec import RandomStrategy, load_spec
+from autocompress.search import (
+    Constraints,
+    Gate,
+    SearchLoop,
+    SearchSpace,
+    SpaceDefinition,
+    Task,
+    TaskOutcome,
+    Unit,
+    create_strategy,
+    drive,
+    strategy_options,
+)
+from autocompress.spec import load_spec
 
 
 def real_throughput(spec, candidates, workers: int) -> tuple[float, float]:
@@ -81,8 +89,8 @@ def synthetic_space() -> SearchSpace:
 def simulated_throughput(workers: int, tasks: int) -> tuple[int, float]:
     constraints = Constraints(baseline_accuracy=90.0, baseline_bytes=1_000_000, max_drop_points=1.5, min_saving=0.25)
     space = synthetic_space()
-    strategy = create_strategy(RandomStrategy(name="random", seed=0), space, constraints)
-    loop = SearchLoop(strategy, None, Gate("auto", 1.5, enabled=False), constraints, proxy=True,
+    strategy = create_strategy(strategy_options("random")(name="random", seed=0), space, constraints)
+    loop = SearchLoop(strategy, Gate("auto", 1.5, enabled=False), constraints, proxy=True,
                       max_full_evaluations=tasks // 2)
     with tempfile.TemporaryDirectory() as run_dir:
         executor = RayExecutor({}, None, workers=workers, device="cpu", address=None, proxy=True, run_dir=run_dir,
@@ -90,12 +98,11 @@ def simulated_throughput(workers: int, tasks: int) -> tuple[int, float]:
         try:
             completed = [0]
 
-            def count(done) -> None:
+            def count(_done) -> None:
                 completed[0] += 1
-                loop.complete(done.task, done.outcome)
 
             start = time.perf_counter()
-            pump(loop, executor, count)
+            drive(loop, executor, on_completion=count)
             seconds = time.perf_counter() - start
         finally:
             executor.shutdown()
@@ -113,9 +120,7 @@ def main() -> int:
     os.environ["AUTOCOMPRESS_BENCH_COST"] = str(args.cost)
 
     spec = load_spec(DIGITS_SPEC)
-    session = Session.open(spec, say=lambda _m: None)
-    groups = find_channel_groups(session.model, example=session.data.calibration[:8])
-    space = build_space(spec, groups, quantizable_layers(session.model.net))
+    space = Setup.open(spec, say=lambda _m: None).space
     rng = random.Random(0)
     candidates = {}
     while len(candidates) < args.candidates:
@@ -136,7 +141,7 @@ def main() -> int:
     for w, (s, rate) in real.items():
         lines.append(f"| {w} | {s:.1f} | {rate:.2f} | {rate / real[1][1]:.2f}x |")
     lines += ["", f"Simulated: every task (probe or full) sleeps {args.cost:g} s in a Ray actor; a random strategy "
-              f"through the real driver loop (`pump`, `SearchLoop`) and Ray executor, {args.tasks} tasks per row. "
+              f"through the real driver loop (`drive`, `SearchLoop`) and Ray executor, {args.tasks} tasks per row. "
               f"Ideal throughput is workers / {args.cost:g} s.", "",
               "| workers | tasks | tasks/s | ideal tasks/s | efficiency |", "|---:|---:|---:|---:|---:|"]
     for w, (n, rate) in simulated.items():

@@ -10,13 +10,9 @@ import argparse
 import sys
 import time
 
-from pydantic import TypeAdapter
-
-from _results import DIGITS_SPEC, publish
-from autocompress.engine import Session
-from autocompress.engine.search import run_search
+from _results import DIGITS_SPEC, publish, run_search
 from autocompress.search import strategy_names
-from autocompress.spec import StrategySpec, load_spec
+from autocompress.spec import load_spec
 
 
 def main() -> int:
@@ -30,14 +26,13 @@ def main() -> int:
     spec.space.granularity = args.granularity
     rows = {}
     for name in strategy_names():
-        options = TypeAdapter(StrategySpec).validate_python({"name": name, "seed": args.seed})
         start = time.perf_counter()
-        outcome = run_search(Session.open(spec, say=lambda _m: None), strategy_options=options,
-                             max_full_evaluations=args.budget, say=lambda _m: None)
+        outcome = run_search(spec, {"strategy": {"name": name, "seed": args.seed},
+                                    "budget.max_full_evaluations": args.budget})
         rows[name] = (outcome, time.perf_counter() - start)
         best = outcome.pareto.best
         print(f"{name}: hypervolume {outcome.pareto.hypervolume:.4f}, best "
-              f"{best.memory_bytes if best else None}, {outcome.stats.full_evaluations} full", file=sys.stderr)
+              f"{best.memory_bytes if best else None}, {outcome.full_evaluations} full", file=sys.stderr)
     random_outcome = rows["random"][0]
     random_best = random_outcome.pareto.best
     lines = [f"Digits reference model, {args.granularity} granularity, budget {args.budget} full evaluations each, "
@@ -51,7 +46,7 @@ def main() -> int:
         hv_ratio = outcome.pareto.hypervolume / random_outcome.pareto.hypervolume
         size_ratio = (f"{random_best.memory_bytes / best.memory_bytes:.2f}x" if best and random_best else "-")
         lines.append(
-            f"| {name} | {outcome.stats.full_evaluations} | {outcome.pareto.hypervolume:.4f} | {hv_ratio:.2f}x | "
+            f"| {name} | {outcome.full_evaluations} | {outcome.pareto.hypervolume:.4f} | {hv_ratio:.2f}x | "
             + (f"{best.memory_bytes:,} ({best.memory_saving:.1%}, {best.accuracy:.2f} %)" if best else "none")
             + f" | {size_ratio} | {seconds:.1f} |")
     body = "\n".join(lines)

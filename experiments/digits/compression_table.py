@@ -33,7 +33,7 @@ from autocompress.compress import (
     quantizable_layers,
 )
 from autocompress.engine import Session
-from autocompress.engine.evaluation import evaluate_accuracy
+from autocompress.evaluation import evaluate_accuracy
 from autocompress.spec import load_spec
 
 HERE = Path(__file__).resolve().parent

@@ -1,6 +1,6 @@
 """Kill a search with SIGKILL mid-way, resume it, and compare with an uninterrupted run.
 
-    python experiments/engine/kill_and_resume.py [--spec SPEC] [--kill-after N] [--workers W] [--budget B]
+    python experiments/engine/kill_and_resume.py [--spec SPEC] [--kill-after N] [--workers W] [--budget B] [--json]
 
 Runs `autocompress search` twice on the same spec (same strategy and seed): once to
 the end, once killed with SIGKILL after N full evaluations are stored and then
@@ -94,10 +94,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--budget", type=int, default=60, help="budget.max_full_evaluations of both runs")
     parser.add_argument("--keep", type=Path, help="keep the two run directories here")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="autocompress-kill-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = kill_and_resume(args.spec, workdir, kill_after=args.kill_after, workers=args.workers, budget=args.budget)
+    report = kill_and_resume(args.spec, workdir, kill_after=args.kill_after, workers=args.workers, budget=args.budget,
+                             say=(lambda _m: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report))
+        return 0 if report["ok"] else 1
     print(f"full evaluations: uninterrupted {report['full_evaluations']['uninterrupted']}, killed at "
           f"{report['full_evaluations_at_kill']} and resumed {report['full_evaluations']['killed_and_resumed']}")
     print("Pareto set (id, top-1 %, bytes, feasible):")

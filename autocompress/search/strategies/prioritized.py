@@ -14,12 +14,23 @@
 
 from __future__ import annotations
 
-from autocompress.search.base import Strategy, register_strategy
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
 
 
-@register_strategy("prioritized")
+class PrioritizedOptions(StrategyOptions):
+    """PrimeSVT: sensitivity per unit, then prune largest-first under the constraints."""
+
+    name: Literal["prioritized"]
+    sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+
+@register_strategy("prioritized", PrioritizedOptions)
 class PrioritizedStrategy(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -10,16 +10,25 @@ evaluation, and never enters the Pareto set (only fully evaluated results do).
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, Literal
 
-from autocompress.search.base import Strategy, register_strategy
+import numpy as np
+from pydantic import Field, PositiveInt
+
+from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
 
 _MAX_DRAWS = 1000
 
 
-@register_strategy("random")
+class RandomOptions(StrategyOptions):
+    """Uniform sampling: the baseline every other strategy is measured against."""
+
+    name: Literal["random"]
+
+
+@register_strategy("random", RandomOptions)
 class RandomStrategy(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,7 +113,15 @@ class _OptunaStrategy(Strategy):
         self.study.tell(trial, self._values(accuracy, fraction))
 
 
-@register_strategy("tpe")
+class TPEOptions(StrategyOptions):
+    """Optuna's TPE sampler over the space."""
+
+    name: Literal["tpe"]
+    n_startup_trials: PositiveInt = 10
+    conformance_settings = {"n_startup_trials": 5}
+
+
+@register_strategy("tpe", TPEOptions)
 class TPEStrategy(_OptunaStrategy):
     directions = ["minimize"]
 
@@ -117,7 +134,15 @@ class TPEStrategy(_OptunaStrategy):
         return fraction
 
 
-@register_strategy("nsga2")
+class NSGA2Options(StrategyOptions):
+    """Optuna's NSGA-II, multi-objective over accuracy and memory."""
+
+    name: Literal["nsga2"]
+    population_size: Annotated[int, Field(ge=2)] = 20
+    conformance_settings = {"population_size": 6}
+
+
+@register_strategy("nsga2", NSGA2Options)
 class NSGA2Strategy(_OptunaStrategy):
     directions = ["maximize", "minimize"]
 

@@ -11,7 +11,11 @@ are full evaluations and moves are ranked by measured accuracy drop.
 
 from __future__ import annotations
 
-from autocompress.search.base import Strategy, register_strategy
+from typing import Literal
+
+from pydantic import PositiveInt
+
+from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
 from autocompress.search.strategies._moves import baseline_result, move_score
@@ -43,7 +47,13 @@ class _Walk(Strategy):
             self.known[request.config] = result
 
 
-@register_strategy("greedy")
+class GreedyOptions(StrategyOptions):
+    """AQ4SViT-Greedy generalised to pruning and quantization."""
+
+    name: Literal["greedy"]
+
+
+@register_strategy("greedy", GreedyOptions)
 class GreedyStrategy(_Walk):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -84,7 +94,15 @@ class GreedyStrategy(_Walk):
                 self.ranked = None
 
 
-@register_strategy("beam")
+class BeamOptions(StrategyOptions):
+    """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
+
+    name: Literal["beam"]
+    beam_width: PositiveInt = 4
+    conformance_settings = {"beam_width": 3}
+
+
+@register_strategy("beam", BeamOptions)
 class BeamStrategy(_Walk):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

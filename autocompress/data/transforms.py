@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autocompress.vocabulary import TRANSFORM_PRESETS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -42,6 +44,21 @@ PRESETS = {
     "cifar10": EvalTransform(1.0, "bicubic", CIFAR10_MEAN, CIFAR10_STD),  # both repositories' CIFAR-10 configs
     "cifar100": EvalTransform(1.0, "bicubic", CIFAR100_MEAN, CIFAR100_STD),  # SDT conf/cifar100/*.yml
 }
+
+
+assert tuple(PRESETS) == TRANSFORM_PRESETS, "vocabulary.TRANSFORM_PRESETS names these presets"
+
+
+def resolve_transform(settings, dataset: str) -> EvalTransform:
+    """The transform a spec's ``data.transform`` describes: its preset (the data set's
+    default when unset), with the fields it sets overriding the preset's."""
+    base = PRESETS[settings.preset or ("cifar10" if dataset == "cifar10" else "timm_default")]
+    return EvalTransform(
+        crop_fraction=settings.crop_fraction if settings.crop_fraction is not None else base.crop_fraction,
+        interpolation=settings.interpolation or base.interpolation,
+        mean=tuple(settings.mean) if settings.mean is not None else base.mean,
+        std=tuple(settings.std) if settings.std is not None else base.std,
+    )
 
 
 def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:

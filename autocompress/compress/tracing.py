@@ -6,7 +6,7 @@ graph is built on a twin of the model whose neurons are identities; its groups a
 then turned into :class:`ChannelGroup` members by module name. Custom attention
 (reshapes into heads, sums over channels) can still be misread: every traced group
 is verified (prune == mask) before it is offered, and the ones that fail are left out
-with the reason (:func:`autocompress.compress.groups.find_channel_groups`).
+with the reason (:mod:`autocompress.compress.discovery`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from autocompress.compress.groups import ChannelGroup, GroupReport, Member, count_group_params
-from autocompress.models._spikingjelly import BaseNode
+from autocompress.models import BaseNode
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)

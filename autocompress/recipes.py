@@ -1,7 +1,7 @@
 """Reference models autocompress trains itself on embedded data.
 
 Nothing can be downloaded at run time, so the demo's pre-trained SViT is trained
-locally, once, from a fixed recipe and cached (see :mod:`autocompress.reference.train`).
+locally, once, from a fixed recipe and cached (see :mod:`autocompress.reference`).
 A spec names one as ``checkpoint: reference:NAME``. This module is pure data so that
 validating a spec does not import torch.
 """
@@ -9,10 +9,9 @@ validating a spec does not import torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from autocompress.spec import Spec
+from autocompress.vocabulary import canonical_family
 
 __all__ = ["REFERENCES", "ReferenceRecipe", "check_reference_fits", "get_recipe"]
 
@@ -68,25 +67,19 @@ def get_recipe(name: str) -> ReferenceRecipe:
         raise KeyError(f"unknown reference model '{name}'; known: {', '.join(sorted(REFERENCES))}") from None
 
 
-def check_reference_fits(name: str, spec: Spec) -> None:
-    """Raise ValueError unless ``spec`` describes the same model and data as the recipe."""
+def check_reference_fits(name: str, family: str, args: dict[str, Any], dataset: str, image_size: int) -> None:
+    """Raise ValueError unless a spec's model (family, args) and data (dataset, image size)
+    are the recipe's."""
     if name not in REFERENCES:
         raise ValueError(
             f"model.checkpoint: unknown reference model '{name}'; known: {', '.join(sorted(REFERENCES))}"
         )
     recipe = REFERENCES[name]
-    from autocompress.spec import FAMILY_ALIASES
-
-    if FAMILY_ALIASES.get(spec.model.family, spec.model.family) != recipe.family:
-        raise ValueError(
-            f"model.family: reference model '{name}' is a {recipe.family}, the spec says {spec.model.family}"
-        )
-    args = spec.model.args.model_dump()
+    if canonical_family(family) != recipe.family:
+        raise ValueError(f"model.family: reference model '{name}' is a {recipe.family}, the spec says {family}")
     differ = [f"{key} (spec {args.get(key)!r}, reference {value!r})" for key, value in recipe.args.items() if args.get(key) != value]
     if differ:
         raise ValueError(f"model.args: reference model '{name}' was trained with other arguments: {'; '.join(differ)}")
-    if spec.data.dataset != recipe.dataset or spec.data.image_size != recipe.image_size:
-        raise ValueError(
-            f"data: reference model '{name}' is trained on {recipe.dataset} at {recipe.image_size}px; "
-            f"the spec uses {spec.data.dataset} at {spec.data.image_size}px"
-        )
+    if dataset != recipe.dataset or image_size != recipe.image_size:
+        raise ValueError(f"data: reference model '{name}' is trained on {recipe.dataset} at {recipe.image_size}px; "
+                         f"the spec uses {dataset} at {image_size}px")

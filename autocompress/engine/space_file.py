@@ -9,7 +9,7 @@ import yaml
 
 from autocompress.documents import parse_yaml
 from autocompress.errors import UserInputError
-from autocompress.search.space import SearchSpace, SpaceDefinition
+from autocompress.search import SearchSpace, SpaceDefinition
 
 
 # Spikformer families share module paths, so they share a search space.

@@ -1,0 +1,53 @@
+"""A search set up once, the same way wherever it is needed: session -> channel groups
+-> search space; then (once the baseline accuracy is known) constraints -> gate ->
+strategy. :func:`build_candidate` is the only place a candidate's model is built from
+its config: the workers evaluate it, ``export`` writes it, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from autocompress.compress import GroupReport, compress_model, find_channel_groups, footprint, quantizable_layers
+from autocompress.engine.session import Session
+from autocompress.engine.space_file import build_space
+from autocompress.search import Constraints, Gate, SearchSpace, Strategy, create_strategy
+
+TRACE_IMAGES = 8  # calibration images a custom model's channel groups are traced and verified on
+
+
+def channel_groups(session: Session) -> GroupReport:
+    """The channel groups of the session's model."""
+    example = session.data.calibration[:TRACE_IMAGES].to(session.device)
+    return find_channel_groups(session.model, example=example)
+
+
+def build_candidate(session: Session, groups: GroupReport, config: Mapping):
+    """The compressed model of a candidate config (``{"prune": {...}, "bits": {...}}``)."""
+    return compress_model(session.model, prune=dict(config.get("prune", {})), bits=dict(config.get("bits", {})),
+                          groups=groups, importance="l2")
+
+
+@dataclass
+class Setup:
+    """What a search needs before its first evaluation."""
+
+    session: Session
+    groups: GroupReport
+    space: SearchSpace
+    baseline_bytes: int
+
+    @classmethod
+    def open(cls, spec, *, device: str | None = None, progress: bool = False,
+             say: Callable[[str], None] = print) -> Setup:
+        session = Session.open(spec, device=device, progress=progress, say=say)
+        groups = channel_groups(session)
+        space = build_space(spec, groups, quantizable_layers(session.model.net))
+        return cls(session, groups, space, footprint(session.model))
+
+    def plan(self, constraints: Constraints, *, proxy: bool) -> tuple[Gate, Strategy]:
+        """The gate and the strategy of the spec, for these constraints."""
+        spec = self.session.spec
+        gate = Gate(spec.proxy.threshold, constraints.max_drop_points, enabled=proxy)
+        return gate, create_strategy(spec.strategy, self.space, constraints, proxy=proxy)

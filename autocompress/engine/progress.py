@@ -1,0 +1,62 @@
+"""A run's progress, one typed record: the driver writes it into its session row (the
+heartbeat, about once a second, and at the end); ``status``, the live display,
+``pareto.json``'s statistics and the HTTP service read it back from there."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from autocompress.search import SearchLoop, best_feasible
+
+
+def best_summary(results) -> dict | None:
+    """The best feasible point of ``results``, as progress and status show it."""
+    best = best_feasible(results)
+    return None if best is None else {
+        "id": best.candidate_id, "memory_bytes": best.memory_bytes, "memory_saving": best.memory_saving,
+        "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop}
+
+
+@dataclass
+class Progress:
+    full_evaluations: int | None = None  # None: no count yet (the run failed before its search began)
+    proxy_evaluations: int = 0
+    gated_out: int = 0
+    failed: int = 0
+    cached: int = 0
+    replayed: int = 0
+    retries: int = 0
+    workers_replaced: int = 0
+    wall_seconds: float = 0.0
+    stopped_by: str = ""
+    in_flight: int = 0
+    max_full_evaluations: int | None = None
+    best: dict | None = None
+
+    @classmethod
+    def of_loop(cls, loop: SearchLoop, *, retries: int, workers_replaced: int, max_full: int) -> Progress:
+        stats = loop.stats
+        return cls(full_evaluations=stats.full_evaluations, proxy_evaluations=stats.probes,
+                   gated_out=stats.gated_out, failed=stats.failed, cached=stats.cached, replayed=stats.replayed,
+                   retries=retries, workers_replaced=workers_replaced, wall_seconds=loop.elapsed(),
+                   stopped_by=stats.stopped_by or loop.ended or "", in_flight=loop.in_flight,
+                   max_full_evaluations=max_full, best=best_summary(loop.results.values()))
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Progress:
+        """A stored record, written by this version or an earlier one (unknown keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def session_progress(store) -> Progress:
+    """The progress of a run's last session; nothing is in flight unless its driver runs."""
+    sessions = store.sessions()
+    progress = Progress.from_dict(sessions[-1]["progress"] if sessions else None)
+    if store.state() != "running":
+        progress.in_flight = 0  # what was in flight when the driver stopped is not running now
+    return progress

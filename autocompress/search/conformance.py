@@ -1,0 +1,184 @@
+"""The strategy conformance suite: the contract of :mod:`autocompress.search.base`,
+checked on any registered strategy, built-in or a plug-in's (the way Optuna ships its
+sampler test cases). Each check raises AssertionError with what broke::
+
+    from autocompress.search.conformance import CHECKS
+    for check in CHECKS:
+        check("my_strategy")
+
+(autocompress's own test suite runs every check on every registered strategy.)
+
+A synthetic evaluator stands in for the model (instant, deterministic): memory falls
+with each notch, drift grows with it, and accuracy drops smoothly with drift and
+collapses past a knee, so strategies face the same kind of landscape as on a real SViT.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+from autocompress.search.base import create_strategy, strategy_options
+from autocompress.search.execution import LocalExecutor, drive
+from autocompress.search.gate import Gate
+from autocompress.search.loop import SearchLoop, TaskOutcome
+from autocompress.search.results import Constraints, Result
+from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
+
+BASELINE_ACCURACY = 90.0
+BASELINE_BYTES = 1_000_000
+CONSTRAINTS = Constraints(baseline_accuracy=BASELINE_ACCURACY, baseline_bytes=BASELINE_BYTES, max_drop_points=1.5,
+                          min_saving=0.25)
+SEED = 3
+
+
+def make_space() -> SearchSpace:
+    """Three blocks, each with a prunable group and a quantizable layer, larger by depth."""
+    units = [Unit(f"blocks.{b}.mlp", "prune", "mlp", b, 4000 * (b + 1)) for b in range(3)]
+    units += [Unit(f"blocks.{b}.fc", "bits", "mlp", b, 8000 * (b + 1)) for b in range(3)]
+    definition = SpaceDefinition(prune_rates=(0.0, 0.25, 0.5, 0.75), bits=(32, 16, 8, 4, 2), granularity="layer")
+    return SearchSpace(units, definition)
+
+
+class SyntheticEvaluator:
+    def __init__(self):
+        self.full_calls: list[str] = []
+        self.probe_calls = 0
+
+    @staticmethod
+    def _measure(candidate) -> tuple[int, float]:
+        prune, bits = dict(candidate.prune), dict(candidate.bits)
+        memory = BASELINE_BYTES
+        drift = 0.0
+        for b in range(3):
+            rate = prune.get(f"blocks.{b}.mlp", 0.0)
+            width = bits.get(f"blocks.{b}.fc", 32)
+            memory -= int(50_000 * (b + 1) * rate) + int(75_000 * (b + 1) * (1 - width / 32))
+            drift += (b + 1) * (rate**2 + (1 - math.log2(width) / 5) ** 2) / 6
+        return memory, drift
+
+    def probe(self, candidate) -> tuple[int, float]:
+        self.probe_calls += 1
+        return self._measure(candidate)
+
+    def full(self, candidate) -> float:
+        self.full_calls.append(candidate.id)
+        _, drift = self._measure(candidate)
+        return BASELINE_ACCURACY - (3.0 * drift if drift < 0.5 else 40.0 * drift)
+
+    def baseline(self) -> float:
+        return BASELINE_ACCURACY
+
+
+def options(name: str):
+    """The options the suite runs strategy ``name`` with: its defaults, seed 3, and its
+    ``conformance_settings``."""
+    model = strategy_options(name)
+    return model(name=name, seed=SEED, **model.conformance_settings)
+
+
+def make_loop(name: str, *, max_full: int, proxy: bool = True, prior=None, on_result=None,
+              on_record=None) -> SearchLoop:
+    strategy = create_strategy(options(name), make_space(), CONSTRAINTS, proxy=proxy)
+    return SearchLoop(strategy, Gate("auto", CONSTRAINTS.max_drop_points, enabled=proxy), CONSTRAINTS, proxy=proxy,
+                      max_full_evaluations=max_full, prior=prior, on_result=on_result, on_record=on_record)
+
+
+def run(name: str, *, max_full: int = 25, proxy: bool = True, prior=None, on_result=None,
+        on_record=None) -> tuple[SearchLoop, SyntheticEvaluator]:
+    """Search the synthetic space with strategy ``name``, one task at a time."""
+    evaluator = SyntheticEvaluator()
+    loop = make_loop(name, max_full=max_full, proxy=proxy, prior=prior, on_result=on_result, on_record=on_record)
+    drive(loop, LocalExecutor(evaluator))
+    return loop, evaluator
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def deterministic_under_replay(name: str) -> None:
+    """Same seed, same results in the same order -> the same requests."""
+    first, second = [], []
+    run(name, on_result=lambda q, r: first.append((q.stage, q.candidate.id, r.candidate_id)))
+    run(name, on_result=lambda q, r: second.append((q.stage, q.candidate.id, r.candidate_id)))
+    assert first, f"{name} asked for nothing"
+    assert first == second, f"{name} asked differently on the same results"
+
+
+def keeps_the_budget(name: str) -> None:
+    """At most the budget of full evaluations, none twice, with the proxy on and off."""
+    for proxy in (True, False):
+        loop, evaluator = run(name, max_full=12, proxy=proxy)
+        calls = evaluator.full_calls
+        assert len(calls) <= 12, f"{name} (proxy {proxy}): {len(calls)} full evaluations for a budget of 12"
+        assert len(calls) == len(set(calls)) == loop.stats.full_evaluations, \
+            f"{name} (proxy {proxy}): a candidate was fully evaluated twice"
+
+
+def terminates_and_finds_a_feasible_point(name: str) -> None:
+    loop, _ = run(name, max_full=60)
+    assert loop.stats.stopped_by in ("strategy finished", "full-evaluation budget"), loop.stats.stopped_by
+    assert any(r.feasible for r in loop.all_results()), f"{name} found no feasible point"
+
+
+def never_evaluates_what_the_gate_rejected(name: str) -> None:
+    loop, evaluator = run(name, max_full=40)
+    gated = {r.candidate_id for r in loop.all_results() if r.gate == "fail"}
+    assert gated.isdisjoint(evaluator.full_calls), f"{name}: gated-out candidates were fully evaluated"
+    assert all(not r.evaluated for r in loop.all_results() if r.gate == "fail")
+
+
+def resumes_from_its_journal(name: str) -> None:
+    """Results recorded before a stop, replayed as ``prior``, rebuild the strategy: the
+    continued search tells the same results in the same order as an uninterrupted one,
+    and evaluates only what the first part did not."""
+    whole: list = []
+    run(name, max_full=20, on_result=lambda q, r: whole.append((q.stage, r.candidate_id, r.gate, r.accuracy)))
+    journal: dict[str, Result] = {}  # what the run store keeps: the latest probe/full/failed result
+
+    def keep(kind, _candidate, result, **_origin) -> None:
+        if kind != "gate":
+            journal[result.candidate_id] = result
+
+    _, first = run(name, max_full=8, on_record=keep)
+    told: list = []
+    resumed, second = run(name, max_full=20, prior=journal,
+                          on_result=lambda q, r: told.append((q.stage, r.candidate_id, r.gate, r.accuracy)))
+    assert told == whole, f"{name}: the resumed search differs from the uninterrupted one"
+    assert not set(first.full_calls) & set(second.full_calls), f"{name}: a candidate was fully evaluated twice"
+    assert resumed.stats.full_evaluations == len(first.full_calls) + len(second.full_calls)
+    assert resumed.stats.replayed >= len(first.full_calls)
+
+
+def completes_in_any_order(name: str) -> None:
+    """Tasks completing out of order (several workers): budget kept, no candidate fully
+    evaluated twice, every task answered, the search ends."""
+    rng = random.Random(0)
+    evaluator = SyntheticEvaluator()
+    loop = make_loop(name, max_full=15)
+    in_flight = []
+    for _ in range(10_000):
+        in_flight.extend(loop.tasks(3 - len(in_flight)))
+        if loop.finished:
+            break
+        assert in_flight, f"{name}: the loop neither finished nor started work"
+        task = in_flight.pop(rng.randrange(len(in_flight)))
+        if task.stage == "probe":
+            memory, drift = evaluator.probe(task.candidate)
+            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
+        else:
+            loop.complete(task, TaskOutcome(accuracy=evaluator.full(task.candidate)))
+    assert loop.finished and not in_flight, f"{name}: the search did not end"
+    calls = evaluator.full_calls
+    assert len(calls) == len(set(calls)) == loop.stats.full_evaluations <= 15
+
+
+CHECKS: tuple[Callable[[str], None], ...] = (
+    deterministic_under_replay,
+    keeps_the_budget,
+    terminates_and_finds_a_feasible_point,
+    never_evaluates_what_the_gate_rejected,
+    resumes_from_its_journal,
+    completes_in_any_order,
+)

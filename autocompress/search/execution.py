@@ -1,0 +1,111 @@
+"""Running a search loop's tasks: the one driver loop (:func:`drive`) over an executor,
+and the executor that runs tasks in this process (:class:`LocalExecutor`).
+
+An executor has ``free()`` slots, ``submit(task)``, ``wait(timeout)`` for the tasks
+that completed, ``baseline()`` and ``shutdown()``. The engine adds one that runs tasks
+on Ray actors; the driver, the experiments and the tests all go through :func:`drive`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
+
+
+class Evaluator(Protocol):
+    """What evaluates candidates: ``probe`` -> (memory bytes, drift or None), ``full`` -> top-1 %."""
+
+    def probe(self, candidate) -> tuple[int, float | None]: ...
+
+    def full(self, candidate) -> float: ...
+
+    def baseline(self) -> float: ...
+
+
+@dataclass
+class Completion:
+    task: Task
+    outcome: TaskOutcome
+    worker: str
+    attempts: int = 1
+
+
+def execute(evaluator: Evaluator, stage: str, candidate) -> TaskOutcome:
+    """Run one task, timed; an exception is the candidate's failure, not the worker's."""
+    start = time.perf_counter()
+    try:
+        if stage == "probe":
+            memory, drift = evaluator.probe(candidate)
+            return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
+        return TaskOutcome(accuracy=evaluator.full(candidate), seconds=time.perf_counter() - start)
+    except Exception as error:
+        return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
+
+
+def describe(task: Task) -> str:
+    return f"{task.stage} {task.candidate.id}"
+
+
+WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
+
+
+class LocalExecutor:
+    """One evaluator in this process; a submitted task runs inside ``wait``."""
+
+    name = "in-process"
+
+    def __init__(self, evaluator: Evaluator, *, on_worker: WorkerHook | None = None):
+        self.evaluator = evaluator
+        self.pending: list[Task] = []
+        self.on_worker = on_worker or (lambda *a, **k: None)
+        self.on_worker(self.name, state="idle", pid=os.getpid(), node=socket.gethostname())
+
+    def free(self) -> int:
+        return 1 - len(self.pending)
+
+    def submit(self, task: Task) -> None:
+        self.pending.append(task)
+        self.on_worker(self.name, state="busy", task=describe(task))
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        if not self.pending:
+            return []
+        task = self.pending.pop(0)
+        outcome = execute(self.evaluator, task.stage, task.candidate)
+        self.on_worker(self.name, state="idle")
+        return [Completion(task, outcome, self.name)]
+
+    def baseline(self) -> float:
+        return self.evaluator.baseline()
+
+    def shutdown(self) -> None:
+        self.pending.clear()
+
+
+def drive(loop: SearchLoop, executor, *, on_completion: Callable[[Completion], None] | None = None,
+          on_idle: Callable[[], None] | None = None) -> SearchStats:
+    """Run ``loop`` on ``executor`` until it finishes: start as many tasks as there are
+    free workers, hand each completion to the loop (then to ``on_completion``), call
+    ``on_idle`` after each wait."""
+    while True:
+        for task in loop.tasks(executor.free()):
+            executor.submit(task)
+        if loop.finished:
+            break
+        if loop.in_flight == 0:  # nothing to wait for and nothing asked: end rather than spin
+            loop.stop("strategy asked nothing")
+            continue
+        for done in executor.wait(timeout=1.0):
+            loop.complete(done.task, done.outcome, worker=done.worker, attempts=done.attempts)
+            if on_completion is not None:
+                on_completion(done)
+        if on_idle is not None:
+            on_idle()
+    loop.stats.stopped_by = loop.ended or "strategy finished"
+    loop.stats.seconds = loop.elapsed()
+    return loop.stats

@@ -1,0 +1,42 @@
+"""The words a spec may use, defined once: bit-widths, data sets, transform presets,
+model-family aliases, path fields. Everything else (spec validation, quantization, the
+search space, the report, the data loaders, the service) reads them from here.
+
+Pure data, no imports: validating a spec must not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FULL_PRECISION = 32
+BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, FULL_PRECISION)  # the weight bit-widths a search may choose
+QUANTIZED_BITS = tuple(b for b in BITS_CHOICES if b != FULL_PRECISION)
+
+# Old family names that still build what they built -> the name that says what it is.
+FAMILY_ALIASES = {"spikformer": "spikingjelly_spikformer"}
+
+REFERENCE_PREFIX = "reference:"  # model.checkpoint "reference:NAME": a model autocompress trains itself
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    channels: int  # of its images
+    classes: int | None = None  # fixed by the data set (None: read from the data)
+
+
+DATASETS = {
+    "digits": DatasetInfo(channels=1, classes=10),
+    "imagefolder": DatasetInfo(channels=3),
+    "cifar10": DatasetInfo(channels=3, classes=10),
+}
+
+TRANSFORM_PRESETS = ("timm_default", "spikformer_imagenet", "sdt_imagenet", "cifar10", "cifar100")
+
+# Spec fields that name files or folders (resolved, length-checked, confined by the service).
+PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
+
+
+def canonical_family(family: str) -> str:
+    """The family an alias stands for (a family's own name is its canonical name)."""
+    return FAMILY_ALIASES.get(family, family)
