@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/autocompress search experiments/digits/spec.yaml
 
+# Two worker processes, one a core (pytest-xdist); the Ray tests share one of them (--dist loadgroup).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache experiments/digits/runs

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,13 @@ TINY_ARGS = {"spikformer": TINY_SPIKFORMER, "spikformer_cifar": TINY_OFFICIAL_SP
              "spike_driven_transformer": TINY_SDT}
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: each worker process (and what it starts) gets one core
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # trained weights: tests/make_fixtures.py writes them
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Reference models and caches go to a temporary folder, never the user's."""
@@ -44,14 +53,39 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def reference_cache(tmp_path_factory):
-    """A cache holding the trained digits reference model (trained once per test run)."""
-    from autocompress.reference.train import ensure_reference
-
+    """A cache holding the trained digits reference model, as `autocompress train-reference`
+    leaves it (the trained weights come from tests/fixtures: training takes 100 s)."""
     cache = tmp_path_factory.mktemp("reference-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOCOMPRESS_CACHE", str(cache))
-        ensure_reference("digits-spikformer", progress=False, say=lambda _m: None)
+    shutil.copytree(FIXTURES / "references", cache / "references")
     return cache
+
+
+def tiny_trained_model(family: str, *, load: bool = True):
+    """A tiny SViT (32-dim, 2 blocks) of ``family``, with the weights it has after 6 epochs on
+    digits (neurons fire as in use); ``load=False``: untrained, for tests/make_fixtures.py."""
+    from autocompress.models import create_model, load_checkpoint
+    from autocompress.spec import validate_spec
+
+    torch.manual_seed(0)
+    data = make_spec_data(family, **{"model.args.depths": 2, "model.args.embed_dims": 32})
+    model = create_model(validate_spec(data, base_dir=FIXTURES).model)
+    if load:
+        load_checkpoint(model.net, FIXTURES / "tiny" / f"{family}.pt")
+    return model.eval()
+
+
+@pytest.fixture
+def cli(capsys):
+    """``autocompress ARGS`` run in this process: its exit code and output, as from a subprocess
+    (tests that need a process of its own, for signals or a fresh import, start one)."""
+    from autocompress.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
 
 
 @pytest.fixture
@@ -165,3 +199,16 @@ def servers(tmp_path):
             os.killpg(pid, signal.SIGKILL)  # the supervisor leads its session: it and its driver
         except (ProcessLookupError, PermissionError, TypeError):
             pass
+
+
+PROCESS_FIXTURES = {"servers", "hostile", "ray_cluster"}  # they start the HTTP service or a Ray cluster
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start processes of their own are `slow` (`-m "not slow"` leaves them out of the
+    edit-test loop). The slow tests run first: with `-n 2` the long runs start at once and the many
+    short tests fill the gaps, instead of one worker finishing a long test alone at the end."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -10,6 +10,8 @@ unused by these models). The LIF neuron is SpikingJelly 0.0.0.0.12's ``MultiStep
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 from torch import nn
 
@@ -362,3 +364,18 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             elif isinstance(module, nn.LayerNorm):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
     return model.eval()
+
+
+def save_like_timm(path, model, train_args: dict, ema_model=None) -> None:
+    """What timm's CheckpointSaver writes: weights beside the optimizer, scaler and argparse args."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.head.weight.sum().backward()
+    optimizer.step()
+    model.zero_grad()
+    document = {"epoch": 299, "arch": "spikformer", "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "version": 2,
+                "args": argparse.Namespace(model="spikformer", lr=5e-4, mean=(0.485, 0.456, 0.406), **train_args),
+                "amp_scaler": {"scale": 65536.0, "growth_factor": 2.0}, "metric": 73.3}
+    if ema_model is not None:
+        document["state_dict_ema"] = ema_model.state_dict()
+    torch.save(document, path)

@@ -25,9 +25,8 @@ from autocompress.data.digits import digits_split
 from autocompress.errors import CheckpointError
 from autocompress.models import create_model
 from autocompress.proxy import membrane_drift, record_potentials
-from autocompress.reference.train import train_classifier
 from autocompress.spec import validate_spec
-from conftest import TINY_ARGS, make_spec_data
+from conftest import TINY_ARGS, make_spec_data, tiny_trained_model
 
 FAMILIES = sorted(TINY_ARGS)
 IMAGES = digits_split(16)[2][:12]  # a fixed input: real digits
@@ -39,15 +38,9 @@ def build(family: str, tmp_path, **overrides):
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """Tiny SViTs of both families trained briefly on digits, so that neurons fire as in use."""
-    train_x, train_y, _, _ = digits_split(16)
-    models = {}
-    for family in FAMILIES:
-        model = build(family, tmp_path_factory.mktemp(family), **{"model.args.embed_dims": 32})
-        train_classifier(model, train_x, train_y, epochs=6, batch_size=64, lr=4e-3, weight_decay=0.01)
-        models[family] = model
-    return models
+def trained():
+    """Tiny SViTs of every family trained briefly on digits, so that neurons fire as in use."""
+    return {family: tiny_trained_model(family) for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -7,8 +7,6 @@ grouped and searched end to end."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,7 @@ import yaml
 from PIL import Image
 
 import official_models as om
-from conftest import HANG_GUARD, REPO
-from test_official import save_like_timm
+from conftest import REPO
 
 IMAGENET = REPO / "experiments" / "imagenet"
 SPECS = sorted(IMAGENET.glob("*.yaml"))
@@ -50,18 +47,13 @@ def fake_imagenet(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     for family, build in OFFICIAL.items():
         torch.manual_seed(0)
         checkpoints[family] = root / f"{family}-model_best.pth.tar"
-        save_like_timm(checkpoints[family], om.randomize(build()), {})
+        om.save_like_timm(checkpoints[family], om.randomize(build()), {})
     return val, checkpoints
 
 
 def _sets(val: Path, checkpoint: Path) -> list[str]:
     args = [f"--set=data.root={val}", f"--set=model.checkpoint={checkpoint}"]
     return args + [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autocompress", *args], capture_output=True, text=True, timeout=HANG_GUARD,
-                          cwd=REPO)
 
 
 def test_the_specs_mirror_the_papers():
@@ -82,28 +74,28 @@ def test_the_specs_mirror_the_papers():
     assert names["joint"]["space"]["search"] == "joint"
 
 
-def test_without_inputs_validate_names_them():
-    done = _cli("validate", str(IMAGENET / "joint.yaml"))
+def test_without_inputs_validate_names_them(cli):
+    done = cli("validate", str(IMAGENET / "joint.yaml"))
     assert done.returncode == 2
     assert "model.checkpoint: checkpoint file not found" in done.stderr and "data.root: data root not found" in done.stderr
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
-def test_imagenet_spec_runs_on_a_fake_imagenet(spec, fake_imagenet, tmp_path):
+def test_imagenet_spec_runs_on_a_fake_imagenet(spec, fake_imagenet, tmp_path, cli):
     val, checkpoints = fake_imagenet
     sets = _sets(val, checkpoints[yaml.safe_load(spec.read_text())["model"]["family"]])
-    done = _cli("validate", str(spec), *sets)
+    done = cli("validate", str(spec), *sets)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
     if spec.stem in ("joint", "sdt_joint"):  # the official checkpoint is converted; evaluate and groups run on it
-        done = _cli("evaluate", str(spec), *sets, "--json")
+        done = cli("evaluate", str(spec), *sets, "--json")
         assert done.returncode == 0 and "converted an official" in done.stderr, done.stderr
         result = json.loads(done.stdout)  # 4 of the 1,000 classes: their labels are ImageNet's
         assert result["evaluation"]["total"] == 4 * len(WNIDS) - TINY["data.calibration.size"]
         assert "4 of ImageNet-1k's 1,000 classes" in result["data"]
-        done = _cli("groups", str(spec), *sets)
+        done = cli("groups", str(spec), *sets)
         assert done.returncode == 0 and "attention" in done.stdout, done.stderr
     run = tmp_path / "run"
-    done = _cli("search", str(spec), *sets, "--run-dir", str(run), "--max-full-evaluations", "3")
+    done = cli("search", str(spec), *sets, "--run-dir", str(run), "--max-full-evaluations", "3")
     assert done.returncode == 0, done.stderr
     document = json.loads((run / "pareto.json").read_text())
     assert document["state"] == "done" and 1 <= document["statistics"]["full_evaluations"] <= 3

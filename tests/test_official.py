@@ -40,21 +40,6 @@ def official(variant: str, seed: int = 0) -> torch.nn.Module:
     return om.randomize(VARIANTS[variant][0]().double(), seed)
 
 
-def save_like_timm(path, model, train_args: dict, ema_model=None) -> None:
-    """What timm's CheckpointSaver writes: weights beside the optimizer, scaler and argparse args."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.head.weight.sum().backward()
-    optimizer.step()
-    model.zero_grad()
-    document = {"epoch": 299, "arch": "spikformer", "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "version": 2,
-                "args": argparse.Namespace(model="spikformer", lr=5e-4, mean=(0.485, 0.456, 0.406), **train_args),
-                "amp_scaler": {"scale": 65536.0, "growth_factor": 2.0}, "metric": 73.3}
-    if ema_model is not None:
-        document["state_dict_ema"] = ema_model.state_dict()
-    torch.save(document, path)
-
-
 def family_model(variant: str, family: str | None = None, image_size: int | None = None):
     _, _, default_family, args, size = VARIANTS[variant]
     spec = TypeAdapter(ModelSpec).validate_python(
@@ -71,7 +56,7 @@ def images(variant: str, n: int = 6) -> torch.Tensor:
 def test_converted_official_checkpoint_gives_identical_float64_logits(variant, tmp_path):
     reference, ema = official(variant), official(variant, seed=1)
     path = tmp_path / "model_best.pth.tar"
-    save_like_timm(path, reference, VARIANTS[variant][1], ema_model=ema)
+    om.save_like_timm(path, reference, VARIANTS[variant][1], ema_model=ema)
     x = images(variant)
     with torch.no_grad():
         expected = reference(x)
@@ -109,7 +94,7 @@ def test_spikingjelly_stem_order_computes_another_network(variant, tmp_path):
 
 def test_official_layout_in_the_wrong_family_is_refused_with_the_fitting_one(tmp_path):
     path = tmp_path / "model_best.pth.tar"
-    save_like_timm(path, official("spikformer-imagenet"), {})
+    om.save_like_timm(path, official("spikformer-imagenet"), {})
     wrong = family_model("spikformer-imagenet", family="spikingjelly_spikformer")
     with pytest.raises(CheckpointError, match="fits model.family spikformer_imagenet, not spikingjelly_spikformer"):
         load_checkpoint(wrong.net, path, family="spikingjelly_spikformer")
@@ -140,7 +125,7 @@ def test_code_payload_in_a_timm_checkpoint_is_refused_and_not_run(tmp_path):
 
 def test_inspect_checkpoint_names_family_variant_and_spec(tmp_path, capsys):
     path = tmp_path / "checkpoint-299.pth.tar"
-    save_like_timm(path, official("sdt-cifar"), VARIANTS["sdt-cifar"][1])
+    om.save_like_timm(path, official("sdt-cifar"), VARIANTS["sdt-cifar"][1])
     assert main(["inspect-checkpoint", str(path), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["layout"] == "sdt-v1" and found["variant"] == "SDT-2-64" and found["family"] == "spike_driven_transformer"

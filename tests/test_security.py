@@ -331,6 +331,7 @@ def test_the_parameter_count_is_capped_before_anything_is_built(hostile):
 # --------------------------------------------------------------------------- 8: token, ids, listing, factories
 
 
+@pytest.mark.slow
 def test_weak_tokens_and_tampered_token_files_stop_the_service(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "AUTOCOMPRESS_TOKEN"}
 
@@ -374,6 +375,7 @@ def test_ids_must_match_whole_and_unknown_things_are_404(hostile):
     hostile.delete(f"/v1/searches/{search_id}")
 
 
+@pytest.mark.slow
 def test_only_the_exact_allowed_factory_is_accepted(servers):
     server = servers("--allow-factory", "models:qkformer_digits", "--data-roots", str(REPO / "experiments" / "qkformer"))
     spec = yaml.safe_load((REPO / "experiments" / "qkformer" / "spec.yaml").read_text())
@@ -443,7 +445,7 @@ def drivers_alive(runs: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
+def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, tmp_path):
     """Every search, a queued resume too, ends done exactly once; never more than two
     drivers alive. Jobs are held at their first full evaluation (fault injection) so
     which are running and which queued at the restart does not depend on speed."""
@@ -467,12 +469,12 @@ def test_ten_searches_two_slots_and_a_sigkill_restart(servers, tmp_path):
     first.wait(r, ("cancelled",), timeout=HANG_GUARD)
     (runs / r / "fault-waiting").unlink()
 
-    ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}"})).json()["id"] for i in range(10)]
+    ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}"})).json()["id"] for i in range(3)]
     wait_for(lambda: sum(waiting(i) for i in ids) == 2)
     resumed = first.post(f"/v1/searches/{r}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] == "queued"
     states = {s["id"]: s["state"] for s in first.get("/v1/searches").json()["searches"]}
-    assert sorted(states.values()).count("running") == 2 and sorted(states.values()).count("queued") == 9
+    assert sorted(states.values()).count("running") == 2 and sorted(states.values()).count("queued") == 2
     first.kill()
     assert (runs / r / "queue.json").is_file()  # the queued resume is on disk
 
@@ -598,6 +600,7 @@ def test_a_store_killed_while_being_created_leaves_no_run(tmp_path, monkeypatch,
     assert not (run_dir / ".store-creating.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_a_store_deleted_mid_run_stops_the_driver_and_keeps_its_results(tmp_path):
     spec = write_spec(tmp_path, tiny(**{"budget.max_full_evaluations": 6, "strategy": {"name": "random", "seed": 0}}))
     run_dir = tmp_path / "run"
@@ -617,6 +620,7 @@ def test_a_store_deleted_mid_run_stops_the_driver_and_keeps_its_results(tmp_path
     assert not (run_dir / "pareto.json").exists()  # nothing claims the run is done
 
 
+@pytest.mark.slow
 def test_a_read_only_run_can_be_inspected(tmp_path):
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a reader as another user")
@@ -638,6 +642,7 @@ def test_a_read_only_run_can_be_inspected(tmp_path):
         shutil.rmtree(public, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_readers_never_block_a_starting_driver_and_a_refusal_names_the_live_holder(tmp_path):
     spec = validate_spec(tiny(**{"budget.max_full_evaluations": 2}), base_dir=tmp_path)
     run_dir = tmp_path / "run"

@@ -154,8 +154,8 @@ class _Driver:
         self._last_beat = 0.0
 
     def progress(self) -> Progress:
-        if self.loop is None:
-            return Progress(max_full_evaluations=self.max_full)
+        if self.loop is None:  # ended before its search began: what earlier sessions stored
+            return Progress(full_evaluations=self.store.counts()["full"], max_full_evaluations=self.max_full)
         return Progress.of_loop(self.loop, retries=len(self.store.events("retry")),
                                 workers_replaced=len(self.store.events("worker-replaced")), max_full=self.max_full)
 
@@ -166,13 +166,18 @@ class _Driver:
                           worker=worker, attempts=attempts)
 
     def completed(self, _done: Completion) -> None:
+        progress = self.progress()
+        self._beat(progress)  # status and the service see every result as soon as it is stored
         if self.on_progress is not None:
-            self.on_progress(self.progress())
+            self.on_progress(progress)
 
     def idle(self) -> None:
         if time.monotonic() - self._last_beat >= 1.0:
-            self.store.heartbeat(self.progress().to_dict())
-            self._last_beat = time.monotonic()
+            self._beat(self.progress())
+
+    def _beat(self, progress: Progress) -> None:
+        self.store.heartbeat(progress.to_dict())
+        self._last_beat = time.monotonic()
 
     def _executor(self, setup: Setup, proxy: bool):
         store, spec = self.store, self.spec

@@ -37,7 +37,8 @@ def pareto_document(store) -> dict:
     space = store.meta("space", {})
     constraints = store.constraints()
     sessions = store.sessions()
-    progress = Progress.from_dict(sessions[-1]["progress"] if sessions else None)
+    stored = (sessions[-1]["progress"] if sessions else None) or {}
+    progress = Progress.from_dict(stored)
     fulls = store.records(("full",))
     candidates = {r.result.candidate_id: r.candidate for r in fulls}
     results = [r.result for r in fulls]
@@ -69,7 +70,8 @@ def pareto_document(store) -> dict:
             "hypervolume": pareto.hypervolume,
         })
     document["statistics"] = {
-        "full_evaluations": len(fulls) if progress.full_evaluations is None else progress.full_evaluations,
+        # a session of an earlier version that ended before its search began stored no count
+        "full_evaluations": progress.full_evaluations if "full_evaluations" in stored else len(fulls),
         "proxy_evaluations": progress.proxy_evaluations,
         "gated_out": progress.gated_out,
         "failed": progress.failed,

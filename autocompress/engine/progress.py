@@ -20,7 +20,7 @@ def best_summary(results) -> dict | None:
 
 @dataclass
 class Progress:
-    full_evaluations: int | None = None  # None: no count yet (the run failed before its search began)
+    full_evaluations: int = 0
     proxy_evaluations: int = 0
     gated_out: int = 0
     failed: int = 0

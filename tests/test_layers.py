@@ -1,0 +1,97 @@
+"""The package's import graph, every import counted (those inside functions too): no
+cycle, each part imports only the parts below it, and no part reaches into another
+package's private modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "autocompress"
+
+# Lowest first: a part may import only the parts before it. A top-level module is a part
+# of its own; a package (with its submodules) is one part.
+LAYERS = [
+    "version", "vocabulary", "errors", "atomic", "confine", "documents",
+    "data", "search", "recipes", "spec",
+    "models", "compress", "proxy", "evaluation", "reference",
+    "engine", "report", "limits", "service", "cli", "__main__", "__init__",
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """{module: the autocompress modules it imports}, relative imports resolved."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    prefix = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(prefix + ([base] if base else []))
+                # a submodule named in the list is what is used; otherwise the module's names
+                found = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for target in found:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target.startswith("autocompress") and target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycle():
+    graph = _imports()
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target):] + [target]))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_every_part_imports_only_parts_below_it():
+    graph = _imports()
+    rank = {part: i for i, part in enumerate(LAYERS)}
+    unknown = {_part(m) for m in graph} - set(rank)
+    assert not unknown, f"place these in LAYERS: {sorted(unknown)}"
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                    if _part(m) != _part(t) and rank[_part(t)] > rank[_part(m)])
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
+def test_no_part_imports_another_packages_private_modules():
+    graph = _imports()
+    private = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                     if _part(m) != _part(t) and any(p.startswith("_") and p != "__init__" for p in t.split(".")[1:]))
+    assert not private, "\n".join(private)
