@@ -94,7 +94,8 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
     """Train a reference model (by NAME, or the one a SPEC names as reference:NAME)."""
     from autocompress.recipes import REFERENCES
     from autocompress.reference.train import ensure_reference, reference_metadata, reference_path, train_reference
-    from autocompress.spec import REFERENCE_PREFIX, load_spec
+    from autocompress.spec import load_spec
+    from autocompress.vocabulary import REFERENCE_PREFIX
 
     if list_only or name_or_spec is None:
         for name, recipe in sorted(REFERENCES.items()):

@@ -55,10 +55,8 @@ from autocompress.vocabulary import (
 )
 
 __all__ = [
-    "BITS_CHOICES",
     "ModelSpec",
     "StrategySpec",
-    "REFERENCE_PREFIX",
     "Spec",
     "load_spec",
     "read_spec_file",

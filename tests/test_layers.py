@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 
 PACKAGE = REPO / "autocompress"
 
@@ -95,3 +95,16 @@ def test_no_part_imports_another_packages_private_modules():
     private = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
                      if _part(m) != _part(t) and any(p.startswith("_") and p != "__init__" for p in t.split(".")[1:]))
     assert not private, "\n".join(private)
+
+
+def test_the_spec_and_the_search_logic_load_without_torch():
+    """Validating a spec (the service does it for every request) and the search logic need no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, autocompress.spec, autocompress.search; "
+            "from autocompress.spec import validate_spec; "
+            "print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

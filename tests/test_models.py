@@ -168,3 +168,19 @@ def test_baseline_footprint_counts_parameters_and_buffers(tmp_path):
     counters = sum(8 for b in model.buffers() if b.dtype == torch.int64)  # BN num_batches_tracked
     assert counters > 0
     assert baseline_footprint(model) == params + floats + counters
+
+
+def test_every_family_is_one_name_everywhere():
+    """The families the spec accepts are the ones the registry builds: the built-in ones of
+    the vocabulary (each with a default search space file), their aliases, and custom."""
+    from typing import get_args
+
+    from autocompress.engine.space_file import default_space_file
+    from autocompress.spec import ModelSpec
+    from autocompress.vocabulary import CUSTOM_FAMILY, FAMILY_ALIASES, FAMILY_SPACES
+
+    union = get_args(get_args(ModelSpec)[0])
+    in_spec = {tag for member in union for tag in get_args(member.model_fields["family"].annotation)}
+    assert in_spec == set(family_names()) == set(FAMILY_SPACES) | set(FAMILY_ALIASES) | {CUSTOM_FAMILY}
+    for family in set(FAMILY_SPACES) | set(FAMILY_ALIASES):
+        assert default_space_file(family).is_file()

@@ -160,3 +160,18 @@ def test_each_strategy_finds_the_target_on_the_digits_reference(reference_cache,
     assert document["statistics"]["full_evaluations"] <= 60
     best = next((p for p in document["points"] if p["id"] == document["best"]), None)
     assert best is not None and best["accuracy_drop"] <= 1.5 and best["memory_saving"] >= 0.8
+
+
+def test_one_shortfall_definition_and_a_missed_max_bytes_is_never_feasible():
+    """The near misses and the Optuna strategies read how far a result is from feasible from
+    Constraints alone; a model that saves enough but is over max_bytes is not within the limits
+    (the Optuna strategies used to tell it as feasible)."""
+    c = Constraints(baseline_accuracy=90.0, baseline_bytes=1000, max_drop_points=1.5, min_saving=0.5, max_bytes=300)
+    assert not c.memory_ok(400) and c.memory_excess(400) == pytest.approx(0.1)  # saves 60 %, 100 bytes over
+    assert c.memory_excess(600) == pytest.approx(0.3) and c.memory_excess(250) == 0.0  # the larger miss counts
+    assert c.accuracy_excess(2.0) == pytest.approx(0.5) and c.accuracy_excess(1.0) < 0
+    near = Result("near", memory_bytes=400, memory_saving=0.6, accuracy=88.0, accuracy_drop=2.0)
+    far = Result("far", memory_bytes=700, memory_saving=0.3, accuracy=89.0, accuracy_drop=1.0)
+    assert c.shortfall(near) == pytest.approx(0.5 / 1.5 + 0.1 / 0.5)
+    assert c.shortfall(far) == pytest.approx(0.4 / 0.5)
+    assert [r.candidate_id for r in pareto_set([far, near], c).near_misses] == ["near", "far"]

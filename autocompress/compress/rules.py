@@ -1,7 +1,7 @@
 """Channel groups of SpikingJelly's SViT blocks: one small rule per block type.
 
-Each rule says which of a block's channels are coupled (see ../shared/METHODS.md,
-"Structural coupling"): it adds the block's own groups and puts its residual-stream
+Each rule says which of a block's channels are coupled (the README's "Compression
+operators" section): it adds the block's own groups and puts its residual-stream
 layers and neurons on the stream, which becomes one group for the whole model. Sizes
 come from the modules, so any depth or width works. Module paths are relative to the
 wrapped network (``SViT.net``).

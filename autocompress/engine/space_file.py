@@ -9,17 +9,13 @@ import yaml
 
 from autocompress.documents import parse_yaml
 from autocompress.errors import UserInputError
+from autocompress.vocabulary import FAMILY_SPACES, canonical_family
 from autocompress.search import SearchSpace, SpaceDefinition
-
-
-# Spikformer families share module paths, so they share a search space.
-_SPACE_OF_FAMILY = {"spikingjelly_spikformer": "spikformer", "spikformer_imagenet": "spikformer",
-                    "spikformer_cifar": "spikformer"}
 
 
 def default_space_file(family: str) -> Path:
     """``search_spaces/<name>.yaml`` from the checkout, else the installed copy."""
-    name = f"{_SPACE_OF_FAMILY.get(family, family)}.yaml"
+    name = f"{FAMILY_SPACES.get(canonical_family(family), family)}.yaml"
     for folder in (Path(__file__).resolve().parents[2] / "search_spaces",
                    Path(sys.prefix) / "share" / "autocompress" / "search_spaces"):
         if (folder / name).is_file():

@@ -3,8 +3,8 @@
 SpikingJelly 2.0's ``Spikformer`` is not the network the Spikformer authors trained
 (ZK-Zhou/spikformer): its stem stages run conv -> BN -> max-pool -> LIF, the official
 code conv -> BN -> LIF -> max-pool, and its head averages the logits over time steps
-where the official code averages the features first. On the same weights the two
-agree on only about 70 % of top-1 predictions. :class:`OfficialSpikformer` keeps
+where the official code averages the features first, so on the same weights they
+predict differently (tests/test_official.py). :class:`OfficialSpikformer` keeps
 SpikingJelly's blocks (whose fused q/k/v convolution computes exactly what the
 official separate q, k, v layers compute) and uses the official stem order and head.
 One class covers both official variants: the ImageNet code pools after all four stem

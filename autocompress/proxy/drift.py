@@ -1,27 +1,13 @@
 """Membrane-potential drift: how far a candidate's neurons move from the reference's.
 
-Definition (ours; see ../shared/METHODS.md). On the calibration batch, record the
-membrane potential V of every spiking neuron layer l at every time step (the potential
-each step leaves, as SpikingJelly's ``v_seq``), for the reference (uncompressed) model
-once and for the candidate. Then
-
-    drift_l = 1 - <V_cand, V_ref> / (||V_cand|| ||V_ref||)   (cosine distance over time
-                                                             steps, images, positions)
-    drift   = mean of drift_l over the layers with ||V_ref|| > 0
-
-A candidate layer that is silent (V_cand = 0) counts as distance 1. A layer whose
-channels were pruned is compared on its kept channels only: each channel group lists
-the neuron layers its channels pass through (``ChannelGroup.carriers``), so the
-reference's potentials are cut to the same channels before the comparison. The
-candidate is the physically pruned, fake-quantized model, exactly what would be
-deployed; the cost is one forward pass of the calibration batch.
-
-Why cosine: on 60 random joint candidates of the digits reference model, the mean of
-per-layer relative L1 distances (sum |V_cand - V_ref| / sum |V_ref|) correlated with
-the accuracy drop at Spearman 0.26 only: it saturates near 1 once a layer's activity
-is destroyed, and in the attention layers it even correlated negatively. The mean
-cosine distance reached 0.94 on the same candidates (experiments/bench/proxy.py
-prints the current figure).
+On the calibration batch, the membrane potential V of every spiking neuron layer l at
+every time step (SpikingJelly's ``v_seq``) is recorded for the reference model once
+and for the candidate (the physically pruned, fake-quantized model: one forward pass).
+``drift_l = 1 - cos(V_cand, V_ref)`` over time steps, images and positions (a silent
+candidate layer counts 1); the drift is the mean over layers with ``V_ref != 0``. A
+pruned layer is compared on its kept channels (``ChannelGroup.carriers``). Cosine
+rather than relative L1, which saturates once a layer's activity is gone: the README's
+"Search" section and experiments/bench/RESULTS.md (section proxy) have the figures.
 """
 
 from __future__ import annotations

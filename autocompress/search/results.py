@@ -67,6 +67,30 @@ class Constraints:
     def feasible(self, accuracy: float, memory_bytes: int) -> bool:
         return self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes)
 
+    # How far from feasible: the one definition the near misses and the Optuna strategies use.
+
+    def accuracy_excess(self, accuracy_drop: float) -> float:
+        """Top-1 points lost beyond the limit (<= 0: within it)."""
+        return accuracy_drop - self.max_drop_points
+
+    def memory_excess(self, memory_bytes: int) -> float:
+        """0 within every memory limit; otherwise the largest miss, as a fraction of the
+        baseline footprint: saving still missing from ``min_saving``, or bytes over ``max_bytes``."""
+        if self.memory_ok(memory_bytes):
+            return 0.0
+        misses = []
+        if self.min_saving is not None:
+            misses.append(self.min_saving - (1 - memory_bytes / self.baseline_bytes))
+        if self.max_bytes is not None:
+            misses.append((memory_bytes - self.max_bytes) / self.baseline_bytes)
+        return max(misses)
+
+    def shortfall(self, result: Result) -> float:
+        """How far an evaluated result is from feasible, in units of each limit, summed."""
+        accuracy = max(0.0, self.accuracy_excess(result.accuracy_drop)) / max(self.max_drop_points, 1e-9)
+        memory_limit = self.min_saving if self.min_saving is not None else self.max_bytes / self.baseline_bytes
+        return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9)
+
 
 @dataclass
 class ParetoSet:
@@ -114,21 +138,10 @@ def best_feasible(results) -> Result | None:
 
 def pareto_set(results: list[Result], constraints: Constraints, near_misses: int = 5) -> ParetoSet:
     """The Pareto set of the fully evaluated results. When none is feasible, the near
-    misses are the evaluated results with the smallest shortfall: the accuracy drop
-    beyond the limit (as a multiple of the limit) plus the saving missing from
-    ``min_saving`` (as a fraction of it), or 1 for a missed ``max_bytes``."""
+    misses are the evaluated results with the smallest :meth:`Constraints.shortfall`."""
     front = pareto_front(results)
     best = best_feasible(results)
     misses: list[Result] = []
     if best is None:
-        def shortfall(r: Result) -> float:  # how far from feasible, in units of each limit
-            accuracy = max(0.0, r.accuracy_drop - constraints.max_drop_points) / max(constraints.max_drop_points, 1e-9)
-            if constraints.memory_ok(r.memory_bytes):
-                memory = 0.0
-            elif constraints.min_saving is not None and r.memory_saving < constraints.min_saving:
-                memory = (constraints.min_saving - r.memory_saving) / constraints.min_saving
-            else:
-                memory = 1.0
-            return accuracy + memory
-        misses = sorted((r for r in results if r.evaluated), key=shortfall)[:near_misses]
+        misses = sorted((r for r in results if r.evaluated), key=constraints.shortfall)[:near_misses]
     return ParetoSet(points=front, best=best, hypervolume=hypervolume(front, constraints), near_misses=misses)

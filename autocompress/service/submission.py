@@ -3,8 +3,8 @@ plus what a shared server must refuse.
 
 - The body is read as plain data with bounded work (autocompress.documents): no
   alias bombs, no deep nesting, no tags, no huge integers.
-- Paths (``model.checkpoint``, ``data.root``, ``data.calibration.root``,
-  ``space.file``) must be strings that resolve inside the configured data roots,
+- Paths (``vocabulary.PATH_FIELDS`` but ``output.run_dir``) must be strings that resolve
+  inside the configured data roots,
   symlinks followed, '~' refused; relative paths are read from the first data root.
   The check runs on the resolved path, the one the search will open, before anything
   at it is looked at; messages quote paths only as the request gave them.
@@ -22,7 +22,8 @@ from typing import Any
 
 from autocompress.errors import SpecError
 from autocompress.limits import Limits, check_limits
-from autocompress.spec import PATH_FIELDS, REFERENCE_PREFIX, Spec, parse_spec_text, validate_spec
+from autocompress.spec import Spec, parse_spec_text, validate_spec
+from autocompress.vocabulary import PATH_FIELDS, REFERENCE_PREFIX
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "")

@@ -28,6 +28,22 @@ class RandomOptions(StrategyOptions):
     name: Literal["random"]
 
 
+class TPEOptions(StrategyOptions):
+    """Optuna's TPE sampler over the space."""
+
+    name: Literal["tpe"]
+    n_startup_trials: PositiveInt = 10
+    conformance_settings = {"n_startup_trials": 5}
+
+
+class NSGA2Options(StrategyOptions):
+    """Optuna's NSGA-II, multi-objective over accuracy and memory."""
+
+    name: Literal["nsga2"]
+    population_size: Annotated[int, Field(ge=2)] = 20
+    conformance_settings = {"population_size": 6}
+
+
 @register_strategy("random", RandomOptions)
 class RandomStrategy(Strategy):
     def __init__(self, *args, **kwargs):
@@ -100,25 +116,15 @@ class _OptunaStrategy(Strategy):
             self.study.tell(trial, state=TrialState.FAIL)
             return
         fraction = result.memory_bytes / self.constraints.baseline_bytes
-        memory_excess = 0.0 if self.constraints.memory_ok(result.memory_bytes) else (
-            (self.constraints.min_saving or 0.0) - (1 - fraction) if self.constraints.min_saving is not None else 1.0)
         if result.evaluated:
             accuracy = result.accuracy
-            accuracy_excess = result.accuracy_drop - self.constraints.max_drop_points
+            accuracy_excess = self.constraints.accuracy_excess(result.accuracy_drop)
         else:  # gated out: infeasible by the gate's word, no accuracy measured
             accuracy = 0.0
             accuracy_excess = 1.0
         trial.set_constraint("accuracy", accuracy_excess)  # feasible when <= 0
-        trial.set_constraint("memory", memory_excess)
+        trial.set_constraint("memory", self.constraints.memory_excess(result.memory_bytes))
         self.study.tell(trial, self._values(accuracy, fraction))
-
-
-class TPEOptions(StrategyOptions):
-    """Optuna's TPE sampler over the space."""
-
-    name: Literal["tpe"]
-    n_startup_trials: PositiveInt = 10
-    conformance_settings = {"n_startup_trials": 5}
 
 
 @register_strategy("tpe", TPEOptions)
@@ -132,14 +138,6 @@ class TPEStrategy(_OptunaStrategy):
 
     def _values(self, accuracy: float, fraction: float):
         return fraction
-
-
-class NSGA2Options(StrategyOptions):
-    """Optuna's NSGA-II, multi-objective over accuracy and memory."""
-
-    name: Literal["nsga2"]
-    population_size: Annotated[int, Field(ge=2)] = 20
-    conformance_settings = {"population_size": 6}
 
 
 @register_strategy("nsga2", NSGA2Options)

@@ -21,6 +21,20 @@ from autocompress.search.space import Config
 from autocompress.search.strategies._moves import baseline_result, move_score
 
 
+class GreedyOptions(StrategyOptions):
+    """AQ4SViT-Greedy generalised to pruning and quantization."""
+
+    name: Literal["greedy"]
+
+
+class BeamOptions(StrategyOptions):
+    """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
+
+    name: Literal["beam"]
+    beam_width: PositiveInt = 4
+    conformance_settings = {"beam_width": 3}
+
+
 class _Walk(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -45,12 +59,6 @@ class _Walk(Strategy):
         previous = self.known.get(request.config)
         if previous is None or result.evaluated or previous.gate == "not asked":
             self.known[request.config] = result
-
-
-class GreedyOptions(StrategyOptions):
-    """AQ4SViT-Greedy generalised to pruning and quantization."""
-
-    name: Literal["greedy"]
 
 
 @register_strategy("greedy", GreedyOptions)
@@ -92,14 +100,6 @@ class GreedyStrategy(_Walk):
             self.frozen.add(dim)
             if not self.ranked:
                 self.ranked = None
-
-
-class BeamOptions(StrategyOptions):
-    """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
-
-    name: Literal["beam"]
-    beam_width: PositiveInt = 4
-    conformance_settings = {"beam_width": 3}
 
 
 @register_strategy("beam", BeamOptions)
