@@ -1,34 +1,51 @@
 """Running searches: sessions (model + data), the pipeline that sets a search up, the
 driver, the Ray executor, the run store and what is read from it (status, progress,
-pareto.json), and export."""
+pareto.json), and export.
 
-from autocompress.engine.driver import RunOptions, resume_search, start_search
-from autocompress.engine.exporting import export_point
-from autocompress.engine.pareto_file import pareto_document
-from autocompress.engine.pipeline import Setup, build_candidate, channel_groups
-from autocompress.engine.progress import Progress, session_progress
-from autocompress.engine.session import Session
-from autocompress.engine.status import run_status
-from autocompress.engine.store import RunStore, identity_alive, is_run_dir, process_started, read_driver
-from autocompress.engine.worker import Worker
+Names are imported on first use: the HTTP service reads run stores with this package
+and must start without importing torch.
+"""
 
-__all__ = [
-    "Progress",
-    "RunOptions",
-    "RunStore",
-    "Session",
-    "Setup",
-    "build_candidate",
-    "channel_groups",
-    "export_point",
-    "identity_alive",
-    "is_run_dir",
-    "pareto_document",
-    "process_started",
-    "read_driver",
-    "resume_search",
-    "run_status",
-    "session_progress",
-    "start_search",
-    "Worker",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_SOURCES = {
+    "RunOptions": "driver", "resume_search": "driver", "start_search": "driver",
+    "export_point": "exporting",
+    "pareto_document": "pareto_file",
+    "Setup": "pipeline", "build_candidate": "pipeline", "channel_groups": "pipeline",
+    "Progress": "progress", "session_progress": "progress",
+    "Session": "session",
+    "run_status": "status",
+    "RunStore": "store", "identity_alive": "store", "is_run_dir": "store", "process_started": "store",
+    "read_driver": "store",
+    "Worker": "worker",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'autocompress.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"autocompress.engine.{_SOURCES[name]}"), name)
+
+
+if TYPE_CHECKING:  # what the names are, for readers and type checkers
+    from autocompress.engine.driver import RunOptions, resume_search, start_search  # noqa: F401
+    from autocompress.engine.exporting import export_point  # noqa: F401
+    from autocompress.engine.pareto_file import pareto_document  # noqa: F401
+    from autocompress.engine.pipeline import Setup, build_candidate, channel_groups  # noqa: F401
+    from autocompress.engine.progress import Progress, session_progress  # noqa: F401
+    from autocompress.engine.session import Session  # noqa: F401
+    from autocompress.engine.status import run_status  # noqa: F401
+    from autocompress.engine.store import (  # noqa: F401
+        RunStore,
+        identity_alive,
+        is_run_dir,
+        process_started,
+        read_driver,
+    )
+    from autocompress.engine.worker import Worker  # noqa: F401
