@@ -93,7 +93,7 @@ def schema(indent: int) -> None:
 def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) -> None:
     """Train a reference model (by NAME, or the one a SPEC names as reference:NAME)."""
     from autocompress.recipes import REFERENCES
-    from autocompress.reference.train import ensure_reference, reference_metadata, reference_path, train_reference
+    from autocompress.reference import ensure_reference, reference_metadata, reference_path, train_reference
     from autocompress.spec import load_spec
     from autocompress.vocabulary import REFERENCE_PREFIX
 
@@ -298,24 +298,24 @@ def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(run_dir: Path, as_json: bool) -> None:
     """Show a run's state and progress (also while its search runs, from another shell)."""
-    from autocompress.engine import run_status
+    from autocompress.engine import Progress, run_status
 
     report = run_status(run_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    p = report["progress"]
+    p = Progress.from_dict(report["progress"])
     click.echo(f"run:        {report['run_dir']} ({report['spec']}, {report['strategy']})")
     click.echo(f"state:      {report['state']}" + (f" ({report['stopped_by']})" if report.get("stopped_by") else ""))
     if report.get("hint"):
         click.echo(f"            {report['hint']}")
     click.echo(f"session:    {report['sessions']} (`{report['command']}`, pid {report['pid']} on {report['host']}, "
                f"{report['executor']}, {report['worker_count']} workers), last update {report['updated_ago']:.0f} s ago")
-    click.echo(f"full:       {p.get('full_evaluations', 0)} of {p.get('max_full_evaluations', '?')} "
+    click.echo(f"full:       {p.full_evaluations} of {p.max_full_evaluations or '?'} "
                f"(stored: {report['stored']['full']})")
-    click.echo(f"proxy:      {p.get('proxy_evaluations', 0)}; gated out {p.get('gated_out', 0)}; failed "
-               f"{p.get('failed', 0)}; retried {report['retries']}; in flight {p.get('in_flight', 0)}")
-    click.echo(f"time:       {p.get('wall_seconds', 0.0):.0f} s")
+    click.echo(f"proxy:      {p.proxy_evaluations}; gated out {p.gated_out}; failed {p.failed}; "
+               f"retried {report['retries']}; in flight {p.in_flight}")
+    click.echo(f"time:       {p.wall_seconds:.0f} s")
     best = report["best"]
     click.echo("best:       " + ("none feasible yet" if best is None else
                f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "
@@ -515,7 +515,7 @@ def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ra
     from autocompress.errors import UserInputError
     from autocompress.limits import Limits
     from autocompress.service import ServiceConfig, create_app
-    from autocompress.service.token import check_token, write_token_file
+    from autocompress.service import check_token, write_token_file
 
     check_token(token, host)
     for factory in allow_factories:

@@ -175,3 +175,14 @@ def test_groups_reports_what_qkformer_leaves_out(tmp_path, monkeypatch, cli):
     assert "stage3.0.mlp.fc1.out" in done.stdout
     assert re.search(r"\d+ groups left out .*\n  head\.out: ", done.stdout)
     assert "stage1.0.attn.qk_conv_bn.0.out: " in done.stdout
+
+
+def test_the_version_is_the_packages(capsys):
+    """autocompress.version is what pyproject.toml declares and what --version prints."""
+    import tomllib
+
+    from autocompress.version import __version__
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert main(["--version"]) == 0
+    assert __version__ == declared and capsys.readouterr().out.strip() == f"autocompress, version {declared}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Callable
 
 from autocompress.data.bundle import DataBundle, TensorImageDataset, balanced_subset, collate_skipping
+from autocompress.data.digits import digits_split
 from autocompress.data.transforms import EvalTransform, resolve_transform
 from autocompress.vocabulary import DATASETS
 
-__all__ = ["LOADERS", "DataBundle", "EvalTransform", "TensorImageDataset", "balanced_subset", "collate_skipping",
-           "load_data", "resolve_transform"]
+__all__ = ["LOADERS", "DataBundle", "EvalTransform", "TensorImageDataset", "balanced_subset",
+           "collate_skipping", "digits_split", "load_data", "resolve_transform"]
 
 
 def _digits(data, model_classes):

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 
 from autocompress.data.bundle import DataBundle, TensorImageDataset, balanced_subset
 from autocompress.errors import DataError
+from autocompress.vocabulary import DATASETS
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
-NUM_CLASSES = 10
+NUM_CLASSES = DATASETS["digits"].classes
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from pydantic import TypeAdapter
 
 from autocompress.atomic import atomic_write
-from autocompress.data import DataBundle, TensorImageDataset
+from autocompress.data import DataBundle, TensorImageDataset, digits_split
 from autocompress.evaluation import evaluate_accuracy
 from autocompress.models import create_model
 from autocompress.recipes import ReferenceRecipe, get_recipe
 from autocompress.spec import ModelSpec
+from autocompress.vocabulary import DATASETS
 
 
 def cache_dir() -> Path:
@@ -43,10 +44,9 @@ def reference_path(name: str) -> Path:
 def _training_data(recipe: ReferenceRecipe) -> tuple[torch.Tensor, torch.Tensor, DataBundle]:
     if recipe.dataset != "digits":
         raise NotImplementedError(f"reference training on {recipe.dataset}")
-    from autocompress.data.digits import NUM_CLASSES, digits_split
-
     train_x, train_y, test_x, test_y = digits_split(recipe.image_size)
-    test = DataBundle(TensorImageDataset(test_x, test_y), test_x[:0], test_y[:0], NUM_CLASSES, "digits test split")
+    test = DataBundle(TensorImageDataset(test_x, test_y), test_x[:0], test_y[:0], DATASETS["digits"].classes,
+                      "digits test split")
     return train_x, train_y, test
 
 

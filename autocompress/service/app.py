@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from autocompress.version import __version__
-from autocompress.engine.store import RunStore, is_run_dir
+from autocompress.engine import RunStore, is_run_dir
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits
 from autocompress.service.jobs import (
@@ -192,7 +192,7 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                 evaluated = {r.result.candidate_id for r in store.records(("full",))}
             if point_id not in evaluated:
                 raise HTTPException(status_code=404, detail="no such point")
-            from autocompress.engine.exporting import export_point
+            from autocompress.engine import export_point
 
             path.parent.mkdir(exist_ok=True)
             try:

@@ -41,14 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 from autocompress.atomic import atomic_write
-from autocompress.engine import session_progress
-from autocompress.engine.store import (
-    RunStore,
-    identity_alive,
-    is_run_dir,
-    process_started,
-    read_driver,
-)
+from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
 from autocompress.errors import UserInputError
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
