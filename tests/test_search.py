@@ -175,3 +175,25 @@ def test_one_shortfall_definition_and_a_missed_max_bytes_is_never_feasible():
     assert c.shortfall(near) == pytest.approx(0.5 / 1.5 + 0.1 / 0.5)
     assert c.shortfall(far) == pytest.approx(0.4 / 0.5)
     assert [r.candidate_id for r in pareto_set([far, near], c).near_misses] == ["near", "far"]
+
+
+@pytest.mark.parametrize("family", sorted(TINY_ARGS))
+def test_drift_in_chunks_equals_the_drift_of_the_whole_batch(family, tmp_path):
+    """A reference too large for its memory budget is recomputed chunk by chunk and compared
+    layer by layer as the candidate computes: the drift is the one of the whole batch."""
+    from autocompress.proxy import ReferencePotentials
+
+    torch.manual_seed(0)
+    model = create_model(validate_spec(make_spec_data(family, **{"model.args.depths": 2}), base_dir=tmp_path).model)
+    groups = find_channel_groups(model)
+    name = next(g.name for g in groups.groups if g.kind == "mlp")
+    candidate = compress_model(model, prune={name: 0.5}, bits={k: 4 for k in quantizable_layers(model.net)},
+                               groups=groups)
+    whole = ReferencePotentials(model, CALIBRATION)
+    chunked = ReferencePotentials(model, CALIBRATION, budget_bytes=3 * whole.bytes_per_image * 5)
+    assert whole.kept is not None and whole.chunk == len(CALIBRATION)
+    assert chunked.kept is None and chunked.chunk == 5  # 16 images: chunks of 5, 5, 5, 1
+    args = (candidate, groups.by_name(), candidate.pruned_channels)
+    expected = membrane_drift(record_potentials(model, CALIBRATION), candidate, CALIBRATION, *args[1:])
+    assert whole.drift(*args) == expected
+    assert chunked.drift(*args) == pytest.approx(expected, rel=1e-9, abs=1e-12) and expected > 0

@@ -17,7 +17,7 @@ from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.evaluation import evaluate_accuracy
-from autocompress.proxy import membrane_drift, record_potentials
+from autocompress.proxy import ReferencePotentials
 from autocompress.search import Candidate
 
 # Fault injection for tests and drills, at the worker's N-th full evaluation:
@@ -74,7 +74,7 @@ class Worker:
     @property
     def reference(self):
         if self._reference is None:
-            self._reference = record_potentials(self.session.model, self.calibration)
+            self._reference = ReferencePotentials(self.session.model, self.calibration)
         return self._reference
 
     def build(self, candidate):
@@ -87,7 +87,7 @@ class Worker:
         model = self.build(candidate)
         drift = None
         if self.proxy:
-            drift = membrane_drift(self.reference, model, self.calibration, self.by_name, model.pruned_channels)
+            drift = self.reference.drift(model, self.by_name, model.pruned_channels)
         return footprint(model), drift
 
     def full(self, candidate) -> float:

@@ -1,5 +1,11 @@
 """The membrane-potential-drift proxy (the gate that acts on it is :mod:`autocompress.search.gate`)."""
 
-from autocompress.proxy.drift import kept_channels, layer_drifts, membrane_drift, record_potentials
+from autocompress.proxy.drift import (
+    ReferencePotentials,
+    kept_channels,
+    layer_drifts,
+    membrane_drift,
+    record_potentials,
+)
 
-__all__ = ["kept_channels", "layer_drifts", "membrane_drift", "record_potentials"]
+__all__ = ["ReferencePotentials", "kept_channels", "layer_drifts", "membrane_drift", "record_potentials"]

@@ -8,10 +8,15 @@ candidate layer counts 1); the drift is the mean over layers with ``V_ref != 0``
 pruned layer is compared on its kept channels (``ChannelGroup.carriers``). Cosine
 rather than relative L1, which saturates once a layer's activity is gone: the README's
 "Search" section and experiments/bench/RESULTS.md (section proxy) have the figures.
+
+Each layer is compared as the candidate computes it (float64 sums of the products and
+squares), so neither side's potentials need to be held whole: :class:`ReferencePotentials`
+keeps the reference when it fits a memory budget and recomputes it chunk by chunk when not.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -23,20 +28,34 @@ from autocompress.compress import ChannelGroup, channel_view
 def record_potentials(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{neuron layer: V}``, V [T, N, ...]: the potential each time step leaves (after charge, fire, reset)."""
     potentials: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, v_seq: torch.Tensor) -> None:
+        potentials[name] = v_seq.clone()
+
+    _with_potentials(model, images, keep)
+    return potentials
+
+
+def _with_potentials(model, images: torch.Tensor, use) -> None:
+    """One forward pass of ``model`` on ``images`` that hands each neuron layer's ``v_seq`` to
+    ``use(name, v_seq)`` as it is computed, then lets SpikingJelly drop its own copy."""
     hooks, previous = [], {}
+
+    def hook(module, _inputs, _output, name: str) -> None:
+        use(name, module.v_seq)
+        module.v_seq = None  # SpikingJelly would hold it until the next forward
+
     for name, node in model.spiking_neurons():
         previous[name] = node.store_v_seq
         node.store_v_seq = True
-        hooks.append(node.register_forward_hook(
-            lambda module, _i, _o, name=name: potentials.__setitem__(name, module.v_seq.detach().clone())))
+        hooks.append(node.register_forward_hook(lambda module, i, o, name=name: hook(module, i, o, name)))
     try:
         model(images)
     finally:
-        for hook in hooks:
-            hook.remove()
+        for handle in hooks:
+            handle.remove()
         for name, node in model.spiking_neurons():
             node.store_v_seq = previous[name]
-    return potentials
 
 
 def kept_channels(
@@ -55,40 +74,72 @@ def kept_channels(
     return cut
 
 
+_SLICE = 1 << 22  # values compared at a time (32 MiB per float64 copy)
+_PEAK_FACTOR = 3  # peak memory of a recording forward pass / the potentials it records
+
+
+class _Sums:
+    """Per layer: sums of V_cand * V_ref, V_ref^2 and V_cand^2 over everything compared so far (float64)."""
+
+    __slots__ = ("dot", "ref", "cand")
+
+    def __init__(self):
+        self.dot = self.ref = self.cand = 0.0
+
+
+def _accumulate(sums: dict[str, _Sums], name: str, v_ref: torch.Tensor, v_cand: torch.Tensor,
+                cut: Mapping[str, tuple[tuple[int, ...], set[int]]]) -> None:
+    if name in cut:
+        axes, removed = cut[name]
+        v_ref = channel_view(v_ref, axes)
+        keep = torch.tensor(sorted(set(range(v_ref.shape[2])) - removed), dtype=torch.long)
+        v_ref = v_ref.index_select(2, keep)
+        v_cand = channel_view(v_cand, axes)
+    if v_cand.shape != v_ref.shape:
+        raise ValueError(
+            f"neuron layer {name}: candidate potentials {tuple(v_cand.shape)} do not match the reference "
+            f"{tuple(v_ref.shape)} on the kept channels"
+        )
+    total = sums.setdefault(name, _Sums())
+    ref_flat, cand_flat = v_ref.reshape(-1), v_cand.reshape(-1)
+    for start in range(0, ref_flat.numel(), _SLICE):  # float64 copies of a slice at a time, not of the layer
+        ref = ref_flat[start:start + _SLICE].double()
+        cand = cand_flat[start:start + _SLICE].double()
+        total.dot += float(torch.dot(cand, ref))
+        total.ref += float(torch.dot(ref, ref))
+        total.cand += float(torch.dot(cand, cand))
+
+
+def _drifts(sums: Mapping[str, _Sums]) -> dict[str, float]:
+    drifts: dict[str, float] = {}
+    for name, total in sums.items():
+        if total.ref == 0:
+            continue
+        if total.cand == 0:
+            drifts[name] = 1.0
+        else:
+            drifts[name] = max(0.0, 1.0 - total.dot / (math.sqrt(total.cand) * math.sqrt(total.ref)))
+    return drifts
+
+
 def layer_drifts(
     reference: Mapping[str, torch.Tensor],
     candidate: Mapping[str, torch.Tensor],
     cut: Mapping[str, tuple[tuple[int, ...], set[int]]],
 ) -> dict[str, float]:
     """Per-layer drift; pruned layers on their kept channels."""
-    drifts: dict[str, float] = {}
+    sums: dict[str, _Sums] = {}
     for name, v_ref in reference.items():
-        v_cand = candidate.get(name)
-        if v_cand is None:
-            continue
-        if name in cut:
-            axes, removed = cut[name]
-            v_ref = channel_view(v_ref, axes)
-            keep = torch.tensor(sorted(set(range(v_ref.shape[2])) - removed), dtype=torch.long)
-            v_ref = v_ref.index_select(2, keep)
-            v_cand = channel_view(v_cand, axes)
-        if v_cand.shape != v_ref.shape:
-            raise ValueError(
-                f"neuron layer {name}: candidate potentials {tuple(v_cand.shape)} do not match the reference "
-                f"{tuple(v_ref.shape)} on the kept channels"
-            )
-        ref_norm = float(v_ref.double().norm())
-        if ref_norm == 0:
-            continue
-        cand_norm = float(v_cand.double().norm())
-        if cand_norm == 0:
-            drifts[name] = 1.0
-        else:
-            cosine = float((v_cand.double() * v_ref.double()).sum()) / (cand_norm * ref_norm)
-            drifts[name] = max(0.0, 1.0 - cosine)
-    return drifts
+        if name in candidate:
+            _accumulate(sums, name, v_ref, candidate[name], cut)
+    return _drifts(sums)
 
 
+def _mean(drifts: Mapping[str, float]) -> float:
+    return sum(drifts.values()) / len(drifts) if drifts else 0.0
+
+
+@torch.inference_mode()
 def membrane_drift(
     reference: Mapping[str, torch.Tensor],
     candidate_model,
@@ -96,7 +147,53 @@ def membrane_drift(
     groups: Mapping[str, ChannelGroup] | None = None,
     removed: Mapping[str, Sequence[int]] | None = None,
 ) -> float:
-    """The drift of ``candidate_model`` against the reference potentials."""
+    """The drift of ``candidate_model`` against the reference potentials (each layer is compared
+    as it is computed: the candidate's potentials are never all held at once)."""
     cut = kept_channels(groups or {}, removed or {})
-    drifts = layer_drifts(reference, record_potentials(candidate_model, images), cut)
-    return sum(drifts.values()) / len(drifts) if drifts else 0.0
+    sums: dict[str, _Sums] = {}
+
+    def compare(name: str, v_seq: torch.Tensor) -> None:
+        if name in reference:
+            _accumulate(sums, name, reference[name], v_seq, cut)
+
+    _with_potentials(candidate_model, images, compare)
+    return _mean(_drifts(sums))
+
+
+class ReferencePotentials:
+    """The reference side of the drift on a calibration batch. Its potentials are kept when
+    they fit ``budget_bytes`` (the whole batch in one forward, as a small model's are);
+    otherwise nothing is kept and they are recomputed chunk by chunk, each chunk compared
+    with the candidate's as both are computed, so memory stays flat in the calibration size
+    at the cost of one more forward pass per probe."""
+
+    def __init__(self, model, images: torch.Tensor, *, budget_bytes: int = 1 << 30):
+        self.model, self.images = model, images
+        per_image = sum(v.numel() * v.element_size() for v in record_potentials(model, images[:1]).values())
+        self.bytes_per_image = per_image
+        # a forward that records potentials holds about three times their size at its peak
+        if _PEAK_FACTOR * per_image * len(images) <= budget_bytes:
+            self.chunk = len(images)
+            self.kept: dict[str, torch.Tensor] | None = record_potentials(model, images)
+        else:
+            self.chunk = max(1, budget_bytes // (_PEAK_FACTOR * per_image))
+            self.kept = None
+
+    @torch.inference_mode()
+    def drift(self, candidate_model, groups: Mapping[str, ChannelGroup] | None = None,
+              removed: Mapping[str, Sequence[int]] | None = None) -> float:
+        if self.kept is not None:
+            return membrane_drift(self.kept, candidate_model, self.images, groups, removed)
+        cut = kept_channels(groups or {}, removed or {})
+        sums: dict[str, _Sums] = {}
+        for start in range(0, len(self.images), self.chunk):
+            images = self.images[start:start + self.chunk]
+            reference = record_potentials(self.model, images)
+
+            def compare(name: str, v_seq: torch.Tensor, reference=reference) -> None:
+                if name in reference:
+                    _accumulate(sums, name, reference[name], v_seq, cut)
+
+            _with_potentials(candidate_model, images, compare)
+            del compare, reference  # before the next chunk's reference is computed
+        return _mean(_drifts(sums))
