@@ -85,6 +85,22 @@ def test_imagefolder_evaluation_skips_and_reports_unreadable_images(tmp_path, ca
     assert any(broken in record.getMessage() for record in caplog.records)
 
 
+def test_loader_workers_persist_across_evaluations(tmp_path):
+    """A search evaluates many candidates on the same data: the loader (and its worker
+    processes) is built once per setting, and each pass reads every image again."""
+    root = make_image_folder(tmp_path / "val", corrupt=0)
+    bundle = load_data(imagefolder_spec(tmp_path, root).data)
+    model = create_model(imagefolder_spec(tmp_path, root).model)
+    first = evaluate_accuracy(model, bundle, batch_size=4, workers=1)
+    loader = bundle.validation_loader(4, 1)
+    assert loader.persistent_workers and loader._iterator is not None  # its worker is still up
+    worker = loader._iterator
+    second = evaluate_accuracy(model, bundle, batch_size=4, workers=1)
+    assert bundle.validation_loader(4, 1) is loader and loader._iterator is worker
+    assert (first.correct, first.total) == (second.correct, second.total) and first.total == 15
+    assert bundle.validation_loader(4, 0) is not loader
+
+
 def test_imagefolder_calibration_slice_is_excluded_from_validation(tmp_path):
     root = make_image_folder(tmp_path / "val", corrupt=0)
     bundle = load_data(imagefolder_spec(tmp_path, root, **{"data.calibration.size": 6}).data)

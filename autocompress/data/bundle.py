@@ -31,16 +31,24 @@ class DataBundle:
     description: str
     notes: list[str] = field(default_factory=list)
 
-    def validation_loader(self, batch_size: int, workers: int = 0) -> DataLoader:
-        """Batches of ``(images, labels, skipped_sources)`` in a fixed order."""
-        return DataLoader(
-            self.validation,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=collate_skipping,
-            persistent_workers=False,
-        )
+    _loaders: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def validation_loader(self, batch_size: int, workers: int = 0, *, pin_memory: bool = False) -> DataLoader:
+        """Batches of ``(images, labels, skipped_sources)`` in a fixed order. One loader per
+        setting, kept: its worker processes persist from one evaluation to the next instead of
+        being forked again for each (a search evaluates many candidates on the same data)."""
+        key = (batch_size, workers, pin_memory)
+        if key not in self._loaders:
+            self._loaders[key] = DataLoader(
+                self.validation,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=collate_skipping,
+                persistent_workers=workers > 0,
+                pin_memory=pin_memory,
+            )
+        return self._loaders[key]
 
 
 class TensorImageDataset(Dataset):
