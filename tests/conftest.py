@@ -111,6 +111,14 @@ def make_spec_data(family: str = "spikformer", **overrides) -> dict:
     return data
 
 
+def wait_for(condition, timeout: float = HANG_GUARD) -> None:
+    """Poll ``condition`` until it holds (the timeout only catches a hang)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
+
+
 def write_spec(folder: Path, data: dict, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -21,7 +21,7 @@ from autocompress.errors import UserInputError
 from autocompress.search import Result, TaskOutcome
 from autocompress.search.conformance import make_loop
 from autocompress.spec import load_spec
-from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, write_spec
+from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
 
 
 # --------------------------------------------------------------------------- loop level
@@ -202,10 +202,8 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
                    env={**os.environ, "AUTOCOMPRESS_FAULT_INJECT": "wait-on-full:3"})
     try:
         _wait_for_fulls(run, 2, process)
-        deadline = time.monotonic() + HANG_GUARD
-        while not (run / "fault-waiting").exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.05)
+        wait_for(lambda: (run / "fault-waiting").exists() or process.poll() is not None)
+        assert process.poll() is None, process.communicate()
         status = subprocess.run([sys.executable, "-m", "autocompress", "status", str(run)], capture_output=True,
                                 text=True, timeout=HANG_GUARD)
         assert status.returncode == 0, status.stderr

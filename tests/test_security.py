@@ -33,7 +33,7 @@ from autocompress.engine.store import DB_NAME
 from autocompress.errors import DataError, SpecError, UserInputError
 from autocompress.service.token import write_token_file
 from autocompress.spec import validate_spec
-from conftest import AUTH, HANG_GUARD, REPO, TOKEN, Server, make_spec_data, write_spec
+from conftest import AUTH, HANG_GUARD, REPO, TOKEN, Server, make_spec_data, wait_for, write_spec
 
 SECRET = "OUTSIDE-SECRET-7f3a"
 INSIDE_SECRET = "INSIDE-SECRET-91c2"
@@ -566,13 +566,6 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
         alive += step
         most = max(most, alive)
     return most
-
-
-def wait_for(condition, timeout: float = HANG_GUARD) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- 11-14: the run store

@@ -16,7 +16,7 @@ import yaml
 import autocompress
 from autocompress.engine import RunStore, Session
 from autocompress.spec import validate_spec
-from conftest import DEMO_SPEC, HANG_GUARD, Server, free_port, make_spec_data
+from conftest import DEMO_SPEC, HANG_GUARD, Server, free_port, make_spec_data, wait_for
 
 def tiny(**overrides) -> dict:
     return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})
@@ -112,10 +112,7 @@ def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_p
     data = tiny(**{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 300,
                    "data.validation.limit": 300})
     search_id = first.post("/v1/searches", json=data).json()["id"]
-    deadline = time.monotonic() + HANG_GUARD
-    while not (first.runs / search_id / "fault-waiting").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for((first.runs / search_id / "fault-waiting").exists)
     assert first.get(f"/v1/searches/{search_id}").json()["progress"]["full_evaluations"] == 2
     first.stop()  # the service goes away; the job goes on
 
@@ -148,10 +145,7 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
     server = servers("--max-concurrent", "1", env={"AUTOCOMPRESS_FAULT_INJECT": "wait-on-full:2"})
 
     def release_when_held(search_id: str) -> None:
-        deadline = time.monotonic() + HANG_GUARD
-        while not (server.runs / search_id / "fault-waiting").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for((server.runs / search_id / "fault-waiting").exists)
         (server.runs / search_id / "fault-release").write_text("go")
 
     a = server.post("/v1/searches", json=tiny(**{"budget.max_full_evaluations": 6})).json()["id"]
@@ -167,10 +161,7 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
 
     # cancel a running search (held in its 2nd full evaluation): the run directory stays, and resuming completes it
     c = server.post("/v1/searches", json=tiny(**{"name": "third", "budget.max_full_evaluations": 6})).json()["id"]
-    deadline = time.monotonic() + HANG_GUARD
-    while not (server.runs / c / "fault-waiting").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for((server.runs / c / "fault-waiting").exists)
     assert server.get(f"/v1/searches/{c}").json()["state"] == "running"
     assert server.delete(f"/v1/searches/{c}").status_code == 200
     server.wait(c, ("cancelled",), timeout=HANG_GUARD)

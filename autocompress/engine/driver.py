@@ -148,6 +148,7 @@ class _Driver:
                                  "give the number of Ray workers (--workers N)")
         self.max_retries = options.max_retries
         self.max_full, self.max_hours = _budget(store, spec, options)
+        self.executor = None  # LocalExecutor or RayExecutor, once the session's model is open
         self.loop: SearchLoop | None = None
         self.gate: Gate | None = None
         self.gated_before: set[str] = set()
@@ -234,7 +235,6 @@ class _Driver:
         store.begin_session(self.command, workers=self.workers, executor="ray" if self.workers else "in-process",
                             max_full_evaluations=self.max_full)
         store.start_heartbeat()
-        self.executor = None
         state, stopped_by = "failed", "error"
         try:
             state, stopped_by = "done", self._search()

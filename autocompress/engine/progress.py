@@ -53,10 +53,10 @@ class Progress:
         return dataclasses.asdict(self)
 
 
-def session_progress(store) -> Progress:
-    """The progress of a run's last session; nothing is in flight unless its driver runs."""
-    sessions = store.sessions()
+def session_progress(sessions: list[dict], state: str) -> Progress:
+    """The progress of a run's last session (``RunStore.sessions()``), the run being in
+    ``state`` (``RunStore.state()``): nothing is in flight unless its driver runs."""
     progress = Progress.from_dict(sessions[-1]["progress"] if sessions else None)
-    if store.state() != "running":
+    if state != "running":
         progress.in_flight = 0  # what was in flight when the driver stopped is not running now
     return progress

@@ -18,7 +18,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         last = sessions[-1] if sessions else {}
         state = store.state()
         best = best_summary(r.result for r in store.records(("full",)))
-        progress = session_progress(store)
+        progress = session_progress(sessions, state)
         hint = {
             "interrupted": f"continue it with `autocompress resume {store.run_dir}`",
             "failed": "see the events below; fix the cause, then `autocompress resume` it",

@@ -16,7 +16,6 @@ from pathlib import Path
 from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
-from autocompress.evaluation import evaluate_accuracy
 from autocompress.proxy import ReferencePotentials
 from autocompress.search import Candidate
 
@@ -94,9 +93,7 @@ class Worker:
         model = self.build(candidate)
         self.full_count += 1
         self._maybe_fault()
-        spec = self.session.spec
-        return evaluate_accuracy(model, self.session.data, batch_size=spec.data.batch_size,
-                                 workers=spec.data.workers, device=self.session.device).accuracy
+        return self.session.evaluate(model).accuracy
 
     def baseline(self) -> float:
         return self.session.evaluate().accuracy

@@ -149,15 +149,19 @@ def membrane_drift(
 ) -> float:
     """The drift of ``candidate_model`` against the reference potentials (each layer is compared
     as it is computed: the candidate's potentials are never all held at once)."""
-    cut = kept_channels(groups or {}, removed or {})
     sums: dict[str, _Sums] = {}
+    _compare(sums, reference, candidate_model, images, kept_channels(groups or {}, removed or {}))
+    return _mean(_drifts(sums))
 
+
+def _compare(sums: dict[str, _Sums], reference: Mapping[str, torch.Tensor], candidate_model, images: torch.Tensor,
+             cut: Mapping[str, tuple[tuple[int, ...], set[int]]]) -> None:
+    """Add one forward pass of the candidate on ``images`` to ``sums``, layer by layer as it runs."""
     def compare(name: str, v_seq: torch.Tensor) -> None:
         if name in reference:
             _accumulate(sums, name, reference[name], v_seq, cut)
 
     _with_potentials(candidate_model, images, compare)
-    return _mean(_drifts(sums))
 
 
 class ReferencePotentials:
@@ -188,12 +192,5 @@ class ReferencePotentials:
         sums: dict[str, _Sums] = {}
         for start in range(0, len(self.images), self.chunk):
             images = self.images[start:start + self.chunk]
-            reference = record_potentials(self.model, images)
-
-            def compare(name: str, v_seq: torch.Tensor, reference=reference) -> None:
-                if name in reference:
-                    _accumulate(sums, name, reference[name], v_seq, cut)
-
-            _with_potentials(candidate_model, images, compare)
-            del compare, reference  # before the next chunk's reference is computed
+            _compare(sums, record_potentials(self.model, images), candidate_model, images, cut)
         return _mean(_drifts(sums))

@@ -28,8 +28,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from autocompress.atomic import atomic_write  # noqa: E402
-from autocompress.engine import pareto_document  # noqa: E402
-from autocompress.engine import RunStore  # noqa: E402
+from autocompress.engine import RunStore, pareto_document  # noqa: E402
 from autocompress.search import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
 

@@ -69,11 +69,9 @@ def create_strategy(options: StrategyOptions, space: SearchSpace, constraints: C
                     proxy: bool = True) -> Strategy:
     """Build the strategy a spec's ``strategy`` section names."""
     try:
-        cls, model = _STRATEGIES[options.name]
+        cls, _ = _STRATEGIES[options.name]
     except KeyError:
         raise ValueError(f"unknown strategy {options.name!r}; known: {', '.join(strategy_names())}") from None
-    if not isinstance(options, model):
-        options = model.model_validate(options.model_dump() if isinstance(options, BaseModel) else options)
     return cls(space, options, constraints, proxy=proxy)
 
 

@@ -403,8 +403,8 @@ class JobManager:
         if is_run_dir(run_dir):
             try:
                 with RunStore.open_reader(run_dir) as store:
-                    store_state = store.state()
-                    progress = session_progress(store) if store.sessions() else None
+                    store_state, sessions = store.state(), store.sessions()
+                    progress = session_progress(sessions, store_state) if sessions else None
                 if progress is not None:
                     if progress.stopped_by and progress.stopped_by not in STOPPED_BY:
                         progress.stopped_by = "error"
