@@ -182,8 +182,9 @@ def _progress_display(budget_hint: int):
     def update(state) -> None:  # an autocompress.engine.Progress
         best = state.best
         shown = f"{best['memory_saving']:.1%} saved at {best['accuracy_drop']:+.2f}" if best else "none yet"
-        status = (f"proxy {state.proxy_evaluations}, gated out {state.gated_out}, failed {state.failed}, "
-                  f"retried {state.retries}, in flight {state.in_flight}, best feasible: {shown}")
+        status = (f"proxy {state.proxy_evaluations}, gated out {state.gated_out}, stopped early "
+                  f"{state.early_stopped}, failed {state.failed}, retried {state.retries}, in flight "
+                  f"{state.in_flight}, best feasible: {shown}")
         progress.update(task, completed=state.full_evaluations, total=state.max_full_evaluations, status=status)
         if not console.is_terminal and time.monotonic() - last_line[0] >= 10:
             last_line[0] = time.monotonic()
@@ -312,7 +313,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"session:    {report['sessions']} (`{report['command']}`, pid {report['pid']} on {report['host']}, "
                f"{report['executor']}, {report['worker_count']} workers), last update {report['updated_ago']:.0f} s ago")
     click.echo(f"full:       {p.full_evaluations} of {p.max_full_evaluations or '?'} "
-               f"(stored: {report['stored']['full']})")
+               f"(stored: {report['stored']['full']}); stopped early {p.early_stopped}; "
+               f"{p.validation_images:,} validation images read")
     click.echo(f"proxy:      {p.proxy_evaluations}; gated out {p.gated_out}; failed {p.failed}; "
                f"retried {report['retries']}; in flight {p.in_flight}")
     click.echo(f"time:       {p.wall_seconds:.0f} s")
@@ -398,9 +400,16 @@ def _print_pareto(document: dict) -> None:
     Console(width=120).print(table)
     click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity, "
                f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
-               f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, {stats['failed']} "
-               f"failed, {stats['retries']} retried after a worker died, {stats['wall_seconds']:.0f} s; "
+               f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
+               f"{stats.get('early_stopped', 0)} stopped early ({stats.get('validation_images', 0):,} validation images "
+               f"read), {stats['failed']} failed, {stats['retries']} retried after a worker died, "
+               f"{stats['wall_seconds']:.0f} s; "
                f"stopped by {stats['stopped_by']} (state: {document['state']})")
+    stopped = document.get("early_stopped") or []
+    if stopped:
+        click.echo(f"stopped early (certainly infeasible, accuracy estimated, never a point): "
+                   + ", ".join(f"{p['id']} after {p['images']:,} images (drop >= {p['accuracy_drop_at_least']:.2f})"
+                               for p in stopped[:5]) + (f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""))
     if document["best"] is None:
         click.echo("no feasible point found; the near misses are in pareto.json")
     else:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from autocompress.data import DataBundle
@@ -20,9 +22,23 @@ class EvaluationResult:
     total: int
     seconds: float
     skipped: list[str] = field(default_factory=list)  # unreadable images, by source
+    # per item evaluated, in evaluation order: top-1 correct (an unreadable image counts as wrong)
+    per_image: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["per_image"]
+        return data
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_context(device: torch.device, autocast: str | None):
+    """The forward pass's precision: FP32, or torch.autocast with bf16 / fp16."""
+    if autocast in (None, "off", "fp32"):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -58,28 +74,40 @@ def evaluate_accuracy(
     device: torch.device | str = "cpu",
     progress: bool = False,
     description: str = "evaluating",
+    indices: Sequence[int] | None = None,
+    autocast: str | None = None,
 ) -> EvaluationResult:
-    """Top-1 accuracy (percent) over ``data.validation``, deterministic, batched."""
+    """Top-1 accuracy (percent) over ``data.validation`` (or its items ``indices``, in that
+    order), deterministic, batched; ``per_image`` says which items were right. Correct
+    counts stay on the device: one host sync per evaluation, not per batch."""
     device = torch.device(device)
     model = model.to(device).eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per batch
-    total = 0
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes, many batches: let cuDNN pick its kernels once
+    hits: list[torch.Tensor] = []  # per batch, on the device
+    readable: list[torch.Tensor] = []
     skipped: list[str] = []
     start = time.perf_counter()
-    loader = data.validation_loader(batch_size, workers, pin_memory=device.type == "cuda")
-    with _progress(progress, len(data.validation), description) as bar:
-        for images, labels, batch_skipped in loader:
+    loader = data.validation_loader(batch_size, workers, pin_memory=device.type == "cuda", indices=indices)
+    count = len(loader.sampler)
+    with _progress(progress, count, description) as bar, precision_context(device, autocast):
+        for images, labels, batch_skipped, batch_readable in loader:
             skipped += batch_skipped
+            readable.append(batch_readable)
             if len(labels):
                 logits = model(images.to(device, non_blocking=True))
-                correct += (logits.argmax(1) == labels.to(device, non_blocking=True)).sum()
-                total += len(labels)
+                hits.append(logits.argmax(1) == labels.to(device, non_blocking=True))
             if bar is not None:
-                bar.advance(bar.task_ids[0], len(labels) + len(batch_skipped))
-    correct = int(correct)
-    if total == 0:
+                bar.advance(bar.task_ids[0], len(batch_readable))
+    mask = torch.cat(readable).numpy() if readable else np.zeros(0, dtype=bool)
+    per_image = np.zeros(len(mask), dtype=bool)
+    if hits:
+        per_image[mask] = torch.cat(hits).cpu().numpy()
+    total = int(mask.sum())
+    if total == 0 and indices is None:  # (a shard of unreadable images is counted by the shards around it)
         raise UserInputError("the validation set has no readable image; see the warnings above")
+    correct = int(per_image.sum())
     return EvaluationResult(
-        accuracy=100.0 * correct / total, correct=correct, total=total,
-        seconds=time.perf_counter() - start, skipped=skipped,
+        accuracy=100.0 * correct / total if total else 0.0, correct=correct, total=total,
+        seconds=time.perf_counter() - start, skipped=skipped, per_image=per_image,
     )

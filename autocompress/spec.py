@@ -508,6 +508,25 @@ class ProxySpec(_Strict):
     enabled: bool = Field(True, description="false sends every candidate to full evaluation (no gate)")
 
 
+class EvaluationSpec(_Strict):
+    """How full validations run: sharded over workers, stopped early when certainly infeasible."""
+
+    early_stopping: bool = Field(
+        True, description="stop a candidate's full validation once its accuracy drop is certainly beyond the limit "
+                          "(feasible candidates are always validated on every image)")
+    confidence: float = Field(
+        0.999, gt=0.5, lt=1.0,
+        description="early stopping's confidence: a candidate feasible on the whole set is stopped with probability "
+                    "below 1 - confidence")
+    shard_images: PositiveInt | None = Field(
+        None, description="images per shard of a full validation (a multiple of data.batch_size); null: about 64 shards")
+    order_seed: Seed = Field(0, description="seed of the class-stratified validation order")
+    autocast: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="run the forward passes under torch.autocast; checked on the baseline against FP32 first")
+    autocast_tolerance: float = Field(
+        0.3, ge=0, description="top-1 points the baseline under autocast may differ from FP32 (else the search refuses)")
+
+
 class BudgetSpec(_Strict):
     max_full_evaluations: PositiveInt = 60
     max_hours: PositiveFloat | None = None
@@ -544,12 +563,18 @@ class Spec(_Strict):
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     strategy: StrategySpec = Field(default_factory=lambda: strategy_options("greedy")(name="greedy"))
     proxy: ProxySpec = Field(default_factory=ProxySpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
     def _model_fits_data(self, info: ValidationInfo) -> Spec:
+        shard = self.evaluation.shard_images
+        if shard is not None and shard % self.data.batch_size:
+            raise ValueError(f"evaluation.shard_images {shard} is not a multiple of data.batch_size "
+                             f"{self.data.batch_size}: a shard is whole batches, so that a sharded validation batches "
+                             f"exactly as one pass does; use {max(1, round(shard / self.data.batch_size)) * self.data.batch_size}")
         args = self.model.args
         if isinstance(args, (SpikformerArgs, _OfficialSpikformerArgs, SpikeDrivenTransformerArgs)):
             if "image_size" not in args.model_fields_set:  # unset: the data's size (one --set changes both)

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from typing import Callable
 
-from autocompress.data.bundle import DataBundle, TensorImageDataset, balanced_subset, collate_skipping
+from autocompress.data.bundle import (
+    DataBundle,
+    TensorImageDataset,
+    balanced_subset,
+    collate_skipping,
+    stratified_order,
+)
 from autocompress.data.digits import digits_split
 from autocompress.data.transforms import EvalTransform, resolve_transform
 from autocompress.vocabulary import DATASETS
 
 __all__ = ["LOADERS", "DataBundle", "EvalTransform", "TensorImageDataset", "balanced_subset",
-           "collate_skipping", "digits_split", "load_data", "resolve_transform"]
+           "collate_skipping", "digits_split", "load_data", "resolve_transform", "stratified_order"]
 
 
 def _digits(data, model_classes):

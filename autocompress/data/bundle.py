@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger("autocompress.data")
 
@@ -33,22 +33,51 @@ class DataBundle:
 
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def validation_loader(self, batch_size: int, workers: int = 0, *, pin_memory: bool = False) -> DataLoader:
-        """Batches of ``(images, labels, skipped_sources)`` in a fixed order. One loader per
-        setting, kept: its worker processes persist from one evaluation to the next instead of
-        being forked again for each (a search evaluates many candidates on the same data)."""
+    def validation_labels(self) -> np.ndarray:
+        """The label of every validation item, in item order (read without decoding an image)."""
+        labels = getattr(self.validation, "labels", None)
+        if labels is None:
+            return np.asarray([self.validation[i][1] for i in range(len(self.validation))], dtype=np.int64)
+        return np.asarray(labels, dtype=np.int64)
+
+    def validation_loader(self, batch_size: int, workers: int = 0, *, pin_memory: bool = False,
+                          indices: Sequence[int] | None = None) -> DataLoader:
+        """Batches of ``(images, labels, skipped_sources, readable)`` over the items
+        ``indices`` (all of them, in item order, by default). One loader per setting, kept:
+        its worker processes persist from one evaluation to the next instead of being forked
+        again for each (a search evaluates many candidates, shard by shard, on the same data)."""
         key = (batch_size, workers, pin_memory)
         if key not in self._loaders:
             self._loaders[key] = DataLoader(
                 self.validation,
                 batch_size=batch_size,
-                shuffle=False,
+                sampler=Positions(len(self.validation)),
                 num_workers=workers,
                 collate_fn=collate_skipping,
                 persistent_workers=workers > 0,
                 pin_memory=pin_memory,
             )
-        return self._loaders[key]
+        loader = self._loaders[key]
+        loader.sampler.select(indices)
+        return loader
+
+
+class Positions(Sampler):
+    """The items an evaluation reads, in its order; set before each pass (:meth:`select`)
+    so that one loader, and its persistent workers, serves every shard."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.indices: Sequence[int] = range(size)
+
+    def select(self, indices: Sequence[int] | None) -> None:
+        self.indices = range(self.size) if indices is None else [int(i) for i in indices]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class TensorImageDataset(Dataset):
@@ -64,15 +93,37 @@ class TensorImageDataset(Dataset):
         return self.images[index], int(self.labels[index]), ""
 
 
-def collate_skipping(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack the readable images of a batch; report the unreadable ones by source."""
+def collate_skipping(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    """Stack the readable images of a batch; report the unreadable ones by source, and
+    which items of the batch were readable (a bool mask over the batch's items)."""
     kept = [(image, label) for image, label, _ in items if image is not None]
     skipped = [source for image, _, source in items if image is None]
+    readable = torch.tensor([image is not None for image, _, _ in items], dtype=torch.bool)
     if not kept:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped, readable
     images = torch.stack([image for image, _ in kept])
     labels = torch.tensor([label for _, label in kept], dtype=torch.long)
-    return images, labels, skipped
+    return images, labels, skipped, readable
+
+
+def stratified_order(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
+    """A seeded order of all items in which every prefix holds the classes in nearly
+    their overall proportions: each class is shuffled, then the classes are interleaved
+    by their items' evenly spaced ranks (item j of a class of n sits at (j + u) / n, u a
+    seeded offset per class). A prefix of it is a class-stratified random sample, so a
+    validation stopped early has seen a fair share of every class."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels), dtype=np.float64)
+    items = np.empty(len(labels), dtype=np.int64)
+    at = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n = len(members)
+        keys[at:at + n] = (np.arange(n) + rng.random()) / n
+        items[at:at + n] = members
+        at += n
+    return items[np.lexsort((items, keys))]
 
 
 def balanced_subset(labels: Sequence[int] | np.ndarray, limit: int, seed: int) -> np.ndarray:

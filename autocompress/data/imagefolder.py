@@ -103,6 +103,10 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
     def __getitem__(self, index: int) -> Item:
         path, label = self.samples[index]
         return read_image(path, self.image_size, self.transform), label, path

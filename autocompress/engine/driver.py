@@ -9,6 +9,7 @@ are reused (nothing is evaluated twice), tasks that were in flight are asked for
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +25,18 @@ from autocompress.engine.progress import Progress
 from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
-from autocompress.search import Completion, Constraints, Gate, LocalExecutor, SearchLoop, drive
+from autocompress.search import (
+    Completion,
+    Constraints,
+    EarlyStopping,
+    Gate,
+    LocalExecutor,
+    SearchLoop,
+    default_shard_images,
+    drive,
+    shard_bounds,
+    unpack,
+)
 
 Say = Callable[[str], None]
 
@@ -128,6 +140,35 @@ def _execution(store: RunStore, spec, options: RunOptions) -> tuple[int, str | N
     return workers, address
 
 
+def _validation_plan(store: RunStore, spec, count: int) -> dict:
+    """The run's validation order and shards, fixed when it starts (a resume with other
+    workers shards and stops early exactly as before); a run started by a version without
+    them gets them now."""
+    plan = store.meta("validation")
+    if plan is None:
+        plan = {"images": count, "order_seed": spec.evaluation.order_seed,
+                "shard_images": spec.evaluation.shard_images or default_shard_images(count, spec.data.batch_size)}
+        store.set_meta("validation", plan)
+    elif plan["images"] != count:
+        raise AutocompressError(
+            f"{store.run_dir}: the validation set has {count} images now but had {plan['images']} when this run "
+            "started (the data changed); its results cannot be compared. Start a new run with `autocompress search`")
+    return plan
+
+
+def _check_autocast(measured: dict, spec) -> None:
+    """Autocast is used only if the baseline's top-1 under it matches FP32's within the tolerance."""
+    if measured.get("autocast", "off") == "off" or "fp32_accuracy" not in measured:
+        return
+    gap = abs(measured["accuracy"] - measured["fp32_accuracy"])
+    tolerance = spec.evaluation.autocast_tolerance
+    if gap > tolerance:
+        raise UserInputError(
+            f"evaluation.autocast {measured['autocast']}: the baseline's top-1 is {measured['accuracy']:.3f} % under "
+            f"autocast and {measured['fp32_accuracy']:.3f} % in FP32, {gap:.3f} points apart (more than "
+            f"evaluation.autocast_tolerance {tolerance:g}); set evaluation.autocast: off, or raise the tolerance")
+
+
 def _space_fingerprint(space) -> dict:
     return {"granularity": space.granularity,
             "dimensions": [[d.name, d.kind, list(d.choices)] for d in space.dims]}
@@ -212,21 +253,38 @@ class _Driver:
             say(f"note: {note}")
         self._check_space(setup.space)
         self.executor = self._executor(setup, proxy)
+        plan = _validation_plan(store, spec, len(setup.session.data.validation))
+        shards = shard_bounds(plan["images"], plan["shard_images"])
         constraints = store.constraints()
-        if constraints is None:
-            say("measuring the baseline accuracy")
-            constraints = Constraints.from_spec(spec.constraints, self.executor.baseline(), setup.baseline_bytes)
-            store.set_meta("constraints", asdict(constraints))
+        baseline = store.meta("baseline")
+        if constraints is None or (spec.evaluation.early_stopping and baseline is None):
+            say(f"measuring the baseline accuracy ({plan['images']:,} validation images)")
+            measured = self.executor.baseline()
+            measured = measured if isinstance(measured, dict) else {"accuracy": float(measured)}
+            _check_autocast(measured, spec)
+            if "per_image" in measured:
+                baseline = {**measured, "per_image": base64.b64encode(measured["per_image"]).decode("ascii")}
+                store.set_meta("baseline", baseline)
+            if constraints is None:
+                constraints = Constraints.from_spec(spec.constraints, measured["accuracy"], setup.baseline_bytes)
+                store.set_meta("constraints", asdict(constraints))
+        early = None
+        if spec.evaluation.early_stopping and baseline is not None and len(shards) > 1:
+            early = EarlyStopping(unpack(base64.b64decode(baseline["per_image"]), plan["images"]), shards,
+                                  constraints.max_drop_points, spec.evaluation.confidence)
         self.gate, strategy = setup.plan(constraints, proxy=proxy)
         prior = store.prior_results()
         self.gated_before = {r.result.candidate_id for r in store.records(("gate",))}
         elapsed_before = sum((s["ended_at"] or s["updated_at"]) - s["started_at"] for s in store.sessions()[:-1])
         self.loop = SearchLoop(strategy, self.gate, constraints, proxy=proxy, max_full_evaluations=self.max_full,
                                max_seconds=self.max_hours * 3600 if self.max_hours else None, prior=prior,
-                               elapsed_before=elapsed_before, on_record=self.record)
+                               elapsed_before=elapsed_before, on_record=self.record, shards=shards,
+                               early_stopping=early)
         say(f"{self.command}: {strategy.name} over {setup.space.describe()}; baseline "
             f"{constraints.baseline_accuracy:.2f} % top-1, {setup.baseline_bytes:,} bytes; budget {self.max_full} "
-            f"full evaluations; proxy {'on' if proxy else 'off'}; {self.workers or 'no'} "
+            f"full evaluations; proxy {'on' if proxy else 'off'}; validation in {len(shards)} shard"
+            f"{'s' if len(shards) != 1 else ''} of {plan['shard_images']} images, early stopping "
+            f"{'on' if early else 'off'}; {self.workers or 'no'} "
             f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
         return drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
 

@@ -130,7 +130,7 @@ class RayExecutor:
 
     def submit(self, task: Task, attempt: int = 1, worker: str | None = None) -> None:
         name = worker or self._pick(task)
-        ref = self.actors[name].run.remote(task.stage, task.candidate.to_dict())
+        ref = self.actors[name].run.remote(task.stage, task.candidate.to_dict(), task.shard)
         self.running[ref] = (task, name, attempt)
         self.busy_workers.add(name)
         self.on_worker(name, state="busy", task=describe(task))
@@ -178,7 +178,7 @@ class RayExecutor:
         self.on_event("failed", f"{describe(task)}: {message}")
         return [Completion(task, TaskOutcome(error=message), name, attempt)]
 
-    def baseline(self) -> float:
+    def baseline(self):
         name = next(iter(self.actors))
         try:
             return self.ray.get(self.actors[name].baseline.remote())
@@ -207,11 +207,11 @@ class _RayWorker:
     def info(self) -> dict:
         return self.worker.info()
 
-    def baseline(self) -> float:
+    def baseline(self):
         return self.worker.baseline()
 
-    def run(self, stage: str, candidate: dict) -> TaskOutcome:
-        return execute(self.worker, stage, candidate)
+    def run(self, stage: str, candidate: dict, shard: tuple[int, int] | None = None) -> TaskOutcome:
+        return execute(self.worker, stage, candidate, shard)
 
 
 def _cause(error: Exception) -> str:

@@ -27,7 +27,21 @@ def _point(result: Result, candidate: dict | None) -> dict:
         "feasible": result.feasible,
         "proxy": result.drift,
         "gate": result.gate,
+        "images": result.images,
         "config": candidate,
+    }
+
+
+def _stopped(result: Result) -> dict:
+    """An early-stopped candidate: certainly infeasible, its accuracy an estimate."""
+    return {
+        "id": result.candidate_id,
+        "images": result.images,
+        "accuracy_estimate": result.accuracy,
+        "accuracy_drop_at_least": result.drop_bound,
+        "memory_bytes": result.memory_bytes,
+        "memory_saving": result.memory_saving,
+        "proxy": result.drift,
     }
 
 
@@ -52,6 +66,7 @@ def pareto_document(store) -> dict:
         "best": None,
         "points": [],
         "near_misses": [],
+        "early_stopped": [_stopped(r) for r in results if r.early_stopped],
         "hypervolume": 0.0,
     }
     if constraints is not None:
@@ -78,6 +93,9 @@ def pareto_document(store) -> dict:
         "retries": len(store.events("retry")),
         "workers_replaced": len(store.events("worker-replaced")),
         "wall_seconds": round(progress.wall_seconds, 3),
+        "early_stopped": sum(r.early_stopped for r in results),
+        "validation_images": sum(r.images or 0 for r in results),
+        "validation": store.meta("validation"),
         "stopped_by": progress.stopped_by,
         "max_full_evaluations": progress.max_full_evaluations,
         "sessions": len(sessions),

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from autocompress.compress import baseline_footprint
-from autocompress.data import DataBundle, load_data
+from autocompress.data import DataBundle, load_data, stratified_order
 from autocompress.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
 from autocompress.errors import CheckpointError, DataError, ModelError
 from autocompress.models import SViT, canonical_family, create_model, load_checkpoint
@@ -82,11 +82,20 @@ class Session:
         _check_fit(model, data, device)
         return cls(spec=spec, model=model, data=data, device=device, checkpoint=checkpoint)
 
-    def evaluate(self, model: SViT | None = None, *, progress: bool = False) -> EvaluationResult:
+    def evaluate(self, model: SViT | None = None, *, progress: bool = False, indices=None,
+                 autocast: str | None = None) -> EvaluationResult:
+        """Top-1 of ``model`` (the base model by default) over the validation items
+        ``indices`` (all, in item order, by default), under the spec's autocast setting
+        unless ``autocast`` says otherwise."""
         return evaluate_accuracy(
             model or self.model, self.data, batch_size=self.spec.data.batch_size,
-            workers=self.spec.data.workers, device=self.device, progress=progress,
+            workers=self.spec.data.workers, device=self.device, progress=progress, indices=indices,
+            autocast=self.spec.evaluation.autocast if autocast is None else autocast,
         )
+
+    def evaluation_order(self):
+        """The validation items in the run's seeded, class-stratified order."""
+        return stratified_order(self.data.validation_labels(), self.spec.evaluation.order_seed)
 
     def footprint(self) -> int:
         return baseline_footprint(self.model)

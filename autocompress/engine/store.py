@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     gate TEXT, gate_reason TEXT, gate_threshold REAL,
     accuracy REAL, accuracy_drop REAL, feasible INTEGER,
     error TEXT, seconds REAL, worker TEXT, attempts INTEGER NOT NULL DEFAULT 1,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    images INTEGER, early_stopped INTEGER, drop_bound REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_full_evaluation ON evaluations (candidate_id) WHERE kind = 'full';
 CREATE UNIQUE INDEX IF NOT EXISTS one_probe ON evaluations (candidate_id) WHERE kind = 'probe';
@@ -119,7 +120,10 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 _RESULT_COLUMNS = ("memory_bytes", "memory_saving", "drift", "gate", "gate_reason", "accuracy",
-                   "accuracy_drop", "feasible", "error", "seconds")
+                   "accuracy_drop", "feasible", "error", "seconds", "images", "early_stopped", "drop_bound")
+# columns later versions added to the evaluations table: added to an older store when a
+# session opens it to write; read as NULL from one opened to read
+_ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound": "REAL"}
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -162,6 +166,7 @@ class RunStore:
         self.path = run_dir / DB_NAME
         self._file = self._file_id() if lock is not None else None  # what the writer opened
         self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
+        self._missing: set[str] = set()  # columns an older store lacks (read as NULL)
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
@@ -315,6 +320,7 @@ class RunStore:
             db = cls._connect(run_dir / DB_NAME, readonly=not writer)
             store = cls(run_dir, db, lock)
             store._check_format()
+            store._upgrade(writer)
             return store
         except BaseException:
             if db is not None:
@@ -338,6 +344,14 @@ class RunStore:
         if value != FORMAT:
             raise StoreError(f"{self.path}: unknown store format {str(value)[:40]!r} (expected {FORMAT}); it was "
                              "written by another program or another version of autocompress")
+
+    def _upgrade(self, writer: bool) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(evaluations)")}
+        self._missing = {name for name in _ADDED_COLUMNS if name not in have}
+        if writer:
+            for name in sorted(self._missing):
+                self.db.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
+            self._missing = set()
 
     def close(self) -> None:
         self.stop_heartbeat()
@@ -488,7 +502,8 @@ class RunStore:
         )
 
     def records(self, kinds: tuple[str, ...] | None = None) -> list[Record]:
-        query = (f"SELECT seq, session, kind, candidate_id, candidate, {', '.join(_RESULT_COLUMNS)}, "
+        columns = ", ".join("NULL" if c in self._missing else c for c in _RESULT_COLUMNS)
+        query = (f"SELECT seq, session, kind, candidate_id, candidate, {columns}, "
                  "gate_threshold, worker, attempts, finished_at FROM evaluations")
         if kinds:
             query += f" WHERE kind IN ({', '.join('?' * len(kinds))})"
@@ -499,6 +514,7 @@ class RunStore:
             fields = dict(zip(_RESULT_COLUMNS, row[5:5 + len(_RESULT_COLUMNS)]))
             if fields["feasible"] is not None:
                 fields["feasible"] = bool(fields["feasible"])
+            fields["early_stopped"] = bool(fields["early_stopped"])
             threshold, worker, attempts, finished_at = row[5 + len(_RESULT_COLUMNS):]
             out.append(Record(seq, session, kind, json.loads(candidate), Result(cid, **fields), threshold,
                               worker, attempts, finished_at))

@@ -17,7 +17,7 @@ from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.proxy import ReferencePotentials
-from autocompress.search import Candidate
+from autocompress.search import Candidate, pack
 
 # Fault injection for tests and drills, at the worker's N-th full evaluation:
 # "kill-on-full:N" makes the worker process SIGKILL itself (once per run directory);
@@ -41,8 +41,9 @@ def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bo
 
 class Worker:
     """``probe``: a candidate's footprint and drift (one calibration forward); ``full``:
-    its top-1 accuracy on the validation set. The last built model is kept, so a probe
-    followed by the full evaluation of the same candidate builds it once."""
+    its top-1 accuracy on the validation set, or on a shard of it (positions of the run's
+    seeded validation order). The last built model is kept, so a probe followed by the
+    full evaluation (or the shards of it this worker gets) builds it once."""
 
     def __init__(self, session: Session, groups=None, *, proxy: bool = True, run_dir: str | None = None):
         self.session = session
@@ -53,6 +54,7 @@ class Worker:
         self.calibration = session.data.calibration.to(session.device)
         self.full_count = 0
         self._reference = None
+        self._order = None
         self._last: tuple[str, object] | None = None
         self._fault = self._parse_fault()
 
@@ -89,14 +91,34 @@ class Worker:
             drift = self.reference.drift(model, self.by_name, model.pruned_channels)
         return footprint(model), drift
 
-    def full(self, candidate) -> float:
-        model = self.build(candidate)
-        self.full_count += 1
-        self._maybe_fault()
-        return self.session.evaluate(model).accuracy
+    @property
+    def order(self):
+        if self._order is None:
+            self._order = self.session.evaluation_order()
+        return self._order
 
-    def baseline(self) -> float:
-        return self.session.evaluate().accuracy
+    def _positions(self, shard: tuple[int, int] | None):
+        return self.order if shard is None else self.order[shard[0]:shard[1]]
+
+    def full(self, candidate, shard: tuple[int, int] | None = None):
+        """The candidate's evaluation over ``shard`` (the whole order by default): accuracy,
+        correct, total and per-image correctness."""
+        model = self.build(candidate)
+        if shard is None or shard[0] == 0:  # a full evaluation counts once, at its first shard
+            self.full_count += 1
+            self._maybe_fault()
+        return self.session.evaluate(model, indices=self._positions(shard))
+
+    def baseline(self) -> dict:
+        """The base model over the whole validation order: top-1, the readable images, the
+        per-image correctness (packed) that early stopping compares with, and with
+        autocast on, FP32's top-1 beside it (the search refuses autocast that changes it)."""
+        result = self.session.evaluate(indices=self.order)
+        out = {"accuracy": result.accuracy, "total": result.total, "count": len(self.order),
+               "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast}
+        if out["autocast"] != "off":
+            out["fp32_accuracy"] = self.session.evaluate(indices=self.order, autocast="off").accuracy
+        return out
 
     @staticmethod
     def _parse_fault() -> tuple[str, int] | None:

@@ -156,7 +156,13 @@ def plot_proxy(run: _Run, path: Path) -> Path:
     from scipy.stats import spearmanr
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
-    pairs = [(r.result.drift, r.result.accuracy_drop) for r in run.fulls if r.result.drift is not None]
+    pairs = [(r.result.drift, r.result.accuracy_drop) for r in run.fulls
+             if r.result.drift is not None and not r.result.early_stopped]
+    stopped = [(r.result.drift, r.result.accuracy_drop) for r in run.fulls
+               if r.result.drift is not None and r.result.early_stopped]
+    if stopped:
+        left.scatter(*zip(*stopped), s=16, facecolors="none", edgecolors="tab:gray",
+                     label=f"stopped early ({len(stopped)}; drop estimated, not in Spearman)")
     if len(pairs) >= 3:
         drift, drop = map(np.array, zip(*pairs))
         constant = np.ptp(drift) == 0 or np.ptp(drop) == 0
@@ -241,6 +247,13 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                f"{p['memory_bytes']:,}", f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
                "-" if p["proxy"] is None else f"{p['proxy']:.4f}"] for p in doc["points"]]
     stat_rows = [[k, v] for k, v in stats.items()]
+    stopped = [[p["id"], f"{p['images']:,}", f"{p['accuracy_estimate']:.2f}", f"{p['accuracy_drop_at_least']:+.2f}",
+                f"{p['memory_bytes']:,}", "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
+               for p in doc.get("early_stopped", [])]
+    stopped_section = "" if not stopped else (
+        "<h2>Stopped early</h2><p>Validation stopped once these candidates were certainly infeasible (their "
+        "accuracy is an estimate over the images seen, never a Pareto point).</p>"
+        + _table(stopped, ["id", "images seen", "top-1 % (estimate)", "drop at least (pts)", "bytes", "drift"]))
     images = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
         f"<figcaption>{name}.png</figcaption></figure>" for name, path in paths.items())
@@ -260,6 +273,7 @@ Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constrai
 {'' if c.max_bytes is None else f', at most {c.max_bytes:,} bytes'}.</p>
 <p>{summary}.</p>
 <h2>Pareto points</h2>{_table(points, ['id (* chosen)', 'top-1 %', 'drop (pts)', 'bytes', 'saved', 'feasible', 'drift'])}
+{stopped_section}
 <h2>Plots</h2>{images}
 <h2>Search statistics</h2>{_table(stat_rows, ['statistic', 'value'])}
 </body></html>

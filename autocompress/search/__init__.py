@@ -12,6 +12,14 @@ from autocompress.search.base import (
     strategy_names,
     strategy_options,
 )
+from autocompress.search.early import (
+    EarlyStopping,
+    default_shard_images,
+    drop_lower_bound,
+    pack,
+    shard_bounds,
+    unpack,
+)
 from autocompress.search.execution import Completion, LocalExecutor, describe, drive, execute
 from autocompress.search.gate import Gate
 from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
@@ -32,6 +40,7 @@ __all__ = [
     "Completion",
     "Constraints",
     "Dimension",
+    "EarlyStopping",
     "Gate",
     "LocalExecutor",
     "ParetoSet",
@@ -48,13 +57,18 @@ __all__ = [
     "Unit",
     "best_feasible",
     "create_strategy",
+    "default_shard_images",
     "describe",
     "drive",
+    "drop_lower_bound",
     "execute",
     "hypervolume",
+    "pack",
     "pareto_front",
     "pareto_set",
+    "shard_bounds",
     "register_strategy",
     "strategy_names",
     "strategy_options",
+    "unpack",
 ]

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 from typing import Callable
 
+import numpy as np
+
 from autocompress.search.base import create_strategy, strategy_options
+from autocompress.search.early import EarlyStopping, pack, shard_bounds
 from autocompress.search.execution import LocalExecutor, drive
 from autocompress.search.gate import Gate
 from autocompress.search.loop import SearchLoop, TaskOutcome
@@ -71,6 +75,49 @@ class SyntheticEvaluator:
         return BASELINE_ACCURACY
 
 
+class PerImageEvaluator(SyntheticEvaluator):
+    """The synthetic landscape image by image, for sharded validation and early stopping:
+    a baseline right on about ``BASELINE_ACCURACY`` % of ``images`` images (already in a
+    random order), and per candidate a seeded set of images it gets wrong that the
+    baseline got right (``worse``) and the reverse (``better``, a ``discordance`` / 2
+    share), so that its accuracy over the whole set is the synthetic one to within one
+    image. ``full(candidate, shard)`` answers as the engine's workers do."""
+
+    def __init__(self, images: int = 20_000, discordance: float = 0.06, seed: int = 0):
+        super().__init__()
+        self.images, self.discordance = images, discordance
+        self.base = np.random.default_rng(seed).random(images) < BASELINE_ACCURACY / 100
+        self.base_accuracy = 100.0 * self.base.mean()
+        self.images_read = 0
+
+    def correct(self, candidate) -> np.ndarray:
+        drop = self.base_accuracy - SyntheticEvaluator.full(self, candidate)
+        self.full_calls.pop()  # counted by full(), not here
+        rng = np.random.default_rng(int(candidate.id[:12], 16))
+        right, wrong = np.flatnonzero(self.base), np.flatnonzero(~self.base)
+        better = min(len(wrong), int(self.discordance / 2 * self.images))
+        worse = min(len(right), max(0, better + round(drop / 100 * self.images)))
+        out = self.base.copy()
+        out[rng.choice(right, worse, replace=False)] = False
+        out[rng.choice(wrong, better, replace=False)] = True
+        return out
+
+    def full(self, candidate, shard: tuple[int, int] | None = None):
+        if shard is None or shard[0] == 0:
+            self.full_calls.append(candidate.id)
+        start, stop = shard or (0, self.images)
+        part = self.correct(candidate)[start:stop]
+        self.images_read += len(part)
+        return SimpleNamespace(accuracy=100.0 * part.mean(), correct=int(part.sum()), total=len(part), per_image=part)
+
+    def baseline(self) -> dict:
+        return {"accuracy": self.base_accuracy, "total": self.images, "per_image": pack(self.base)}
+
+    def early_stopping(self, shard_images: int, confidence: float = 0.999) -> EarlyStopping:
+        return EarlyStopping(self.base, shard_bounds(self.images, shard_images), CONSTRAINTS.max_drop_points,
+                             confidence)
+
+
 def options(name: str):
     """The options the suite runs strategy ``name`` with: its defaults, seed 3, and its
     ``conformance_settings``."""
@@ -79,10 +126,12 @@ def options(name: str):
 
 
 def make_loop(name: str, *, max_full: int, proxy: bool = True, prior=None, on_result=None,
-              on_record=None) -> SearchLoop:
-    strategy = create_strategy(options(name), make_space(), CONSTRAINTS, proxy=proxy)
-    return SearchLoop(strategy, Gate("auto", CONSTRAINTS.max_drop_points, enabled=proxy), CONSTRAINTS, proxy=proxy,
-                      max_full_evaluations=max_full, prior=prior, on_result=on_result, on_record=on_record)
+              on_record=None, constraints: Constraints = CONSTRAINTS, **sharding) -> SearchLoop:
+    """``sharding``: the loop's ``shards`` and ``early_stopping``."""
+    strategy = create_strategy(options(name), make_space(), constraints, proxy=proxy)
+    return SearchLoop(strategy, Gate("auto", constraints.max_drop_points, enabled=proxy), constraints, proxy=proxy,
+                      max_full_evaluations=max_full, prior=prior, on_result=on_result, on_record=on_record,
+                      **sharding)
 
 
 def run(name: str, *, max_full: int = 25, proxy: bool = True, prior=None, on_result=None,
@@ -174,6 +223,46 @@ def completes_in_any_order(name: str) -> None:
     assert len(calls) == len(set(calls)) == loop.stats.full_evaluations <= 15
 
 
+def sharded_in_any_order(name: str) -> None:
+    """Full evaluations in shards, completing out of order, early stopping on: no
+    candidate evaluated twice, every exact accuracy the whole set's, every candidate
+    stopped early infeasible on the whole set."""
+    evaluator = PerImageEvaluator(images=6_000)
+    constraints = Constraints(evaluator.base_accuracy, BASELINE_BYTES, CONSTRAINTS.max_drop_points,
+                              CONSTRAINTS.min_saving)
+    early = evaluator.early_stopping(500)
+    candidates: dict = {}
+    loop = make_loop(name, max_full=15, constraints=constraints, shards=early.shards, early_stopping=early,
+                     on_record=lambda _kind, candidate, _result, **_origin: candidates.setdefault(candidate.id, candidate))
+    rng = random.Random(0)
+    in_flight = []
+    for _ in range(100_000):
+        in_flight.extend(loop.tasks(4 - len(in_flight)))
+        if loop.finished:
+            break
+        assert in_flight, f"{name}: the loop neither finished nor started work"
+        task = in_flight.pop(rng.randrange(len(in_flight)))
+        if task.stage == "probe":
+            memory, drift = evaluator.probe(task.candidate)
+            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
+        else:
+            value = evaluator.full(task.candidate, task.shard)
+            loop.complete(task, TaskOutcome(accuracy=value.accuracy, correct=value.correct, total=value.total,
+                                            per_image=pack(value.per_image)))
+    assert loop.finished, f"{name}: the search did not end"
+    calls = evaluator.full_calls
+    assert len(calls) == len(set(calls)) == loop.stats.full_evaluations <= 15, f"{name}: {calls}"
+    for result in loop.all_results():
+        if not result.evaluated:
+            continue
+        truth = 100.0 * evaluator.correct(candidates[result.candidate_id]).mean()
+        if result.early_stopped:
+            assert not constraints.accuracy_ok(truth), f"{name}: {result.candidate_id} stopped early but feasible"
+            assert result.images < evaluator.images and result.drop_bound > constraints.max_drop_points
+        else:
+            assert abs(result.accuracy - truth) < 1e-9, f"{name}: {result.candidate_id} {result.accuracy} != {truth}"
+
+
 CHECKS: tuple[Callable[[str], None], ...] = (
     deterministic_under_replay,
     keeps_the_budget,
@@ -181,4 +270,5 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     never_evaluates_what_the_gate_rejected,
     resumes_from_its_journal,
     completes_in_any_order,
+    sharded_in_any_order,
 )

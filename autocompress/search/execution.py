@@ -14,17 +14,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from autocompress.search.early import pack
 from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
 
 
 class Evaluator(Protocol):
-    """What evaluates candidates: ``probe`` -> (memory bytes, drift or None), ``full`` -> top-1 %."""
+    """What evaluates candidates: ``probe`` -> (memory bytes, drift or None); ``full`` ->
+    top-1 %, or, given a ``shard`` of the validation order, an evaluation result with
+    ``accuracy``, ``correct``, ``total`` and ``per_image`` (bool per image of the shard)."""
 
     def probe(self, candidate) -> tuple[int, float | None]: ...
 
-    def full(self, candidate) -> float: ...
+    def full(self, candidate, shard: tuple[int, int] | None = None): ...
 
-    def baseline(self) -> float: ...
+    def baseline(self): ...
 
 
 @dataclass
@@ -35,20 +38,25 @@ class Completion:
     attempts: int = 1
 
 
-def execute(evaluator: Evaluator, stage: str, candidate) -> TaskOutcome:
+def execute(evaluator: Evaluator, stage: str, candidate, shard: tuple[int, int] | None = None) -> TaskOutcome:
     """Run one task, timed; an exception is the candidate's failure, not the worker's."""
     start = time.perf_counter()
     try:
         if stage == "probe":
             memory, drift = evaluator.probe(candidate)
             return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
-        return TaskOutcome(accuracy=evaluator.full(candidate), seconds=time.perf_counter() - start)
+        value = evaluator.full(candidate) if shard is None else evaluator.full(candidate, shard)
+        if isinstance(value, (int, float)):
+            return TaskOutcome(accuracy=float(value), seconds=time.perf_counter() - start)
+        return TaskOutcome(accuracy=value.accuracy, correct=value.correct, total=value.total,
+                           per_image=pack(value.per_image), seconds=time.perf_counter() - start)
     except Exception as error:
         return TaskOutcome(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
 
 
 def describe(task: Task) -> str:
-    return f"{task.stage} {task.candidate.id}"
+    shard = f" images {task.shard[0]}-{task.shard[1]}" if task.shard else ""
+    return f"{task.stage} {task.candidate.id}{shard}"
 
 
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
@@ -76,11 +84,11 @@ class LocalExecutor:
         if not self.pending:
             return []
         task = self.pending.pop(0)
-        outcome = execute(self.evaluator, task.stage, task.candidate)
+        outcome = execute(self.evaluator, task.stage, task.candidate, task.shard)
         self.on_worker(self.name, state="idle")
         return [Completion(task, outcome, self.name)]
 
-    def baseline(self) -> float:
+    def baseline(self):
         return self.evaluator.baseline()
 
     def shutdown(self) -> None:

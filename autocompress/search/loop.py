@@ -7,6 +7,15 @@ an executor. A result is kept by candidate id, so no candidate is fully evaluate
 twice. A ``probe`` computes the proxy only (without a proxy it becomes a full
 evaluation); a ``full`` request passes the gate first.
 
+With ``shards`` a full evaluation is split into tasks over disjoint ranges of the
+validation order; idle workers take the shards of the evaluations in flight before
+anything new is asked, so a strategy that waits for one result at a time still keeps
+every worker busy. The shards' correct counts are summed (the result is the one a single
+pass gives). With ``early_stopping`` (:mod:`autocompress.search.early`) the contiguous
+prefix of finished shards is compared with the baseline after each shard; a candidate
+that is certainly infeasible stops there, and shards of it still running are ignored
+when they complete.
+
 ``prior`` holds results an earlier session of the run recorded. They are reused, not
 evaluated again, and go through the same steps as fresh ones (the gate observes them,
 the budget counts them, the strategy is told them in the order it asks), so with one
@@ -17,11 +26,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Callable, Literal, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal, Mapping, Sequence
 
-from autocompress.search.gate import Gate
 from autocompress.search.base import Strategy
+from autocompress.search.early import EarlyStopping, unpack
+from autocompress.search.gate import Gate
 from autocompress.search.results import Constraints, Request, Result
 
 
@@ -34,6 +44,8 @@ class SearchStats:
     cached: int = 0
     replayed: int = 0  # probe and full results reused from the run store instead of evaluated
     retries: int = 0  # tasks run again because their worker died (counted by the engine)
+    early_stopped: int = 0  # full evaluations stopped early (certainly infeasible); counted in full_evaluations
+    validation_images: int = 0  # images read by full evaluations (where recorded)
     seconds: float = 0.0  # wall time, earlier sessions of the run included
     stopped_by: str = ""
 
@@ -45,17 +57,40 @@ class Task:
     key: int
     candidate: object  # Candidate
     stage: Literal["probe", "full"]
+    shard: tuple[int, int] | None = None  # a full evaluation's positions [start, stop) in the validation order
 
 
 @dataclass
 class TaskOutcome:
-    """What running a task gave: the numbers, or the error."""
+    """What running a task gave: the numbers, or the error. A shard of a full evaluation
+    gives its ``correct`` and readable ``total`` images and, packed, which were right."""
 
     memory_bytes: int | None = None
     drift: float | None = None
     accuracy: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    correct: int | None = None
+    total: int | None = None
+    per_image: bytes | None = None  # autocompress.search.early.pack(bool per image)
+
+
+@dataclass
+class _Full:
+    """A full evaluation in flight: its shards pending, running (task key -> shard) and done."""
+
+    candidate: object
+    pending: deque = field(default_factory=deque)
+    running: dict = field(default_factory=dict)
+    done: dict = field(default_factory=dict)
+    looked: int = 0  # shards of the contiguous prefix taken into account
+    correct: int = 0
+    seen: int = 0
+    worse: int = 0
+    better: int = 0
+    seconds: float = 0.0
+    workers: set = field(default_factory=set)
+    attempts: int = 1
 
 
 RecordKind = Literal["probe", "full", "gate", "failed"]
@@ -74,6 +109,8 @@ class SearchLoop:
         max_seconds: float | None = None,
         prior: Mapping[str, Result] | None = None,
         elapsed_before: float = 0.0,
+        shards: Sequence[tuple[int, int]] | None = None,
+        early_stopping: EarlyStopping | None = None,
         on_result: Callable[[Request, Result], None] | None = None,
         on_record: Callable[..., None] | None = None,  # (kind, candidate, result, worker=, attempts=)
     ):
@@ -86,6 +123,10 @@ class SearchLoop:
         self.elapsed_before = elapsed_before
         self.on_result = on_result
         self.on_record = on_record
+        self.shards = list(shards) if shards else None
+        self.early_stopping = early_stopping
+        if early_stopping is not None and early_stopping.shards != self.shards:
+            raise ValueError("early stopping looks after each shard: give it the loop's shards")
         self.results: dict[str, Result] = {}
         self.order: list[str] = []  # candidate ids in the order they were first evaluated
         self.full_order: list[str] = []  # ids in the order of their full evaluations
@@ -93,7 +134,9 @@ class SearchLoop:
         self.ended: str | None = None  # why the loop stopped asking (the run ends once nothing is in flight)
         self._queue: deque[Request] = deque()  # asked, not handled yet
         self._ready: deque[tuple[Request, bool]] = deque()  # (request, originated a task) to handle first
-        self._busy: dict[str, Task] = {}  # candidate id -> its task in flight
+        self._busy: dict[str, str] = {}  # candidate id -> the stage in flight for it
+        self._tasks: dict[int, Task] = {}  # task key -> task, every task running
+        self._fulls: dict[str, _Full] = {}  # candidate id -> its full evaluation in flight
         self._parked: dict[str, list[tuple[Request, bool]]] = {}  # requests waiting on that task
         self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
         self._next_key = 0
@@ -103,7 +146,8 @@ class SearchLoop:
 
     @property
     def in_flight(self) -> int:
-        return len(self._busy)
+        """Tasks running (shards of an evaluation already decided included, until they end)."""
+        return len(self._tasks)
 
     @property
     def finished(self) -> bool:
@@ -137,17 +181,34 @@ class SearchLoop:
         self._end(reason)
 
     def _full_in_flight(self) -> int:
-        return sum(1 for t in self._busy.values() if t.stage == "full")
+        return len(self._fulls)
+
+    def _task(self, candidate, stage: str, shard: tuple[int, int] | None = None) -> Task:
+        task = Task(self._next_key, candidate, stage, shard)
+        self._next_key += 1
+        self._tasks[task.key] = task
+        return task
 
     def _dispatch(self, request: Request, stage: str) -> Task | None:
         if self.ended is not None:
             return None  # the run is ending: the request stays unanswered
         cid = request.candidate.id
-        task = Task(self._next_key, request.candidate, stage)
-        self._next_key += 1
-        self._busy[cid] = task
+        self._busy[cid] = stage
         self._parked.setdefault(cid, []).append((request, True))
-        return task
+        if stage == "probe":
+            return self._task(request.candidate, stage)
+        self._fulls[cid] = _Full(request.candidate, deque(range(len(self.shards or [None]))))
+        return self._next_shard()
+
+    def _next_shard(self) -> Task | None:
+        """A shard of the oldest full evaluation in flight that has one waiting."""
+        for full in self._fulls.values():
+            if full.pending:
+                index = full.pending.popleft()
+                task = self._task(full.candidate, "full", self.shards[index] if self.shards else None)
+                full.running[task.key] = index
+                return task
+        return None
 
     # ------------------------------------------------------------------ one request
 
@@ -210,15 +271,20 @@ class SearchLoop:
         if prior.error is not None:
             self.stats.failed += 1
             return self._remember(replace(known, gate=state[0], gate_reason=state[1], error=prior.error))
-        return self._evaluated(known, prior.accuracy, prior.seconds, state)
+        return self._evaluated(known, prior.accuracy, prior.seconds, state, images=prior.images,
+                               early_stopped=prior.early_stopped, drop_bound=prior.drop_bound)
 
-    def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str]) -> Result:
+    def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str], *,
+                   images: int | None = None, early_stopped: bool = False, drop_bound: float | None = None) -> Result:
         self.stats.full_evaluations += 1
+        self.stats.early_stopped += early_stopped
+        self.stats.validation_images += images or 0
         self.full_order.append(known.candidate_id)
         drop = self.constraints.baseline_accuracy - accuracy
+        feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes)
         result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
-                         feasible=self.constraints.feasible(accuracy, known.memory_bytes),
-                         seconds=known.seconds + seconds)
+                         feasible=feasible, seconds=known.seconds + seconds, images=images,
+                         early_stopped=early_stopped, drop_bound=drop_bound)
         self.gate.observe(known.drift, drop)
         return self._remember(result)
 
@@ -242,6 +308,10 @@ class SearchLoop:
         answered on the way."""
         out: list[Task] = []
         while len(out) < free:
+            shard = self._next_shard()  # evaluations in flight first, even when the run is ending
+            if shard is not None:
+                out.append(shard)
+                continue
             if self._ready:
                 request, origin = self._ready.popleft()
             elif self.ended is not None:
@@ -265,38 +335,98 @@ class SearchLoop:
                 out.append(task)
         return out
 
-    def complete(self, task: Task, outcome: TaskOutcome, *, worker: str | None = None, attempts: int = 1) -> Result:
+    def complete(self, task: Task, outcome: TaskOutcome, *, worker: str | None = None,
+                 attempts: int = 1) -> Result | None:
         """A task's outcome (from ``worker``, after ``attempts`` tries): record it, then
-        answer the requests that waited on it."""
+        answer the requests that waited on it. None: a shard of a full evaluation that is
+        not decided yet (or was decided without it)."""
         cid = task.candidate.id
-        self._busy.pop(cid, None)
-        if task.stage == "probe":
-            if outcome.error is not None:
-                self.stats.failed += 1
-                result = self._remember(Result(cid, error=outcome.error, seconds=outcome.seconds))
-                self._record("failed", task.candidate, result, worker, attempts)
-            else:
-                if self.proxy:
-                    self.stats.probes += 1
-                result = self._remember(Result(
-                    cid, memory_bytes=outcome.memory_bytes,
-                    memory_saving=1 - outcome.memory_bytes / self.constraints.baseline_bytes,
-                    drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
-                ))
-                self._record("probe", task.candidate, result, worker, attempts)
+        self._tasks.pop(task.key, None)
+        if task.stage == "full":
+            return self._complete_full(task, outcome, worker, attempts)
+        if outcome.error is not None:
+            self.stats.failed += 1
+            result = self._remember(Result(cid, error=outcome.error, seconds=outcome.seconds))
+            self._record("failed", task.candidate, result, worker, attempts)
         else:
-            known = self.results[cid]
-            state = self._gate_of.pop(cid)
-            if outcome.error is not None:
-                self.stats.failed += 1
-                result = self._remember(replace(known, gate=state[0], gate_reason=state[1], error=outcome.error))
-                self._record("failed", task.candidate, result, worker, attempts)
-            else:
-                result = self._evaluated(known, outcome.accuracy, outcome.seconds, state)
-                self._record("full", task.candidate, result, worker, attempts)
+            if self.proxy:
+                self.stats.probes += 1
+            result = self._remember(Result(
+                cid, memory_bytes=outcome.memory_bytes,
+                memory_saving=1 - outcome.memory_bytes / self.constraints.baseline_bytes,
+                drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
+            ))
+            self._record("probe", task.candidate, result, worker, attempts)
+        return self._release(cid, result)
+
+    def _release(self, cid: str, result: Result) -> Result:
+        """The candidate is decided: answer the requests that waited on it."""
+        self._busy.pop(cid, None)
         self._ready.extendleft(reversed(self._parked.pop(cid, [])))
         self.stats.seconds = self.elapsed()
         return result
+
+    def _complete_full(self, task: Task, outcome: TaskOutcome, worker: str | None, attempts: int) -> Result | None:
+        cid = task.candidate.id
+        full = self._fulls.get(cid)
+        if full is None or task.key not in full.running:
+            return None  # a shard of an evaluation already decided (stopped early, or failed)
+        index = full.running.pop(task.key)
+        full.seconds += outcome.seconds
+        full.attempts = max(full.attempts, attempts)
+        if worker is not None:
+            full.workers.add(worker)
+        known = self.results[cid]
+        if outcome.error is not None:
+            del self._fulls[cid]
+            state = self._gate_of.pop(cid)
+            self.stats.failed += 1
+            result = self._remember(replace(known, gate=state[0], gate_reason=state[1], error=outcome.error,
+                                            seconds=known.seconds + full.seconds))
+            self._record("failed", task.candidate, result, self._workers(full), full.attempts)
+            return self._release(cid, result)
+        if self.shards is None:  # one task over the whole set
+            del self._fulls[cid]
+            result = self._evaluated(known, outcome.accuracy, outcome.seconds, self._gate_of.pop(cid),
+                                     images=outcome.total)
+            self._record("full", task.candidate, result, self._workers(full), full.attempts)
+            return self._release(cid, result)
+        full.done[index] = outcome
+        bound = None
+        while full.looked in full.done and bound is None:  # the contiguous prefix, one look per shard
+            part = full.done.pop(full.looked)
+            full.looked += 1
+            full.correct += part.correct
+            full.seen += part.total
+            if self.early_stopping is not None:
+                start, stop = self.shards[full.looked - 1]
+                worse, better = self.early_stopping.paired(full.looked - 1, unpack(part.per_image, stop - start))
+                full.worse += worse
+                full.better += better
+                bound = self.early_stopping.stops(full.worse, full.better, full.seen, full.looked)
+        if bound is None and full.looked < len(self.shards):
+            return None  # shards still to come
+        del self._fulls[cid]
+        state = self._gate_of.pop(cid)
+        if bound is not None:
+            # the paired estimate over the images seen (the bound is computed from the same counts)
+            accuracy = self.constraints.baseline_accuracy - 100.0 * (full.worse - full.better) / max(full.seen, 1)
+            result = self._evaluated(known, accuracy, full.seconds, state, images=full.seen, early_stopped=True,
+                                     drop_bound=bound)
+        else:
+            if full.seen == 0:
+                raise RuntimeError("no readable validation image in any shard")
+            result = self._evaluated(known, 100.0 * full.correct / full.seen, full.seconds, state,
+                                     images=full.seen)
+        self._record("full", task.candidate, result, self._workers(full), full.attempts)
+        return self._release(cid, result)
+
+    @staticmethod
+    def _workers(full: _Full) -> str | None:
+        names = sorted(full.workers)
+        if not names:
+            return None
+        return ",".join(names) if len(names) <= 4 else f"{len(names)} workers"
 
     def all_results(self) -> list[Result]:
         return [self.results[i] for i in self.order]

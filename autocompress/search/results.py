@@ -31,10 +31,18 @@ class Result:
     feasible: bool | None = None
     seconds: float = 0.0
     error: str | None = None
+    images: int | None = None  # validation images the accuracy is over (None: recorded before it was counted)
+    early_stopped: bool = False  # validation stopped early: accuracy is an estimate over ``images`` images
+    drop_bound: float | None = None  # early stopped: the accuracy drop is at least this (points), at the spec's confidence
 
     @property
     def evaluated(self) -> bool:
         return self.accuracy is not None
+
+    @property
+    def exact(self) -> bool:
+        """Fully evaluated on every validation image (not stopped early)."""
+        return self.accuracy is not None and not self.early_stopped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,9 +109,10 @@ class ParetoSet:
 
 
 def pareto_front(results: list[Result]) -> list[Result]:
-    """Non-dominated evaluated results over (accuracy up, memory down), smallest memory first."""
+    """Non-dominated exactly evaluated results over (accuracy up, memory down), smallest
+    memory first (an early-stopped candidate's accuracy is an estimate: never a point)."""
     evaluated = sorted(
-        (r for r in results if r.evaluated and r.memory_bytes is not None),
+        (r for r in results if r.exact and r.memory_bytes is not None),
         key=lambda r: (r.memory_bytes, -r.accuracy),
     )
     front: list[Result] = []
@@ -132,7 +141,7 @@ def hypervolume(front: list[Result], constraints: Constraints) -> float:
 
 def best_feasible(results) -> Result | None:
     """The best feasible evaluated result: smallest memory, ties to accuracy."""
-    feasible = [r for r in results if r.evaluated and r.feasible]
+    feasible = [r for r in results if r.exact and r.feasible]
     return min(feasible, key=lambda r: (r.memory_bytes, -r.accuracy)) if feasible else None
 
 
@@ -143,5 +152,5 @@ def pareto_set(results: list[Result], constraints: Constraints, near_misses: int
     best = best_feasible(results)
     misses: list[Result] = []
     if best is None:
-        misses = sorted((r for r in results if r.evaluated), key=constraints.shortfall)[:near_misses]
+        misses = sorted((r for r in results if r.exact), key=constraints.shortfall)[:near_misses]
     return ParetoSet(points=front, best=best, hypervolume=hypervolume(front, constraints), near_misses=misses)

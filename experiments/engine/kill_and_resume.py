@@ -1,6 +1,7 @@
 """Kill a search with SIGKILL mid-way, resume it, and compare with an uninterrupted run.
 
-    python experiments/engine/kill_and_resume.py [--spec SPEC] [--kill-after N] [--workers W] [--budget B] [--json]
+    python experiments/engine/kill_and_resume.py [--spec SPEC] [--kill-after N] [--workers W] [--budget B]
+        [--set KEY=VALUE ...] [--json]
 
 Runs `autocompress search` twice on the same spec (same strategy and seed): once to
 the end, once killed with SIGKILL after N full evaluations are stored and then
@@ -46,6 +47,11 @@ def _front(run_dir: Path) -> list[tuple]:
     return [(p["id"], round(p["accuracy"], 6), p["memory_bytes"], p["feasible"]) for p in document["points"]]
 
 
+def _early_stopped(run_dir: Path) -> list[tuple]:
+    document = json.loads((run_dir / "pareto.json").read_text())
+    return [(p["id"], p["images"], round(p["accuracy_drop_at_least"], 6)) for p in document.get("early_stopped", [])]
+
+
 def _duplicates(run_dir: Path) -> list[tuple]:
     with sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True) as connection:
         return connection.execute("SELECT candidate_id, COUNT(*) FROM evaluations WHERE kind = 'full' "
@@ -53,8 +59,10 @@ def _duplicates(run_dir: Path) -> list[tuple]:
 
 
 def kill_and_resume(spec: Path, workdir: Path, *, kill_after: int, workers: int, budget: int,
-                    say=print) -> dict:
+                    overrides: tuple[str, ...] = (), say=print) -> dict:
     common = ["--workers", str(workers), "--max-full-evaluations", str(budget)]
+    for item in overrides:
+        common += ["--set", item]
     whole, killed = workdir / "uninterrupted", workdir / "killed"
     say(f"uninterrupted run -> {whole}")
     subprocess.run(_cli("search", str(spec), "--run-dir", str(whole), *common), check=True,
@@ -80,9 +88,12 @@ def kill_and_resume(spec: Path, workdir: Path, *, kill_after: int, workers: int,
         "pareto_uninterrupted": expected,
         "pareto_resumed": got,
         "same_pareto_set": expected == got,
+        "early_stopped_uninterrupted": _early_stopped(whole),
+        "early_stopped_resumed": _early_stopped(killed),
         "duplicate_full_evaluations": _duplicates(killed),
     }
     report["ok"] = (report["same_pareto_set"] and not report["duplicate_full_evaluations"]
+                    and report["early_stopped_uninterrupted"] == report["early_stopped_resumed"]
                     and report["full_evaluations"]["uninterrupted"] == report["full_evaluations"]["killed_and_resumed"])
     return report
 
@@ -94,12 +105,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--budget", type=int, default=60, help="budget.max_full_evaluations of both runs")
     parser.add_argument("--keep", type=Path, help="keep the two run directories here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a spec override for both runs (as `autocompress search --set`)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="autocompress-kill-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report = kill_and_resume(args.spec, workdir, kill_after=args.kill_after, workers=args.workers, budget=args.budget,
-                             say=(lambda _m: None) if args.json else print)
+                             overrides=tuple(args.overrides), say=(lambda _m: None) if args.json else print)
     if args.json:
         print(json.dumps(report))
         return 0 if report["ok"] else 1
@@ -110,6 +123,8 @@ def main() -> int:
         print(f"  uninterrupted {a}   resumed {b}")
     if len(report["pareto_uninterrupted"]) != len(report["pareto_resumed"]):
         print(f"  sizes differ: {len(report['pareto_uninterrupted'])} vs {len(report['pareto_resumed'])}")
+    print(f"early stopped (id, images, drop at least): uninterrupted {report['early_stopped_uninterrupted']}, "
+          f"resumed {report['early_stopped_resumed']}")
     print(f"same Pareto set: {report['same_pareto_set']}; candidates fully evaluated twice: "
           f"{report['duplicate_full_evaluations'] or 'none'}")
     print("OK" if report["ok"] else "MISMATCH")

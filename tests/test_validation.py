@@ -1,0 +1,205 @@
+"""Full validation at cluster scale: the seeded stratified order, shards that sum to one
+pass, early stopping's bound (its error rate and its power), the records of early-stopped
+candidates, autocast's check, and run stores of earlier versions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from autocompress.cli import main
+from autocompress.data import stratified_order
+from autocompress.engine import RunStore
+from autocompress.engine.driver import _check_autocast
+from autocompress.engine.pipeline import Setup
+from autocompress.engine.worker import Worker
+from autocompress.errors import UserInputError
+from autocompress.search import (
+    EarlyStopping,
+    LocalExecutor,
+    Result,
+    default_shard_images,
+    drive,
+    drop_lower_bound,
+    pack,
+    shard_bounds,
+    unpack,
+)
+from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
+from autocompress.search.results import Constraints
+from autocompress.spec import SpecError, validate_spec
+from conftest import FIXTURES, make_spec_data, write_spec
+
+
+def test_the_order_is_a_seeded_permutation_whose_prefixes_keep_the_class_shares():
+    labels = np.repeat(np.arange(10), [50, 80, 20, 100, 40, 60, 30, 90, 70, 10])
+    order = stratified_order(labels, seed=7)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert np.array_equal(order, stratified_order(labels, seed=7))
+    assert not np.array_equal(order, stratified_order(labels, seed=8))
+    shares = np.bincount(labels) / len(labels)
+    for k in (25, 100, 333):
+        counts = np.bincount(labels[order[:k]], minlength=10)
+        assert np.all(np.abs(counts - k * shares) <= 2.0), (k, counts, k * shares)  # a random order: ~sqrt(k)
+
+
+def test_shards_are_whole_batches():
+    assert default_shard_images(50_000, 128) == 896 and default_shard_images(360, 128) == 128
+    shards = shard_bounds(50_000, 896)
+    assert len(shards) == 56 and shards[0] == (0, 896) and shards[-1] == (49_280, 50_000)
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
+    bits = np.random.default_rng(0).random(1001) < 0.5
+    assert np.array_equal(unpack(pack(bits), 1001), bits)
+
+
+def _paired(rng, images: int, accuracy: float, discordance: float, drop: float):
+    base = rng.random(images) < accuracy
+    right, wrong = np.flatnonzero(base), np.flatnonzero(~base)
+    better = int(discordance / 2 * images)
+    worse = better + round(drop / 100 * images)
+    cand = base.copy()
+    cand[rng.choice(right, worse, replace=False)] = False
+    cand[rng.choice(wrong, better, replace=False)] = True
+    return base, cand
+
+
+def _stops(early: EarlyStopping, cand: np.ndarray) -> int | None:
+    worse = better = seen = 0
+    for index, (start, stop) in enumerate(early.shards):
+        w, b = early.paired(index, cand[start:stop])
+        worse, better, seen = worse + w, better + b, seen + stop - start
+        if early.stops(worse, better, seen, index + 1) is not None:
+            return stop
+    return None
+
+
+def test_early_stopping_errs_less_often_than_its_confidence_and_stops_what_is_far_off():
+    rng = np.random.default_rng(0)
+    limit, trials = 1.5, 300
+    wrong = stopped = 0
+    for _ in range(trials):  # feasible on the whole set by a hair: any stop is wrong
+        base, cand = _paired(rng, 4000, 0.75, 0.10, limit)
+        early = EarlyStopping(base, shard_bounds(4000, 250), limit, confidence=0.95)
+        wrong += _stops(early, cand) is not None
+    for _ in range(trials):  # 12 points worse: should stop, and early
+        base, cand = _paired(rng, 4000, 0.75, 0.10, 12.0)
+        early = EarlyStopping(base, shard_bounds(4000, 250), limit, confidence=0.95)
+        at = _stops(early, cand)
+        stopped += at is not None and at <= 2000
+    assert wrong / trials <= 0.05 and stopped / trials >= 0.95, (wrong, stopped)
+    # the bound itself: nothing discordant says nothing; all discordant pairs worse is a large drop
+    assert drop_lower_bound(0, 0, 1000, 1e-3) == 0.0
+    assert 40 < drop_lower_bound(500, 0, 1000, 1e-3) < 50
+    assert drop_lower_bound(10, 10, 1000, 1e-3) < 0
+
+
+def test_sharded_search_matches_one_pass_and_early_stopped_results_are_never_points():
+    whole, sharded = PerImageEvaluator(images=6_000), PerImageEvaluator(images=6_000)
+    constraints = Constraints(whole.base_accuracy, BASELINE_BYTES, 1.5, 0.25)
+    plain = make_loop("random", max_full=15, constraints=constraints)
+    drive(plain, LocalExecutor(whole))
+    early = sharded.early_stopping(500)
+    loop = make_loop("random", max_full=15, constraints=constraints, shards=early.shards, early_stopping=early)
+    drive(loop, LocalExecutor(sharded))
+    exact = {r.candidate_id: r.accuracy for r in plain.all_results() if r.evaluated}
+    stopped = [r for r in loop.all_results() if r.early_stopped]
+    assert stopped and sharded.images_read < 15 * 6_000  # something was stopped, and read less
+    for result in loop.all_results():
+        if result.evaluated and not result.early_stopped:
+            assert result.accuracy == pytest.approx(exact[result.candidate_id], abs=1e-9)
+            assert result.images == 6_000
+        elif result.early_stopped:
+            assert not constraints.accuracy_ok(exact[result.candidate_id])
+            assert result.feasible is False and result.images < 6_000 and result.drop_bound > 1.5
+    from autocompress.search import pareto_set
+
+    pareto = pareto_set(loop.all_results(), constraints)
+    assert not {r.candidate_id for r in pareto.points + pareto.near_misses} & {r.candidate_id for r in stopped}
+    feasible_plain = {r.candidate_id for r in plain.all_results() if r.feasible}
+    assert feasible_plain == {r.candidate_id for r in loop.all_results() if r.feasible}
+
+
+def test_worker_shards_sum_to_the_whole_pass(tmp_path):
+    spec = validate_spec(make_spec_data(**{"data.validation.limit": 60, "data.batch_size": 16}))
+    setup = Setup.open(spec, say=lambda _m: None)
+    worker = Worker(setup.session, setup.groups)
+    candidate = setup.space.candidate(tuple(len(d.choices) // 2 for d in setup.space.dims))
+    one = worker.full(candidate)
+    parts = [worker.full(candidate, shard) for shard in shard_bounds(one.total, 16)]
+    assert sum(p.correct for p in parts) == one.correct and sum(p.total for p in parts) == one.total == 60
+    assert np.array_equal(np.concatenate([p.per_image for p in parts]), one.per_image)
+    base = worker.baseline()
+    assert base["count"] == 60 and len(unpack(base["per_image"], 60)) == 60
+
+
+def test_early_stopped_candidates_are_recorded_and_shown_as_such(tmp_path, cli):
+    # without the proxy every probe is a full validation: collapsing moves get validated, then stopped
+    spec = write_spec(tmp_path, make_spec_data(**{
+        "model.args.depths": 2, "model.args.embed_dims": 32, "model.checkpoint": str(FIXTURES / "tiny" / "spikformer.pt"),
+        "data.validation.limit": 200, "data.batch_size": 20, "proxy.enabled": False,
+        "constraints.accuracy.max_drop": 1.0, "budget.max_full_evaluations": 8}))
+    run = tmp_path / "run"
+    done = cli("search", str(spec), "--run-dir", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "validation in 10 shards of 20 images, early stopping on" in done.stderr
+    document = json.loads((run / "pareto.json").read_text())
+    stats = document["statistics"]
+    assert stats["validation"] == {"images": 200, "order_seed": 0, "shard_images": 20}
+    with RunStore.open_reader(run) as store:
+        fulls = [r.result for r in store.records(("full",))]
+    stopped = [r for r in fulls if r.early_stopped]
+    assert stopped, [(r.accuracy_drop, r.images) for r in fulls]
+    assert stats["early_stopped"] == len(stopped) and stats["validation_images"] == sum(r.images for r in fulls)
+    assert {p["id"] for p in document["early_stopped"]} == {r.candidate_id for r in stopped}
+    assert not {p["id"] for p in document["points"]} & {r.candidate_id for r in stopped}
+    for entry in document["early_stopped"]:
+        assert entry["images"] < 200 and entry["accuracy_drop_at_least"] > 1.0
+    assert "stopped early (certainly infeasible" in done.stdout
+    assert f"stopped early {len(stopped)}" in cli("status", str(run)).stdout
+    assert "Stopped early" in (run / "report.html").read_text()
+
+
+def test_shard_size_must_be_whole_batches():
+    with pytest.raises(SpecError, match="evaluation.shard_images 100 is not a multiple of data.batch_size 64.*use 128"):
+        validate_spec(make_spec_data(**{"data.batch_size": 64, "evaluation.shard_images": 100}))
+    spec = validate_spec(make_spec_data(**{"data.batch_size": 64, "evaluation.shard_images": 128}))
+    assert spec.evaluation.early_stopping and spec.evaluation.confidence == 0.999
+
+
+def test_autocast_that_changes_the_baseline_is_refused():
+    spec = validate_spec(make_spec_data(**{"evaluation.autocast": "bf16", "evaluation.autocast_tolerance": 0.2}))
+    _check_autocast({"autocast": "bf16", "accuracy": 75.1, "fp32_accuracy": 75.2}, spec)  # within: used
+    with pytest.raises(UserInputError, match=r"evaluation.autocast bf16: .*75.000 % under autocast and 75.500 % in "
+                                             r"FP32, 0.500 points apart .*set evaluation.autocast: off"):
+        _check_autocast({"autocast": "bf16", "accuracy": 75.0, "fp32_accuracy": 75.5}, spec)
+
+
+def test_autocast_runs_on_the_cpu_and_the_baseline_reports_fp32_beside_it():
+    spec = validate_spec(make_spec_data(**{"evaluation.autocast": "bf16", "data.validation.limit": 30}))
+    setup = Setup.open(spec, say=lambda _m: None)
+    base = Worker(setup.session, setup.groups).baseline()
+    assert base["autocast"] == "bf16" and 0 <= base["fp32_accuracy"] <= 100 and base["count"] == 30
+
+
+def test_a_store_of_an_earlier_version_is_read_and_upgraded(tmp_path):
+    run = tmp_path / "run"
+    store = RunStore.create(run, {"spec": {"name": "x"}})
+    store.begin_session("search", workers=0, executor="in-process", max_full_evaluations=5)
+    store.record("full", {"prune": {}, "bits": {}}, Result("abc", memory_bytes=10, accuracy=1.0))
+    store.close()
+    with sqlite3.connect(run / "store.sqlite") as db:  # the evaluations table as versions before 0.15 made it
+        for column in ("images", "early_stopped", "drop_bound"):
+            db.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
+    with RunStore.open_reader(run) as reader:
+        (record,) = reader.records(("full",))
+        assert record.result.images is None and record.result.early_stopped is False
+    writer = RunStore.open_writer(run)
+    writer.begin_session("resume", workers=0, executor="in-process", max_full_evaluations=5)
+    writer.record("full", {"prune": {}, "bits": {}}, Result("def", memory_bytes=9, accuracy=0.5, images=40,
+                                                            early_stopped=True, drop_bound=3.0))
+    stopped = [r.result for r in writer.records(("full",)) if r.result.early_stopped]
+    writer.close()
+    assert [(r.candidate_id, r.images, r.drop_bound) for r in stopped] == [("def", 40, 3.0)]
