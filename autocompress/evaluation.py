@@ -88,10 +88,10 @@ def evaluate_accuracy(
     readable: list[torch.Tensor] = []
     skipped: list[str] = []
     start = time.perf_counter()
-    loader = data.validation_loader(batch_size, workers, pin_memory=device.type == "cuda", indices=indices)
-    count = len(loader.sampler)
+    count = len(data.validation) if indices is None else len(indices)
+    batches = data.validation_batches(batch_size, workers, device, indices)
     with _progress(progress, count, description) as bar, precision_context(device, autocast):
-        for images, labels, batch_skipped, batch_readable in loader:
+        for images, labels, batch_skipped, batch_readable in batches:
             skipped += batch_skipped
             readable.append(batch_readable)
             if len(labels):

@@ -521,6 +521,9 @@ class EvaluationSpec(_Strict):
     shard_images: PositiveInt | None = Field(
         None, description="images per shard of a full validation (a multiple of data.batch_size); null: about 64 shards")
     order_seed: Seed = Field(0, description="seed of the class-stratified validation order")
+    decoded_cache: bool = Field(
+        True, description="imagefolder data: decode the validation images once per node into a uint8 cache "
+                          "($AUTOCOMPRESS_CACHE/decoded) that every later evaluation reads")
     autocast: Literal["off", "bf16", "fp16"] = Field(
         "off", description="run the forward passes under torch.autocast; checked on the baseline against FP32 first")
     autocast_tolerance: float = Field(

@@ -229,3 +229,55 @@ def test_a_subset_of_imagenet_folders_keeps_imagenet_label_numbers(tmp_path):
                               **{"data.class_index": "imagenet"})
     with pytest.raises(DataError, match="not ImageNet-1k synset ids: ant, bee, cat"):
         load_data(forced.data)
+
+
+def make_jpeg_folder(root: Path, classes=("ant", "bee", "cat"), per_class: int = 5) -> Path:
+    """JPEGs (q90, of differing sizes), one CMYK and one grayscale among them, one broken file."""
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            y, x = np.mgrid[0:50 + 3 * i, 0:64 + 5 * c]
+            pixels = np.stack([x * 3, y * 4, (x + y) * 2], -1) + rng.integers(0, 60, (*x.shape, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name / f"{i}.jpg", quality=90)
+    Image.open(root / "bee" / "0.jpg").convert("CMYK").save(root / "bee" / "cmyk.jpg", quality=90)
+    Image.open(root / "cat" / "0.jpg").convert("L").save(root / "cat" / "gray.jpg", quality=90)
+    (root / "ant" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+def test_decoded_cache_gives_the_numbers_of_the_decoding_path_and_follows_the_files(tmp_path, monkeypatch):
+    from autocompress.data.decoded import DecodedImages
+
+    root = make_jpeg_folder(tmp_path / "val")
+    spec = imagefolder_spec(tmp_path, root)
+    model = create_model(spec.model)
+    plain = load_data(spec.data)
+    cached = load_data(spec.data)
+    assert cached.use_decoded_cache(tmp_path / "cache")
+    order = np.random.default_rng(0).permutation(len(plain.validation))
+    for indices in (None, order):
+        a = evaluate_accuracy(model, plain, batch_size=4, indices=indices)
+        b = evaluate_accuracy(model, cached, batch_size=4, indices=indices)
+        assert (a.correct, a.total, a.skipped) == (b.correct, b.total, b.skipped) and a.total == 14  # 3 calibration
+        assert np.array_equal(a.per_image, b.per_image)
+    # the same images, bit for bit, as the decoding path's batches
+    loader_images = torch.cat([batch[0] for batch in plain.validation_batches(5, 0, torch.device("cpu"))])
+    cache_images = torch.cat([batch[0] for batch in cached.validation_batches(5, 0, torch.device("cpu"))])
+    assert torch.equal(loader_images, cache_images)
+    (folder,) = (tmp_path / "cache" / "decoded").glob("*/")
+    assert isinstance(cached.decoded, DecodedImages) and (folder / "images.u8").stat().st_size == 15 * 3 * 32 * 32
+    # a second bundle on the node reads the cache (no new one); a changed file makes a new one
+    again = load_data(spec.data)
+    assert again.use_decoded_cache(tmp_path / "cache") and len(list((tmp_path / "cache" / "decoded").glob("*/"))) == 1
+    Image.new("RGB", (70, 60), (200, 10, 10)).save(plain.validation.samples[0][0], quality=90)
+    changed = load_data(spec.data)
+    assert changed.use_decoded_cache(tmp_path / "cache") and len(list((tmp_path / "cache" / "decoded").glob("*/"))) == 2
+    # no room on the disk: said, and the evaluation decodes as before
+    monkeypatch.setattr("autocompress.data.decoded._free_bytes", lambda _folder: 10)
+    said: list[str] = []
+    Image.new("RGB", (70, 60), (10, 200, 10)).save(plain.validation.samples[1][0], quality=90)
+    small = load_data(spec.data)
+    assert not small.use_decoded_cache(tmp_path / "cache", say=said.append) and small.decoded is None
+    assert "need" in said[0] and "GiB free; validating from the image files instead" in said[0]
+    assert evaluate_accuracy(model, small, batch_size=4).total == 14

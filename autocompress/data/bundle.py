@@ -32,6 +32,32 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)
 
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
+    decoded: object = field(default=None, repr=False, compare=False)  # autocompress.data.decoded.DecodedImages
+
+    def use_decoded_cache(self, root, *, workers: int = 0, say=log.info) -> bool:
+        """Read the validation images from the node's decoded cache under ``root`` (built
+        now if missing). False when the data set has none (in-memory sets need none) or
+        the disk has no room for it."""
+        cacheable = getattr(self.validation, "cacheable", None)
+        if cacheable is None:
+            return False
+        if self.decoded is None:
+            from autocompress.data.decoded import open_or_build
+
+            self.decoded = open_or_build(*cacheable, root, workers=workers, say=say)
+        return self.decoded is not None
+
+    def validation_batches(self, batch_size: int, workers: int, device: torch.device,
+                           indices: Sequence[int] | None = None):
+        """``(images, labels, skipped_sources, readable)`` batches over ``indices`` (all
+        items by default): from the decoded cache when in use (images normalised on
+        ``device``), else through the loader (images on the CPU, pinned for CUDA)."""
+        if self.decoded is not None:
+            from autocompress.data.decoded import batches
+
+            positions = np.arange(len(self.validation)) if indices is None else indices
+            return batches(self.decoded, positions, batch_size, device)
+        return iter(self.validation_loader(batch_size, workers, pin_memory=device.type == "cuda", indices=indices))
 
     def validation_labels(self) -> np.ndarray:
         """The label of every validation item, in item order (read without decoding an image)."""

@@ -107,6 +107,11 @@ class ImageFolderDataset(Dataset):
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    @property
+    def cacheable(self) -> tuple:
+        """What autocompress.data.decoded caches these images by."""
+        return self.samples, self.image_size, self.transform
+
     def __getitem__(self, index: int) -> Item:
         path, label = self.samples[index]
         return read_image(path, self.image_size, self.transform), label, path

@@ -25,16 +25,9 @@ from autocompress.data import DataBundle, TensorImageDataset, digits_split
 from autocompress.evaluation import evaluate_accuracy
 from autocompress.models import create_model
 from autocompress.recipes import ReferenceRecipe, get_recipe
+from autocompress.cachedir import cache_dir
 from autocompress.spec import ModelSpec
 from autocompress.vocabulary import DATASETS
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("AUTOCOMPRESS_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "autocompress"
 
 
 def reference_path(name: str) -> Path:
