@@ -519,7 +519,7 @@ class EvaluationSpec(_Strict):
         description="early stopping's confidence: a candidate feasible on the whole set is stopped with probability "
                     "below 1 - confidence")
     shard_images: PositiveInt | None = Field(
-        None, description="images per shard of a full validation (a multiple of data.batch_size); null: about 64 shards")
+        None, description="images per shard of a full validation (a multiple of data.batch_size); null: about 128 shards")
     order_seed: Seed = Field(0, description="seed of the class-stratified validation order")
     decoded_cache: bool = Field(
         True, description="imagefolder data: decode the validation images once per node into a uint8 cache "

@@ -47,9 +47,9 @@ def test_the_order_is_a_seeded_permutation_whose_prefixes_keep_the_class_shares(
 
 
 def test_shards_are_whole_batches():
-    assert default_shard_images(50_000, 128) == 896 and default_shard_images(360, 128) == 128
-    shards = shard_bounds(50_000, 896)
-    assert len(shards) == 56 and shards[0] == (0, 896) and shards[-1] == (49_280, 50_000)
+    assert default_shard_images(50_000, 128) == 512 and default_shard_images(360, 128) == 128
+    shards = shard_bounds(50_000, 512)
+    assert len(shards) == 98 and shards[0] == (0, 512) and shards[-1] == (49_664, 50_000)
     assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
     bits = np.random.default_rng(0).random(1001) < 0.5
     assert np.array_equal(unpack(pack(bits), 1001), bits)
