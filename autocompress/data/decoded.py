@@ -95,10 +95,7 @@ class DecodedImages:
         self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(self.count, *self.shape))
 
     def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        order = np.argsort(indices, kind="stable")  # read the file forwards, put the rows back in order
-        block = np.empty((len(indices), *self.shape), dtype=np.uint8)
-        block[order] = self.images[indices[order]]
-        return torch.from_numpy(block), self.readable[indices]
+        return torch.from_numpy(self.images[indices]), self.readable[indices]  # one copy, out of the page cache
 
 
 def _free_bytes(folder: Path) -> int:
@@ -133,19 +130,37 @@ def open_or_build(samples: Sequence[tuple[str, int]], image_size: int, transform
     return DecodedImages(folder, transform)
 
 
-class _Geometry(torch.utils.data.Dataset):
-    def __init__(self, samples, image_size, transform):
-        self.samples, self.image_size, self.transform = samples, image_size, transform
+CHUNK = 32  # images a loading process decodes and writes per item
+
+
+class _Writer(torch.utils.data.Dataset):
+    """Item k: decode, resize and crop images [k * CHUNK, (k + 1) * CHUNK) and write them
+    straight into the cache file (the pixels never travel between processes); returns
+    their positions and which were readable."""
+
+    def __init__(self, samples, image_size, transform, path: Path):
+        self.samples, self.image_size, self.transform, self.path = samples, image_size, transform, path
+        self._images = None
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return math.ceil(len(self.samples) / CHUNK)
 
-    def __getitem__(self, index: int):
-        try:
-            return index, geometry(self.samples[index][0], self.image_size, self.transform)
-        except Exception as error:  # an unreadable file: recorded, not fatal
-            log.warning("skipping unreadable image %s: %s", self.samples[index][0], error)
-            return index, None
+    def __getitem__(self, chunk: int):
+        if self._images is None:  # opened once per loading process
+            self._images = np.memmap(self.path, dtype=np.uint8, mode="r+",
+                                     shape=(len(self.samples), 3, self.image_size, self.image_size))
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, len(self.samples))
+        readable = np.zeros(stop - start, dtype=bool)
+        for offset, index in enumerate(range(start, stop)):
+            path = self.samples[index][0]
+            try:
+                self._images[index] = geometry(path, self.image_size, self.transform)
+                readable[offset] = True
+            except Exception as error:  # an unreadable file: recorded, not fatal
+                log.warning("skipping unreadable image %s: %s", path, error)
+        self._images.flush()
+        return start, readable
 
 
 def _build(samples, image_size, transform, folder: Path, *, workers: int, say) -> None:
@@ -154,17 +169,13 @@ def _build(samples, image_size, transform, folder: Path, *, workers: int, say) -
     say(f"decoded cache: decoding {count:,} validation images once into {folder} "
         f"({count * 3 * image_size * image_size / 2**30:.1f} GiB)")
     start = time.perf_counter()
-    images = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(count, *shape))
+    np.memmap(partial, dtype=np.uint8, mode="w+", shape=(count, *shape)).flush()  # the file, at full size
     readable = np.zeros(count, dtype=bool)
-    loader = torch.utils.data.DataLoader(_Geometry(samples, image_size, transform), batch_size=None,
-                                         num_workers=workers, prefetch_factor=8 if workers else None)
+    loader = torch.utils.data.DataLoader(_Writer(samples, image_size, transform, partial), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4 if workers else None)
     try:
-        for index, array in loader:
-            if array is not None:
-                images[index] = array
-                readable[index] = True
-        images.flush()
-        del images
+        for first, mask in loader:
+            readable[first:first + len(mask)] = mask
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, folder / "images.u8")
