@@ -374,9 +374,13 @@ def export(run_dir: Path, point_id: str, out_file: Path) -> None:
     from autocompress.engine import export_point
 
     info = export_point(run_dir, point_id, out_file, say=_say)
+    if info["early_stopped"]:
+        accuracy = (f"validation stopped early as certainly infeasible: about {info['accuracy']:.2f} % top-1, "
+                    f"estimated on {info['images']:,} images")
+    else:
+        accuracy = f"recorded accuracy {info['accuracy']:.2f} % top-1"
     click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
-               f"recorded accuracy {info['accuracy']:.2f} % top-1" + ("" if info["pareto"] else
-                                                                     " (not on the Pareto front)"))
+               + accuracy + ("" if info["pareto"] else " (not on the Pareto front)"))
 
 
 def _print_pareto(document: dict) -> None:

@@ -35,11 +35,17 @@ def test_submit_the_demo_poll_fetch_pareto_and_a_model(servers, reference_cache,
     status = server.wait(search_id, ("done", "failed"))
     assert status["state"] == "done", status
     assert status["progress"]["full_evaluations"] == 5 and status["best"] is not None
+    # validation as the service shows it: images read, and how many candidates were stopped early
+    progress = status["progress"]
+    assert 0 <= progress["early_stopped"] <= 5 and progress["validation_images"] <= 5 * 360
+    assert progress["validation_images"] == 5 * 360 or progress["early_stopped"] > 0
 
     pareto = server.get(f"/v1/searches/{search_id}/pareto")
     assert pareto.status_code == 200
     document = pareto.json()
     assert document["format"] == "autocompress-pareto-v1" and document["baseline"]["memory_bytes"] == 661808
+    assert document["statistics"]["validation"] == {"images": 360, "order_seed": 0, "shard_images": 128}
+    assert len(document["early_stopped"]) == document["statistics"]["early_stopped"]
     point = next(p for p in document["points"] if p["id"] == document["best"])
     model = server.get(f"/v1/searches/{search_id}/points/{point['id']}/model")
     assert model.status_code == 200

@@ -10,7 +10,6 @@ import sqlite3
 import numpy as np
 import pytest
 
-from autocompress.cli import main
 from autocompress.data import stratified_order
 from autocompress.engine import RunStore
 from autocompress.engine.driver import _check_autocast
@@ -160,6 +159,8 @@ def test_early_stopped_candidates_are_recorded_and_shown_as_such(tmp_path, cli):
     assert "stopped early (certainly infeasible" in done.stdout
     assert f"stopped early {len(stopped)}" in cli("status", str(run)).stdout
     assert "Stopped early" in (run / "report.html").read_text()
+    exported = cli("export", str(run), "--point", stopped[0].candidate_id, "--out", str(tmp_path / "m.safetensors"))
+    assert exported.returncode == 0 and "validation stopped early as certainly infeasible" in exported.stdout
 
 
 def test_shard_size_must_be_whole_batches():

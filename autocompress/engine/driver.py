@@ -319,7 +319,8 @@ class _Driver:
             if self.on_end is not None and document["baseline"] is not None:  # nothing to show before the baseline
                 self.on_end(store.run_dir)
         stats = document["statistics"]
-        self.say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations, "
+        self.say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations "
+                 f"({stats['early_stopped']} stopped early), "
                  f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
                  f"{stats['failed']} failed, {stats['retries']} retried, {stats['wall_seconds']:.0f} s")
         return document

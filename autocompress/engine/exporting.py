@@ -40,4 +40,5 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
     except OSError as error:
         raise UserInputError(f"--out {out}: cannot write: {error}") from None
     return {"path": str(Path(out).resolve()), "file_bytes": size, "memory_bytes": footprint(model),
-            "accuracy": record.result.accuracy, "pareto": any(p["id"] == point_id for p in document["points"])}
+            "accuracy": record.result.accuracy, "pareto": any(p["id"] == point_id for p in document["points"]),
+            "early_stopped": record.result.early_stopped, "images": record.result.images}
