@@ -24,9 +24,9 @@ import numpy as np
 
 from autocompress.search.base import create_strategy, strategy_options
 from autocompress.search.early import EarlyStopping, pack, shard_bounds
-from autocompress.search.execution import LocalExecutor, drive
+from autocompress.search.execution import LocalExecutor, drive, execute
 from autocompress.search.gate import Gate
-from autocompress.search.loop import SearchLoop, TaskOutcome
+from autocompress.search.loop import SearchLoop
 from autocompress.search.results import Constraints, Result
 from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
 
@@ -200,24 +200,27 @@ def resumes_from_its_journal(name: str) -> None:
     assert resumed.stats.replayed >= len(first.full_calls)
 
 
-def completes_in_any_order(name: str) -> None:
-    """Tasks completing out of order (several workers): budget kept, no candidate fully
-    evaluated twice, every task answered, the search ends."""
+def _complete_shuffled(name: str, loop: SearchLoop, evaluator, slots: int) -> list:
+    """Run the loop with ``slots`` workers whose tasks complete in a seeded random order;
+    the tasks still running when it finished."""
     rng = random.Random(0)
-    evaluator = SyntheticEvaluator()
-    loop = make_loop(name, max_full=15)
-    in_flight = []
-    for _ in range(10_000):
-        in_flight.extend(loop.tasks(3 - len(in_flight)))
+    in_flight: list = []
+    for _ in range(100_000):
+        in_flight.extend(loop.tasks(slots - len(in_flight)))
         if loop.finished:
             break
         assert in_flight, f"{name}: the loop neither finished nor started work"
         task = in_flight.pop(rng.randrange(len(in_flight)))
-        if task.stage == "probe":
-            memory, drift = evaluator.probe(task.candidate)
-            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
-        else:
-            loop.complete(task, TaskOutcome(accuracy=evaluator.full(task.candidate)))
+        loop.complete(task, execute(evaluator, task.stage, task.candidate, task.shard))
+    return in_flight
+
+
+def completes_in_any_order(name: str) -> None:
+    """Tasks completing out of order (several workers): budget kept, no candidate fully
+    evaluated twice, every task answered, the search ends."""
+    evaluator = SyntheticEvaluator()
+    loop = make_loop(name, max_full=15)
+    in_flight = _complete_shuffled(name, loop, evaluator, 3)
     assert loop.finished and not in_flight, f"{name}: the search did not end"
     calls = evaluator.full_calls
     assert len(calls) == len(set(calls)) == loop.stats.full_evaluations <= 15
@@ -234,21 +237,7 @@ def sharded_in_any_order(name: str) -> None:
     candidates: dict = {}
     loop = make_loop(name, max_full=15, constraints=constraints, shards=early.shards, early_stopping=early,
                      on_record=lambda _kind, candidate, _result, **_origin: candidates.setdefault(candidate.id, candidate))
-    rng = random.Random(0)
-    in_flight = []
-    for _ in range(100_000):
-        in_flight.extend(loop.tasks(4 - len(in_flight)))
-        if loop.finished:
-            break
-        assert in_flight, f"{name}: the loop neither finished nor started work"
-        task = in_flight.pop(rng.randrange(len(in_flight)))
-        if task.stage == "probe":
-            memory, drift = evaluator.probe(task.candidate)
-            loop.complete(task, TaskOutcome(memory_bytes=memory, drift=drift))
-        else:
-            value = evaluator.full(task.candidate, task.shard)
-            loop.complete(task, TaskOutcome(accuracy=value.accuracy, correct=value.correct, total=value.total,
-                                            per_image=pack(value.per_image)))
+    _complete_shuffled(name, loop, evaluator, 4)  # shards of a stopped evaluation may still run: ignored
     assert loop.finished, f"{name}: the search did not end"
     calls = evaluator.full_calls
     assert len(calls) == len(set(calls)) == loop.stats.full_evaluations <= 15, f"{name}: {calls}"
