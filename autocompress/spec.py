@@ -508,6 +508,20 @@ class ProxySpec(_Strict):
     enabled: bool = Field(True, description="false sends every candidate to full evaluation (no gate)")
 
 
+class CompressionSpec(_Strict):
+    """How a candidate's model is built from its config, beyond its pruning rates and bit-widths."""
+
+    fold_batchnorm: bool = Field(
+        True, description="fold every BatchNorm into the layer before it (checked exact on the calibration "
+                          "images), as a deployed model stores it: its statistics no longer count in the footprint")
+    mse_clipping: bool = Field(
+        True, description="quantize each output channel with the range (a fraction of its largest weight) that "
+                           "minimises its squared rounding error, instead of its largest weight")
+    recalibrate_batchnorm: bool = Field(
+        True, description="re-estimate the BatchNorm statistics of each pruned and quantized candidate on the "
+                           "calibration images (through the spiking forward) before folding them")
+
+
 class EvaluationSpec(_Strict):
     """How full validations run: sharded over workers, stopped early when certainly infeasible."""
 
@@ -566,6 +580,7 @@ class Spec(_Strict):
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     strategy: StrategySpec = Field(default_factory=lambda: strategy_options("greedy")(name="greedy"))
     proxy: ProxySpec = Field(default_factory=ProxySpec)
+    compression: CompressionSpec = Field(default_factory=CompressionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -296,3 +297,63 @@ def test_exported_files_get_a_normal_mode(trained, tmp_path):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_batchnorm_folds_exactly_and_the_export_keeps_it(trained, family, tmp_path):
+    """Each family's BatchNorms are found after their layers, folded without changing the
+    output, and a compressed model with folds, MSE clipping and recalibrated statistics
+    exports and loads to the same outputs, with no BatchNorm left in either."""
+    from autocompress.compress import fold_batchnorms, foldable_batchnorms
+
+    model = trained[family]
+    norms = [p for p, m in model.net.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    folds = foldable_batchnorms(model, IMAGES)
+    assert sorted(n for _, n in folds) == sorted(norms) and norms
+    folded = copy.deepcopy(model)
+    fold_batchnorms(folded.net, folds)
+    with torch.inference_mode():
+        assert torch.allclose(folded(IMAGES), model(IMAGES), atol=1e-4)
+    assert footprint(folded) < footprint(model)
+
+    groups = find_channel_groups(model)
+    layers = sorted(quantizable_layers(model.net))
+    compressed = compress_model(model, prune={g.name: 0.25 for g in groups.groups}, bits={l: 3 for l in layers},
+                                groups=groups, fold=folds, clip=True, recalibrate=IMAGES)
+    assert set(compressed.compression.folded) == set(norms)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in compressed.net.modules())
+    path = tmp_path / "model.safetensors"
+    export_compressed(compressed, path)
+    loaded = load_compressed(path)
+    with torch.inference_mode():
+        assert torch.equal(loaded(IMAGES), compressed(IMAGES))
+    assert footprint(loaded) == footprint(compressed)
+
+
+def test_mse_clipping_lowers_the_rounding_error_and_survives_requantization():
+    torch.manual_seed(0)
+    weight = torch.randn(32, 64)
+    weight[:, 0] *= 8  # an outlier per row
+    for bits in (2, 3, 4):
+        plain = dequantize_tensor(*quantize_tensor(weight, bits))
+        q, scale = quantize_tensor(weight, bits, clip=True)
+        clipped = dequantize_tensor(q, scale)
+        assert ((clipped - weight) ** 2).sum() < ((plain - weight) ** 2).sum()
+        again_q, again_scale = quantize_tensor(clipped, bits)  # what export stores
+        assert torch.equal(again_q, q) and torch.allclose(again_scale, scale)
+
+
+def test_batchnorm_recalibration_is_deterministic_and_follows_the_compressed_model(trained):
+    model = trained["spikformer"]
+    groups = find_channel_groups(model)
+    layers = sorted(quantizable_layers(model.net))
+    config = dict(prune={g.name: 0.25 for g in groups.groups}, bits={l: 2 for l in layers}, groups=groups)
+    plain = compress_model(model, **config)
+    first = compress_model(model, **config, recalibrate=IMAGES)
+    second = compress_model(model, **config, recalibrate=IMAGES)
+    means = lambda m: [b.running_mean.clone() for b in m.net.modules()  # noqa: E731
+                       if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(torch.equal(a, b) for a, b in zip(means(first), means(second)))
+    assert any(not torch.allclose(a, b) for a, b in zip(means(first), means(plain)))
+    with torch.inference_mode():
+        assert torch.equal(first(IMAGES), second(IMAGES))

@@ -6,11 +6,14 @@ engine calls :func:`compress_model` with a candidate's per-unit choices.
 from autocompress.compress.candidate import CompressionRecord, compress_model
 from autocompress.compress.discovery import find_channel_groups
 from autocompress.compress.export import export_compressed, header_bound, load_compressed
+from autocompress.compress.folding import foldable_batchnorms, fold_batchnorms
 from autocompress.compress.footprint import baseline_footprint, footprint, tensor_footprints
 from autocompress.compress.groups import ChannelGroup, GroupReport, Member, channel_view
 from autocompress.compress.quantization import quantizable_layers
 
 __all__ = [
+    "foldable_batchnorms",
+    "fold_batchnorms",
     "ChannelGroup",
     "CompressionRecord",
     "GroupReport",

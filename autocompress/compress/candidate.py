@@ -17,6 +17,7 @@ from typing import Mapping
 import torch
 
 from autocompress.compress.discovery import find_channel_groups
+from autocompress.compress.folding import fold_batchnorms, recalibrate_batchnorms
 from autocompress.compress.groups import GroupReport
 from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.pruning import Importance, activity_statistics, l2_importance, prune_network, select_removed
@@ -27,7 +28,8 @@ from autocompress.compress.quantization import FULL_PRECISION, check_bits, fake_
 class CompressionRecord:
     kept_per_head: dict[str, int] = field(default_factory=dict)  # pruned groups
     bits: dict[str, int] = field(default_factory=dict)  # quantized layers (< 32 bits)
-    biased: list[str] = field(default_factory=list)  # layers that got a bias from VBP's fold
+    biased: list[str] = field(default_factory=list)  # layers that got a bias (VBP's fold, a BatchNorm folded in)
+    folded: list[str] = field(default_factory=list)  # BatchNorms folded into the layer before them (now identities)
     importance: str = "l2"
     input_shape: list[int] | None = None  # [C, H, W] a custom model's groups were traced with
     neuron_bits: int | None = None  # membrane-potential grid (None: full precision)
@@ -46,13 +48,22 @@ def compress_model(
     groups: GroupReport | None = None,
     calibration: torch.Tensor | None = None,
     neuron_bits: int | None = None,
+    fold: list[tuple[str, str]] | None = None,
+    clip: bool = False,
+    recalibrate: torch.Tensor | None = None,
 ):
     """A compressed copy of ``model`` (an :class:`~autocompress.models.SViT`).
 
     ``importance="variance"`` (VBP) needs the ``calibration`` batch; it folds the
     removed channels' mean activity into the next layer unless ``compensate=False``.
     ``neuron_bits`` puts the membrane potential on a fixed-point grid
-    (:mod:`autocompress.compress.neurons`; off by default).
+    (:mod:`autocompress.compress.neurons`; off by default). ``fold`` (``(layer,
+    batchnorm)`` pairs, :func:`~autocompress.compress.folding.foldable_batchnorms`) folds
+    those BatchNorms into their layers. ``clip`` quantizes with MSE clipping
+    (:func:`~autocompress.compress.quantization.quantize_tensor`). ``recalibrate`` (images)
+    re-estimates the BatchNorm statistics of the pruned, quantized model on them before
+    they are folded. The order: prune, quantize, recalibrate, fold (a folded row stays on
+    its channel's grid, scaled).
     """
     prune, bits = dict(prune or {}), dict(bits or {})
     if importance not in ("l2", "variance"):
@@ -86,12 +97,19 @@ def compress_model(
     result = copy.deepcopy(model)
     kept, biased = prune_network(result.net, by_name, {k: v for k, v in removed.items() if v}, means)
     quantized = {path: b for path, b in bits.items() if b != FULL_PRECISION}
-    fake_quantize(result.net, quantized)
+    fake_quantize(result.net, quantized, clip=clip)
+    if recalibrate is not None:
+        recalibrate_batchnorms(result, recalibrate)
+    fold = list(fold or [])
+    biased += [layer for layer in fold_batchnorms(result.net, fold) if layer not in biased]
+    if fold:
+        fake_quantize(result.net, quantized)  # back onto the grid the export stores (the scaled one)
     neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
     quantize_neurons(result.net, neuron_bits)
     traced_shape = list(groups.input_shape) if (kept and groups.input_shape) else None
     result.pruned_channels = {k: v for k, v in removed.items() if v}  # which channels went (for the drift proxy)
     result.compression = CompressionRecord(kept_per_head=kept, bits=quantized, biased=biased,
+                                           folded=[norm for _, norm in fold],
                                            importance=importance, input_shape=traced_shape,
                                            neuron_bits=neuron_bits)
     return result.eval()

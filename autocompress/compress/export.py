@@ -110,6 +110,9 @@ def _load_compressed(path: Path):
             for name, kept in record.kept_per_head.items()
         }
         prune_network(model.net, groups, removed)
+    for norm in record.folded:  # folded into the layer before it when exported
+        parent, _, name = norm.rpartition(".")
+        setattr(model.net.get_submodule(parent) if parent else model.net, name, torch.nn.Identity())
     modules = dict(model.net.named_modules())
     for layer in record.biased:
         conv = modules[layer]

@@ -74,6 +74,7 @@ class GroupReport:
     groups: list[ChannelGroup]
     rejected: list[tuple[str, str]] = field(default_factory=list)
     input_shape: tuple[int, ...] | None = None  # of the images a traced model was traced with
+    folds: list[tuple[str, str]] = field(default_factory=list)  # (layer, BatchNorm) pairs checked foldable
 
     def by_name(self) -> dict[str, ChannelGroup]:
         return {group.name: group for group in self.groups}

@@ -36,12 +36,30 @@ def check_bits(bits: int) -> None:
         raise ValueError(f"bit-width {bits} is not supported; use one of {QUANTIZED_BITS} or 32")
 
 
-def quantize_tensor(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(q, scale)``: int32 integers shaped like ``weight`` and float32 scales [out]."""
+CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(25))  # 1.0 down to 0.4
+
+
+def quantize_tensor(weight: torch.Tensor, bits: int, *, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, scale)``: int32 integers shaped like ``weight`` and float32 scales [out].
+    With ``clip``, each channel's range is the fraction of its largest magnitude (from
+    :data:`CLIP_RATIOS`) that minimises the channel's squared rounding error (MSE
+    clipping): at 2-4 bits, a few outliers otherwise leave most weights on one or two
+    levels. Re-quantizing clipped weights gives back the same integers and scales."""
     check_bits(bits)
     qmax = 2 ** (bits - 1) - 1
     flat = weight.detach().float().reshape(weight.shape[0], -1)
-    scale = flat.abs().amax(1) / qmax
+    top = flat.abs().amax(1)
+    scale = top / qmax
+    if clip:
+        best = torch.full_like(top, float("inf"))
+        chosen = scale.clone()
+        for ratio in CLIP_RATIOS:
+            trial = torch.where(top > 0, top * ratio / qmax, torch.ones_like(top))
+            error = ((torch.clamp(torch.round(flat / trial[:, None]), -qmax, qmax) * trial[:, None] - flat) ** 2).sum(1)
+            better = error < best
+            best = torch.where(better, error, best)
+            chosen = torch.where(better, trial, chosen)
+        scale = chosen
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.clamp(torch.round(flat / scale[:, None]), -qmax, qmax).to(torch.int32)
     return q.reshape(weight.shape), scale
@@ -52,14 +70,14 @@ def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fake_quantize(net: nn.Module, bits: dict[str, int]) -> None:
+def fake_quantize(net: nn.Module, bits: dict[str, int], *, clip: bool = False) -> None:
     """Replace each named layer's weight by its dequantized value, in place."""
     modules = dict(net.named_modules())
     for path, b in bits.items():
         if b == FULL_PRECISION:
             continue
         module = modules[path]
-        q, scale = quantize_tensor(module.weight, b)
+        q, scale = quantize_tensor(module.weight, b, clip=clip)
         module.weight.copy_(dequantize_tensor(q, scale).to(module.weight.dtype))
 
 

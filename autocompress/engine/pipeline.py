@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from autocompress.compress import GroupReport, compress_model, find_channel_groups, footprint, quantizable_layers
+from autocompress.compress import (
+    GroupReport,
+    compress_model,
+    find_channel_groups,
+    foldable_batchnorms,
+    footprint,
+    quantizable_layers,
+)
 from autocompress.engine.session import Session
 from autocompress.engine.space_file import build_space
 from autocompress.search import Constraints, Gate, SearchSpace, Strategy, create_strategy
@@ -18,15 +25,22 @@ TRACE_IMAGES = 8  # calibration images a custom model's channel groups are trace
 
 
 def channel_groups(session: Session) -> GroupReport:
-    """The channel groups of the session's model."""
+    """The channel groups of the session's model, and the BatchNorms a candidate folds
+    (checked exact on the same images)."""
     example = session.data.calibration[:TRACE_IMAGES].to(session.device)
-    return find_channel_groups(session.model, example=example)
+    report = find_channel_groups(session.model, example=example)
+    if session.spec.compression.fold_batchnorm:
+        report.folds = foldable_batchnorms(session.model, example)
+    return report
 
 
 def build_candidate(session: Session, groups: GroupReport, config: Mapping):
     """The compressed model of a candidate config (``{"prune": {...}, "bits": {...}}``)."""
+    options = session.spec.compression
     return compress_model(session.model, prune=dict(config.get("prune", {})), bits=dict(config.get("bits", {})),
-                          groups=groups, importance="l2")
+                          groups=groups, importance="l2", fold=groups.folds, clip=options.mse_clipping,
+                          recalibrate=session.data.calibration.to(session.device) if options.recalibrate_batchnorm
+                          else None)
 
 
 @dataclass
