@@ -64,3 +64,23 @@ def test_a_plugin_strategy_registers_with_its_options_and_runs_the_suite():
         register_strategy("test_corners", _CornerOptions)(_Corners)
     with pytest.raises(ValueError, match="must declare name"):
         register_strategy("other_name", _CornerOptions)
+
+
+def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can_keep_going():
+    from autocompress.search import Constraints, Gate, LocalExecutor, SearchLoop, create_strategy, drive, strategy_options
+    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES, SyntheticEvaluator, make_space
+
+    def best(min_saving: float, keep: bool):
+        constraints = Constraints(BASELINE_ACCURACY, BASELINE_BYTES, 1.5, min_saving)
+        options = strategy_options("prioritized")(name="prioritized", seed=0, keep_compressing=keep)
+        loop = SearchLoop(create_strategy(options, make_space(), constraints), Gate("auto", 1.5), constraints,
+                          max_full_evaluations=60)
+        drive(loop, LocalExecutor(SyntheticEvaluator()))
+        feasible = [r.memory_bytes for r in loop.all_results() if r.feasible]
+        return min(feasible) if feasible else None, loop.stats.full_evaluations
+
+    at_zero, _ = best(0.0, False)  # the uncompressed model meets a 0 % goal: it still compresses
+    assert at_zero is not None and at_zero < BASELINE_BYTES
+    stop, stop_fulls = best(0.1, False)
+    keep, keep_fulls = best(0.1, True)
+    assert keep < stop and keep_fulls > stop_fulls  # it went on past the goal, to a smaller point

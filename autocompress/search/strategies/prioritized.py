@@ -9,7 +9,10 @@
    the gate, so hopeless choices cost only a probe once the gate is calibrated). A
    choice beyond the first level whose sensitivity probe already broke the accuracy
    limit (known when the proxy is off) is not tried.
-4. It stops when the memory goal is met or every dimension has been visited.
+4. It stops when the memory goal is met by a compressed candidate (an uncompressed
+   model that meets it does not count), or, with ``keep_compressing``, only once every
+   dimension has been visited: the smallest footprint within the accuracy limit rather
+   than the first that meets the goal.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class PrioritizedOptions(StrategyOptions):
 
     name: Literal["prioritized"]
     sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    keep_compressing: bool = Field(
+        False, description="go on through every dimension after the memory goal is met (false: stop there, as "
+                           "PrimeSVT does)")
 
 
 @register_strategy("prioritized", PrioritizedOptions)
@@ -69,7 +75,8 @@ class PrioritizedStrategy(Strategy):
         while self.order and not self.tries:
             self.order.pop(0)
             self._start_dimension()
-        if not self.order or self.constraints.memory_ok(self.current_bytes):
+        goal_met = self.constraints.memory_ok(self.current_bytes) and self.current != self.space.baseline()
+        if not self.order or (goal_met and not self.options.keep_compressing):
             self._done = True
             return []
         d = self.order[0]
