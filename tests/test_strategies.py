@@ -84,3 +84,23 @@ def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can
     stop, stop_fulls = best(0.1, False)
     keep, keep_fulls = best(0.1, True)
     assert keep < stop and keep_fulls > stop_fulls  # it went on past the goal, to a smaller point
+
+
+def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
+    from autocompress.search import Result, create_strategy, strategy_options
+    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+
+    def first_step(full_left: int | None) -> int:
+        beam = create_strategy(strategy_options("beam")(name="beam", seed=0, beam_width=4), make_space(), CONSTRAINTS)
+        evaluator = SyntheticEvaluator()
+        beam.full_left = full_left
+        requests = beam.ask(100)
+        while requests and requests[0].stage == "probe":
+            for request in requests:
+                memory, drift = evaluator.probe(request.candidate)
+                beam.tell(request, Result(request.candidate.id, memory_bytes=memory, drift=drift))
+            requests = beam.ask(100)
+        return len(requests)
+
+    assert first_step(None) == 4 and first_step(200) == 4  # unknown or ample budget: the whole beam
+    assert first_step(1) == 1  # one evaluation left: the best move only

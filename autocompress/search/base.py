@@ -84,6 +84,9 @@ class Strategy(ABC):
         self.constraints = constraints
         self.proxy = proxy
         self.seed = options.seed
+        # full evaluations the run has left, set by the search loop before each ask (None: not
+        # known). It follows from the results told, so a resumed run sees the same values.
+        self.full_left: int | None = None
 
     def signal(self, result: Result) -> float | None:
         """What moves are ranked by: the drift, or the accuracy drop without a proxy."""

@@ -179,9 +179,10 @@ def never_evaluates_what_the_gate_rejected(name: str) -> None:
 
 
 def resumes_from_its_journal(name: str) -> None:
-    """Results recorded before a stop, replayed as ``prior``, rebuild the strategy: the
-    continued search tells the same results in the same order as an uninterrupted one,
-    and evaluates only what the first part did not."""
+    """Results recorded before a stop (the run killed after 8 full evaluations, its
+    budget unchanged), replayed as ``prior``, rebuild the strategy: the continued search
+    tells the same results in the same order as an uninterrupted one, and evaluates only
+    what the first part did not."""
     whole: list = []
     run(name, max_full=20, on_result=lambda q, r: whole.append((q.stage, r.candidate_id, r.gate, r.accuracy)))
     journal: dict[str, Result] = {}  # what the run store keeps: the latest probe/full/failed result
@@ -190,7 +191,16 @@ def resumes_from_its_journal(name: str) -> None:
         if kind != "gate":
             journal[result.candidate_id] = result
 
-    _, first = run(name, max_full=8, on_record=keep)
+    first = SyntheticEvaluator()  # the run stopped (as if killed) once 8 full evaluations are recorded
+    holder: dict = {}
+
+    def keep_until_killed(kind, candidate, result, **origin) -> None:
+        keep(kind, candidate, result, **origin)
+        if kind == "full" and sum(1 for r in journal.values() if r.evaluated) >= 8:
+            holder["loop"].stop("killed")
+
+    holder["loop"] = make_loop(name, max_full=20, on_record=keep_until_killed)
+    drive(holder["loop"], LocalExecutor(first))
     told: list = []
     resumed, second = run(name, max_full=20, prior=journal,
                           on_result=lambda q, r: told.append((q.stage, r.candidate_id, r.gate, r.accuracy)))

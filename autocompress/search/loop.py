@@ -323,6 +323,7 @@ class SearchLoop:
                 if reason is not None:
                     self._end(reason)
                     break
+                self.strategy.full_left = self.max_full - self.stats.full_evaluations - self._full_in_flight()
                 requests = self.strategy.ask(free - len(out))
                 if not requests:
                     if not self._busy and not out:

@@ -7,10 +7,17 @@ full evaluation (through the gate) of the best move(s). Greedy accepts the best 
 that is feasible on accuracy and freezes the dimension of each move that is not; beam
 keeps the ``beam_width`` smallest feasible configurations. Without the proxy the probes
 are full evaluations and moves are ranked by measured accuracy drop.
+
+Beam respects the budget: each step it fully evaluates as many of its best-ranked
+moves as the full evaluations left allow for the steps still needed to reach the memory
+goal (estimated from the probed moves' median saving), at most ``beam_width``, at
+least one; a tight budget makes it greedy-like, an ample one the full beam.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Literal
 
 from pydantic import PositiveInt
@@ -145,10 +152,31 @@ class BeamStrategy(_Walk):
         if not self.ranked:  # every child tried, none feasible
             self._next_beam()
             return self.ask(n) if not self._done else []
-        self.chosen = self.ranked[: self.width]
-        del self.ranked[: self.width]
+        width = self._affordable_width()
+        self.chosen = self.ranked[:width]
+        del self.ranked[:width]
         self.asked.update((c, "full") for c in self.chosen)
         return [self.request(c, "full") for c in self.chosen]
+
+    def _goal_bytes(self) -> float:
+        c = self.constraints
+        goals = [c.baseline_bytes * (1 - c.min_saving)] if c.min_saving is not None else []
+        if c.max_bytes is not None:
+            goals.append(c.max_bytes)
+        return min(goals) if goals else 0.0
+
+    def _affordable_width(self) -> int:
+        """Moves to evaluate fully this step: what the budget left allows for the steps
+        still needed to reach the memory goal, within [1, beam_width]."""
+        if self.full_left is None:
+            return self.width
+        best = min(self.known[c].memory_bytes for c in self.beam)
+        savings = [self.known[self.parent[c]].memory_bytes - self.known[c].memory_bytes for c in self.ranked
+                   if self.known[c].memory_bytes is not None and self.known[self.parent[c]].memory_bytes is not None]
+        savings = [s for s in savings if s > 0]
+        gap = best - self._goal_bytes()
+        steps = math.ceil(gap / statistics.median(savings)) if savings and gap > 0 else 1
+        return max(1, min(self.width, self.full_left // max(1, steps)))
 
     def tell(self, request: Request, result: Result) -> None:
         self._record(request, result)
