@@ -98,14 +98,14 @@ def compress_model(
     kept, biased = prune_network(result.net, by_name, {k: v for k, v in removed.items() if v}, means)
     quantized = {path: b for path, b in bits.items() if b != FULL_PRECISION}
     fake_quantize(result.net, quantized, clip=clip)
+    neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
+    quantize_neurons(result.net, neuron_bits)  # before recalibrating: the statistics of the model as it runs
     if recalibrate is not None:
         recalibrate_batchnorms(result, recalibrate)
     fold = list(fold or [])
     biased += [layer for layer in fold_batchnorms(result.net, fold) if layer not in biased]
     if fold:
         fake_quantize(result.net, quantized)  # back onto the grid the export stores (the scaled one)
-    neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
-    quantize_neurons(result.net, neuron_bits)
     traced_shape = list(groups.input_shape) if (kept and groups.input_shape) else None
     result.pruned_channels = {k: v for k, v in removed.items() if v}  # which channels went (for the drift proxy)
     result.compression = CompressionRecord(kept_per_head=kept, bits=quantized, biased=biased,
