@@ -60,7 +60,8 @@ class DataBundle:
         return iter(self.validation_loader(batch_size, workers, pin_memory=device.type == "cuda", indices=indices))
 
     def validation_labels(self) -> np.ndarray:
-        """The label of every validation item, in item order (read without decoding an image)."""
+        """The label of every validation item, in item order: the data set's ``labels``
+        (the built-in sets have them, read without decoding an image), else every item."""
         labels = getattr(self.validation, "labels", None)
         if labels is None:
             return np.asarray([self.validation[i][1] for i in range(len(self.validation))], dtype=np.int64)

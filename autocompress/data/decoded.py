@@ -159,8 +159,7 @@ class _Writer(torch.utils.data.Dataset):
                 readable[offset] = True
             except Exception as error:  # an unreadable file: recorded, not fatal
                 log.warning("skipping unreadable image %s: %s", path, error)
-        self._images.flush()
-        return start, readable
+        return start, readable  # the rows are in the shared page cache; the builder fsyncs the file once
 
 
 def _build(samples, image_size, transform, folder: Path, *, workers: int, say) -> None:

@@ -15,19 +15,18 @@ import time
 from pathlib import Path
 
 from autocompress.cachedir import cache_dir
-
 from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.proxy import ReferencePotentials
 from autocompress.search import Candidate, pack
 
+log = logging.getLogger("autocompress")
+
 # Fault injection for tests and drills, at the worker's N-th full evaluation:
 # "kill-on-full:N" makes the worker process SIGKILL itself (once per run directory);
 # "wait-on-full:N" makes it write FAULT_WAITING into the run directory and wait there
 # until FAULT_RELEASE exists (a search held mid-evaluation, for as long as a test needs).
-log = logging.getLogger("autocompress")
-
 FAULT_ENV = "AUTOCOMPRESS_FAULT_INJECT"
 FAULT_MARKER = "fault-injected"
 FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
@@ -60,7 +59,6 @@ class Worker:
         self.full_count = 0
         self._reference = None
         self._order = None
-        self._cache_checked = False
         self._last: tuple[str, object] | None = None
         self._fault = self._parse_fault()
 
@@ -99,14 +97,16 @@ class Worker:
 
     @property
     def order(self):
+        """The run's validation order; set up at the worker's first evaluation, with the
+        node's decoded cache (the first worker on a node builds it, the others read it)."""
         if self._order is None:
+            if self.session.spec.evaluation.decoded_cache:
+                self.session.data.use_decoded_cache(cache_dir(), workers=self.session.spec.data.workers,
+                                                    say=log.warning)
             self._order = self.session.evaluation_order()
         return self._order
 
     def _positions(self, shard: tuple[int, int] | None):
-        if self.session.spec.evaluation.decoded_cache and not self._cache_checked:
-            self._cache_checked = True  # the first evaluation on a node builds it; the others read it
-            self.session.data.use_decoded_cache(cache_dir(), workers=self.session.spec.data.workers, say=log.warning)
         return self.order if shard is None else self.order[shard[0]:shard[1]]
 
     def full(self, candidate, shard: tuple[int, int] | None = None):
@@ -122,7 +122,7 @@ class Worker:
         """The base model over the whole validation order: top-1, the readable images, the
         per-image correctness (packed) that early stopping compares with, and with
         autocast on, FP32's top-1 beside it (the search refuses autocast that changes it)."""
-        result = self.session.evaluate(indices=self._positions(None))
+        result = self.session.evaluate(indices=self.order)
         out = {"accuracy": result.accuracy, "total": result.total, "count": len(self.order),
                "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast}
         if out["autocast"] != "off":

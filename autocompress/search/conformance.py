@@ -66,10 +66,14 @@ class SyntheticEvaluator:
         self.probe_calls += 1
         return self._measure(candidate)
 
+    @classmethod
+    def accuracy(cls, candidate) -> float:
+        _, drift = cls._measure(candidate)
+        return BASELINE_ACCURACY - (3.0 * drift if drift < 0.5 else 40.0 * drift)
+
     def full(self, candidate) -> float:
         self.full_calls.append(candidate.id)
-        _, drift = self._measure(candidate)
-        return BASELINE_ACCURACY - (3.0 * drift if drift < 0.5 else 40.0 * drift)
+        return self.accuracy(candidate)
 
     def baseline(self) -> float:
         return BASELINE_ACCURACY
@@ -91,8 +95,7 @@ class PerImageEvaluator(SyntheticEvaluator):
         self.images_read = 0
 
     def correct(self, candidate) -> np.ndarray:
-        drop = self.base_accuracy - SyntheticEvaluator.full(self, candidate)
-        self.full_calls.pop()  # counted by full(), not here
+        drop = self.base_accuracy - self.accuracy(candidate)
         rng = np.random.default_rng(int(candidate.id[:12], 16))
         right, wrong = np.flatnonzero(self.base), np.flatnonzero(~self.base)
         better = min(len(wrong), int(self.discordance / 2 * self.images))

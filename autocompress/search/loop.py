@@ -197,7 +197,7 @@ class SearchLoop:
         self._parked.setdefault(cid, []).append((request, True))
         if stage == "probe":
             return self._task(request.candidate, stage)
-        self._fulls[cid] = _Full(request.candidate, deque(range(len(self.shards or [None]))))
+        self._fulls[cid] = _Full(request.candidate, deque(range(len(self.shards) if self.shards else 1)))
         return self._next_shard()
 
     def _next_shard(self) -> Task | None:

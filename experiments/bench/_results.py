@@ -34,6 +34,16 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}")
 
 
+def budget_arguments(doc: str, budget: int = 40):
+    """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
+    parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    return parser.parse_args()
+
+
 def publish(name: str, title: str, command: str, body: str, *, write: bool) -> None:
     """Print a benchmark's result; with ``write``, also rewrite its RESULTS.md section."""
     print(body)

@@ -15,10 +15,9 @@ same bit-width.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from _results import DIGITS_SPEC, publish, run_search
+from _results import DIGITS_SPEC, budget_arguments, publish, run_search
 from autocompress.engine import Setup, Worker
 from autocompress.spec import load_spec, validate_spec
 
@@ -70,10 +69,7 @@ def search_table(spec, budget: int) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
-    args = parser.parse_args()
+    args = budget_arguments(__doc__)
     spec = load_spec(DIGITS_SPEC)
     body = "\n".join(
         ["Uniform configurations of the digits reference (99.44 %, 661,808 bytes; 360 test images), each "

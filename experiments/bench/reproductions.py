@@ -7,10 +7,9 @@ points) and the joint search, best feasible bytes each, with the compression def
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from _results import DIGITS_SPEC, publish, run_search
+from _results import DIGITS_SPEC, budget_arguments, publish, run_search
 from autocompress.spec import load_spec
 
 RUNS = [
@@ -31,10 +30,7 @@ RUNS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
-    args = parser.parse_args()
+    args = budget_arguments(__doc__)
     spec = load_spec(DIGITS_SPEC)
     lines = [f"Digits reference (99.44 %, 661,808 bytes), at most {args.budget} full evaluations, seed 0, the spec's "
              "compression defaults (BatchNorm folded, MSE clipping, BatchNorm statistics recalibrated):", "",
