@@ -295,3 +295,19 @@ def test_report_gives_every_bit_width_its_own_colour():
     colours = [int(norm(bits)) for bits in BITS_CHOICES]
     assert levels == list(BITS_CHOICES) and 7 in levels
     assert colours == list(range(len(BITS_CHOICES)))  # 7 bits is no longer drawn as 8
+
+
+def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_started_with():
+    from autocompress.engine.driver import frozen_spec
+    from autocompress.engine.worker import spec_from_frozen
+    from autocompress.spec import validate_spec
+
+    data = frozen_spec(validate_spec(make_spec_data(**{"strategy": {"name": "tpe", "seed": 2}})))
+    current = spec_from_frozen(data, check_paths=False)
+    assert current.compression.fold_batchnorm and current.strategy.warm_start == 8  # today's defaults kept
+    del data["compression"]  # what a version before them froze
+    del data["strategy"]["warm_start"]
+    older = spec_from_frozen(data, check_paths=False)
+    assert not (older.compression.fold_batchnorm or older.compression.mse_clipping
+                or older.compression.recalibrate_batchnorm)
+    assert older.strategy.warm_start == 0 and older.strategy.seed == 2

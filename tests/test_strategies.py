@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from autocompress.search import Strategy, StrategyOptions, register_strategy, strategy_names
+from autocompress.search import Result, Strategy, StrategyOptions, create_strategy, register_strategy, strategy_names, strategy_options
 from autocompress.search.conformance import CHECKS, run
 
 
@@ -67,7 +67,7 @@ def test_a_plugin_strategy_registers_with_its_options_and_runs_the_suite():
 
 
 def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can_keep_going():
-    from autocompress.search import Constraints, Gate, LocalExecutor, SearchLoop, create_strategy, drive, strategy_options
+    from autocompress.search import Constraints, Gate, LocalExecutor, SearchLoop, drive
     from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES, SyntheticEvaluator, make_space
 
     def best(min_saving: float, keep: bool):
@@ -87,7 +87,6 @@ def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can
 
 
 def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
-    from autocompress.search import Result, create_strategy, strategy_options
     from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
 
     def first_step(full_left: int | None) -> int:
@@ -104,3 +103,79 @@ def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
 
     assert first_step(None) == 4 and first_step(200) == 4  # unknown or ample budget: the whole beam
     assert first_step(1) == 1  # one evaluation left: the best move only
+
+
+def _run_synthetic(options, constraints=None, budget: int = 30):
+    from autocompress.search import Gate, LocalExecutor, SearchLoop, drive
+    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+
+    constraints = constraints or CONSTRAINTS
+    strategy = create_strategy(options, make_space(), constraints)
+    loop = SearchLoop(strategy, Gate("auto", constraints.max_drop_points), constraints, max_full_evaluations=budget)
+    drive(loop, LocalExecutor(SyntheticEvaluator()))
+    return loop, strategy
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "nsga2"])
+def test_sampling_strategies_evaluate_in_full_only_candidates_within_the_memory_limits(name):
+    from autocompress.search import Constraints
+    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES
+
+    constraints = Constraints(BASELINE_ACCURACY, BASELINE_BYTES, 1.5, min_saving=0.4)
+    loop, _ = _run_synthetic(strategy_options(name)(name=name, seed=1), constraints)
+    results = loop.all_results()
+    fulls = [r for r in results if r.evaluated]
+    assert fulls and all(constraints.memory_ok(r.memory_bytes) for r in fulls)
+    # proposals beyond the limit were made, probed, and not evaluated (the check is not vacuous)
+    assert any(not constraints.memory_ok(r.memory_bytes) for r in results if r.memory_bytes is not None)
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+def test_optuna_strategies_start_from_the_sensitivity_allocations(name):
+    options = strategy_options(name)(name=name, seed=0, warm_start=3)
+    loop, strategy = _run_synthetic(options)
+    seeds = strategy.sensitivity.seeds(3, loop.constraints.memory_ok)
+    assert len(seeds) == 3 and seeds[0] != seeds[-1]
+    first_trials = [tuple(t.params[d.name] for d in strategy.space.dims) for t in strategy.study.trials[:3]]
+    assert first_trials == seeds
+    # every dimension was probed alone at every choice before the first trial
+    singles = set(strategy.sensitivity.configs.values())
+    assert singles <= set(strategy.sensitivity.measured) | {c for c in singles if c in strategy.sensitivity.asked}
+    assert len(strategy.sensitivity.results) == len(strategy.sensitivity.keys)
+    without = strategy_options(name)(name=name, seed=0, warm_start=0)
+    _, plain = _run_synthetic(without)
+    assert plain.sensitivity is None
+
+
+def test_a_gated_candidate_is_told_to_optuna_as_an_estimated_violation_not_accuracy_zero():
+    from autocompress.search.conformance import CONSTRAINTS, make_space
+
+    options = strategy_options("nsga2")(name="nsga2", seed=0, population_size=4, warm_start=0)
+    strategy = create_strategy(options, make_space(), CONSTRAINTS)
+    requests = strategy.ask(4)
+    for request, (drift, drop) in zip(requests, [(0.1, 0.2), (0.3, 1.0), (0.6, 3.0), (0.9, 20.0)]):
+        probe = Result(request.candidate.id, memory_bytes=500_000, drift=drift)
+        strategy.tell(request, probe)  # within the memory limit: asked for in full next
+        full = strategy.ask(1)[0]
+        assert full.stage == "full" and full.config == request.config
+        if drift < 0.9:
+            strategy.tell(full, Result(request.candidate.id, memory_bytes=500_000, drift=drift, gate="pass",
+                                       accuracy=CONSTRAINTS.baseline_accuracy - drop, accuracy_drop=drop))
+        else:
+            strategy.tell(full, Result(request.candidate.id, memory_bytes=500_000, drift=drift, gate="fail"))
+    gated = strategy.study.trials[3]
+    accuracy, _ = gated.values
+    assert CONSTRAINTS.baseline_accuracy - accuracy == pytest.approx(3.0)  # the fit at the largest drift seen
+    assert gated.constraints == {"accuracy": pytest.approx(1.5), "memory": 0.0}  # violated by the estimate
+
+
+def test_beam_does_not_try_moves_at_least_as_aggressive_as_a_broken_configuration():
+    options = strategy_options("beam")(name="beam", seed=0, beam_width=2)
+    loop, strategy = _run_synthetic(options, budget=60)
+    assert strategy.broken
+    tried = [r for r in loop.all_results() if r.evaluated]
+    broken_ids = {strategy.space.candidate(c).id for c in strategy.broken}
+    for config in strategy.broken:
+        later = [c for c in strategy.visited if c != config and all(a >= b for a, b in zip(c, config))]
+        assert not later, f"{later} is at least as aggressive as the broken {config}"
+    assert broken_ids <= {r.candidate_id for r in tried}

@@ -32,15 +32,35 @@ FAULT_MARKER = "fault-injected"
 FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
 
 
+# Settings added after runs existed, whose defaults change what a run does: a frozen spec
+# from before them (it holds every setting of its day, so a missing key is one of these)
+# resumes as it started, with the behaviour of its day.
+_SETTINGS_OF_OLDER_RUNS = {
+    "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False},
+}
+_STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0}}
+
+
+def _as_started(data: dict) -> dict:
+    data = dict(data)
+    for key, value in _SETTINGS_OF_OLDER_RUNS.items():
+        data.setdefault(key, value)
+    strategy = data.get("strategy")
+    if isinstance(strategy, dict) and strategy.get("name") in _STRATEGY_SETTINGS_OF_OLDER_RUNS:
+        data["strategy"] = {**_STRATEGY_SETTINGS_OF_OLDER_RUNS[strategy["name"]], **strategy}
+    return data
+
+
 def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bool = True,
                      confine: list[str] | None = None):
-    """The spec a run directory froze (paths already absolute). ``spec_dir``, the
+    """The spec a run directory froze (paths already absolute), with the behaviour of the
+    version that started it where a later one changed a default. ``spec_dir``, the
     original spec's folder, is where a custom model's factory module may live;
     ``confine``: see :func:`autocompress.spec.validate_spec`."""
     from autocompress.spec import validate_spec
 
-    return validate_spec(data, base_dir=spec_dir, source="the run's frozen spec", check_paths=check_paths,
-                         confine=confine)
+    return validate_spec(_as_started(data), base_dir=spec_dir, source="the run's frozen spec",
+                         check_paths=check_paths, confine=confine)
 
 
 class Worker:

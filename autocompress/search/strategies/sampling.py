@@ -3,9 +3,22 @@
 The Optuna strategies drive a study through ask/tell over one integer parameter per
 dimension (the choice index). TPE minimises the footprint subject to the accuracy and
 memory constraints; NSGA-II is multi-objective (accuracy up, footprint down) with the
-same constraints. A candidate the gate rejects is told to the study as infeasible (its
-constraint value is how far its drift exceeds the threshold) without a full
-evaluation, and never enters the Pareto set (only fully evaluated results do).
+same constraints.
+
+Warm start (``warm_start: N``, with the proxy on): every dimension is first probed alone
+at each of its choices, then the allocations that sensitivity suggests
+(:mod:`._sensitivity`); the study's first trials are N of those whose footprint meets
+the memory limits, spread from the least aggressive to the most; the sampler goes on
+from there (the gate, calibrated by then, turns away the collapsed ones).
+
+Every proposal is probed first (footprint and drift); only one whose footprint meets
+the memory limits is evaluated in full. One that breaks them is told to the study as
+infeasible by its exact memory excess, with its accuracy estimated as below.
+
+A candidate the gate rejects is told to the study as what it is: a constraint
+violation estimated, not measured. Its accuracy drop is predicted from its drift by an
+increasing fit over the candidates evaluated so far (never below the allowed drop), and
+it never enters the Pareto set (only fully evaluated results do).
 """
 
 from __future__ import annotations
@@ -18,8 +31,11 @@ from pydantic import Field, PositiveInt
 from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
+from autocompress.search.strategies._sensitivity import Sensitivity
 
 _MAX_DRAWS = 1000
+_WARM_START = Field(8, ge=0, le=256, description="trials seeded from per-dimension sensitivity probes before the "
+                                                  "sampler's own (0: none; needs the proxy)")
 
 
 class RandomOptions(StrategyOptions):
@@ -33,7 +49,8 @@ class TPEOptions(StrategyOptions):
 
     name: Literal["tpe"]
     n_startup_trials: PositiveInt = 10
-    conformance_settings = {"n_startup_trials": 5}
+    warm_start: int = _WARM_START
+    conformance_settings = {"n_startup_trials": 5, "warm_start": 3}
 
 
 class NSGA2Options(StrategyOptions):
@@ -41,11 +58,45 @@ class NSGA2Options(StrategyOptions):
 
     name: Literal["nsga2"]
     population_size: Annotated[int, Field(ge=2)] = 20
-    conformance_settings = {"population_size": 6}
+    warm_start: int = _WARM_START
+    conformance_settings = {"population_size": 6, "warm_start": 3}
+
+
+class _Sampling(Strategy):
+    """Proposals are probed first; only those whose footprint meets the memory limits
+    (exact at the probe) are asked for in full. Subclasses propose and learn."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.probing: dict[Config, int] = {}  # proposals waiting for their probe
+        self.ready: list[Config] = []  # probed, within the memory limits: full evaluations to ask for
+
+    def _propose(self, config: Config) -> Request:
+        self.probing[config] = self.probing.get(config, 0) + 1
+        return self.request(config, "probe")
+
+    def _fulls(self, n: int) -> list[Request]:
+        taken, self.ready = self.ready[:n], self.ready[n:]
+        return [self.request(config, "full") for config in taken]
+
+    def _probed(self, request: Request, result: Result) -> bool | None:
+        """A proposal's probe: True to evaluate it in full (asked for next), False when its
+        footprint breaks a memory limit (or it failed); None if it was not a proposal."""
+        waiting = self.probing.get(request.config, 0)
+        if not waiting:
+            return None
+        if waiting == 1:
+            del self.probing[request.config]
+        else:
+            self.probing[request.config] = waiting - 1
+        if (result.error is None and result.memory_bytes is not None and self.constraints.memory_ok(result.memory_bytes)):
+            self.ready.append(request.config)
+            return True
+        return False
 
 
 @register_strategy("random", RandomOptions)
-class RandomStrategy(Strategy):
+class RandomStrategy(_Sampling):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.rng = np.random.default_rng(self.seed)
@@ -54,26 +105,27 @@ class RandomStrategy(Strategy):
 
     @property
     def done(self) -> bool:
-        return self._done
+        return self._done and not self.ready and not self.probing
 
     def ask(self, n: int) -> list[Request]:
-        requests = []
+        requests = self._fulls(n)
         draws = 0
         while len(requests) < n and not self._done:
             config = tuple(int(self.rng.integers(len(dim.choices))) for dim in self.space.dims)
             draws += 1
             if config not in self.seen:
                 self.seen.add(config)
-                requests.append(self.request(config, "full"))
+                requests.append(self._propose(config))
             if len(self.seen) >= self.space.cardinality() or draws >= _MAX_DRAWS:
                 self._done = True
         return requests
 
     def tell(self, request: Request, result: Result) -> None:
-        pass  # uniform sampling learns nothing
+        if request.stage == "probe":
+            self._probed(request, result)  # uniform sampling learns nothing else
 
 
-class _OptunaStrategy(Strategy):
+class _OptunaStrategy(_Sampling):
     directions: list[str]
 
     def __init__(self, *args, **kwargs):
@@ -84,30 +136,66 @@ class _OptunaStrategy(Strategy):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.distributions = {dim.name: IntDistribution(0, len(dim.choices) - 1) for dim in self.space.dims}
         self.study = optuna.create_study(directions=self.directions, sampler=self._sampler())
-        self.pending: dict[Config, list] = {}
+        self.pending: dict[Config, list] = {}  # trials asked, by configuration, oldest first
         self.distinct: set[Config] = set()
         self.repeats = 0
+        self.observed: list[tuple[float, float]] = []  # (signal, accuracy drop) of evaluated candidates
+        warm = self.options.warm_start if self.proxy else 0
+        self.sensitivity = Sensitivity(self.space, self.constraints.baseline_bytes, self.signal) if warm else None
+        self.seeded = not warm
 
     @property
     def done(self) -> bool:
-        return len(self.distinct) >= self.space.cardinality() or self.repeats >= 50
+        return (len(self.distinct) >= self.space.cardinality() or self.repeats >= 50) and not self.ready
+
+    def _warm_start(self, n: int) -> list[Request] | None:
+        """The sensitivity probes still to ask ([] while waiting for them); None once the
+        study is seeded."""
+        if self.seeded:
+            return None
+        if not self.sensitivity.complete:
+            return self.sensitivity.requests(self.request, n)
+        for config in self.sensitivity.seeds(self.options.warm_start, self.constraints.memory_ok):
+            self.study.enqueue_trial({dim.name: index for dim, index in zip(self.space.dims, config)})
+        self.seeded = True
+        return None
 
     def ask(self, n: int) -> list[Request]:
-        requests = []
-        for _ in range(n):
-            if self.done:
-                break
+        probes = self._warm_start(n)
+        if probes is not None:
+            return probes
+        requests = self._fulls(n)
+        while len(requests) < n and not self.done:
             trial = self.study.ask(self.distributions)
             config = tuple(trial.params[dim.name] for dim in self.space.dims)
             self.repeats = self.repeats + 1 if config in self.distinct else 0
             self.distinct.add(config)
             self.pending.setdefault(config, []).append(trial)
-            requests.append(self.request(config, "full"))
+            requests.append(self._propose(config))
         return requests
+
+    def _estimated_drop(self, signal: float | None, floor: float) -> float:
+        """An accuracy drop not measured, predicted from the signal by an increasing fit
+        over the evaluated candidates; at least ``floor``."""
+        usable = [(s, d) for s, d in self.observed if s is not None]
+        if signal is None or len({s for s, _ in usable}) < 2:
+            return max(floor, self.constraints.max_drop_points * 4)
+        from sklearn.isotonic import IsotonicRegression
+
+        fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
+            [s for s, _ in usable], [d for _, d in usable])
+        return max(floor, float(fit.predict([signal])[0]))
 
     def tell(self, request: Request, result: Result) -> None:
         from optuna.trial import TrialState
 
+        if request.stage == "probe":
+            if self.sensitivity is not None:
+                self.sensitivity.tell(request.config, result)
+            if self._probed(request, result) is not False:
+                return  # not a proposal, or asked for in full next
+        elif result.evaluated and result.accuracy_drop is not None:
+            self.observed.append((self.signal(result), result.accuracy_drop))
         trials = self.pending.get(request.config)
         if not trials:
             return
@@ -117,12 +205,14 @@ class _OptunaStrategy(Strategy):
             return
         fraction = result.memory_bytes / self.constraints.baseline_bytes
         if result.evaluated:
-            accuracy = result.accuracy
-            accuracy_excess = self.constraints.accuracy_excess(result.accuracy_drop)
-        else:  # gated out: infeasible by the gate's word, no accuracy measured
-            accuracy = 0.0
-            accuracy_excess = 1.0
-        trial.set_constraint("accuracy", accuracy_excess)  # feasible when <= 0
+            accuracy, drop = result.accuracy, result.accuracy_drop
+        elif request.stage == "probe":  # beyond a memory limit: no full evaluation, accuracy estimated
+            drop = self._estimated_drop(self.signal(result), floor=0.0)
+        else:  # gated out: infeasible by the gate's word, its accuracy estimated from its drift
+            drop = self._estimated_drop(self.signal(result), floor=self.constraints.max_drop_points * 1.01 + 1e-6)
+        if not result.evaluated:
+            accuracy = self.constraints.baseline_accuracy - drop
+        trial.set_constraint("accuracy", self.constraints.accuracy_excess(drop))  # feasible when <= 0
         trial.set_constraint("memory", self.constraints.memory_excess(result.memory_bytes))
         self.study.tell(trial, self._values(accuracy, fraction))
 

@@ -9,15 +9,15 @@ keeps the ``beam_width`` smallest feasible configurations. Without the proxy the
 are full evaluations and moves are ranked by measured accuracy drop.
 
 Beam respects the budget: each step it fully evaluates as many of its best-ranked
-moves as the full evaluations left allow for the steps still needed to reach the memory
-goal (estimated from the probed moves' median saving), at most ``beam_width``, at
-least one; a tight budget makes it greedy-like, an ample one the full beam.
+moves as the full evaluations left allow for the steps its best configuration could
+still take (the notches left in the dimensions not ruled out), at most ``beam_width``,
+at least one; a tight budget makes it greedy-like, an ample one the full beam. Like
+greedy's frozen dimensions, a move at least as aggressive in every dimension as a
+configuration that broke the accuracy limit is not tried.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from typing import Literal
 
 from pydantic import PositiveInt
@@ -120,12 +120,17 @@ class BeamStrategy(_Walk):
         self.parent: dict[Config, Config] = {}
         self.chosen: list[Config] = []
         self.feasible: list[Config] = []
+        self.broken: list[Config] = []  # fully evaluated configurations that broke the accuracy limit
+
+    def _ruled_out(self, config: Config) -> bool:
+        """At least as aggressive everywhere as a configuration that broke the limit."""
+        return any(all(a >= b for a, b in zip(config, broken)) for broken in self.broken)
 
     def _children(self) -> list[Config]:
         children: list[Config] = []
         for config in self.beam:
             for _, child in self.space.neighbours(config):
-                if child not in self.visited and child not in children:
+                if child not in self.visited and child not in children and not self._ruled_out(child):
                     children.append(child)
                     self.parent.setdefault(child, config)
         return children
@@ -158,25 +163,22 @@ class BeamStrategy(_Walk):
         self.asked.update((c, "full") for c in self.chosen)
         return [self.request(c, "full") for c in self.chosen]
 
-    def _goal_bytes(self) -> float:
-        c = self.constraints
-        goals = [c.baseline_bytes * (1 - c.min_saving)] if c.min_saving is not None else []
-        if c.max_bytes is not None:
-            goals.append(c.max_bytes)
-        return min(goals) if goals else 0.0
+    def _steps_left(self) -> int:
+        """Steps the best configuration of the beam could still take: the notches left in
+        its dimensions whose next move is not ruled out."""
+        best = self.beam[0]
+        steps = 0
+        for d, config in self.space.neighbours(best):
+            if not self._ruled_out(config):
+                steps += len(self.space.dims[d].choices) - 1 - best[d]
+        return steps
 
     def _affordable_width(self) -> int:
         """Moves to evaluate fully this step: what the budget left allows for the steps
-        still needed to reach the memory goal, within [1, beam_width]."""
+        still possible, within [1, beam_width]."""
         if self.full_left is None:
             return self.width
-        best = min(self.known[c].memory_bytes for c in self.beam)
-        savings = [self.known[self.parent[c]].memory_bytes - self.known[c].memory_bytes for c in self.ranked
-                   if self.known[c].memory_bytes is not None and self.known[self.parent[c]].memory_bytes is not None]
-        savings = [s for s in savings if s > 0]
-        gap = best - self._goal_bytes()
-        steps = math.ceil(gap / statistics.median(savings)) if savings and gap > 0 else 1
-        return max(1, min(self.width, self.full_left // max(1, steps)))
+        return max(1, min(self.width, self.full_left // max(1, self._steps_left())))
 
     def tell(self, request: Request, result: Result) -> None:
         self._record(request, result)
@@ -186,6 +188,9 @@ class BeamStrategy(_Walk):
         self.visited.add(request.config)
         if self.acceptable(result):
             self.feasible.append(request.config)
+        elif result.evaluated:
+            self.broken.append(request.config)
+            self.ranked = [c for c in self.ranked or [] if not self._ruled_out(c)]
         if not self.chosen and (self.feasible or not self.ranked):
             self._next_beam()
 
