@@ -547,6 +547,9 @@ class EvaluationSpec(_Strict):
 class BudgetSpec(_Strict):
     max_full_evaluations: PositiveInt = 60
     max_hours: PositiveFloat | None = None
+    probe_cost: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="what one probe counts for against max_full_evaluations, in full evaluations (0: probes "
+                         "are not counted; ImageNet: about 0.003, a 64-image probe against a 50,000-image validation)")
 
 
 class ExecutionSpec(_Strict):

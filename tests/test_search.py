@@ -197,3 +197,19 @@ def test_drift_in_chunks_equals_the_drift_of_the_whole_batch(family, tmp_path):
     expected = membrane_drift(record_potentials(model, CALIBRATION), candidate, CALIBRATION, *args[1:])
     assert whole.drift(*args) == expected
     assert chunked.drift(*args) == pytest.approx(expected, rel=1e-9, abs=1e-12) and expected > 0
+
+
+def test_probes_count_against_the_budget_at_the_spec_probe_cost():
+    from autocompress.search import LocalExecutor, drive
+    from autocompress.search.conformance import SyntheticEvaluator, make_loop
+
+    def spent(cost: float):
+        loop = make_loop("greedy", max_full=12)
+        loop.probe_cost = cost
+        drive(loop, LocalExecutor(SyntheticEvaluator()))
+        return loop.stats.full_evaluations, loop.stats.probes, loop.ended
+
+    free_fulls, free_probes, _ = spent(0.0)
+    fulls, probes, ended = spent(0.25)
+    assert free_fulls == 12 and free_probes * 0.25 > 1  # uncounted, the probes would have cost something
+    assert fulls + 0.25 * probes <= 12 and fulls < free_fulls and ended == "full-evaluation budget"

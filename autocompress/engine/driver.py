@@ -236,6 +236,8 @@ class _Driver:
     def _check_space(self, space) -> None:
         fingerprint = _space_fingerprint(space)
         recorded = self.store.meta("space")
+        if self.store.meta("space_units") is None:  # which units each dimension moves (the sensitivity table)
+            self.store.set_meta("space_units", {d.name: list(d.units) for d in space.dims})
         if recorded is None:
             self.store.set_meta("space", fingerprint)
         elif recorded != fingerprint:
@@ -277,12 +279,14 @@ class _Driver:
         self.gated_before = {r.result.candidate_id for r in store.records(("gate",))}
         elapsed_before = sum((s["ended_at"] or s["updated_at"]) - s["started_at"] for s in store.sessions()[:-1])
         self.loop = SearchLoop(strategy, self.gate, constraints, proxy=proxy, max_full_evaluations=self.max_full,
+                               probe_cost=spec.budget.probe_cost,
                                max_seconds=self.max_hours * 3600 if self.max_hours else None, prior=prior,
                                elapsed_before=elapsed_before, on_record=self.record, shards=shards,
                                early_stopping=early)
         say(f"{self.command}: {strategy.name} over {setup.space.describe()}; baseline "
             f"{constraints.baseline_accuracy:.2f} % top-1, {setup.baseline_bytes:,} bytes; budget {self.max_full} "
-            f"full evaluations; proxy {'on' if proxy else 'off'}; validation in {len(shards)} shard"
+            f"full evaluations" + (f" (a probe counts {spec.budget.probe_cost:g})" if spec.budget.probe_cost else "")
+            + f"; proxy {'on' if proxy else 'off'}; validation in {len(shards)} shard"
             f"{'s' if len(shards) != 1 else ''} of {plan['shard_images']} images, early stopping "
             f"{'on' if early else 'off'}; {self.workers or 'no'} "
             f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))

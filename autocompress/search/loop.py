@@ -4,7 +4,7 @@ The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe`` 
 ``full`` evaluation) with :meth:`SearchLoop.tasks` and takes their outcomes with
 :meth:`SearchLoop.complete`; :func:`autocompress.search.execution.drive` runs them on
 an executor. A result is kept by candidate id, so no candidate is fully evaluated
-twice. A ``probe`` computes the proxy only (without a proxy it becomes a full
+twice. The budget counts full evaluations and, at ``probe_cost`` each, probes. A ``probe`` computes the proxy only (without a proxy it becomes a full
 evaluation); a ``full`` request passes the gate first.
 
 With ``shards`` a full evaluation is split into tasks over disjoint ranges of the
@@ -106,6 +106,7 @@ class SearchLoop:
         proxy: bool = True,
         max_full_evaluations: int = 60,
         max_probes: int | None = None,
+        probe_cost: float = 0.0,
         max_seconds: float | None = None,
         prior: Mapping[str, Result] | None = None,
         elapsed_before: float = 0.0,
@@ -118,6 +119,7 @@ class SearchLoop:
         self.proxy = proxy
         self.max_full = max_full_evaluations
         self.max_probes = max_probes if max_probes is not None else 100 * max_full_evaluations
+        self.probe_cost = probe_cost
         self.max_seconds = max_seconds
         self.prior = dict(prior or {})
         self.elapsed_before = elapsed_before
@@ -183,6 +185,10 @@ class SearchLoop:
     def _full_in_flight(self) -> int:
         return len(self._fulls)
 
+    def spent(self) -> float:
+        """The budget used, in full evaluations: those done, and the probes at ``probe_cost`` each."""
+        return self.stats.full_evaluations + self.probe_cost * self.stats.probes
+
     def _task(self, candidate, stage: str, shard: tuple[int, int] | None = None) -> Task:
         task = Task(self._next_key, candidate, stage, shard)
         self._next_key += 1
@@ -246,7 +252,7 @@ class SearchLoop:
             state = ("pass", decision.reason) if self.gate.enabled and self.proxy else ("off", "gate off")
         else:
             state = ("off", "probe without a proxy: evaluated in full")
-        if self.stats.full_evaluations + self._full_in_flight() >= self.max_full:
+        if self.spent() + self._full_in_flight() > self.max_full - 1 + 1e-9:
             self._end("full-evaluation budget")
             return None
         prior = self.prior.get(cid)
@@ -294,7 +300,7 @@ class SearchLoop:
         """Why no new request may be asked for (None: ask)."""
         if self.strategy.done:
             return "strategy finished"
-        if self.stats.full_evaluations >= self.max_full:
+        if self.spent() >= self.max_full - 1e-9:
             return "full-evaluation budget"
         if self.stats.probes >= self.max_probes:
             return "probe budget"
@@ -323,7 +329,7 @@ class SearchLoop:
                 if reason is not None:
                     self._end(reason)
                     break
-                self.strategy.full_left = self.max_full - self.stats.full_evaluations - self._full_in_flight()
+                self.strategy.full_left = int(self.max_full - self.spent() - self._full_in_flight() + 1e-9)
                 requests = self.strategy.ask(free - len(out))
                 if not requests:
                     if not self._busy and not out:
