@@ -106,11 +106,15 @@ def test_search_status_pareto_export_and_load(tmp_path, capsys):
     assert set(point) >= {"id", "accuracy", "accuracy_drop", "memory_bytes", "memory_saving", "feasible", "config",
                           "proxy"}
     assert (run / "spec.yaml").is_file()
+    # the sensitivity table: greedy's first probes move one dimension each, one notch
+    rows = document["sensitivity"]
+    assert {(r["dimension"], r["choice"]) for r in rows} >= {("network.prune", 0.125), ("network.bits", 16)}
+    assert all(r["memory_bytes"] and r["proxy"] is not None for r in rows)
     # the report: PNGs beside a self-contained report.html that embeds them
     from PIL import Image
 
     html = (run / "report.html").read_text()
-    for name in ("pareto", "configs", "proxy", "progress"):
+    for name in ("pareto", "configs", "proxy", "progress", "sensitivity"):
         with Image.open(run / f"{name}.png") as image:
             assert image.format == "PNG" and image.width >= 600 and image.height >= 300
         assert f'alt="{name}" src="data:image/png;base64,' in html

@@ -45,6 +45,39 @@ def _stopped(result: Result) -> dict:
     }
 
 
+def sensitivity(store) -> list[dict]:
+    """Every candidate of the run that moved one dimension alone (what PSViT's and
+    PrimeSVT's sensitivity analysis measures, and what tpe/nsga2's warm start and
+    prioritized probe): its dimension, choice, footprint, drift and, when fully
+    evaluated, accuracy drop; by dimension, then from the least aggressive choice."""
+    space, units = store.meta("space") or {}, store.meta("space_units")
+    if not units:
+        return []
+    dims = [(name, kind, choices) for name, kind, choices in space.get("dimensions", []) if name in units]
+    rows: dict[tuple[str, int], dict] = {}
+    for record in store.records(("probe", "full", "gate")):
+        moved = []
+        for name, kind, choices in dims:
+            values = {record.candidate.get(kind, {}).get(unit, choices[0]) for unit in units[name]}
+            if len(values) != 1:
+                moved = None
+                break
+            value = values.pop()
+            if value != choices[0]:
+                moved.append((name, kind, choices, value))
+        if not moved or len(moved) != 1 or moved[0][3] not in moved[0][2]:
+            continue
+        name, kind, choices, value = moved[0]
+        result = record.result
+        row = rows.setdefault((name, choices.index(value)), {
+            "dimension": name, "kind": kind, "choice": value, "memory_bytes": result.memory_bytes,
+            "proxy": result.drift, "accuracy_drop": None})
+        if result.evaluated and not result.early_stopped:
+            row["accuracy_drop"] = result.accuracy_drop
+    order = {name: i for i, (name, _, _) in enumerate(dims)}
+    return [rows[key] for key in sorted(rows, key=lambda k: (order[k[0]], k[1]))]
+
+
 def pareto_document(store) -> dict:
     """The JSON document of a run, from its store."""
     spec = store.meta("spec")
@@ -68,6 +101,7 @@ def pareto_document(store) -> dict:
         "near_misses": [],
         "early_stopped": [_stopped(r) for r in results if r.early_stopped],
         "hypervolume": 0.0,
+        "sensitivity": sensitivity(store),
     }
     if constraints is not None:
         pareto = pareto_set(results, constraints)

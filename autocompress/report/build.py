@@ -9,7 +9,10 @@ embedded), built from the run store alone.
 - ``proxy.png``: drift against accuracy drop (Spearman correlation in the title) and
   the gate's threshold over the full evaluations;
 - ``progress.png``: hypervolume and best feasible footprint against full evaluations
-  and against wall time.
+  and against wall time;
+- ``sensitivity.png``: per dimension, the drift (and the accuracy drop where fully
+  evaluated) of the candidates that moved that dimension alone, against its pruning
+  rate or bit-width (pareto.json's ``sensitivity``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from autocompress.search import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
 
 MB = 1e6
-PLOTS = ("pareto", "configs", "proxy", "progress")
+PLOTS = ("pareto", "configs", "proxy", "progress", "sensitivity")
 
 
 @dataclass
@@ -222,6 +225,38 @@ def plot_progress(run: _Run, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_sensitivity(run: _Run, path: Path) -> Path:
+    rows = run.document.get("sensitivity") or []
+    kinds = [k for k in ("prune", "bits") if any(r["kind"] == k for r in rows)] or ["prune"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.3), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        names = list(dict.fromkeys(r["dimension"] for r in rows if r["kind"] == kind))
+        for i, name in enumerate(names):
+            mine = [r for r in rows if r["dimension"] == name and r["proxy"] is not None]
+            colour = plt.cm.tab10(i % 10)
+            ax.plot([r["choice"] for r in mine], [r["proxy"] for r in mine], "o-", ms=4, color=colour, label=name)
+            for r in mine:
+                if r["accuracy_drop"] is not None:
+                    ax.annotate(f"{r['accuracy_drop']:+.1f}", (r["choice"], r["proxy"]), fontsize=7, color=colour,
+                                xytext=(3, 3), textcoords="offset points")
+        if kind == "bits":
+            ax.set_xscale("log", base=2)
+            ticks = sorted({r["choice"] for r in rows if r["kind"] == "bits"})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+            ax.invert_xaxis()
+        ax.set_xlabel("pruning rate" if kind == "prune" else "bit-width")
+        ax.set_ylabel("Membrane-potential drift")
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=7, ncol=2)
+            ax.set_title(f"{'Pruning' if kind == 'prune' else 'Quantization'} sensitivity, one dimension at a time "
+                         "(labels: accuracy drop, pts)", fontsize=9)
+        else:
+            ax.set_title("No candidate of this run moved one dimension alone", fontsize=10)
+    return _save(fig, path)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -240,6 +275,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         "configs": plot_configs(run, run_dir / "configs.png"),
         "proxy": plot_proxy(run, run_dir / "proxy.png"),
         "progress": plot_progress(run, run_dir / "progress.png"),
+        "sensitivity": plot_sensitivity(run, run_dir / "sensitivity.png"),
     }
     doc, c = run.document, run.constraints
     stats = doc["statistics"]
