@@ -68,6 +68,8 @@ class SearchRun:
     fulls: list  # Result of each full evaluation, in order
     at: list  # seconds from the start of the run to each of them
     pareto: object  # autocompress.search.ParetoSet
+    constraints: object = None  # autocompress.search.Constraints
+    probe_at: list = None  # seconds from the start of the run to each probe
 
     @property
     def best(self):
@@ -110,5 +112,8 @@ def run_search(spec, overrides: dict | None = None) -> SearchRun:
         with RunStore.open_reader(Path(folder) / "run") as store:
             started = store.sessions()[0]["started_at"]
             records = store.records(("full",))
-            pareto = pareto_set([r.result for r in records], store.constraints())
-    return SearchRun(document, [r.result for r in records], [r.finished_at - started for r in records], pareto)
+            probes = store.records(("probe",))
+            constraints = store.constraints()
+            pareto = pareto_set([r.result for r in records], constraints)
+    return SearchRun(document, [r.result for r in records], [r.finished_at - started for r in records], pareto,
+                     constraints, [r.finished_at - started for r in probes])

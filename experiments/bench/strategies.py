@@ -1,57 +1,132 @@
-"""Strategies at an equal full-evaluation budget: hypervolume and best feasible
-footprint of every strategy, side by side with random sampling from the same run.
+"""Strategies at equal full-evaluation budgets, over seeds, against random and against
+the plain Optuna loop a user would write instead (plain_optuna.py): best feasible
+footprint and hypervolume at each budget.
 
-    python experiments/bench/strategies.py [--budget 40] [--granularity block] [--seed 0] [--write]
+    python experiments/bench/strategies.py [--budgets 20,40,80] [--seeds 0,1,2] [--write]
+
+Budgets: a strategy that never reads the budget left (all but beam) does the same
+first N full evaluations whatever the budget, so one run at the largest budget gives
+every smaller one as its prefix (checked once: tpe at the middle budget against the
+prefix of its run at the largest). Beam sizes its width by the budget left and runs
+once per budget. Greedy, beam and prioritized draw no random numbers: one run stands
+for every seed. Costs: probes are not free; "cost" is the run's wall time in units of
+one full evaluation of the plain loop (its wall time per trial), measured in the same
+run of this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
 from _results import DIGITS_SPEC, publish, run_search
-from autocompress.search import strategy_names
+from plain_optuna import best_feasible, plain_optuna
+from autocompress.search import pareto_set, strategy_names
 from autocompress.spec import load_spec
+
+BUDGET_AWARE = {"beam"}
+DETERMINISTIC = {"greedy", "beam", "prioritized"}
+PLAIN = ("plain TPE", "plain NSGA-II")
+
+
+def prefix(run, budget: int) -> dict:
+    """What a run had after its first ``budget`` full evaluations."""
+    fulls = run.fulls[:budget]
+    until = run.at[len(fulls) - 1] if fulls else 0.0
+    pareto = pareto_set(fulls, run.constraints)
+    return {"best": pareto.best.memory_bytes if pareto.best else None, "hv": pareto.hypervolume,
+            "fulls": len(fulls), "probes": sum(1 for t in run.probe_at if t <= until), "seconds": until}
+
+
+def mean(values):
+    found = [v for v in values if v is not None]
+    return statistics.fmean(found) if len(found) == len(values) else None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--granularity", default="block")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budgets", default="20,40,80")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     args = parser.parse_args()
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
     spec = load_spec(DIGITS_SPEC)
-    spec.space.granularity = args.granularity
-    rows = {}
-    for name in strategy_names():
+    top = budgets[-1]
+    rows: dict[tuple[str, int, int], dict] = {}  # (strategy, seed, budget) -> prefix
+    runs = {}  # (strategy, seed, budget) -> the run
+
+    def run(name: str, seed: int, budget: int):
         start = time.perf_counter()
-        outcome = run_search(spec, {"strategy": {"name": name, "seed": args.seed},
-                                    "budget.max_full_evaluations": args.budget})
-        rows[name] = (outcome, time.perf_counter() - start)
-        best = outcome.pareto.best
-        print(f"{name}: hypervolume {outcome.pareto.hypervolume:.4f}, best "
-              f"{best.memory_bytes if best else None}, {outcome.full_evaluations} full", file=sys.stderr)
-    random_outcome = rows["random"][0]
-    random_best = random_outcome.pareto.best
-    lines = [f"Digits reference model, {args.granularity} granularity, budget {args.budget} full evaluations each, "
-             f"seed {args.seed}; constraints <= {spec.constraints.accuracy.max_drop} points, >= "
-             f"{spec.constraints.memory.min_saving:.0%} saved. Ratios against random from the same run (hypervolume: "
-             "higher is better; footprint: random's bytes / the strategy's, higher is better).", "",
-             "| strategy | full evaluations used | hypervolume | vs random | best feasible bytes (saved, top-1) | "
-             "vs random | wall s |", "|---|---:|---:|---:|---|---:|---:|"]
-    for name, (outcome, seconds) in rows.items():
-        best = outcome.pareto.best
-        hv_ratio = outcome.pareto.hypervolume / random_outcome.pareto.hypervolume
-        size_ratio = (f"{random_best.memory_bytes / best.memory_bytes:.2f}x" if best and random_best else "-")
-        lines.append(
-            f"| {name} | {outcome.full_evaluations} | {outcome.pareto.hypervolume:.4f} | {hv_ratio:.2f}x | "
-            + (f"{best.memory_bytes:,} ({best.memory_saving:.1%}, {best.accuracy:.2f} %)" if best else "none")
-            + f" | {size_ratio} | {seconds:.1f} |")
+        outcome = run_search(spec, {"strategy": {"name": name, "seed": seed}, "budget.max_full_evaluations": budget})
+        print(f"{name} seed {seed} budget {budget}: best {outcome.best.memory_bytes if outcome.best else None}, "
+              f"{outcome.full_evaluations} full, {outcome.probes} probes, {time.perf_counter() - start:.0f} s",
+              file=sys.stderr, flush=True)
+        return outcome
+
+    plain_seconds = []
+    for label, sampler in zip(PLAIN, ("tpe", "nsga2")):
+        for seed in seeds:
+            start = time.perf_counter()
+            trials = plain_optuna(spec, sampler, seed, top)
+            seconds = time.perf_counter() - start
+            plain_seconds.append(seconds / len(trials))
+            print(f"{label} seed {seed}: {[best_feasible(trials[:b]) for b in budgets]}, {seconds:.0f} s",
+                  file=sys.stderr, flush=True)
+            for budget in budgets:
+                rows[(label, seed, budget)] = {"best": best_feasible(trials[:budget]), "hv": None, "fulls": budget,
+                                               "probes": 0, "seconds": seconds * budget / len(trials)}
+    full_seconds = statistics.fmean(plain_seconds)
+
+    for name in strategy_names():
+        for seed in seeds[:1] if name in DETERMINISTIC else seeds:
+            for budget in budgets if name in BUDGET_AWARE else [top]:
+                outcome = runs[(name, seed, budget)] = run(name, seed, budget)
+                for cut in ([budget] if name in BUDGET_AWARE else budgets):
+                    for each in seeds if name in DETERMINISTIC else [seed]:
+                        rows[(name, each, cut)] = prefix(outcome, cut)
+    middle = budgets[len(budgets) // 2]
+    check = run("tpe", seeds[0], middle)
+    same = ([r.candidate_id for r in check.fulls]
+            == [r.candidate_id for r in runs[("tpe", seeds[0], top)].fulls[:middle]])
+
+    names = list(PLAIN) + strategy_names()
+    lines = [f"Digits reference model, block granularity; constraints <= {spec.constraints.accuracy.max_drop} "
+             f"points, >= {spec.constraints.memory.min_saving:.0%} saved; seeds {', '.join(map(str, seeds))}. "
+             "Best feasible bytes (smaller is better), mean over the seeds, and each seed's; \"none\" where a seed "
+             "found no feasible point. Hypervolume: higher is better. Cost: wall time in units of one plain-loop "
+             f"full evaluation ({full_seconds:.2f} s here), probes and overhead included.", ""]
+    plain_means = {budget: {label: mean([rows[(label, s, budget)]["best"] for s in seeds]) for label in PLAIN}
+                   for budget in budgets}
+    for budget in budgets:
+        best_plain = min((v for v in plain_means[budget].values() if v is not None), default=None)
+        lines += [f"**{budget} full evaluations**", "",
+                  "| strategy | best feasible bytes, mean | per seed | vs best plain loop | hypervolume, mean | "
+                  "probes, mean | cost, mean |", "|---|---:|---|---:|---:|---:|---:|"]
+        for name in names:
+            cells = [rows[(name, s, budget)] for s in seeds]
+            best = mean([c["best"] for c in cells])
+            per_seed = " / ".join(f"{c['best']:,}" if c["best"] else "none" for c in cells)
+            ratio = f"{best_plain / best:.2f}x" if best and best_plain else "-"
+            hv = f"{statistics.fmean(c['hv'] for c in cells):.4f}" if cells[0]["hv"] is not None else "-"
+            label = name + (" (deterministic)" if name in DETERMINISTIC else "")
+            lines.append(f"| {label} | {f'{best:,.0f}' if best else 'none'} | {per_seed} | {ratio} | {hv} | "
+                         f"{statistics.fmean(c['probes'] for c in cells):.0f} | "
+                         f"{statistics.fmean(c['seconds'] for c in cells) / full_seconds:.0f} |")
+        lines.append("")
+    key = min(b for b in budgets if b >= 40) if any(b >= 40 for b in budgets) else top
+    best_plain = min(v for v in plain_means[key].values() if v is not None)
+    beaten = [n for n in strategy_names()
+              if (m := mean([rows[(n, s, key)]["best"] for s in seeds])) is not None and m < best_plain]
+    lines += [f"At {key} full evaluations, strategies whose mean best feasible bytes beat the better plain loop "
+              f"({best_plain:,.0f}): {len(beaten)} of {len(strategy_names())} ({', '.join(beaten)}).",
+              f"tpe at {middle} full evaluations is the prefix of its run at {top}: {'yes' if same else 'NO'}."]
     body = "\n".join(lines)
-    publish("strategies", "Strategies at equal budgets",
-                      f"python experiments/bench/strategies.py --budget {args.budget} --write", body, write=args.write)
+    publish("strategies", "Strategies at equal budgets, against a plain Optuna loop",
+            f"python experiments/bench/strategies.py --budgets {args.budgets} --seeds {args.seeds} --write", body,
+            write=args.write)
     return 0
 
 
