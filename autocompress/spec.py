@@ -506,6 +506,8 @@ class ProxySpec(_Strict):
         "auto", description="gate threshold on the drift: a number, or 'auto' to calibrate it online"
     )
     enabled: bool = Field(True, description="false sends every candidate to full evaluation (no gate)")
+    gate: bool = Field(True, description="false: the drift still ranks candidates (probes) but the gate rejects "
+                                         "none; every candidate a strategy asks for in full is evaluated")
 
 
 class CompressionSpec(_Strict):

@@ -315,3 +315,16 @@ def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_sta
     assert not (older.compression.fold_batchnorm or older.compression.mse_clipping
                 or older.compression.recalibrate_batchnorm)
     assert older.strategy.warm_start == 0 and older.strategy.seed == 2
+
+
+def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):
+    from autocompress.engine import start_search
+    from autocompress.spec import load_spec
+
+    spec = load_spec(tiny_spec(tmp_path, **{"proxy.gate": False, "proxy.threshold": 0.0}))  # would reject all
+    document = start_search(spec, run_dir=tmp_path / "run", say=lambda _m: None)
+    stats = document["statistics"]
+    assert stats["gated_out"] == 0 and stats["proxy_evaluations"] > 0 and stats["full_evaluations"] > 0
+    with RunStore.open_reader(tmp_path / "run") as store:
+        fulls = store.records(("full",))
+    assert fulls and all(r.result.gate == "off" and r.result.drift is not None for r in fulls)

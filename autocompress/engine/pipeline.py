@@ -63,5 +63,5 @@ class Setup:
     def plan(self, constraints: Constraints, *, proxy: bool) -> tuple[Gate, Strategy]:
         """The gate and the strategy of the spec, for these constraints."""
         spec = self.session.spec
-        gate = Gate(spec.proxy.threshold, constraints.max_drop_points, enabled=proxy)
+        gate = Gate(spec.proxy.threshold, constraints.max_drop_points, enabled=proxy and spec.proxy.gate)
         return gate, create_strategy(spec.strategy, self.space, constraints, proxy=proxy)
