@@ -91,6 +91,18 @@ class SearchRun:
         return None, None
 
 
+def overridden(spec, overrides: dict | None) -> dict:
+    """``spec`` (a validated Spec) as a mapping, with dotted-key ``overrides`` applied."""
+    data = spec.model_dump(mode="json")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return data
+
+
 def run_search(spec, overrides: dict | None = None) -> SearchRun:
     """Run ``spec`` (a validated Spec) with dotted-key ``overrides`` in a temporary run directory."""
     import tempfile
@@ -99,13 +111,7 @@ def run_search(spec, overrides: dict | None = None) -> SearchRun:
     from autocompress.search import pareto_set
     from autocompress.spec import validate_spec
 
-    data = spec.model_dump(mode="json")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
+    data = overridden(spec, overrides)
     with tempfile.TemporaryDirectory(prefix="autocompress-bench-") as folder:
         data["output"]["run_dir"] = str(Path(folder) / "run")
         document = start_search(validate_spec(data, base_dir=DIGITS_SPEC.parent), say=lambda _m: None)

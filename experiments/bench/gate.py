@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import DIGITS_SPEC, publish
+from _results import DIGITS_SPEC, overridden, publish
 from autocompress.search import strategy_names
 from autocompress.spec import load_spec, validate_spec
 
@@ -33,13 +33,7 @@ def search(spec, overrides: dict):
     """Run the spec with ``overrides``; the pareto document and every journal record, in order."""
     from autocompress.engine import RunStore, start_search
 
-    data = spec.model_dump(mode="json")
-    for dotted, value in overrides.items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
+    data = overridden(spec, overrides)
     with tempfile.TemporaryDirectory(prefix="autocompress-gate-") as folder:
         data["output"]["run_dir"] = str(Path(folder) / "run")
         start = time.perf_counter()
