@@ -17,7 +17,7 @@ from autocompress.models import create_model
 from autocompress.compress.pruning import mask_network
 from autocompress.proxy import kept_channels, layer_drifts, membrane_drift, record_potentials
 from autocompress.search import Gate
-from autocompress.search import Candidate, Constraints, Result, pareto_set
+from autocompress.search import Candidate, Constraints, Result, pareto_set, strategy_names
 from autocompress.spec import load_spec, validate_spec
 from conftest import DEMO_SPEC, TINY_ARGS, make_spec_data
 
@@ -149,7 +149,7 @@ def test_pruned_layers_are_compared_on_their_kept_channels(family, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["greedy", "beam", "prioritized", "tpe", "nsga2", "random"])
+@pytest.mark.parametrize("strategy", strategy_names())
 def test_each_strategy_finds_the_target_on_the_digits_reference(reference_cache, monkeypatch, tmp_path, strategy):
     """1.5 points at most, 80 % saved at least, within 60 full evaluations (network granularity),
     through the driver every search takes."""
