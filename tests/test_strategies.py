@@ -7,7 +7,15 @@ from typing import Literal
 
 import pytest
 
-from autocompress.search import Result, Strategy, StrategyOptions, create_strategy, register_strategy, strategy_names, strategy_options
+from autocompress.search import (
+    Result,
+    Strategy,
+    StrategyOptions,
+    create_strategy,
+    register_strategy,
+    strategy_names,
+    strategy_options,
+)
 from autocompress.search.conformance import CHECKS, run
 
 

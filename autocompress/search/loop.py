@@ -4,8 +4,9 @@ The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe`` 
 ``full`` evaluation) with :meth:`SearchLoop.tasks` and takes their outcomes with
 :meth:`SearchLoop.complete`; :func:`autocompress.search.execution.drive` runs them on
 an executor. A result is kept by candidate id, so no candidate is fully evaluated
-twice. The budget counts full evaluations and, at ``probe_cost`` each, probes. A ``probe`` computes the proxy only (without a proxy it becomes a full
-evaluation); a ``full`` request passes the gate first.
+twice. The budget counts full evaluations and, at ``probe_cost`` each, probes. A
+``probe`` computes the proxy only (without a proxy it becomes a full evaluation); a
+``full`` request passes the gate first.
 
 With ``shards`` a full evaluation is split into tasks over disjoint ranges of the
 validation order; idle workers take the shards of the evaluations in flight before

@@ -89,7 +89,7 @@ class _Sampling(Strategy):
             del self.probing[request.config]
         else:
             self.probing[request.config] = waiting - 1
-        if (result.error is None and result.memory_bytes is not None and self.constraints.memory_ok(result.memory_bytes)):
+        if result.error is None and result.memory_bytes is not None and self.constraints.memory_ok(result.memory_bytes):
             self.ready.append(request.config)
             return True
         return False
