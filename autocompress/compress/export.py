@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from autocompress.version import __version__
 from autocompress.atomic import atomic_write
 from autocompress.compress.candidate import CompressionRecord
+from autocompress.compress.folding import set_module
 from autocompress.compress.footprint import footprint
 from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.quantization import dequantize_tensor, pack, quantize_tensor, unpack
@@ -111,8 +112,7 @@ def _load_compressed(path: Path):
         }
         prune_network(model.net, groups, removed)
     for norm in record.folded:  # folded into the layer before it when exported
-        parent, _, name = norm.rpartition(".")
-        setattr(model.net.get_submodule(parent) if parent else model.net, name, torch.nn.Identity())
+        set_module(model.net, norm, torch.nn.Identity())
     modules = dict(model.net.named_modules())
     for layer in record.biased:
         conv = modules[layer]

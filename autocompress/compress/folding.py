@@ -72,7 +72,8 @@ def batchnorm_pairs(model, example: torch.Tensor) -> list[tuple[str, str]]:
     return [(p, n) for p, n in pairs if n in fed_once and p in producers_once]
 
 
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` at ``path`` (dotted) inside ``root``."""
     parent, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
@@ -96,7 +97,7 @@ def fold_batchnorms(net: nn.Module, pairs: list[tuple[str, str]]) -> list[str]:
             biased.append(layer_path)
         else:
             layer.bias.copy_(new_bias)
-        _set_module(net, norm_path, nn.Identity())
+        set_module(net, norm_path, nn.Identity())
     return biased
 
 

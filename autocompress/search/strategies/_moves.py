@@ -1,4 +1,5 @@
-"""Scoring one-notch moves: memory saved per unit of signal (drift or accuracy drop) added."""
+"""What the strategies share: scoring one-notch moves (memory saved per unit of signal,
+drift or accuracy drop, added), and predicting an accuracy drop from the signal."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def baseline_result(baseline_bytes: int) -> Result:
     """The uncompressed model as a walk's starting point."""
     return Result(candidate_id="baseline", memory_bytes=baseline_bytes, memory_saving=0.0, drift=0.0,
                   accuracy_drop=0.0, feasible=None)
+
+
+def predicted_drops(observed, signals) -> list[float] | None:
+    """The accuracy drops an increasing (isotonic) fit over ``observed`` ``(signal, drop)``
+    pairs predicts at ``signals``; None while the pairs hold fewer than two distinct
+    signals (no fit yet)."""
+    usable = [(s, d) for s, d in observed if s is not None]
+    if len({s for s, _ in usable}) < 2:
+        return None
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit([s for s, _ in usable], [d for _, d in usable])
+    return [float(p) for p in fit.predict(list(signals))]

@@ -31,6 +31,7 @@ from pydantic import Field
 from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
+from autocompress.search.strategies._moves import predicted_drops
 from autocompress.search.strategies._sensitivity import Sensitivity
 
 _MAX_DRAWS = 2000
@@ -125,12 +126,8 @@ class HalvingStrategy(Strategy):
         if not candidates:
             return None
         signals = [self.signal(self.probed[c]) for c in candidates]
-        if len({s for s, _ in self.observed}) >= 2:
-            from sklearn.isotonic import IsotonicRegression
-
-            fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
-                [s for s, _ in self.observed], [d for _, d in self.observed])
-            predicted = fit.predict(signals)
+        predicted = predicted_drops(self.observed, signals)
+        if predicted is not None:
             within = [(self.probed[c].memory_bytes, s, c) for c, s, p in zip(candidates, signals, predicted)
                       if p <= self.constraints.max_drop_points]
             if within:

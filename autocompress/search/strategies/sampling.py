@@ -31,6 +31,7 @@ from pydantic import Field, PositiveInt
 from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
+from autocompress.search.strategies._moves import predicted_drops
 from autocompress.search.strategies._sensitivity import Sensitivity
 
 _MAX_DRAWS = 1000
@@ -177,14 +178,10 @@ class _OptunaStrategy(_Sampling):
     def _estimated_drop(self, signal: float | None, floor: float) -> float:
         """An accuracy drop not measured, predicted from the signal by an increasing fit
         over the evaluated candidates; at least ``floor``."""
-        usable = [(s, d) for s, d in self.observed if s is not None]
-        if signal is None or len({s for s, _ in usable}) < 2:
+        predicted = predicted_drops(self.observed, [signal]) if signal is not None else None
+        if predicted is None:
             return max(floor, self.constraints.max_drop_points * 4)
-        from sklearn.isotonic import IsotonicRegression
-
-        fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
-            [s for s, _ in usable], [d for _, d in usable])
-        return max(floor, float(fit.predict([signal])[0]))
+        return max(floor, predicted[0])
 
     def tell(self, request: Request, result: Result) -> None:
         from optuna.trial import TrialState
