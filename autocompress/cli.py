@@ -394,14 +394,29 @@ def _print_pareto(document: dict) -> None:
         return
     table = Table(title=f"Pareto set ({len(document['points'])} points; baseline {baseline['accuracy']:.2f} % top-1, "
                         f"{baseline['memory_bytes']:,} bytes)")
-    for column in ("id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"):
+    held = document.get("holdout")
+    columns = ["id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"]
+    if held:
+        columns += ["held-out %", "held-out drop"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "id" else "right")
     for p in document["points"]:
         marker = " *" if p["id"] == document["best"] else ""
-        table.add_row(p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
-                      f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
-                      "-" if p["proxy"] is None else f"{p['proxy']:.4f}")
-    Console(width=120).print(table)
+        row = [p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
+               f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
+               "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
+        if held:
+            measured = p.get("holdout")
+            row += ["-", "-"] if measured is None else [f"{measured['accuracy']:.2f}",
+                                                      f"{measured['accuracy_drop']:+.2f}"]
+        table.add_row(*row)
+    Console(width=140 if held else 120).print(table)
+    if held:
+        base = held["baseline_accuracy"]
+        click.echo(f"held out of the search: {held['images']:,} images ({held['fraction']:.0%} of the validation "
+                   f"set); baseline there {'not measured yet' if base is None else f'{base:.2f} % top-1'}. "
+                   "top-1 and drop are the selection split's (what the search decided on); the held-out columns "
+                   "are the unbiased estimate")
     click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity, "
                f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
                f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
@@ -411,7 +426,7 @@ def _print_pareto(document: dict) -> None:
                f"stopped by {stats['stopped_by']} (state: {document['state']})")
     stopped = document.get("early_stopped") or []
     if stopped:
-        click.echo(f"stopped early (certainly infeasible, accuracy estimated, never a point): "
+        click.echo("stopped early (certainly infeasible, accuracy estimated, never a point): "
                    + ", ".join(f"{p['id']} after {p['images']:,} images (drop >= {p['accuracy_drop_at_least']:.2f})"
                                for p in stopped[:5]) + (f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""))
     if document["best"] is None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autocompress.data import balanced_subset, load_data
+from autocompress.data import balanced_subset, holdout_split, load_data
 from autocompress.data.cifar10 import RECORD_BYTES
 from autocompress.data.digits import digits_split
 from autocompress.evaluation import evaluate_accuracy
@@ -47,6 +47,18 @@ def test_balanced_subset_spreads_over_classes():
     assert np.bincount(labels[chosen]).tolist() == [4, 4, 4]
     assert np.array_equal(chosen, balanced_subset(labels, 12, seed=3))
     assert np.bincount(labels[balanced_subset(labels, 30, seed=0)]).tolist() == [13, 12, 5]
+
+
+def test_holdout_split_is_disjoint_seeded_and_keeps_the_class_proportions():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 5 + [3] * 2 + [4])
+    selection, held = holdout_split(labels, 0.4, seed=7)
+    assert np.array_equal(np.sort(np.concatenate([selection, held])), np.arange(len(labels)))
+    assert np.bincount(labels[held], minlength=5).tolist() == [20, 12, 2, 1, 0]  # a class of one stays selected
+    assert np.all(np.diff(selection) > 0) and np.all(np.diff(held) > 0)
+    again = holdout_split(labels, 0.4, seed=7)
+    assert np.array_equal(selection, again[0]) and np.array_equal(held, again[1])
+    assert not np.array_equal(held, holdout_split(labels, 0.4, seed=8)[1])
+    assert np.bincount(labels[holdout_split(labels, 0.01, seed=0)[1]], minlength=5).tolist() == [1, 1, 1, 1, 0]
 
 
 def make_image_folder(root: Path, classes=("ant", "bee", "cat"), per_class: int = 6, corrupt: int = 1) -> Path:

@@ -159,6 +159,41 @@ def test_resume_after_the_budget_is_raised(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_held_out_split_measures_each_pareto_point_once_on_images_the_search_never_saw(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, **{"strategy": {"name": "random", "seed": 3}, "budget.max_full_evaluations": 3,
+                                  "data.validation.holdout": 0.5})
+    run = tmp_path / "run"
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out %" in out and "held out of the search: 20 images (50% of the validation set)" in out
+    session = Session.open(load_spec(spec), say=lambda _m: None)
+    selection, held = session.evaluation_order(), session.holdout_order()
+    assert len(selection) == len(held) == 20 and not set(selection) & set(held)
+    document = json.loads((run / "pareto.json").read_text())
+    with RunStore.open_reader(run) as store:
+        assert store.meta("validation")["images"] == 20  # the baseline and the search saw the selection split only
+        first = dict(store.meta("holdout")["results"])
+    assert document["baseline"]["accuracy"] == pytest.approx(session.evaluate(indices=selection).accuracy)
+    assert document["holdout"]["baseline_accuracy"] == pytest.approx(session.evaluate(indices=held).accuracy)
+    assert set(first) == {"baseline"} | {p["id"] for p in document["points"]}
+    point = document["points"][0]
+    out_file = tmp_path / "point.safetensors"
+    assert main(["export", str(run), "--point", point["id"], "--out", str(out_file)]) == 0
+    model = autocompress.load(out_file)  # measured again, independently of the run
+    assert point["holdout"]["accuracy"] == pytest.approx(session.evaluate(model, indices=held).accuracy)
+    assert point["holdout"]["accuracy_drop"] == pytest.approx(
+        document["holdout"]["baseline_accuracy"] - point["holdout"]["accuracy"])
+    assert point["accuracy"] == pytest.approx(session.evaluate(model, indices=selection).accuracy)
+    capsys.readouterr()
+
+    assert main(["resume", str(run), "--max-full-evaluations", "8"]) == 0  # new points are measured, old ones kept
+    said = capsys.readouterr()
+    document = json.loads((run / "pareto.json").read_text())
+    measured_now = {line.split()[1] for line in (said.out + said.err).splitlines() if line.startswith("held-out: ")}
+    assert measured_now == {p["id"] for p in document["points"]} - set(first) != set()
+    assert all(p["holdout"] is not None for p in document["points"])
+
+
 def test_bad_run_directories_exit_2(tmp_path, capsys):
     assert main(["resume", str(tmp_path / "missing")]) == 2
     assert "run directory" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from autocompress.data.bundle import (
     TensorImageDataset,
     balanced_subset,
     collate_skipping,
+    holdout_split,
     stratified_order,
 )
 from autocompress.data.digits import digits_split
@@ -20,7 +21,7 @@ from autocompress.data.transforms import EvalTransform, resolve_transform
 from autocompress.vocabulary import DATASETS
 
 __all__ = ["LOADERS", "DataBundle", "EvalTransform", "TensorImageDataset", "balanced_subset",
-           "collate_skipping", "digits_split", "load_data", "resolve_transform", "stratified_order"]
+           "collate_skipping", "digits_split", "holdout_split", "load_data", "resolve_transform", "stratified_order"]
 
 
 def _digits(data, model_classes):

@@ -153,6 +153,26 @@ def stratified_order(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarra
     return items[np.lexsort((items, keys))]
 
 
+def holdout_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the items into a selection part and a held-out part, class by class: each
+    class gives round(fraction * n) of its n items (seeded), at least one to each part
+    where it has two or more. Both index arrays come back sorted."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n = len(members)
+        take = int(round(fraction * n))
+        if n >= 2:
+            take = min(max(take, 1), n - 1)
+        held.append(members[:take])
+    mask = np.zeros(len(labels), dtype=bool)
+    if held:
+        mask[np.concatenate(held)] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
 def balanced_subset(labels: Sequence[int] | np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Indices of at most ``limit`` items, spread evenly over the classes, seeded.
 

@@ -26,12 +26,14 @@ from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
 from autocompress.search import (
+    Candidate,
     Completion,
     Constraints,
     EarlyStopping,
     Gate,
     LocalExecutor,
     SearchLoop,
+    Task,
     default_shard_images,
     drive,
     shard_bounds,
@@ -39,6 +41,17 @@ from autocompress.search import (
 )
 
 Say = Callable[[str], None]
+BASELINE = "baseline"  # the base model's entry among the held-out results
+
+
+class _Base:
+    """The base model as a held-out task's candidate."""
+
+    id = BASELINE
+
+    @staticmethod
+    def to_dict() -> None:
+        return None
 
 
 @dataclass
@@ -151,8 +164,8 @@ def _validation_plan(store: RunStore, spec, count: int) -> dict:
         store.set_meta("validation", plan)
     elif plan["images"] != count:
         raise AutocompressError(
-            f"{store.run_dir}: the validation set has {count} images now but had {plan['images']} when this run "
-            "started (the data changed); its results cannot be compared. Start a new run with `autocompress search`")
+            f"{store.run_dir}: the search's validation images (the selection split, with a held-out one) number "
+            f"{count} now but were {plan['images']} when this run started (the data changed); its results cannot be compared. Start a new run with `autocompress search`")
     return plan
 
 
@@ -255,7 +268,7 @@ class _Driver:
             say(f"note: {note}")
         self._check_space(setup.space)
         self.executor = self._executor(setup, proxy)
-        plan = _validation_plan(store, spec, len(setup.session.data.validation))
+        plan = _validation_plan(store, spec, len(setup.session.evaluation_order()))
         shards = shard_bounds(plan["images"], plan["shard_images"])
         constraints = store.constraints()
         baseline = store.meta("baseline")
@@ -290,7 +303,59 @@ class _Driver:
             f"{'s' if len(shards) != 1 else ''} of {plan['shard_images']} images, early stopping "
             f"{'on' if early else 'off'}; {self.workers or 'no'} "
             f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
-        return drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
+        stopped_by = drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
+        held = setup.session.holdout_order()
+        if len(held):
+            self._measure_holdout(len(held), plan["shard_images"])
+        return stopped_by
+
+    def _measure_holdout(self, images: int, shard_images: int) -> None:
+        """Measure the base model and every Pareto point not measured yet on the held-out
+        split (sharded over the workers like a full evaluation); each point is kept in the
+        store as soon as all its shards are in, so a resume measures only what is left."""
+        store, say = self.store, self.say
+        saved = store.meta("holdout") or {"images": images, "results": {}}
+        if saved["images"] != images:
+            raise AutocompressError(f"{store.run_dir}: the held-out split has {images} images now but had "
+                                    f"{saved['images']} before (the data changed); start a new run")
+        configs = {r.result.candidate_id: r.candidate for r in store.records(("full",))}
+        wanted = [BASELINE] + [p["id"] for p in pareto_document(store)["points"]]
+        todo = [cid for cid in wanted if cid not in saved["results"]]
+        if not todo:
+            return
+        say(f"measuring {'the baseline and ' if BASELINE in todo else ''}"
+            f"{len(todo) - (BASELINE in todo)} Pareto point(s) on the held-out split ({images:,} images the search "
+            "never saw)")
+        shards = shard_bounds(images, shard_images)
+        queue = [Task(key=i, candidate=_Base() if cid == BASELINE else Candidate.from_dict(configs[cid]),
+                      stage="holdout", shard=shard)
+                 for i, (cid, shard) in enumerate((cid, shard) for cid in todo for shard in shards)]
+        counts: dict[str, list[int]] = {cid: [0, 0, 0] for cid in todo}  # correct, readable, shards done
+        failed: set[str] = set()
+        running = 0
+        while queue or running:
+            while queue and self.executor.free() > 0:
+                self.executor.submit(queue.pop(0))
+                running += 1
+            for done in self.executor.wait(timeout=1.0):
+                running -= 1
+                cid = done.task.candidate.id
+                if done.outcome.error is not None:
+                    if cid not in failed:
+                        failed.add(cid)
+                        store.event("failed", f"held-out evaluation of {cid}: {done.outcome.error}")
+                        say(f"warning: the held-out evaluation of {cid} failed: {done.outcome.error}")
+                    continue
+                count = counts[cid]
+                count[0] += done.outcome.correct
+                count[1] += done.outcome.total
+                count[2] += 1
+                if count[2] == len(shards) and cid not in failed:
+                    accuracy = 100.0 * count[0] / count[1] if count[1] else 0.0
+                    saved["results"][cid] = {"accuracy": accuracy, "correct": count[0], "total": count[1]}
+                    store.set_meta("holdout", saved)
+                    say(f"held-out: {cid} {accuracy:.2f} % top-1 ({count[1]:,} images)")
+            self.idle()
 
     def run(self) -> dict:
         store = self.store

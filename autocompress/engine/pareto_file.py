@@ -32,6 +32,19 @@ def _point(result: Result, candidate: dict | None) -> dict:
     }
 
 
+def _held_out(point: dict, held: dict | None, constraints) -> None:
+    """Add a point's held-out measurement (None until it is measured) to its entry."""
+    if held is None:
+        return
+    measured, base = held["results"].get(point["id"]), held["results"].get("baseline")
+    point["holdout"] = None if measured is None or base is None else {
+        "accuracy": measured["accuracy"],
+        "accuracy_drop": base["accuracy"] - measured["accuracy"],
+        "images": measured["total"],
+        "feasible": point["feasible"] and base["accuracy"] - measured["accuracy"] <= constraints.max_drop_points,
+    }
+
+
 def _stopped(result: Result) -> dict:
     """An early-stopped candidate: certainly infeasible, its accuracy an estimate."""
     return {
@@ -102,6 +115,7 @@ def pareto_document(store) -> dict:
         "early_stopped": [_stopped(r) for r in results if r.early_stopped],
         "hypervolume": 0.0,
         "sensitivity": sensitivity(store),
+        "holdout": None,
     }
     if constraints is not None:
         pareto = pareto_set(results, constraints)
@@ -118,6 +132,13 @@ def pareto_document(store) -> dict:
             "near_misses": [_point(r, candidates.get(r.candidate_id)) for r in pareto.near_misses],
             "hypervolume": pareto.hypervolume,
         })
+        held = store.meta("holdout")
+        if held is not None:
+            base = held["results"].get("baseline")
+            document["holdout"] = {"images": held["images"], "fraction": spec["data"]["validation"].get("holdout"),
+                                   "baseline_accuracy": None if base is None else base["accuracy"]}
+            for point in document["points"]:
+                _held_out(point, held, constraints)
     document["statistics"] = {
         # a session of an earlier version that ended before its search began stored no count
         "full_evaluations": progress.full_evaluations if "full_evaluations" in stored else len(fulls),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from autocompress.compress import baseline_footprint
-from autocompress.data import DataBundle, load_data, stratified_order
+from autocompress.data import DataBundle, holdout_split, load_data, stratified_order
 from autocompress.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
 from autocompress.errors import CheckpointError, DataError, ModelError
 from autocompress.models import SViT, canonical_family, create_model, load_checkpoint
@@ -93,9 +94,30 @@ class Session:
             autocast=self.spec.evaluation.autocast if autocast is None else autocast,
         )
 
+    def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The validation labels, the selection items and the held-out items (none
+        unless data.validation.holdout is set)."""
+        labels = self.data.validation_labels()
+        validation = self.spec.data.validation
+        if not validation.holdout:
+            return labels, np.arange(len(labels)), np.arange(0)
+        selection, held = holdout_split(labels, validation.holdout, validation.holdout_seed)
+        if len(selection) == 0 or len(held) == 0:
+            raise DataError(f"data.validation.holdout {validation.holdout:g}: {len(labels)} validation images leave "
+                            f"{len(selection)} for the search and {len(held)} held out; both need images (lower "
+                            "or raise the fraction, or give more validation images)")
+        return labels, selection, held
+
     def evaluation_order(self):
-        """The validation items in the run's seeded, class-stratified order."""
-        return stratified_order(self.data.validation_labels(), self.spec.evaluation.order_seed)
+        """The validation items the search uses (all of them, or the selection split) in
+        the run's seeded, class-stratified order."""
+        labels, selection, _ = self._split()
+        return selection[stratified_order(labels[selection], self.spec.evaluation.order_seed)]
+
+    def holdout_order(self):
+        """The held-out validation items (data.validation.holdout), in item order; empty
+        without a held-out split."""
+        return self._split()[2]
 
     def footprint(self) -> int:
         return baseline_footprint(self.model)

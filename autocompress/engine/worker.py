@@ -66,7 +66,7 @@ def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bo
 class Worker:
     """``probe``: a candidate's footprint and drift (one calibration forward); ``full``:
     its top-1 accuracy on the validation set, or on a shard of it (positions of the run's
-    seeded validation order). The last built model is kept, so a probe followed by the
+    seeded validation order); ``holdout``: the same over the held-out split. The last built model is kept, so a probe followed by the
     full evaluation (or the shards of it this worker gets) builds it once."""
 
     def __init__(self, session: Session, groups=None, *, proxy: bool = True, run_dir: str | None = None):
@@ -79,6 +79,7 @@ class Worker:
         self.full_count = 0
         self._reference = None
         self._order = None
+        self._holdout = None
         self._last: tuple[str, object] | None = None
         self._fault = self._parse_fault()
 
@@ -137,6 +138,16 @@ class Worker:
             self.full_count += 1
             self._maybe_fault()
         return self.session.evaluate(model, indices=self._positions(shard))
+
+    def holdout(self, candidate, shard: tuple[int, int] | None = None):
+        """The candidate's (the base model's, for ``None``) evaluation over ``shard`` of
+        the held-out items (all of them by default), which the search never sees."""
+        if self._holdout is None:
+            _ = self.order  # the node's decoded cache, set up as for the search's own evaluations
+            self._holdout = self.session.holdout_order()
+        positions = self._holdout if shard is None else self._holdout[shard[0]:shard[1]]
+        model = self.session.model if candidate is None else self.build(candidate)
+        return self.session.evaluate(model, indices=positions)
 
     def baseline(self) -> dict:
         """The base model over the whole validation order: top-1, the readable images, the

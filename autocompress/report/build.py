@@ -282,6 +282,20 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     points = [[p["id"] + (" *" if p["id"] == doc["best"] else ""), f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}",
                f"{p['memory_bytes']:,}", f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
                "-" if p["proxy"] is None else f"{p['proxy']:.4f}"] for p in doc["points"]]
+    header = ["id (* chosen)", "top-1 %", "drop (pts)", "bytes", "saved", "feasible", "drift"]
+    held = doc.get("holdout")
+    held_note = ""
+    if held:
+        header += ["held-out top-1 %", "held-out drop (pts)", "feasible held out"]
+        for row, p in zip(points, doc["points"]):
+            m = p.get("holdout")
+            row += ["-", "-", "-"] if m is None else [f"{m['accuracy']:.2f}", f"{m['accuracy_drop']:+.2f}",
+                                                     "yes" if m["feasible"] else "no"]
+        base = held["baseline_accuracy"]
+        held_note = (f"<p>{held['images']:,} validation images ({held['fraction']:.0%}) were held out of the search; "
+                     f"the baseline scores {'(not measured yet)' if base is None else f'{base:.2f} %'} on them. "
+                     "top-1 and drop are measured on the selection split the search decided on; the held-out "
+                     "columns are measured once, after the search, on images it never saw.</p>")
     stat_rows = [[k, v] for k, v in stats.items()]
     stopped = [[p["id"], f"{p['images']:,}", f"{p['accuracy_estimate']:.2f}", f"{p['accuracy_drop_at_least']:+.2f}",
                 f"{p['memory_bytes']:,}", "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
@@ -308,7 +322,7 @@ Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constrai
 {c.max_drop_points:g} points{'' if c.min_saving is None else f', memory saving at least {c.min_saving:.0%}'}
 {'' if c.max_bytes is None else f', at most {c.max_bytes:,} bytes'}.</p>
 <p>{summary}.</p>
-<h2>Pareto points</h2>{_table(points, ['id (* chosen)', 'top-1 %', 'drop (pts)', 'bytes', 'saved', 'feasible', 'drift'])}
+<h2>Pareto points</h2>{_table(points, header)}{held_note}
 {stopped_section}
 <h2>Plots</h2>{images}
 <h2>Search statistics</h2>{_table(stat_rows, ['statistic', 'value'])}

@@ -21,13 +21,17 @@ from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
 class Evaluator(Protocol):
     """What evaluates candidates: ``probe`` -> (memory bytes, drift or None); ``full`` ->
     top-1 %, or, given a ``shard`` of the validation order, an evaluation result with
-    ``accuracy``, ``correct``, ``total`` and ``per_image`` (bool per image of the shard)."""
+    ``accuracy``, ``correct``, ``total`` and ``per_image`` (bool per image of the shard);
+    ``holdout`` -> such a result over a shard of the held-out split (a candidate of
+    ``None``: the base model; needed only by runs that hold a split out)."""
 
     def probe(self, candidate) -> tuple[int, float | None]: ...
 
     def full(self, candidate, shard: tuple[int, int] | None = None): ...
 
     def baseline(self): ...
+
+    def holdout(self, candidate, shard: tuple[int, int] | None = None): ...
 
 
 @dataclass
@@ -45,6 +49,11 @@ def execute(evaluator: Evaluator, stage: str, candidate, shard: tuple[int, int] 
         if stage == "probe":
             memory, drift = evaluator.probe(candidate)
             return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
+        if stage == "holdout":  # the held-out split; a candidate without a config is the base model
+            config = candidate.to_dict() if hasattr(candidate, "to_dict") else candidate
+            value = evaluator.holdout(config, shard)
+            return TaskOutcome(accuracy=value.accuracy, correct=value.correct, total=value.total,
+                               seconds=time.perf_counter() - start)
         value = evaluator.full(candidate) if shard is None else evaluator.full(candidate, shard)
         if isinstance(value, (int, float)):
             return TaskOutcome(accuracy=float(value), seconds=time.perf_counter() - start)

@@ -53,11 +53,12 @@ class SearchStats:
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work for an executor: the proxy evaluation or the full one."""
+    """One unit of work for an executor: the proxy evaluation, the full one, or (after
+    the search, from the driver) the evaluation on the held-out split."""
 
     key: int
     candidate: object  # Candidate
-    stage: Literal["probe", "full"]
+    stage: Literal["probe", "full", "holdout"]
     shard: tuple[int, int] | None = None  # a full evaluation's positions [start, stop) in the validation order
 
 
