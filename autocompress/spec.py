@@ -531,6 +531,15 @@ class CompressionSpec(_Strict):
     recalibrate_batchnorm: bool = Field(
         True, description="re-estimate the BatchNorm statistics of each pruned and quantized candidate on the "
                            "calibration images (through the spiking forward) before folding them")
+    bias_correction: bool = Field(
+        False, description="correct each quantized layer's bias for the shift its rounding puts on the mean of its "
+                           "output, measured on the calibration images (a recalibrated BatchNorm after the layer "
+                           "absorbs it anyway)")
+    importance: Literal["l2", "variance", "activation"] = Field(
+        "l2", description="which channels pruning removes: l2 (the smallest filters), variance (VBP: the least "
+                          "varying spike rates on the calibration images, their means folded into the next layer) "
+                          "or activation (as variance, each channel's rate variance weighted by the squared norm "
+                          "of the weights it feeds: what the kept channels must absorb)")
 
 
 class EvaluationSpec(_Strict):

@@ -18,7 +18,7 @@ from autocompress.compress import (
     load_compressed,
     quantizable_layers,
 )
-from autocompress.compress.pruning import select_removed
+from autocompress.compress.pruning import activity_statistics, consumer_importance, select_removed
 from autocompress.compress.quantization import dequantize_tensor, pack, quantize_tensor, unpack
 from autocompress.compress.verification import compare_prune_and_mask, verify_group
 from autocompress.vocabulary import QUANTIZED_BITS
@@ -133,6 +133,63 @@ def test_vbp_adds_a_bias_where_the_next_layer_has_none(trained):
     pruned = compress_model(model, prune={"blocks.0.mlp.hidden": 0.5}, importance="variance", calibration=calibration)
     assert pruned.compression.biased == ["blocks.0.mlp.fc2.0"]
     assert pruned.net.get_submodule("blocks.0.mlp.fc2.0").bias is not None
+
+
+def test_activation_importance_weighs_the_variance_by_the_weights_the_channel_feeds(trained):
+    model = trained["spikformer"]
+    calibration = digits_split(16)[0][:64]
+    groups = find_channel_groups(model)
+    group = groups.by_name()["blocks.0.mlp.hidden"]
+    variance = activity_statistics(model, [group], calibration)[group.name][1]
+    score = consumer_importance(model.net, group, variance)
+    consumer = next(m for m in group.members if m.role == "in" and m.module == group.compensate)
+    weight = model.net.get_submodule(consumer.module).weight.detach().double()
+    column = weight[:, consumer.position(3)].flatten()
+    assert score[3] == pytest.approx(float(variance[3]) * float(column.pow(2).sum()))
+    lively = int(torch.argsort(score)[-1])
+    removed = set(compress_model(model, prune={group.name: 0.5}, importance="activation", calibration=calibration,
+                                 groups=groups).pruned_channels[group.name])
+    assert lively not in removed and len(removed) == group.channels // 2
+    # a channel both scores remove is kept by this one once the weights it feeds grow a thousandfold
+    by_variance = set(compress_model(model, prune={group.name: 0.5}, importance="variance", calibration=calibration,
+                                     groups=groups).pruned_channels[group.name])
+    quiet = min(c for c in removed & by_variance if variance[c] > 0)
+    heavier = copy.deepcopy(model)
+    with torch.no_grad():
+        heavier.net.get_submodule(consumer.module).weight[:, consumer.position(quiet)] *= 1000
+    for importance, removes in (("activation", False), ("variance", True)):
+        now = compress_model(heavier, prune={group.name: 0.5}, importance=importance, calibration=calibration,
+                             groups=groups).pruned_channels[group.name]
+        assert (quiet in now) == removes
+
+
+def test_bias_correction_restores_each_quantized_layers_mean_output_and_exports(trained, tmp_path):
+    model = trained["spikformer"]
+    calibration = digits_split(16)[0][:64]
+    inputs = {}
+    for layer in ("head", "blocks.0.mlp.fc2.0"):  # the head has a bias, fc2 has none
+        module = model.net.get_submodule(layer)
+        handle = module.register_forward_hook(lambda _m, i, _o: inputs.__setitem__("x", i[0].detach()))
+        with torch.inference_mode():
+            model(calibration)
+        handle.remove()
+        x = inputs["x"]  # what the layer sees: only this layer is quantized, so it sees the same in every copy
+        means = {}
+        for correct in (None, calibration):
+            compressed = compress_model(model, bits={layer: 2}, correct=correct)
+            with torch.inference_mode():
+                means[correct is not None] = compressed.net.get_submodule(layer)(x).double().flatten(0, -2).mean(0) \
+                    if layer == "head" else compressed.net.get_submodule(layer)(x).double().movedim(1, -1).flatten(0, -2).mean(0)
+        with torch.inference_mode():
+            out = module(x).double()
+        reference = out.flatten(0, -2).mean(0) if layer == "head" else out.movedim(1, -1).flatten(0, -2).mean(0)
+        assert torch.allclose(means[True], reference, atol=1e-5)
+        assert (means[False] - reference).abs().max() > 100 * (means[True] - reference).abs().max()
+    assert compressed.compression.biased == ["blocks.0.mlp.fc2.0"]
+    path = tmp_path / "corrected.safetensors"
+    export_compressed(compressed, path)
+    with torch.inference_mode():
+        assert torch.equal(load_compressed(path)(IMAGES), compressed(IMAGES))
 
 
 @pytest.mark.parametrize("bits", QUANTIZED_BITS)

@@ -350,6 +350,14 @@ def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_sta
     assert not (older.compression.fold_batchnorm or older.compression.mse_clipping
                 or older.compression.recalibrate_batchnorm)
     assert older.strategy.warm_start == 0 and older.strategy.seed == 2
+    data = frozen_spec(validate_spec(make_spec_data(**{"strategy": {"name": "random", "seed": 1},
+                                                       "compression.importance": "activation"})))
+    assert spec_from_frozen(data, check_paths=False).strategy.skip_dominated
+    del data["strategy"]["skip_dominated"]  # frozen before random skipped dominated proposals
+    del data["compression"]["bias_correction"]  # a compression section from before some of its settings
+    older = spec_from_frozen(data, check_paths=False)
+    assert not older.strategy.skip_dominated and not older.compression.bias_correction
+    assert older.compression.importance == "activation" and older.compression.fold_batchnorm  # as frozen
 
 
 def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):

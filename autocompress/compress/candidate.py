@@ -20,8 +20,21 @@ from autocompress.compress.discovery import find_channel_groups
 from autocompress.compress.folding import fold_batchnorms, recalibrate_batchnorms
 from autocompress.compress.groups import GroupReport
 from autocompress.compress.neurons import quantize_neurons
-from autocompress.compress.pruning import Importance, activity_statistics, l2_importance, prune_network, select_removed
-from autocompress.compress.quantization import FULL_PRECISION, check_bits, fake_quantize, quantizable_layers
+from autocompress.compress.pruning import (
+    Importance,
+    activity_statistics,
+    consumer_importance,
+    l2_importance,
+    prune_network,
+    select_removed,
+)
+from autocompress.compress.quantization import (
+    FULL_PRECISION,
+    check_bits,
+    correct_biases,
+    fake_quantize,
+    quantizable_layers,
+)
 
 
 @dataclass
@@ -51,25 +64,33 @@ def compress_model(
     fold: list[tuple[str, str]] | None = None,
     clip: bool = False,
     recalibrate: torch.Tensor | None = None,
+    statistics: dict | None = None,
+    correct: torch.Tensor | None = None,
 ):
     """A compressed copy of ``model`` (an :class:`~autocompress.models.SViT`).
 
-    ``importance="variance"`` (VBP) needs the ``calibration`` batch; it folds the
-    removed channels' mean activity into the next layer unless ``compensate=False``.
+    ``importance="variance"`` (VBP) needs the ``calibration`` batch (or its
+    ``statistics``, :func:`~autocompress.compress.pruning.activity_statistics`, computed
+    once); it folds the removed channels' mean activity into the next layer unless
+    ``compensate=False``. ``importance="activation"`` does the same and scores a channel
+    by its rate variance times the squared norm of the consumer weights it feeds
+    (:func:`~autocompress.compress.pruning.consumer_importance`).
     ``neuron_bits`` puts the membrane potential on a fixed-point grid
     (:mod:`autocompress.compress.neurons`; off by default). ``fold`` (``(layer,
     batchnorm)`` pairs, :func:`~autocompress.compress.folding.foldable_batchnorms`) folds
     those BatchNorms into their layers. ``clip`` quantizes with MSE clipping
     (:func:`~autocompress.compress.quantization.quantize_tensor`). ``recalibrate`` (images)
     re-estimates the BatchNorm statistics of the pruned, quantized model on them before
-    they are folded. The order: prune, quantize, recalibrate, fold (a folded row stays on
+    they are folded. ``correct`` (images) corrects the biases of the quantized layers for
+    the mean shift of their outputs (:func:`~autocompress.compress.quantization.correct_biases`).
+    The order: prune, quantize, correct biases, recalibrate, fold (a folded row stays on
     its channel's grid, scaled).
     """
     prune, bits = dict(prune or {}), dict(bits or {})
-    if importance not in ("l2", "variance"):
-        raise ValueError(f"importance must be 'l2' or 'variance', got {importance!r}")
-    if importance == "variance" and calibration is None:
-        raise ValueError("variance-based pruning needs the calibration batch")
+    if importance not in ("l2", "variance", "activation"):
+        raise ValueError(f"importance must be 'l2', 'variance' or 'activation', got {importance!r}")
+    if importance != "l2" and calibration is None and statistics is None:
+        raise ValueError(f"{importance}-based pruning needs the calibration batch")
     if groups is None:
         groups = find_channel_groups(model, example=calibration)
     by_name = groups.by_name()
@@ -86,20 +107,31 @@ def compress_model(
     for b in bits.values():
         check_bits(b)
 
-    stats = activity_statistics(model, list(by_name.values()), calibration) if importance == "variance" else {}
+    stats = {}
+    if importance != "l2" and prune:
+        stats = statistics if statistics is not None else activity_statistics(model, list(by_name.values()), calibration)
     removed: dict[str, list[int]] = {}
     for name, rate in prune.items():
         group = by_name[name]
-        score = stats[name][1] if name in stats else l2_importance(model.net, group)
+        if name not in stats:
+            score = l2_importance(model.net, group)
+        elif importance == "variance":
+            score = stats[name][1]
+        else:
+            score = consumer_importance(model.net, group, stats[name][1])
         removed[name] = select_removed(group, rate, score)
     means = {name: mean for name, (mean, _) in stats.items()} if (compensate is not False and stats) else None
 
     result = copy.deepcopy(model)
     kept, biased = prune_network(result.net, by_name, {k: v for k, v in removed.items() if v}, means)
     quantized = {path: b for path, b in bits.items() if b != FULL_PRECISION}
+    modules = dict(result.net.named_modules())
+    originals = {path: modules[path].weight.detach().clone() for path in quantized} if correct is not None else {}
     fake_quantize(result.net, quantized, clip=clip)
     neuron_bits = None if neuron_bits in (None, 32) else neuron_bits
     quantize_neurons(result.net, neuron_bits)  # before recalibrating: the statistics of the model as it runs
+    if originals:
+        biased += [layer for layer in correct_biases(result, originals, correct) if layer not in biased]
     if recalibrate is not None:
         recalibrate_batchnorms(result, recalibrate)
     fold = list(fold or [])

@@ -28,7 +28,7 @@ from torch import nn
 from autocompress.compress.attention import fix_attention
 from autocompress.compress.groups import ChannelGroup, channel_view
 
-Importance = Literal["l2", "variance"]
+Importance = Literal["l2", "variance", "activation"]
 
 
 # --------------------------------------------------------------------------- selection
@@ -45,6 +45,22 @@ def l2_importance(net: nn.Module, group: ChannelGroup) -> torch.Tensor:
         rows = torch.tensor([member.position(i) for i in range(group.channels)])
         squared += weight[rows].flatten(1).pow(2).sum(1)
     return squared.sqrt()
+
+
+def consumer_importance(net: nn.Module, group: ChannelGroup, variance: torch.Tensor) -> torch.Tensor:
+    """Per channel: what its removal leaves for the kept channels to absorb once its mean
+    is folded into the consumer (VBP): the variance of its spike rate times the squared
+    norm of the consumer weights it feeds, i.e. the expected squared change of the
+    consumer's output. The consumer is the group's compensating layer, else every layer
+    that takes the channels as input."""
+    modules = dict(net.named_modules())
+    members = [m for m in group.members if m.role == "in" and (group.compensate is None or m.module == group.compensate)]
+    squared = torch.zeros(group.channels, dtype=torch.float64)
+    for member in members:
+        weight = modules[member.module].weight.detach().double()
+        columns = torch.tensor([member.position(i) for i in range(group.channels)])
+        squared += weight[:, columns].transpose(0, 1).flatten(1).pow(2).sum(1)
+    return variance.double() * squared
 
 
 @torch.inference_mode()

@@ -110,3 +110,52 @@ def unpack(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Ten
         bit_planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits).astype(np.int64)
         values = (bit_planes << np.arange(bits, dtype=np.int64)).sum(1)
     return torch.from_numpy(values - offset).to(torch.int32).reshape(shape)
+
+
+@torch.no_grad()
+def correct_biases(model, originals: dict[str, torch.Tensor], images: torch.Tensor, *, batch: int = 64) -> list[str]:
+    """Bias correction (Nagel et al., 2019): for each layer of ``originals`` (path ->
+    its weight before quantization), subtract the shift its quantization error puts on
+    the mean of its output, ``(W_q - W) @ E[x]``, with E[x] the mean of the layer's input
+    per input channel over ``images`` run through ``model`` (the compressed, spiking
+    model; convolutions: the kernel summed, borders ignored). Returns the layers that
+    had no bias and got one. A BatchNorm re-estimated after this absorbs the correction
+    of the layer before it; it matters for layers without one (the classifier head)."""
+    modules = dict(model.net.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(path):
+        def record(module, inputs, _output):
+            x = inputs[0].detach().double()
+            if isinstance(module, nn.Linear):
+                flat = x.reshape(-1, x.shape[-1])
+            else:
+                flat = x.movedim(1, -1).reshape(-1, x.shape[1])
+            sums[path] = sums.get(path, 0) + flat.sum(0)
+            counts[path] = counts.get(path, 0) + flat.shape[0]
+        return record
+
+    handles = [modules[path].register_forward_hook(hook(path)) for path in originals]
+    try:
+        model.eval()
+        for chunk in images.split(batch):
+            model(chunk)
+    finally:
+        for handle in handles:
+            handle.remove()
+    biased = []
+    for path, original in originals.items():
+        if path not in sums:
+            continue
+        module = modules[path]
+        error = (module.weight.detach().double() - original.double()).flatten(2).sum(2) if module.weight.ndim > 2 \
+            else module.weight.detach().double() - original.double()
+        shift = error @ (sums[path] / counts[path])
+        if module.bias is None:
+            module.bias = nn.Parameter(torch.zeros(module.weight.shape[0], dtype=module.weight.dtype,
+                                                   device=module.weight.device))
+            biased.append(path)
+        module.bias.data -= shift.to(module.bias.dtype)
+    return biased
+

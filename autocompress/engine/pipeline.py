@@ -17,6 +17,7 @@ from autocompress.compress import (
     footprint,
     quantizable_layers,
 )
+from autocompress.compress.pruning import activity_statistics
 from autocompress.engine.session import Session
 from autocompress.engine.space_file import build_space
 from autocompress.search import Constraints, Gate, SearchSpace, Strategy, create_strategy
@@ -37,8 +38,17 @@ def channel_groups(session: Session) -> GroupReport:
 def build_candidate(session: Session, groups: GroupReport, config: Mapping):
     """The compressed model of a candidate config (``{"prune": {...}, "bits": {...}}``)."""
     options = session.spec.compression
-    return compress_model(session.model, prune=dict(config.get("prune", {})), bits=dict(config.get("bits", {})),
-                          groups=groups, importance="l2", fold=groups.folds, clip=options.mse_clipping,
+    prune = dict(config.get("prune", {}))
+    statistics = None
+    if options.importance != "l2" and prune:  # the base model's spike rates: measured once per session
+        if "activity" not in session.cache:
+            session.cache["activity"] = activity_statistics(session.model, groups.groups,
+                                                            session.data.calibration.to(session.device))
+        statistics = session.cache["activity"]
+    return compress_model(session.model, prune=prune, bits=dict(config.get("bits", {})),
+                          groups=groups, importance=options.importance, statistics=statistics, fold=groups.folds,
+                          clip=options.mse_clipping,
+                          correct=session.data.calibration.to(session.device) if options.bias_correction else None,
                           recalibrate=session.data.calibration.to(session.device) if options.recalibrate_batchnorm
                           else None)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -63,6 +63,7 @@ class Session:
     data: DataBundle
     device: torch.device
     checkpoint: str | None
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # what every candidate reuses
 
     @classmethod
     def open(cls, spec: Spec, *, device: str | None = None, progress: bool = False,

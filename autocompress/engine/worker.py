@@ -36,15 +36,20 @@ FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
 # from before them (it holds every setting of its day, so a missing key is one of these)
 # resumes as it started, with the behaviour of its day.
 _SETTINGS_OF_OLDER_RUNS = {
-    "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False},
+    "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False,
+                    "importance": "l2", "bias_correction": False},
 }
-_STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0}}
+_STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
+                                    "random": {"skip_dominated": False}}
 
 
 def _as_started(data: dict) -> dict:
     data = dict(data)
-    for key, value in _SETTINGS_OF_OLDER_RUNS.items():
-        data.setdefault(key, value)
+    for key, value in _SETTINGS_OF_OLDER_RUNS.items():  # key by key: a section may predate some of its settings
+        if key not in data:
+            data[key] = dict(value)
+        elif isinstance(data[key], dict):
+            data[key] = {**value, **data[key]}
     strategy = data.get("strategy")
     if isinstance(strategy, dict) and strategy.get("name") in _STRATEGY_SETTINGS_OF_OLDER_RUNS:
         data["strategy"] = {**_STRATEGY_SETTINGS_OF_OLDER_RUNS[strategy["name"]], **strategy}

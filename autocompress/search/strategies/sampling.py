@@ -12,7 +12,8 @@ the memory limits, spread from the least aggressive to the most; the sampler goe
 from there (the gate, calibrated by then, turns away the collapsed ones).
 
 Every proposal is probed first (footprint and drift); only one whose footprint meets
-the memory limits is evaluated in full. One that breaks them is told to the study as
+the memory limits is evaluated in full (``random`` also skips one that a feasible point
+already evaluated dominates in footprint and drift: ``skip_dominated``). One that breaks them is told to the study as
 infeasible by its exact memory excess, with its accuracy estimated as below.
 
 A candidate the gate rejects is told to the study as what it is: a constraint
@@ -43,6 +44,9 @@ class RandomOptions(StrategyOptions):
     """Uniform sampling: the baseline every other strategy is measured against."""
 
     name: Literal["random"]
+    skip_dominated: bool = Field(
+        True, description="with the proxy on, do not validate a proposal that a feasible point already evaluated "
+                          "dominates at the probe (no larger and no more drift): it is predicted to be no better")
 
 
 class TPEOptions(StrategyOptions):
@@ -91,9 +95,15 @@ class _Sampling(Strategy):
         else:
             self.probing[request.config] = waiting - 1
         if result.error is None and result.memory_bytes is not None and self.constraints.memory_ok(result.memory_bytes):
+            if not self._worth_validating(result):
+                return False
             self.ready.append(request.config)
             return True
         return False
+
+    def _worth_validating(self, result: Result) -> bool:
+        """Whether a probed proposal within the memory limits is asked for in full."""
+        return True
 
 
 @register_strategy("random", RandomOptions)
@@ -102,6 +112,7 @@ class RandomStrategy(_Sampling):
         super().__init__(*args, **kwargs)
         self.rng = np.random.default_rng(self.seed)
         self.seen: set[Config] = set()
+        self.front: list[tuple[int, float]] = []  # (bytes, drift) of the feasible points evaluated
         self._done = False
 
     @property
@@ -121,9 +132,19 @@ class RandomStrategy(_Sampling):
                 self._done = True
         return requests
 
+    def _worth_validating(self, result: Result) -> bool:
+        """Not when a feasible point already evaluated has no more bytes and no more
+        drift: by the drift's ranking it is at least as accurate, so the proposal could
+        not improve the Pareto set (skipped proposals are probed only)."""
+        if not self.options.skip_dominated or result.drift is None:
+            return True
+        return not any(memory <= result.memory_bytes and drift <= result.drift for memory, drift in self.front)
+
     def tell(self, request: Request, result: Result) -> None:
         if request.stage == "probe":
             self._probed(request, result)  # uniform sampling learns nothing else
+        elif result.feasible and result.drift is not None:
+            self.front.append((result.memory_bytes, result.drift))
 
 
 class _OptunaStrategy(_Sampling):
