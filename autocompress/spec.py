@@ -536,10 +536,10 @@ class CompressionSpec(_Strict):
                            "output, measured on the calibration images (a recalibrated BatchNorm after the layer "
                            "absorbs it anyway)")
     importance: Literal["l2", "variance", "activation"] = Field(
-        "l2", description="which channels pruning removes: l2 (the smallest filters), variance (VBP: the least "
-                          "varying spike rates on the calibration images, their means folded into the next layer) "
-                          "or activation (as variance, each channel's rate variance weighted by the squared norm "
-                          "of the weights it feeds: what the kept channels must absorb)")
+        "variance", description="which channels pruning removes: variance (VBP: the least varying spike rates on the "
+                                "calibration images, their mean rates folded into the next layer's bias), l2 (the "
+                                "smallest filters, PSViT/PrimeSVT) or activation (as variance, each channel's rate "
+                                "variance weighted by the squared norm of the weights it feeds)")
 
 
 class EvaluationSpec(_Strict):

@@ -161,6 +161,9 @@ def test_activation_importance_weighs_the_variance_by_the_weights_the_channel_fe
         now = compress_model(heavier, prune={group.name: 0.5}, importance=importance, calibration=calibration,
                              groups=groups).pruned_channels[group.name]
         assert (quiet in now) == removes
+    assert compress_model(model, bits={"head": 4}, importance="activation").compression.bits == {"head": 4}  # no pruning
+    with pytest.raises(ValueError, match="activation-based pruning needs the calibration batch"):
+        compress_model(model, prune={group.name: 0.5}, importance="activation")
 
 
 def test_bias_correction_restores_each_quantized_layers_mean_output_and_exports(trained, tmp_path):
@@ -310,11 +313,15 @@ def test_activity_statistics_follow_the_channels(trained):
     inputs = {}
     for name, consumer in (("blocks.0.attn.v", "blocks.0.attn.proj_conv_bn"), ("blocks.0.mlp.hidden", "blocks.0.mlp.fc2")):
         module = model.net.get_submodule(consumer)
-        module.register_forward_pre_hook(lambda _m, args, name=name: inputs.__setitem__(name, args[0].detach()))
-    stats = activity_statistics(model, [groups["blocks.0.attn.v"], groups["blocks.0.mlp.hidden"]], images)
-    for name, seen in inputs.items():  # seen: [T, N, C, L], the consumer's input
-        mean = seen.double().mean(0).transpose(0, 1).reshape(seen.shape[2], -1).mean(1)
+        module.register_forward_pre_hook(lambda _m, args, name=name: inputs.setdefault(name, []).append(args[0].detach()))
+    stats = activity_statistics(model, [groups["blocks.0.attn.v"], groups["blocks.0.mlp.hidden"]], images, batch=12)
+    for name, chunks in inputs.items():
+        seen = torch.cat(chunks, dim=1)  # [T, N, C, L], the consumer's input, over the chunks of images
+        assert seen.shape[1] == len(images)
+        samples = seen.double().mean(0).transpose(0, 1).reshape(seen.shape[2], -1)
+        mean = samples.mean(1)
         assert torch.allclose(stats[name][0], mean), name
+        assert torch.allclose(stats[name][1], samples.var(1, unbiased=False), atol=1e-12), name
         assert float(mean.max()) > 0  # the channels are active, so the check has teeth
 
 

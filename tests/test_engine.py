@@ -37,7 +37,8 @@ def test_a_failing_task_is_a_result_and_the_search_goes_on():
                 failed += 1
                 loop.complete(task, TaskOutcome(error="RuntimeError: boom"))
             elif task.stage == "probe":
-                loop.complete(task, TaskOutcome(memory_bytes=500_000, drift=0.1 * task.key % 1))
+                # each proposal smaller than the last: random's dominance check never skips one
+                loop.complete(task, TaskOutcome(memory_bytes=500_000 - 1_000 * task.key, drift=0.1 * task.key % 1))
             else:
                 loop.complete(task, TaskOutcome(accuracy=89.5))
     assert loop.stats.failed == 2 and loop.stats.full_evaluations == 6

@@ -89,7 +89,7 @@ def compress_model(
     prune, bits = dict(prune or {}), dict(bits or {})
     if importance not in ("l2", "variance", "activation"):
         raise ValueError(f"importance must be 'l2', 'variance' or 'activation', got {importance!r}")
-    if importance != "l2" and calibration is None and statistics is None:
+    if importance != "l2" and prune and calibration is None and statistics is None:
         raise ValueError(f"{importance}-based pruning needs the calibration batch")
     if groups is None:
         groups = find_channel_groups(model, example=calibration)

@@ -64,31 +64,44 @@ def consumer_importance(net: nn.Module, group: ChannelGroup, variance: torch.Ten
 
 
 @torch.inference_mode()
-def activity_statistics(model, groups: Sequence[ChannelGroup], calibration: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def activity_statistics(model, groups: Sequence[ChannelGroup], calibration: torch.Tensor, *,
+                        batch: int = 16) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{group: (mean, variance)}`` of each channel's spike rate on the calibration batch.
 
     The rate of channel c at one token of one image is its spike count over the T time
     steps divided by T; mean and variance are over the images and tokens of the batch.
+    The images go through in chunks of ``batch`` and each neuron layer's output is reduced
+    to per-channel sums as it is produced, so memory stays that of one forward.
     """
     modules = dict(model.net.named_modules())
-    wanted = {g.activity[0]: g for g in groups if g.activity is not None}
-    outputs: dict[str, torch.Tensor] = {}
-    hooks = [
-        modules[path].register_forward_hook(lambda _m, _i, out, path=path: outputs.__setitem__(path, out.detach()))
-        for path in wanted
-    ]
+    wanted: dict[str, list[ChannelGroup]] = {}
+    for group in groups:
+        if group.activity is not None:
+            wanted.setdefault(group.activity[0], []).append(group)
+    sums: dict[str, list] = {g.name: [0.0, 0.0, 0] for members in wanted.values() for g in members}
+
+    def reduce(path, out):
+        for group in wanted[path]:
+            _, offset, axes = group.activity
+            spikes = channel_view(out.detach(), axes)  # [T, N, C_total, tokens...]
+            rate = spikes[:, :, offset : offset + group.channels].double().mean(0)  # [N, C, tokens...]
+            samples = rate.transpose(0, 1).reshape(group.channels, -1)
+            total = sums[group.name]
+            total[0] = total[0] + samples.sum(1)
+            total[1] = total[1] + samples.pow(2).sum(1)
+            total[2] += samples.shape[1]
+
+    hooks = [modules[path].register_forward_hook(lambda _m, _i, out, path=path: reduce(path, out)) for path in wanted]
     try:
-        model(calibration)
+        for chunk in calibration.split(batch):
+            model(chunk)
     finally:
         for hook in hooks:
             hook.remove()
     stats = {}
-    for path, group in wanted.items():
-        _, offset, axes = group.activity
-        spikes = channel_view(outputs[path], axes)  # [T, N, C_total, tokens...]
-        rate = spikes[:, :, offset : offset + group.channels].double().mean(0)  # [N, C, tokens...]
-        samples = rate.transpose(0, 1).reshape(group.channels, -1)
-        stats[group.name] = (samples.mean(1), samples.var(1, unbiased=False))
+    for name, (first, second, count) in sums.items():
+        mean = first / count
+        stats[name] = (mean, (second / count - mean.pow(2)).clamp_min(0.0))
     return stats
 
 

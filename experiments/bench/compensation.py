@@ -8,7 +8,11 @@ Techniques (``compression.*`` in the spec): ``fold_batchnorm`` (BatchNorm folded
 the layer before it; exact, so only the footprint changes), ``mse_clipping`` (each
 channel's quantization range chosen to minimise its rounding error) and
 ``recalibrate_batchnorm`` (BatchNorm statistics re-estimated on the 64 calibration
-images, from the training split, through the compressed spiking model). Uniform
+images, from the training split, through the compressed spiking model),
+``bias_correction`` (each quantized layer's bias corrected for the mean shift of its
+output; off by default) and ``importance`` (which channels pruning removes: ``l2``, the
+smallest filters; ``variance``, VBP, the default; ``activation``, the rate variance
+weighted by the weights the channel feeds). Uniform
 configurations: every channel group pruned at the same rate (L2) and every layer at the
 same bit-width.
 """
@@ -21,13 +25,27 @@ from _results import DIGITS_SPEC, budget_arguments, publish, run_search
 from autocompress.engine import Setup, Worker
 from autocompress.spec import load_spec, validate_spec
 
+_OFF = {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False, "bias_correction": False,
+        "importance": "l2"}
 SETTINGS = {
-    "plain (as before)": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False},
-    "fold": {"fold_batchnorm": True, "mse_clipping": False, "recalibrate_batchnorm": False},
-    "fold + MSE clipping": {"fold_batchnorm": True, "mse_clipping": True, "recalibrate_batchnorm": False},
-    "fold + BN recalibration": {"fold_batchnorm": True, "mse_clipping": False, "recalibrate_batchnorm": True},
-    "fold + clipping + recalibration": {"fold_batchnorm": True, "mse_clipping": True, "recalibrate_batchnorm": True},
+    "plain (as before)": _OFF,
+    "fold": {**_OFF, "fold_batchnorm": True},
+    "fold + MSE clipping": {**_OFF, "fold_batchnorm": True, "mse_clipping": True},
+    "fold + BN recalibration": {**_OFF, "fold_batchnorm": True, "recalibrate_batchnorm": True},
+    "fold + clipping + recalibration": {**_OFF, "fold_batchnorm": True, "mse_clipping": True,
+                                        "recalibrate_batchnorm": True},
+    "fold + clipping + bias correction": {**_OFF, "fold_batchnorm": True, "mse_clipping": True,
+                                          "bias_correction": True},
+    "fold + clipping + recalibration + bias correction": {**_OFF, "fold_batchnorm": True, "mse_clipping": True,
+                                                          "recalibrate_batchnorm": True, "bias_correction": True},
+    "fold + clipping + recalibration, VBP importance (the defaults)": {
+        **_OFF, "fold_batchnorm": True, "mse_clipping": True, "recalibrate_batchnorm": True, "importance": "variance"},
+    "fold + clipping + recalibration, activation importance": {
+        **_OFF, "fold_batchnorm": True, "mse_clipping": True, "recalibrate_batchnorm": True,
+        "importance": "activation"},
 }
+PRUNE_ONLY = {"space.search": "prune", "space.granularity": "layer", "constraints.accuracy.max_drop": 3.0,
+              "constraints.memory.min_saving": 0.3}
 
 
 def with_options(spec, options: dict):
@@ -68,6 +86,19 @@ def search_table(spec, budget: int) -> list[str]:
     return lines
 
 
+def importance_table(spec, budget: int) -> list[str]:
+    lines = ["| pruning importance | best feasible bytes | saved | top-1 % | full evaluations |",
+             "|---|---:|---:|---:|---:|"]
+    for importance in ("l2", "variance", "activation"):
+        run = run_search(spec, {**PRUNE_ONLY, "compression.importance": importance,
+                                "budget.max_full_evaluations": budget})
+        best = run.best
+        lines.append(f"| {importance} | {best.memory_bytes:,} | {best.memory_saving:.1%} | {best.accuracy:.2f} | "
+                     f"{run.full_evaluations} |" if best else f"| {importance} | none | - | - | {run.full_evaluations} |")
+        print(lines[-1], file=sys.stderr)
+    return lines
+
+
 def main() -> int:
     args = budget_arguments(__doc__)
     spec = load_spec(DIGITS_SPEC)
@@ -75,7 +106,9 @@ def main() -> int:
         ["Uniform configurations of the digits reference (99.44 %, 661,808 bytes; 360 test images), each "
          "setting side by side:", ""] + uniform_table(spec)
         + ["", f"Greedy on the demo spec (block granularity, 1.5 points, at least 80 % saved), at most {args.budget} "
-               "full evaluations:", ""] + search_table(spec, args.budget))
+               "full evaluations:", ""] + search_table(spec, args.budget)
+        + ["", f"Prune-only greedy (layer granularity, 3 points, at least 30 % saved), at most {args.budget} full "
+               "evaluations, the compression defaults, by pruning importance:", ""] + importance_table(spec, args.budget))
     publish("compensation", "Post-training compensation", "python experiments/bench/compensation.py --write", body,
             write=args.write)
     return 0
