@@ -359,6 +359,9 @@ def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_sta
     older = spec_from_frozen(data, check_paths=False)
     assert not older.strategy.skip_dominated and not older.compression.bias_correction
     assert older.compression.importance == "activation" and older.compression.fold_batchnorm  # as frozen
+    data = frozen_spec(validate_spec(make_spec_data(**{"strategy": {"name": "prioritized", "seed": 0}})))
+    del data["strategy"]["keep_compressing"]  # frozen when prioritized stopped at the memory goal by default
+    assert not spec_from_frozen(data, check_paths=False).strategy.keep_compressing
 
 
 def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):

@@ -40,7 +40,7 @@ _SETTINGS_OF_OLDER_RUNS = {
                     "importance": "l2", "bias_correction": False},
 }
 _STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
-                                    "random": {"skip_dominated": False}}
+                                    "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False}}
 
 
 def _as_started(data: dict) -> dict:

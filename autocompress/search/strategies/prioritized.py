@@ -9,10 +9,10 @@
    the gate, so hopeless choices cost only a probe once the gate is calibrated). A
    choice beyond the first level whose sensitivity probe already broke the accuracy
    limit (known when the proxy is off) is not tried.
-4. It stops when the memory goal is met by a compressed candidate (an uncompressed
-   model that meets it does not count), or, with ``keep_compressing``, only once every
-   dimension has been visited: the smallest footprint within the accuracy limit rather
-   than the first that meets the goal.
+4. With ``keep_compressing`` (the default) it ends once every dimension has been
+   visited: the smallest footprint within the accuracy limit. With
+   ``keep_compressing: false`` it stops, as PrimeSVT does, as soon as a compressed
+   candidate meets the memory goal (an uncompressed model that meets it does not count).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class PrioritizedOptions(StrategyOptions):
     name: Literal["prioritized"]
     sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     keep_compressing: bool = Field(
-        False, description="go on through every dimension after the memory goal is met (false: stop there, as "
-                           "PrimeSVT does)")
+        True, description="go on through every dimension after the memory goal is met (false: stop there, as "
+                          "PrimeSVT does)")
 
 
 @register_strategy("prioritized", PrioritizedOptions)
