@@ -165,7 +165,8 @@ def _validation_plan(store: RunStore, spec, count: int) -> dict:
     elif plan["images"] != count:
         raise AutocompressError(
             f"{store.run_dir}: the search's validation images (the selection split, with a held-out one) number "
-            f"{count} now but were {plan['images']} when this run started (the data changed); its results cannot be compared. Start a new run with `autocompress search`")
+            f"{count} now but were {plan['images']} when this run started (the data changed); its results cannot "
+            "be compared. Start a new run with `autocompress search`")
     return plan
 
 

@@ -111,8 +111,8 @@ def main() -> int:
                         + f" | {run.full_evaluations} |")
         print(label, searches[-1], file=sys.stderr)
     use_grid(None)
-    lines = ["Uniform configurations (every group pruned at the rate, L2; every layer at the bit-width), top-1 % / "
-             "drift:", "",
+    lines = ["Uniform configurations (every group pruned at the rate with the default VBP importance; every layer "
+             "at the bit-width), top-1 % / drift:", "",
              "| prune | bits | " + " | ".join(GRIDS) + " |", "|---:|---:|" + "---:|" * len(GRIDS)]
     lines += [f"| {rate:.0%} | {bits} | " + " | ".join(cells) + " |" for (rate, bits), cells in rows.items()]
     lines += ["", f"Greedy search, block granularity, 1.5 points, at most {args.budget} full evaluations:", "",
