@@ -212,9 +212,15 @@ def test_bad_run_directories_exit_2(tmp_path, capsys):
 # --------------------------------------------------------------------------- processes: kill, interrupt, Ray
 
 
+def _default_sigint() -> None:
+    # a suite started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and so would the search it starts: give it the Ctrl-C a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "autocompress", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=_default_sigint, **kwargs)
 
 
 def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: float = HANG_GUARD) -> None:
