@@ -39,18 +39,16 @@ def build_candidate(session: Session, groups: GroupReport, config: Mapping):
     """The compressed model of a candidate config (``{"prune": {...}, "bits": {...}}``)."""
     options = session.spec.compression
     prune = dict(config.get("prune", {}))
+    calibration = session.data.calibration.to(session.device)
     statistics = None
     if options.importance != "l2" and prune:  # the base model's spike rates: measured once per session
         if "activity" not in session.cache:
-            session.cache["activity"] = activity_statistics(session.model, groups.groups,
-                                                            session.data.calibration.to(session.device))
+            session.cache["activity"] = activity_statistics(session.model, groups.groups, calibration)
         statistics = session.cache["activity"]
     return compress_model(session.model, prune=prune, bits=dict(config.get("bits", {})),
                           groups=groups, importance=options.importance, statistics=statistics, fold=groups.folds,
-                          clip=options.mse_clipping,
-                          correct=session.data.calibration.to(session.device) if options.bias_correction else None,
-                          recalibrate=session.data.calibration.to(session.device) if options.recalibrate_batchnorm
-                          else None)
+                          clip=options.mse_clipping, correct=calibration if options.bias_correction else None,
+                          recalibrate=calibration if options.recalibrate_batchnorm else None)
 
 
 @dataclass

@@ -71,8 +71,9 @@ def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bo
 class Worker:
     """``probe``: a candidate's footprint and drift (one calibration forward); ``full``:
     its top-1 accuracy on the validation set, or on a shard of it (positions of the run's
-    seeded validation order); ``holdout``: the same over the held-out split. The last built model is kept, so a probe followed by the
-    full evaluation (or the shards of it this worker gets) builds it once."""
+    seeded validation order); ``holdout``: the same over the held-out split. The last
+    built model is kept, so a probe followed by the full evaluation (or the shards of it
+    this worker gets) builds it once."""
 
     def __init__(self, session: Session, groups=None, *, proxy: bool = True, run_dir: str | None = None):
         self.session = session

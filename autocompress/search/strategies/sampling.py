@@ -13,8 +13,9 @@ from there (the gate, calibrated by then, turns away the collapsed ones).
 
 Every proposal is probed first (footprint and drift); only one whose footprint meets
 the memory limits is evaluated in full (``random`` also skips one that a feasible point
-already evaluated dominates in footprint and drift: ``skip_dominated``). One that breaks them is told to the study as
-infeasible by its exact memory excess, with its accuracy estimated as below.
+already evaluated dominates in footprint and drift: ``skip_dominated``). One that breaks
+them is told to the study as infeasible by its exact memory excess, with its accuracy
+estimated as below.
 
 A candidate the gate rejects is told to the study as what it is: a constraint
 violation estimated, not measured. Its accuracy drop is predicted from its drift by an
