@@ -10,4 +10,13 @@ def load(path):
     return load_compressed(path)
 
 
-__all__ = ["__version__", "load"]
+def finetune(run_dir, points=None, **options):
+    """Recovery fine-tuning of a run's points (``autocompress finetune``): see
+    :func:`autocompress.engine.finetune.finetune`. Returns one entry per point (accuracy
+    before and after, feasibility, the tuned file)."""
+    from autocompress.engine.finetune import finetune as run
+
+    return run(run_dir, points, **options)
+
+
+__all__ = ["__version__", "finetune", "load"]

@@ -325,6 +325,16 @@ def status(run_dir: Path, as_json: bool) -> None:
     for w in report["workers"]:
         click.echo(f"worker:     {w['name']} pid {w['pid']} on {w['node']}: {w['state']}"
                    + (f" ({w['task']})" if w["task"] else ""))
+    for point, t in (report.get("finetune") or {}).items():
+        line = f"finetune:   {point}: {t['state']}, epoch {t['epoch']}/{t['epochs']}"
+        if t["loss"] is not None:
+            line += f", loss {t['loss']:.4f}"
+        if t["validation_accuracy"] is not None and t["state"] != "done":
+            line += f", validation {t['validation_accuracy']:.2f} %"
+        line += f"; top-1 {t['accuracy_before']:.2f} %"
+        if t["accuracy"] is not None:
+            line += f" -> {t['accuracy']:.2f} % ({'feasible' if t['feasible'] else 'not feasible'})"
+        click.echo(line)
     for e in report["events"][-5:]:
         click.echo(f"event:      {e['kind']}: {e['message']}")
 
@@ -363,9 +373,49 @@ def report(run_dir: Path) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--point", "point_ids", multiple=True, help="A fully evaluated candidate's id (repeatable); "
+              "default: the spec's finetune.points (best feasible point and near misses).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override finetune.epochs.")
+@click.option("--workers", type=click.IntRange(min=0), help="Ray Train workers (data-parallel); 0 trains in this "
+              "process. Overrides finetune.workers.")
+@click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
+@click.option("--restart", is_flag=True, help="Discard the point's checkpoint and earlier result; train from the start.")
+@click.option("--set", "overrides", multiple=True, metavar="finetune.KEY=VALUE",
+              help="Override a finetune setting of the run's spec, e.g. --set finetune.lr=1e-3 (repeatable).")
+@_DATA_ROOTS
+def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, workers: int | None,
+             ray_address: str | None, restart: bool, overrides: tuple[str, ...], data_roots: tuple[Path, ...]) -> None:
+    """Recovery fine-tuning of compressed candidates of RUN_DIR: quantization-aware
+    training with distillation from the uncompressed model, the candidate's structure
+    and bit-widths kept. Prints each point's accuracy before and after; `export
+    --tuned` writes the tuned model. A killed fine-tuning resumes from its last epoch
+    when run again."""
+    from autocompress.engine.finetune import finetune as run_finetune
+
+    _interrupt_on_sigterm()
+    overrides = tuple(overrides) + ((f"finetune.epochs={epochs}",) if epochs else ())
+    entries = run_finetune(run_dir, list(point_ids) or None, overrides=list(overrides), workers=workers,
+                           address=ray_address, restart=restart, say=_say,
+                           confine=[str(p) for p in data_roots] or None)
+    for entry in entries:
+        point = entry["id"]
+        held = "" if entry["holdout"] is None else f"; held out {entry['holdout']['accuracy']:.2f} %"
+        click.echo(f"{point}: {entry['memory_bytes']:,} bytes, top-1 {entry['accuracy_before']:.2f} % -> "
+                   f"{entry['accuracy']:.2f} % (drop {entry['accuracy_drop_before']:+.2f} -> "
+                   f"{entry['accuracy_drop']:+.2f}), feasible {'yes' if entry['feasible_before'] else 'no'} -> "
+                   f"{'yes' if entry['feasible'] else 'no'}{held}")
+    if entries:
+        click.echo(f"pareto.json: {Path(run_dir) / 'pareto.json'} (\"tuned\" block); export a tuned point with "
+                   f"`autocompress export {run_dir} --point ID --tuned --out FILE`")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--point", "point_id", required=True, help="The candidate id (a Pareto point's `id`).")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="The file to write.")
-def export(run_dir: Path, point_id: str, out_file: Path) -> None:
+@click.option("--tuned", is_flag=True, help="The point's fine-tuned model (`autocompress finetune`) instead of "
+              "the search's.")
+def export(run_dir: Path, point_id: str, out_file: Path, tuned: bool) -> None:
     """Write the packed compressed model of a fully evaluated candidate (safetensors).
 
     Load it with `autocompress.load(FILE)` (weights only, no pickle), or evaluate it
@@ -373,7 +423,11 @@ def export(run_dir: Path, point_id: str, out_file: Path) -> None:
     """
     from autocompress.engine import export_point
 
-    info = export_point(run_dir, point_id, out_file, say=_say)
+    info = export_point(run_dir, point_id, out_file, say=_say, tuned=tuned)
+    if info.get("tuned"):
+        click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
+                   f"fine-tuned accuracy {info['accuracy']:.2f} % top-1 (untuned {info['accuracy_before']:.2f} %)")
+        return
     if info["early_stopped"]:
         accuracy = (f"validation stopped early as certainly infeasible: about {info['accuracy']:.2f} % top-1, "
                     f"estimated on {info['images']:,} images")

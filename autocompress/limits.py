@@ -50,6 +50,8 @@ LIMITS: dict[str, LimitInfo] = {
     "budget.max_full_evaluations": LimitInfo(100_000, "full evaluations"),
     "budget.max_hours": LimitInfo(24 * 31, "hours", integer=False),
     "execution.workers": LimitInfo(64, "evaluation workers (Ray actors)"),
+    "finetune.epochs": LimitInfo(1000, "fine-tuning epochs"),
+    "finetune.workers": LimitInfo(64, "fine-tuning workers (Ray Train)"),
 }
 
 
@@ -118,6 +120,9 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
         ("data.calibration.size", "data.calibration.size", data.calibration.size),
         ("budget.max_full_evaluations", "budget.max_full_evaluations", spec.budget.max_full_evaluations),
         ("execution.workers", "execution.workers", spec.execution.workers),
+        ("finetune.epochs", "finetune.epochs", spec.finetune.epochs),
+        ("data.batch_size", "finetune.batch_size", spec.finetune.batch_size),
+        ("finetune.workers", "finetune.workers", spec.finetune.workers),
     ]
     if spec.budget.max_hours is not None:
         sizes.append(("budget.max_hours", "budget.max_hours", spec.budget.max_hours))

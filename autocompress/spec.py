@@ -582,6 +582,79 @@ class ExecutionSpec(_Strict):
     )
 
 
+CANDIDATE_ID = r"^[0-9a-f]{12}$"
+
+
+class FinetunePointsSpec(_Strict):
+    ids: Annotated[list[Annotated[str, Field(pattern=CANDIDATE_ID)]], Field(max_length=64)] = Field(
+        default_factory=list, description="fully evaluated candidates to fine-tune, by id (pareto.json's ids)")
+    best_feasible: bool = Field(True, description="fine-tune the best feasible point")
+    near_misses_within: Annotated[float, Field(ge=0)] | None = Field(
+        5.0, description="also the Pareto points whose memory fits but whose accuracy drop exceeds the allowed one "
+                         "by at most this many points (null: none)")
+
+
+class FinetuneDataSpec(_Strict):
+    root: Path | None = Field(
+        default=None,
+        description=("imagefolder: the training folder (root/<class>/<image>, ImageNet's train layout; required); "
+                     "cifar10: the folder holding the training batches (default: data.root); digits: not used "
+                     "(its training split)"))
+    augment: bool = Field(True, description="the usual training augmentation (digits: random shifts; cifar10: "
+                                            "random crop with 4-pixel padding and flips; imagefolder: random "
+                                            "resized crop and flips)")
+    images_per_epoch: PositiveInt | None = Field(
+        default=None, description="train on this many randomly drawn images per epoch (a new draw each epoch) "
+                                  "instead of the whole training set")
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=True, kind="training data root")
+
+
+class DistillationSpec(_Strict):
+    logits: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="weight of the distillation loss on the uncompressed model's logits (KL divergence at "
+                         "the temperature, times T^2); the cross-entropy on the labels gets 1 - this")
+    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    membrane: Annotated[float, Field(ge=0, le=1000)] = Field(
+        0.0, description="weight of matching the membrane potentials of the kept channels to the uncompressed "
+                         "model's (each neuron layer's mean squared difference over the teacher's mean square); "
+                         "0 turns it off")
+
+
+class FinetuneSpec(_Strict):
+    """Recovery fine-tuning of compressed candidates (``autocompress finetune``)."""
+
+    auto: bool = Field(False, description="fine-tune the selected points when the search ends")
+    points: FinetunePointsSpec = Field(default_factory=FinetunePointsSpec)
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = Field(64, description="training images per step (per worker with finetune.workers)")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0, le=10)] = Field(5e-4, description="peak learning rate")
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd only")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up")
+    warmup_epochs: NonNegativeInt = 0
+    seed: Seed = 0
+    validate_every: NonNegativeInt = Field(
+        1, description="epochs between validation accuracies shown as progress (0: only at the end); the last "
+                       "epoch is always the result, whatever these say")
+    data: FinetuneDataSpec = Field(default_factory=FinetuneDataSpec)
+    distillation: DistillationSpec = Field(default_factory=DistillationSpec)
+    workers: NonNegativeInt = Field(
+        0, description="0 trains in this process; N >= 1 trains data-parallel on N Ray Train workers (one per GPU "
+                       "with a GPU device), on execution.ray_address")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> FinetuneSpec:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            raise ValueError(f"finetune.warmup_epochs {self.warmup_epochs} must be below finetune.epochs "
+                             f"{self.epochs}")
+        return self
+
+
 class OutputSpec(_Strict):
     run_dir: Path | None = Field(default=None, description="where the run is stored; default runs/<name>-<date>-<time> beside the spec")
 
@@ -607,6 +680,7 @@ class Spec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
@@ -643,6 +717,9 @@ class Spec(_Strict):
         if checkpoint and checkpoint.startswith(REFERENCE_PREFIX):
             check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self.model.family, self.model.args.model_dump(),
                                  self.data.dataset, self.data.image_size)
+        train_root = self.finetune.data.root
+        if train_root is not None and self.data.dataset == "digits":
+            raise ValueError("finetune.data.root: the digits set trains on its bundled training split; remove it")
         if self.output.run_dir is None:
             base_dir = Path((info.context or {}).get("base_dir") or Path.cwd())
             stamp = time.strftime("%Y%m%d-%H%M%S")  # each search of the spec gets its own run folder

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 _SOURCES = {
     "RunOptions": "driver", "resume_search": "driver", "start_search": "driver",
     "export_point": "exporting",
+    "finetune": "finetune",
     "pareto_document": "pareto_file",
     "Setup": "pipeline", "build_candidate": "pipeline", "channel_groups": "pipeline",
     "Progress": "progress", "session_progress": "progress",
@@ -36,6 +37,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # what the names are, for readers and type checkers
     from autocompress.engine.driver import RunOptions, resume_search, start_search  # noqa: F401
     from autocompress.engine.exporting import export_point  # noqa: F401
+    from autocompress.engine.finetune import finetune  # noqa: F401
     from autocompress.engine.pareto_file import pareto_document  # noqa: F401
     from autocompress.engine.pipeline import Setup, build_candidate, channel_groups  # noqa: F401
     from autocompress.engine.progress import Progress, session_progress  # noqa: F401

@@ -202,6 +202,7 @@ class _Driver:
             raise UserInputError("execution.ray_address is set but execution.workers is 0; "
                                  "give the number of Ray workers (--workers N)")
         self.max_retries = options.max_retries
+        self.data_roots = options.data_roots
         self.max_full, self.max_hours = _budget(store, spec, options)
         self.executor = None  # LocalExecutor or RayExecutor, once the session's model is open
         self.loop: SearchLoop | None = None
@@ -393,4 +394,12 @@ class _Driver:
                  f"({stats['early_stopped']} stopped early), "
                  f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
                  f"{stats['failed']} failed, {stats['retries']} retried, {stats['wall_seconds']:.0f} s")
+        if state == "done" and self.spec.finetune.auto and document["baseline"] is not None:
+            from autocompress.engine.finetune import finetune_run
+
+            finetune_run(store, confine=self.data_roots, say=self.say, progress=False)  # finetune.points
+            document = pareto_document(store)
+            write_pareto(store.run_dir / "pareto.json", document)
+            if self.on_end is not None:
+                self.on_end(store.run_dir)
         return document

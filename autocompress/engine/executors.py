@@ -28,6 +28,32 @@ EventHook = Callable[[str, str], None]  # (kind, message)
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
 
 
+def connect_ray(address: str | None, local_cpus: int | None = None):
+    """``(ray, started)``: Ray joined at ``address`` (a cluster), or inside a Ray Job the
+    cluster it runs on, or else a local Ray of ``local_cpus`` CPUs (this machine's by
+    default) started now; ``started`` says whether this call started it (and so whoever
+    called it shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        options["address"] = address
+    elif os.environ.get("RAY_ADDRESS"):
+        pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
+    else:  # a local Ray sized to this machine: more workers than CPUs are refused by the callers
+        options.update(include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1)
+    try:
+        ray.init(**options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UserInputError(
+            f"execution.ray_address: cannot connect to Ray at {address!r}: {error} (a cluster with token "
+            "authentication also needs RAY_AUTH_MODE=token here, and RAY_AUTH_TOKEN unless the token is "
+            "in ~/.ray/auth_token)") from None
+    return ray, True
+
+
 class RayExecutor:
     """A pool of Ray actors, each holding a :class:`Worker`."""
 
@@ -69,24 +95,8 @@ class RayExecutor:
             raise
 
     def _connect(self, address: str | None, workers: int) -> None:
-        ray = self.ray
-        if not ray.is_initialized():
-            options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
-            if address:
-                options["address"] = address
-            elif os.environ.get("RAY_ADDRESS"):
-                pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
-            else:  # a local Ray sized to this machine: more workers than CPUs are refused below
-                options.update(include_dashboard=False, num_cpus=self.local_cpus)
-            try:
-                ray.init(**options)
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                raise UserInputError(
-                    f"execution.ray_address: cannot connect to Ray at {address!r}: {error} (a cluster with token "
-                    "authentication also needs RAY_AUTH_MODE=token here, and RAY_AUTH_TOKEN unless the token is "
-                    "in ~/.ray/auth_token)") from None
-            self._started_ray = True
-            self._local = not address and not os.environ.get("RAY_ADDRESS")
+        self.ray, self._started_ray = connect_ray(address, self.local_cpus)
+        self._local = self._started_ray and not address and not os.environ.get("RAY_ADDRESS")
 
     def _check_resources(self, workers: int) -> None:
         ray = self.ray

@@ -22,11 +22,14 @@ from autocompress.errors import UserInputError
 
 
 def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLike, *,
-                 say: Callable[[str], None] = print, confine: list[str] | None = None) -> dict:
-    """``confine``: the folders the run's spec paths must stay in (the service's data roots)."""
+                 say: Callable[[str], None] = print, confine: list[str] | None = None, tuned: bool = False) -> dict:
+    """``confine``: the folders the run's spec paths must stay in (the service's data roots);
+    ``tuned``: the point's fine-tuned model (``autocompress finetune``)."""
     with RunStore.open_reader(run_dir) as store:
         records = {r.result.candidate_id: r for r in store.records(("full",))}
         document = pareto_document(store)
+        if tuned:
+            return _export_tuned(store, point_id, out)
         spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=confine)
     record = records.get(point_id)
     if record is None:
@@ -42,3 +45,27 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
     return {"path": str(Path(out).resolve()), "file_bytes": size, "memory_bytes": footprint(model),
             "accuracy": record.result.accuracy, "pareto": any(p["id"] == point_id for p in document["points"]),
             "early_stopped": record.result.early_stopped, "images": record.result.images}
+
+
+def _export_tuned(store: RunStore, point_id: str, out: str | os.PathLike) -> dict:
+    """Copy the tuned file the fine-tuning measured (checked to load first)."""
+    from autocompress.atomic import atomic_write
+    from autocompress.compress import load_compressed
+    from autocompress.engine.finetune import META, TUNED, tune_dir
+
+    entry = (store.meta(META) or {}).get(point_id)
+    if entry is None or entry.get("state") != "done":
+        tuned = ", ".join(k for k, v in (store.meta(META) or {}).items() if v.get("state") == "done") or "none"
+        state = "" if entry is None else f" (its fine-tuning is {entry.get('state')}: run `autocompress finetune` again)"
+        raise UserInputError(f"--point {point_id} --tuned: no finished fine-tuning of that point in {store.run_dir}"
+                             f"{state}; fine-tuned points: {tuned}")
+    source = tune_dir(store.run_dir, point_id) / TUNED
+    model = load_compressed(source)  # a damaged file is refused here, not written out
+    data = source.read_bytes()
+    try:
+        path = atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    except OSError as error:
+        raise UserInputError(f"--out {out}: cannot write: {error}") from None
+    return {"path": str(path.resolve()), "file_bytes": len(data), "memory_bytes": footprint(model),
+            "accuracy": entry["accuracy"], "accuracy_before": entry["accuracy_before"], "tuned": True,
+            "pareto": True, "early_stopped": False, "images": entry["images"]}

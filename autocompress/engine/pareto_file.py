@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from autocompress.atomic import atomic_write
@@ -43,6 +44,36 @@ def _held_out(point: dict, held: dict | None, constraints) -> None:
         "images": measured["total"],
         "feasible": point["feasible"] and base["accuracy"] - measured["accuracy"] <= constraints.max_drop_points,
     }
+
+
+_TUNED_FIELDS = ("state", "epoch", "epochs", "accuracy_before", "accuracy", "accuracy_drop", "feasible_before",
+                 "feasible", "images", "holdout", "memory_bytes", "file", "file_bytes", "seconds", "workers")
+
+
+def _tuned(document: dict, results: list[Result], candidates: dict, tuned: dict, constraints) -> dict:
+    """The fine-tuned points (each Pareto point or near miss that has one gets its
+    ``tuned`` entry) and the tuned front: the Pareto set of every exact full evaluation,
+    a fine-tuned candidate counted at its tuned accuracy."""
+    finished = {cid: entry for cid, entry in tuned.items() if entry.get("state") == "done"}
+    for point in document["points"] + document["near_misses"]:
+        if point["id"] in tuned:
+            point["tuned"] = {key: tuned[point["id"]].get(key) for key in _TUNED_FIELDS}
+    merged = []
+    for result in results:
+        entry = finished.get(result.candidate_id)
+        if entry is not None and not result.early_stopped:
+            result = replace(result, accuracy=entry["accuracy"], accuracy_drop=entry["accuracy_drop"],
+                             feasible=entry["feasible"])
+        merged.append(result)
+    front = pareto_set(merged, constraints)
+    points = []
+    for result in front.points:
+        point = _point(result, candidates.get(result.candidate_id))
+        point["tuned"] = result.candidate_id in finished
+        points.append(point)
+    return {"points": points, "best": front.best.candidate_id if front.best else None,
+            "hypervolume": front.hypervolume,
+            "finetuned": {cid: {key: entry.get(key) for key in _TUNED_FIELDS} for cid, entry in tuned.items()}}
 
 
 def _stopped(result: Result) -> dict:
@@ -116,6 +147,7 @@ def pareto_document(store) -> dict:
         "hypervolume": 0.0,
         "sensitivity": sensitivity(store),
         "holdout": None,
+        "tuned": None,
     }
     if constraints is not None:
         pareto = pareto_set(results, constraints)
@@ -139,6 +171,9 @@ def pareto_document(store) -> dict:
                                    "baseline_accuracy": None if base is None else base["accuracy"]}
             for point in document["points"]:
                 _held_out(point, held, constraints)
+        tuned = store.meta("finetune") or {}
+        if tuned:
+            document["tuned"] = _tuned(document, results, candidates, tuned, constraints)
     document["statistics"] = {
         # a session of an earlier version that ended before its search began stored no count
         "full_evaluations": progress.full_evaluations if "full_evaluations" in stored else len(fulls),

@@ -43,4 +43,26 @@ def run_status(run_dir: str | os.PathLike) -> dict:
             "best": best,
             "workers": store.workers(),
             "events": store.events(),
+            "finetune": finetune_status(store),
         }
+
+
+def finetune_status(store) -> dict:
+    """Each fine-tuned (or fine-tuning) point: state, epoch, the last epoch's loss and
+    validation accuracy, and the accuracy before and after."""
+    from autocompress.engine.store import read_driver
+
+    entries = store.meta("finetune") or {}
+    alive = store.driver_alive() and read_driver(store.run_dir) is not None
+    shown = {}
+    for point, entry in entries.items():
+        state = entry.get("state")
+        if state == "running" and not alive:
+            state = "interrupted"  # killed: `autocompress finetune` again resumes from its last epoch
+        last = (entry.get("history") or [{}])[-1]
+        shown[point] = {"state": state, "epoch": entry.get("epoch"), "epochs": entry.get("epochs"),
+                        "loss": last.get("loss"), "validation_accuracy": last.get("accuracy"),
+                        "accuracy_before": entry.get("accuracy_before"), "accuracy": entry.get("accuracy"),
+                        "feasible_before": entry.get("feasible_before"), "feasible": entry.get("feasible"),
+                        "memory_bytes": entry.get("memory_bytes")}
+    return shown

@@ -22,11 +22,13 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autocompress.version import __version__
 from autocompress.engine import RunStore, is_run_dir
@@ -47,6 +49,22 @@ log = logging.getLogger("autocompress.service")
 
 POINT_ID = re.compile(r"[0-9a-f]{6,64}")
 CONCURRENT_CHECKS = 2  # specs parsed and checked at once; more wait their turn without holding the GIL
+
+
+class FinetuneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]] = Field(default_factory=list, max_length=64)
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("settings")
+    @classmethod
+    def _no_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refused = sorted(set(value) & {"data", "auto", "points"})
+        if refused:
+            raise ValueError(f"settings may not set {', '.join(refused)}: the training data is the submitted spec's, "
+                             "and the points are given as 'points'")
+        return value
 
 
 @dataclass
@@ -182,10 +200,20 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
         return HTMLResponse(page.replace(html.escape(str(run_dir.resolve())), f"/v1/searches/{search_id}"))
 
     @app.get("/v1/searches/{search_id}/points/{point_id}/model", dependencies=guard)
-    def get_model(search_id: str, point_id: str):
+    def get_model(search_id: str, point_id: str, tuned: bool = False):
         run_dir = known(search_id)
         if not POINT_ID.fullmatch(point_id) or not is_run_dir(run_dir):
             raise HTTPException(status_code=404, detail="no such point")
+        if tuned:
+            from autocompress.engine.finetune import TUNED, tune_dir
+
+            with RunStore.open_reader(run_dir) as store:
+                entry = (store.meta("finetune") or {}).get(point_id) or {}
+            path = tune_dir(run_dir, point_id) / TUNED
+            if entry.get("state") != "done" or not path.is_file():
+                raise HTTPException(status_code=404, detail="no finished fine-tuning of this point")
+            return FileResponse(path, media_type="application/octet-stream",
+                                filename=f"{search_id}-{point_id}-tuned.safetensors")
         path = run_dir / "exports" / f"{point_id}.safetensors"
         if not path.is_file():  # exported once, for a fully evaluated point only, then kept
             with RunStore.open_reader(run_dir) as store:
@@ -210,6 +238,37 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
             return action(search_id)
         except Conflict as error:
             raise HTTPException(status_code=409, detail=str(error)) from None
+
+    @app.post("/v1/searches/{search_id}/finetune", dependencies=guard)
+    def finetune(search_id: str, request: FinetuneRequest | None = None) -> dict:
+        """Queue recovery fine-tuning (``autocompress finetune``) of a search that has
+        ended: ``points`` (default: the spec's finetune.points), ``settings`` (finetune
+        keys of the spec but ``data``, ``auto`` and ``points``; the training data is the
+        submitted spec's)."""
+        known(search_id)
+        request = request or FinetuneRequest()
+        args: list[str] = []
+        for point in request.points:
+            args += ["--point", point]
+        if request.settings:
+            from pydantic import ValidationError
+
+            from autocompress.spec import FinetuneSpec
+
+            try:
+                checked = FinetuneSpec.model_validate(request.settings)
+            except ValidationError as error:
+                raise HTTPException(status_code=422, detail=[
+                    {"loc": ["settings", *map(str, e["loc"])], "msg": e["msg"]} for e in error.errors()]) from None
+            for name, value, cap in (("finetune.epochs", checked.epochs, "finetune.epochs"),
+                                     ("finetune.workers", checked.workers, "finetune.workers"),
+                                     ("finetune.batch_size", checked.batch_size, "data.batch_size")):
+                if value > config.limits[cap]:
+                    raise HTTPException(status_code=422, detail=f"settings: {name} {value} is above this service's "
+                                                                f"limit of {config.limits[cap]:g}")
+            for key in request.settings:
+                args += ["--set", f"finetune.{key}={json.dumps(checked.model_dump(mode='json')[key])}"]
+        return act(search_id, lambda sid: jobs.finetune(sid, tuple(args)))
 
     @app.post("/v1/searches/{search_id}/resume", dependencies=guard)
     def resume(search_id: str) -> dict:

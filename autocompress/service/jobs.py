@@ -42,6 +42,7 @@ from typing import Literal
 
 from autocompress.atomic import atomic_write
 from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
+from autocompress.engine.status import finetune_status
 from autocompress.errors import UserInputError
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
@@ -50,7 +51,7 @@ log = logging.getLogger("autocompress.service")
 REQUEST, SUBMITTED, QUEUE, JOB, LOCK, CANCELLED = (
     "request.json", "submitted.json", "queue.json", "job.json", "job.lock", "cancelled")
 SERVICE_LOCK = "service.lock"
-Command = Literal["search", "resume"]
+Command = Literal["search", "resume", "finetune"]
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 STOPPED_BY = ("strategy finished", "strategy asked nothing", "full-evaluation budget", "time budget", "interrupted")
 
@@ -182,6 +183,7 @@ class Queued:
     search_id: str = field(compare=False)
     command: Command = field(compare=False)
     ticket: str = field(compare=False)
+    args: tuple[str, ...] = field(default=(), compare=False)  # finetune: --point and --set options
 
 
 class JobManager:
@@ -228,9 +230,9 @@ class JobManager:
                         log.info("adopted the running job of %s", run_dir.name)
                     else:
                         self._record_end(run_dir, job)
-                if queued.get("command") in ("search", "resume"):
+                if queued.get("command") in ("search", "resume", "finetune"):
                     self.queue.append(Queued(float(queued.get("queued_at", 0.0)), run_dir.name, queued["command"],
-                                             str(queued.get("ticket", ""))))
+                                             str(queued.get("ticket", "")), tuple(queued.get("args") or ())))
             self.queue.sort()
         self._thread = threading.Thread(target=self._loop, name="autocompress-jobs", daemon=True)
         self._thread.start()
@@ -307,8 +309,10 @@ class JobManager:
     def _launch(self, item: Queued) -> None:
         run_dir = self.runs_dir / item.search_id
         command = "resume" if is_run_dir(run_dir) else "search"  # a search that got as far as its store resumes
+        if item.command == "finetune":
+            command = "finetune"
         argv = ([command, str(run_dir / REQUEST), "--run-dir", str(run_dir), *self.search_options]
-                if command == "search" else [command, str(run_dir)]) + self.job_options
+                if command == "search" else [command, str(run_dir), *item.args]) + self.job_options
         job = {"ticket": item.ticket, "command": command, "started_at": time.time()}
         _write_json(run_dir / JOB, job)  # before the start: a restart then knows this ticket was launched
         try:
@@ -323,10 +327,10 @@ class JobManager:
                 self.children.append(process)
         (run_dir / QUEUE).unlink(missing_ok=True)
 
-    def _enqueue(self, search_id: str, command: Command) -> None:
-        item = Queued(time.time(), search_id, command, secrets.token_hex(4))
+    def _enqueue(self, search_id: str, command: Command, args: tuple[str, ...] = ()) -> None:
+        item = Queued(time.time(), search_id, command, secrets.token_hex(4), tuple(args))
         _write_json(self.runs_dir / search_id / QUEUE,
-                    {"command": command, "ticket": item.ticket, "queued_at": item.queued_at})
+                    {"command": command, "ticket": item.ticket, "queued_at": item.queued_at, "args": list(args)})
         self.queue.append(item)
 
     # ------------------------------------------------------------------ requests
@@ -354,6 +358,19 @@ class JobManager:
                 raise Conflict(f"search {search_id} is {state}; nothing to resume")
             (self.runs_dir / search_id / CANCELLED).unlink(missing_ok=True)
             self._enqueue(search_id, "resume")
+        return self.status(search_id)
+
+    def finetune(self, search_id: str, args: tuple[str, ...]) -> dict:
+        """Queue ``autocompress finetune`` of the search's run directory (``args``: its
+        --point and --set finetune.* options, already validated)."""
+        with self.lock:
+            state = self.status(search_id)["state"]
+            if state in ("queued", "running"):
+                raise Conflict(f"search {search_id} is {state}; fine-tune it once it has ended")
+            if not is_run_dir(self.runs_dir / search_id):
+                raise Conflict(f"search {search_id} has no results to fine-tune")
+            (self.runs_dir / search_id / CANCELLED).unlink(missing_ok=True)
+            self._enqueue(search_id, "finetune", args)
         return self.status(search_id)
 
     def cancel(self, search_id: str) -> dict:
@@ -394,7 +411,7 @@ class JobManager:
             alive = search_id in self.running
         out = {"id": search_id, "name": request.get("name"), "submitted_at": self.submitted.get(search_id),
                "strategy": (request.get("strategy") or {}).get("name"), "job": None, "progress": None,
-               "best": None, "error": None}
+               "best": None, "error": None, "finetune": None}
         if job:
             out["job"] = {key: job.get(key) for key in ("command", "launcher", "started_at", "ended_at", "exit_code")}
             if job.get("ray_job"):
@@ -405,6 +422,7 @@ class JobManager:
                 with RunStore.open_reader(run_dir) as store:
                     store_state, sessions = store.state(), store.sessions()
                     progress = session_progress(sessions, store_state) if sessions else None
+                    out["finetune"] = finetune_status(store) or None
                 if progress is not None:
                     if progress.stopped_by and progress.stopped_by not in STOPPED_BY:
                         progress.stopped_by = "error"
