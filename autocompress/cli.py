@@ -382,21 +382,26 @@ def report(run_dir: Path) -> None:
 @click.option("--restart", is_flag=True, help="Discard the point's checkpoint and earlier result; train from the start.")
 @click.option("--set", "overrides", multiple=True, metavar="finetune.KEY=VALUE",
               help="Override a finetune setting of the run's spec, e.g. --set finetune.lr=1e-3 (repeatable).")
+@_LIMIT
 @_DATA_ROOTS
 def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, workers: int | None,
-             ray_address: str | None, restart: bool, overrides: tuple[str, ...], data_roots: tuple[Path, ...]) -> None:
+             ray_address: str | None, restart: bool, overrides: tuple[str, ...], limit_items: tuple[str, ...],
+             data_roots: tuple[Path, ...]) -> None:
     """Recovery fine-tuning of compressed candidates of RUN_DIR: quantization-aware
     training with distillation from the uncompressed model, the candidate's structure
     and bit-widths kept. Prints each point's accuracy before and after; `export
     --tuned` writes the tuned model. A killed fine-tuning resumes from its last epoch
     when run again."""
     from autocompress.engine.finetune import finetune as run_finetune
+    from autocompress.limits import Limits, check_limits
 
     _interrupt_on_sigterm()
+    limits = Limits.parse(limit_items)
     overrides = tuple(overrides) + ((f"finetune.epochs={epochs}",) if epochs else ())
     entries = run_finetune(run_dir, list(point_ids) or None, overrides=list(overrides), workers=workers,
                            address=ray_address, restart=restart, say=_say,
-                           confine=[str(p) for p in data_roots] or None)
+                           confine=[str(p) for p in data_roots] or None,
+                           check=lambda spec: check_limits(spec, limits, source=f"{run_dir} (finetune settings)"))
     for entry in entries:
         point = entry["id"]
         held = "" if entry["holdout"] is None else f"; held out {entry['holdout']['accuracy']:.2f} %"

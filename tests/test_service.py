@@ -57,6 +57,24 @@ def test_submit_the_demo_poll_fetch_pareto_and_a_model(servers, reference_cache,
         session = Session.open(spec, say=lambda _m: None)
     assert session.evaluate(autocompress.load(path)).accuracy == pytest.approx(point["accuracy"], abs=1e-9)
 
+    # recovery fine-tuning, queued as a job of its own; the tuned model comes back with ?tuned=true
+    bad = server.post(f"/v1/searches/{search_id}/finetune", json={"settings": {"data": {"root": "/etc"}}})
+    assert bad.status_code == 422 and "data.augment and data.images_per_epoch" in bad.text
+    assert server.post(f"/v1/searches/{search_id}/finetune", json={"settings": {"epochs": 10**6}}).status_code == 422
+    assert server.post(f"/v1/searches/{search_id}/finetune", json={"points": ["../x"]}).status_code == 422
+    assert server.get(f"/v1/searches/{search_id}/points/{point['id']}/model?tuned=true").status_code == 404
+    queued = server.post(f"/v1/searches/{search_id}/finetune", json={
+        "points": [point["id"]], "settings": {"epochs": 1, "data": {"images_per_epoch": 64}}})
+    assert queued.status_code == 200, queued.text
+    status = server.wait(search_id, ("done", "failed"))
+    assert status["state"] == "done" and status["job"]["command"] == "finetune", status
+    assert status["finetune"][point["id"]]["state"] == "done"
+    tuned = server.get(f"/v1/searches/{search_id}/points/{point['id']}/model?tuned=true")
+    assert tuned.status_code == 200
+    path.write_bytes(tuned.content)
+    after = server.get(f"/v1/searches/{search_id}/pareto").json()["tuned"]["finetuned"][point["id"]]
+    assert session.evaluate(autocompress.load(path)).accuracy == pytest.approx(after["accuracy"], abs=1e-9)
+
     listing = server.get("/v1/searches").json()["searches"]
     assert [s["id"] for s in listing] == [search_id] and listing[0]["state"] == "done"
     report = server.get(f"/v1/searches/{search_id}/report")

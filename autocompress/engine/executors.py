@@ -28,11 +28,13 @@ EventHook = Callable[[str, str], None]  # (kind, message)
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
 
 
-def connect_ray(address: str | None, local_cpus: int | None = None):
+def connect_ray(address: str | None, local_cpus: int | None = None, *, local_logs: bool = True):
     """``(ray, started)``: Ray joined at ``address`` (a cluster), or inside a Ray Job the
     cluster it runs on, or else a local Ray of ``local_cpus`` CPUs (this machine's by
     default) started now; ``started`` says whether this call started it (and so whoever
-    called it shuts it down)."""
+    called it shuts it down). ``local_logs`` false keeps a local Ray's actor logs out of
+    this process's output (Ray Train's controller polls the state API, which a local Ray
+    without its dashboard does not serve, and says so every second)."""
     import ray
 
     if ray.is_initialized():
@@ -43,7 +45,7 @@ def connect_ray(address: str | None, local_cpus: int | None = None):
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
     else:  # a local Ray sized to this machine: more workers than CPUs are refused by the callers
-        options.update(include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1)
+        options.update(include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1, log_to_driver=local_logs)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as error:

@@ -375,7 +375,7 @@ def _train_on_ray(job: Job, workers: int, address: str | None, device: str, on_p
 
     from autocompress.engine.executors import connect_ray
 
-    ray, started = connect_ray(address)
+    ray, started = connect_ray(address, local_logs=False)  # errors still come back with the exception
     try:
         resources = ray.cluster_resources()
         gpu = device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
@@ -461,9 +461,10 @@ def _frozen_with(store, overrides: list[str]) -> dict:
 
 def finetune_run(store, points: list[str] | None = None, *, overrides: list[str] = (), workers: int | None = None,
                  address: str | None = None, restart: bool = False, confine: list[str] | None = None,
-                 say: Say = print, progress: bool = True) -> list[dict]:
+                 say: Say = print, progress: bool = True, check: Callable | None = None) -> list[dict]:
     """Fine-tune ``points`` (the spec's selection by default) of the run whose store is
-    open for writing; return their entries (also kept in the store and in pareto.json)."""
+    open for writing; return their entries (also kept in the store and in pareto.json).
+    ``check(spec)`` vets the spec with the settings in force before anything runs."""
     from autocompress.engine.pareto_file import pareto_document, write_pareto
     from autocompress.engine.worker import spec_from_frozen
 
@@ -474,9 +475,8 @@ def finetune_run(store, points: list[str] | None = None, *, overrides: list[str]
         data = {**data, "finetune": {**(data.get("finetune") or {}), "workers": workers}}
         spec = spec_from_frozen(data, store.meta("spec_dir"), confine=confine)
         settings = spec.finetune
-    from autocompress.limits import check_limits
-
-    check_limits(spec, source="finetune settings")
+    if check is not None:
+        check(spec)  # the caps on what a spec may ask for (autocompress.limits, above this layer)
     document = pareto_document(store)
     if document["baseline"] is None:
         raise UserInputError(f"{store.run_dir}: the search has not measured its baseline yet; nothing to fine-tune")
@@ -598,10 +598,11 @@ def _measure(session, groups, job: Job, store, constraints) -> dict:
 
 def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: list[str] = (),
              workers: int | None = None, address: str | None = None, restart: bool = False,
-             confine: list[str] | None = None, say: Say = print, progress: bool = True) -> list[dict]:
+             confine: list[str] | None = None, say: Say = print, progress: bool = True,
+             check: Callable | None = None) -> list[dict]:
     """Fine-tune points of a finished (or stopped) run: see :func:`finetune_run`."""
     from autocompress.engine.store import RunStore
 
     with RunStore.open_writer(run_dir) as store:  # refused while the search (or another finetune) runs
         return finetune_run(store, points, overrides=overrides, workers=workers, address=address, restart=restart,
-                            confine=confine, say=say, progress=progress)
+                            confine=confine, say=say, progress=progress, check=check)

@@ -103,6 +103,19 @@ def plot_pareto(run: _Run, path: Path) -> Path:
         fy = [p["accuracy"] for p in front]
         ax.step(fx, fy, where="post", color="tab:blue", lw=1.6, label="Pareto front")
         ax.scatter(fx, fy, s=36, color="tab:blue", zorder=3)
+    tuned = doc.get("tuned")
+    if tuned:  # fine-tuned points (arrows from the search's accuracy) and the front they make
+        for cid, entry in tuned["finetuned"].items():
+            if entry.get("state") != "done":
+                continue
+            x = entry["memory_bytes"] / MB
+            ax.annotate("", xy=(x, entry["accuracy"]), xytext=(x, entry["accuracy_before"]),
+                        arrowprops=dict(arrowstyle="->", color="tab:purple", lw=1.2), zorder=4)
+        tuned_front = sorted(tuned["points"], key=lambda p: p["memory_bytes"])
+        ax.step([p["memory_bytes"] / MB for p in tuned_front], [p["accuracy"] for p in tuned_front], where="post",
+                color="tab:purple", lw=1.4, ls="--", label="Pareto front after fine-tuning")
+        ys = np.concatenate([ys, [e["accuracy"] for e in tuned["finetuned"].values() if e.get("accuracy") is not None]])
+        y_low = min(y_low, float(ys.min()) - 1.0)
     ax.scatter([c.baseline_bytes / MB], [c.baseline_accuracy], marker="*", s=220, color="black", zorder=4,
                label=f"baseline ({c.baseline_accuracy:.2f} %, {c.baseline_bytes / MB:.3g} MB)")
     best = next((p for p in doc["points"] if p["id"] == doc["best"]), None)
@@ -296,6 +309,23 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                      f"the baseline scores {'(not measured yet)' if base is None else f'{base:.2f} %'} on them. "
                      "top-1 and drop are measured on the selection split the search decided on; the held-out "
                      "columns are measured once, after the search, on images it never saw.</p>")
+    tuned_section = ""
+    if doc.get("tuned"):
+        rows = [[cid, f"{e['epoch']}/{e['epochs']}", e["state"], f"{e['memory_bytes']:,}",
+                 f"{e['accuracy_before']:.2f}", "-" if e.get("accuracy") is None else f"{e['accuracy']:.2f}",
+                 "yes" if e["feasible_before"] else "no",
+                 "-" if e.get("feasible") is None else ("yes" if e["feasible"] else "no"),
+                 "-" if not e.get("holdout") else f"{e['holdout']['accuracy']:.2f}"]
+                for cid, e in doc["tuned"]["finetuned"].items()]
+        best_tuned = doc["tuned"]["best"]
+        tuned_section = (
+            "<h2>Fine-tuned points</h2><p>Recovery fine-tuning (<code>autocompress finetune</code>): the candidate's "
+            "structure and bit-widths kept, quantization-aware training with distillation from the uncompressed "
+            "model. Accuracy after is measured on the exported tuned file; the tuned front counts each fine-tuned "
+            f"candidate at its tuned accuracy. Best feasible point after fine-tuning: "
+            f"<b>{html.escape(str(best_tuned))}</b>.</p>"
+            + _table(rows, ["id", "epochs", "state", "bytes", "top-1 % before", "top-1 % after", "feasible before",
+                            "feasible after", "held-out top-1 % after"]))
     stat_rows = [[k, v] for k, v in stats.items()]
     stopped = [[p["id"], f"{p['images']:,}", f"{p['accuracy_estimate']:.2f}", f"{p['accuracy_drop_at_least']:+.2f}",
                 f"{p['memory_bytes']:,}", "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
@@ -323,6 +353,7 @@ Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constrai
 {'' if c.max_bytes is None else f', at most {c.max_bytes:,} bytes'}.</p>
 <p>{summary}.</p>
 <h2>Pareto points</h2>{_table(points, header)}{held_note}
+{tuned_section}
 {stopped_section}
 <h2>Plots</h2>{images}
 <h2>Search statistics</h2>{_table(stat_rows, ['statistic', 'value'])}

@@ -60,7 +60,10 @@ class FinetuneRequest(BaseModel):
     @field_validator("settings")
     @classmethod
     def _no_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
-        refused = sorted(set(value) & {"data", "auto", "points"})
+        refused = sorted(set(value) & {"auto", "points"})
+        data = value.get("data", {})
+        if not isinstance(data, dict) or set(data) - {"augment", "images_per_epoch"}:
+            refused.append("data (but data.augment and data.images_per_epoch)")
         if refused:
             raise ValueError(f"settings may not set {', '.join(refused)}: the training data is the submitted spec's, "
                              "and the points are given as 'points'")

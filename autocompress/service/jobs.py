@@ -442,6 +442,8 @@ class JobManager:
             state = "interrupted"  # its driver died before it began its session
         else:
             state = "failed"  # the job ended before its run store existed, or the store is unreadable
+        if state == "done" and job.get("command") == "finetune" and job.get("exit_code") not in (0, None):
+            state = "failed"  # the search is done, but the fine-tuning asked of it failed
         out["state"] = state
         if state == "failed":
             kind = _read_json(run_dir / ERROR_NAME).get("kind")
