@@ -619,7 +619,7 @@ class DistillationSpec(_Strict):
                          "the temperature, times T^2); the cross-entropy on the labels gets 1 - this")
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
     membrane: Annotated[float, Field(ge=0, le=1000)] = Field(
-        0.0, description="weight of matching the membrane potentials of the kept channels to the uncompressed "
+        1.0, description="weight of matching the membrane potentials of the kept channels to the uncompressed "
                          "model's (each neuron layer's mean squared difference over the teacher's mean square); "
                          "0 turns it off")
 
