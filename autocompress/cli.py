@@ -368,7 +368,8 @@ def report(run_dir: Path) -> None:
     except ValueError as error:
         raise UserInputError(str(error)) from None
     click.echo(f"report: {path}")
-    click.echo("plots:  " + ", ".join(str(Path(run_dir) / f"{name}.png") for name in PLOTS))
+    names = list(PLOTS) + (["energy"] if (Path(run_dir) / "energy.png").is_file() else [])
+    click.echo("plots:  " + ", ".join(str(Path(run_dir) / f"{name}.png") for name in names))
 
 
 @cli.command()
@@ -442,6 +443,15 @@ def export(run_dir: Path, point_id: str, out_file: Path, tuned: bool) -> None:
                + accuracy + ("" if info["pareto"] else " (not on the Pareto front)"))
 
 
+def format_energy(mj: float | None) -> str:
+    """Millijoules in the unit that reads best (mJ, uJ, nJ)."""
+    if mj is None:
+        return "-"
+    for unit, scale in (("mJ", 1.0), ("uJ", 1e-3), ("nJ", 1e-6)):
+        if abs(mj) >= scale or unit == "nJ":
+            return f"{mj / scale:.3g} {unit}"
+
+
 def _print_pareto(document: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -455,6 +465,9 @@ def _print_pareto(document: dict) -> None:
                         f"{baseline['memory_bytes']:,} bytes)")
     held = document.get("holdout")
     columns = ["id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"]
+    energy = baseline.get("energy_mj") is not None
+    if energy:
+        columns += ["energy/image", "energy saved"]
     if held:
         columns += ["held-out %", "held-out drop"]
     for column in columns:
@@ -464,12 +477,21 @@ def _print_pareto(document: dict) -> None:
         row = [p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
                f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
                "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
+        if energy:
+            row += [format_energy(p.get("energy_mj")),
+                    "-" if p.get("energy_saving") is None else f"{p['energy_saving']:.1%}"]
         if held:
             measured = p.get("holdout")
             row += ["-", "-"] if measured is None else [f"{measured['accuracy']:.2f}",
                                                       f"{measured['accuracy_drop']:+.2f}"]
         table.add_row(*row)
-    Console(width=140 if held else 120).print(table)
+    Console(width=(140 if held else 120) + (30 if energy else 0)).print(table)
+    if energy:
+        click.echo(f"energy: estimate per image from the spikes and operations counted on the calibration batch "
+                   f"(baseline {format_energy(baseline['energy_mj'])}, {baseline['synops']:,.0f} synaptic "
+                   f"operations, firing rate {baseline['firing_rate']:.3f})"
+                   + ("" if document["constraints"].get("max_energy_mj") is None else
+                      f"; limit {format_energy(document['constraints']['max_energy_mj'])}"))
     if held:
         base = held["baseline_accuracy"]
         click.echo(f"held out of the search: {held['images']:,} images ({held['fraction']:.0%} of the validation "

@@ -454,9 +454,33 @@ class MemoryConstraint(_Strict):
         return self
 
 
+class EnergyConstraint(_Strict):
+    max_mj: PositiveFloat | None = Field(default=None, description="largest allowed energy estimate per image, in mJ")
+    min_saving: float | None = Field(
+        default=None, ge=0, lt=1, description="fraction of the uncompressed model's energy estimate to save, e.g. 0.3")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> EnergyConstraint:
+        if self.max_mj is None and self.min_saving is None:
+            raise ValueError("give max_mj (millijoules per image) and/or min_saving (a fraction, e.g. 0.3)")
+        return self
+
+
 class ConstraintsSpec(_Strict):
     accuracy: AccuracyConstraint
     memory: MemoryConstraint
+    energy: EnergyConstraint | None = Field(
+        default=None, description="a limit on the energy estimate per image (spikes and operations counted on the "
+                                  "calibration batch; the energy section prices them)")
+
+
+class EnergySpec(_Strict):
+    """How the energy estimate prices the counted operations (autocompress.proxy.energy)."""
+
+    ac_pj: PositiveFloat = Field(0.9, description="energy of an accumulate (pJ): 45 nm, 32-bit float add")
+    mac_pj: PositiveFloat = Field(4.6, description="energy of a multiply-accumulate (pJ): 45 nm, 32-bit float")
+    bit_aware: bool = Field(False, description="price a quantized layer's operations as b-bit integer ones "
+                                               "(Horowitz 2014: adds linear, multiplies quadratic in the width)")
 
 
 # --------------------------------------------------------------------------- space
@@ -681,6 +705,7 @@ class Spec(_Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    energy: EnergySpec = Field(default_factory=EnergySpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")

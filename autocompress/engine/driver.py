@@ -282,8 +282,11 @@ class _Driver:
             if "per_image" in measured:
                 baseline = {**measured, "per_image": base64.b64encode(measured["per_image"]).decode("ascii")}
                 store.set_meta("baseline", baseline)
+            if measured.get("energy") is not None:
+                store.set_meta("baseline_energy", measured["energy"])
             if constraints is None:
-                constraints = Constraints.from_spec(spec.constraints, measured["accuracy"], setup.baseline_bytes)
+                constraints = Constraints.from_spec(spec.constraints, measured["accuracy"], setup.baseline_bytes,
+                                                    (measured.get("energy") or {}).get("energy_mj"))
                 store.set_meta("constraints", asdict(constraints))
         early = None
         if spec.evaluation.early_stopping and baseline is not None and len(shards) > 1:

@@ -29,6 +29,9 @@ def _point(result: Result, candidate: dict | None) -> dict:
         "proxy": result.drift,
         "gate": result.gate,
         "images": result.images,
+        "energy_mj": result.energy_mj,
+        "synops": result.synops,
+        "firing_rate": result.firing_rate,
         "config": candidate,
     }
 
@@ -74,6 +77,13 @@ def _tuned(document: dict, results: list[Result], candidates: dict, tuned: dict,
     return {"points": points, "best": front.best.candidate_id if front.best else None,
             "hypervolume": front.hypervolume,
             "finetuned": {cid: {key: entry.get(key) for key in _TUNED_FIELDS} for cid, entry in tuned.items()}}
+
+
+def _baseline_energy(store) -> dict:
+    """The uncompressed model's spikes and energy per image (runs of versions before 0.17: none)."""
+    energy = store.meta("baseline_energy") or {}
+    return {"energy_mj": energy.get("energy_mj"), "synops": energy.get("synops"), "macs": energy.get("macs"),
+            "firing_rate": energy.get("firing_rate")}
 
 
 def _stopped(result: Result) -> dict:
@@ -152,18 +162,25 @@ def pareto_document(store) -> dict:
     if constraints is not None:
         pareto = pareto_set(results, constraints)
         document.update({
-            "baseline": {"accuracy": constraints.baseline_accuracy, "memory_bytes": constraints.baseline_bytes},
+            "baseline": {"accuracy": constraints.baseline_accuracy, "memory_bytes": constraints.baseline_bytes,
+                         **_baseline_energy(store)},
             "constraints": {
                 "max_drop_points": constraints.max_drop_points,
                 "accuracy": spec["constraints"]["accuracy"],
                 "min_saving": constraints.min_saving,
                 "max_bytes": constraints.max_bytes,
+                "energy": spec["constraints"].get("energy"),
+                "max_energy_mj": constraints.max_energy_mj,
             },
             "best": pareto.best.candidate_id if pareto.best else None,
             "points": [_point(r, candidates.get(r.candidate_id)) for r in pareto.points],
             "near_misses": [_point(r, candidates.get(r.candidate_id)) for r in pareto.near_misses],
             "hypervolume": pareto.hypervolume,
         })
+        base_energy = document["baseline"].get("energy_mj")
+        for point in document["points"] + document["near_misses"]:
+            point["energy_saving"] = (None if not base_energy or point["energy_mj"] is None
+                                      else 1 - point["energy_mj"] / base_energy)
         held = store.meta("holdout")
         if held is not None:
             base = held["results"].get("baseline")

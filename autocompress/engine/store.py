@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     accuracy REAL, accuracy_drop REAL, feasible INTEGER,
     error TEXT, seconds REAL, worker TEXT, attempts INTEGER NOT NULL DEFAULT 1,
     finished_at REAL NOT NULL,
-    images INTEGER, early_stopped INTEGER, drop_bound REAL
+    images INTEGER, early_stopped INTEGER, drop_bound REAL,
+    energy_mj REAL, synops REAL, firing_rate REAL, rates TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_full_evaluation ON evaluations (candidate_id) WHERE kind = 'full';
 CREATE UNIQUE INDEX IF NOT EXISTS one_probe ON evaluations (candidate_id) WHERE kind = 'probe';
@@ -120,10 +121,12 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 _RESULT_COLUMNS = ("memory_bytes", "memory_saving", "drift", "gate", "gate_reason", "accuracy",
-                   "accuracy_drop", "feasible", "error", "seconds", "images", "early_stopped", "drop_bound")
+                   "accuracy_drop", "feasible", "error", "seconds", "images", "early_stopped", "drop_bound",
+                   "energy_mj", "synops", "firing_rate", "rates")
 # columns later versions added to the evaluations table: added to an older store when a
 # session opens it to write; read as NULL from one opened to read
-_ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound": "REAL"}
+_ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound": "REAL",
+                  "energy_mj": "REAL", "synops": "REAL", "firing_rate": "REAL", "rates": "TEXT"}
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -493,7 +496,8 @@ class RunStore:
                worker: str | None = None, attempts: int = 1) -> None:
         """Append one completed evaluation; durable when this returns."""
         self._check_intact()
-        values = [getattr(result, c) for c in _RESULT_COLUMNS]
+        values = [json.dumps(result.rates) if c == "rates" and result.rates is not None else getattr(result, c)
+                  for c in _RESULT_COLUMNS]
         self.db.execute(
             f"INSERT INTO evaluations (session, kind, candidate_id, candidate, {', '.join(_RESULT_COLUMNS)}, "
             f"gate_threshold, worker, attempts, finished_at) VALUES ({', '.join('?' * (len(_RESULT_COLUMNS) + 8))})",
@@ -515,6 +519,7 @@ class RunStore:
             if fields["feasible"] is not None:
                 fields["feasible"] = bool(fields["feasible"])
             fields["early_stopped"] = bool(fields["early_stopped"])
+            fields["rates"] = json.loads(fields["rates"]) if fields["rates"] else None
             threshold, worker, attempts, finished_at = row[5 + len(_RESULT_COLUMNS):]
             out.append(Record(seq, session, kind, json.loads(candidate), Result(cid, **fields), threshold,
                               worker, attempts, finished_at))

@@ -19,6 +19,7 @@ from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.proxy import ReferencePotentials
+from autocompress.proxy.energy import count_activity, counting
 from autocompress.search import Candidate, pack
 
 log = logging.getLogger("autocompress")
@@ -115,12 +116,24 @@ class Worker:
             self._last = (candidate.id, build_candidate(self.session, self.groups, candidate.to_dict()))
         return self._last[1]
 
-    def probe(self, candidate) -> tuple[int, float | None]:
+    def probe(self, candidate) -> tuple[int, float | None, dict]:
+        """Footprint, drift and the spikes and energy per image, counted on the drift's own
+        forward pass (one forward of its own with the proxy off)."""
+        import torch
+
         model = self.build(candidate)
         drift = None
-        if self.proxy:
-            drift = self.reference.drift(model, self.by_name, model.pruned_channels)
-        return footprint(model), drift
+        with counting(model, len(self.calibration)) as activity:
+            if self.proxy:
+                drift = self.reference.drift(model, self.by_name, model.pruned_channels)
+            else:
+                with torch.inference_mode():
+                    model(self.calibration)
+        return footprint(model), drift, self.priced(activity)
+
+    def priced(self, activity) -> dict:
+        energy = self.session.spec.energy
+        return activity.summary(energy.ac_pj, energy.mac_pj, energy.bit_aware)
 
     @property
     def order(self):
@@ -161,7 +174,8 @@ class Worker:
         autocast on, FP32's top-1 beside it (the search refuses autocast that changes it)."""
         result = self.session.evaluate(indices=self.order)
         out = {"accuracy": result.accuracy, "total": result.total, "count": len(self.order),
-               "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast}
+               "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast,
+               "energy": self.priced(count_activity(self.session.model, self.calibration))}
         if out["autocast"] != "off":
             out["fp32_accuracy"] = self.session.evaluate(indices=self.order, autocast="off").accuracy
         return out

@@ -132,6 +132,45 @@ def plot_pareto(run: _Run, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_energy(run: _Run, path: Path, baseline_rates: dict) -> Path:
+    """Energy estimate vs accuracy of every full evaluation (with the energy limit), and
+    the firing rate of each neuron layer: the baseline against the chosen point."""
+    c, doc = run.constraints, run.document
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    fulls = [r.result for r in run.fulls if r.result.energy_mj is not None and r.result.exact]
+    base = doc["baseline"]["energy_mj"]
+    unit, scale = ("mJ", 1.0) if base >= 1e-3 else ("uJ", 1e-3) if base >= 1e-6 else ("nJ", 1e-6)
+    feasible = [r for r in fulls if r.feasible]
+    other = [r for r in fulls if not r.feasible]
+    left.scatter([r.energy_mj / scale for r in other], [r.accuracy for r in other], s=18, color="0.55",
+                 label="evaluated, infeasible")
+    left.scatter([r.energy_mj / scale for r in feasible], [r.accuracy for r in feasible], s=18, color="tab:green",
+                 label="evaluated, feasible")
+    left.scatter([base / scale], [c.baseline_accuracy], marker="*", s=220, color="black", zorder=4,
+                 label=f"baseline ({base / scale:.3g} {unit})")
+    if c.max_energy_mj is not None:
+        left.axvline(c.max_energy_mj / scale, color="tab:red", ls="--", lw=1, label="energy limit")
+    left.axhline(c.baseline_accuracy - c.max_drop_points, color="tab:green", ls=":", lw=1, label="accuracy limit")
+    left.set_xlabel(f"Energy estimate per image ({unit})")
+    left.set_ylabel("Top-1 accuracy (%)")
+    left.set_title("accuracy vs energy")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    best = next((r.result for r in run.fulls if r.result.candidate_id == doc["best"]), None)
+    names = list(baseline_rates)
+    x = np.arange(len(names))
+    right.bar(x - 0.2, [baseline_rates[n] for n in names], width=0.4, color="0.6", label="baseline")
+    if best is not None and best.rates:
+        right.bar(x + 0.2, [best.rates.get(n, 0.0) for n in names], width=0.4, color="tab:blue",
+                  label=f"chosen {best.candidate_id}")
+    right.set_xticks(x, [n.replace("patch_embed.", "pe.").replace("blocks.", "b.") for n in names], rotation=90,
+                     fontsize=6)
+    right.set_ylabel("Firing rate (spikes per neuron per time step)")
+    right.set_title("firing rate per neuron layer")
+    right.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_configs(run: _Run, path: Path) -> Path:
     doc = run.document
     points = sorted(doc["points"], key=lambda p: p["memory_bytes"])
@@ -281,6 +320,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     run_dir = Path(run_dir)
     with RunStore.open_reader(run_dir) as store:
         run = _load(store)
+        baseline_energy = store.meta("baseline_energy")
     if run.constraints is None:
         raise ValueError(f"{run_dir}: no baseline measured yet, nothing to report")
     paths = {
@@ -290,12 +330,21 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         "progress": plot_progress(run, run_dir / "progress.png"),
         "sensitivity": plot_sensitivity(run, run_dir / "sensitivity.png"),
     }
+    baseline_rates = (baseline_energy or {}).get("rates")
+    if run.document["baseline"].get("energy_mj") and baseline_rates:
+        paths["energy"] = plot_energy(run, run_dir / "energy.png", baseline_rates)
     doc, c = run.document, run.constraints
     stats = doc["statistics"]
     points = [[p["id"] + (" *" if p["id"] == doc["best"] else ""), f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}",
                f"{p['memory_bytes']:,}", f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
                "-" if p["proxy"] is None else f"{p['proxy']:.4f}"] for p in doc["points"]]
     header = ["id (* chosen)", "top-1 %", "drop (pts)", "bytes", "saved", "feasible", "drift"]
+    if doc["baseline"].get("energy_mj"):
+        header += ["energy / image (mJ)", "energy saved", "firing rate"]
+        for row, p in zip(points, doc["points"]):
+            row += ["-" if p.get("energy_mj") is None else f"{p['energy_mj']:.4g}",
+                    "-" if p.get("energy_saving") is None else f"{p['energy_saving']:.1%}",
+                    "-" if p.get("firing_rate") is None else f"{p['firing_rate']:.3f}"]
     held = doc.get("holdout")
     held_note = ""
     if held:

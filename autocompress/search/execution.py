@@ -25,7 +25,7 @@ class Evaluator(Protocol):
     ``holdout`` -> such a result over a shard of the held-out split (a candidate of
     ``None``: the base model; needed only by runs that hold a split out)."""
 
-    def probe(self, candidate) -> tuple[int, float | None]: ...
+    def probe(self, candidate) -> tuple[int, float | None] | tuple[int, float | None, dict | None]: ...
 
     def full(self, candidate, shard: tuple[int, int] | None = None): ...
 
@@ -47,8 +47,9 @@ def execute(evaluator: Evaluator, stage: str, candidate, shard: tuple[int, int] 
     start = time.perf_counter()
     try:
         if stage == "probe":
-            memory, drift = evaluator.probe(candidate)
-            return TaskOutcome(memory_bytes=memory, drift=drift, seconds=time.perf_counter() - start)
+            memory, drift, *energy = evaluator.probe(candidate)  # (an evaluator may not count energy)
+            return TaskOutcome(memory_bytes=memory, drift=drift, energy=energy[0] if energy else None,
+                               seconds=time.perf_counter() - start)
         if stage == "holdout":  # the held-out split; a candidate without a config is the base model
             config = candidate.to_dict() if hasattr(candidate, "to_dict") else candidate
             value = evaluator.holdout(config, shard)

@@ -75,6 +75,7 @@ class TaskOutcome:
     correct: int | None = None
     total: int | None = None
     per_image: bytes | None = None  # autocompress.search.early.pack(bool per image)
+    energy: dict | None = None  # a probe's spikes and energy per image (autocompress.proxy.energy summary)
 
 
 @dataclass
@@ -289,7 +290,8 @@ class SearchLoop:
         self.stats.validation_images += images or 0
         self.full_order.append(known.candidate_id)
         drop = self.constraints.baseline_accuracy - accuracy
-        feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes)
+        feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes,
+                                                                          known.energy_mj)
         result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
                          feasible=feasible, seconds=known.seconds + seconds, images=images,
                          early_stopped=early_stopped, drop_bound=drop_bound)
@@ -360,10 +362,13 @@ class SearchLoop:
         else:
             if self.proxy:
                 self.stats.probes += 1
+            energy = outcome.energy or {}
             result = self._remember(Result(
                 cid, memory_bytes=outcome.memory_bytes,
                 memory_saving=1 - outcome.memory_bytes / self.constraints.baseline_bytes,
                 drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
+                energy_mj=energy.get("energy_mj"), synops=energy.get("synops"),
+                firing_rate=energy.get("firing_rate"), rates=energy.get("rates"),
             ))
             self._record("probe", task.candidate, result, worker, attempts)
         return self._release(cid, result)

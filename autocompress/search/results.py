@@ -34,6 +34,11 @@ class Result:
     images: int | None = None  # validation images the accuracy is over (None: recorded before it was counted)
     early_stopped: bool = False  # validation stopped early: accuracy is an estimate over ``images`` images
     drop_bound: float | None = None  # early stopped: the accuracy drop is at least this (points), at the spec's confidence
+    # spikes and energy per image, counted on the calibration batch by the probe (autocompress.proxy.energy)
+    energy_mj: float | None = None
+    synops: float | None = None
+    firing_rate: float | None = None
+    rates: dict | None = None  # neuron layer -> firing rate
 
     @property
     def evaluated(self) -> bool:
@@ -57,12 +62,29 @@ class Constraints:
     max_drop_points: float  # absolute top-1 points
     min_saving: float | None = None
     max_bytes: int | None = None
+    baseline_energy_mj: float | None = None  # per image (autocompress.proxy.energy)
+    max_energy_mj: float | None = None  # the energy limit, from energy.max_mj or energy.min_saving
 
     @classmethod
-    def from_spec(cls, constraints, baseline_accuracy: float, baseline_bytes: int) -> Constraints:
+    def from_spec(cls, constraints, baseline_accuracy: float, baseline_bytes: int,
+                  baseline_energy_mj: float | None = None) -> Constraints:
         accuracy = constraints.accuracy
         points = accuracy.max_drop if accuracy.kind == "absolute" else baseline_accuracy * accuracy.max_drop / 100
-        return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes)
+        energy = getattr(constraints, "energy", None)
+        limit = None
+        if energy is not None:
+            limits = [energy.max_mj] if energy.max_mj is not None else []
+            if energy.min_saving is not None and baseline_energy_mj is not None:
+                limits.append(baseline_energy_mj * (1 - energy.min_saving))
+            limit = min(limits) if limits else None
+        return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes,
+                   baseline_energy_mj, limit)
+
+    def energy_ok(self, energy_mj: float | None) -> bool:
+        """Within the energy limit (no limit: always; a limit and no figure: never)."""
+        if self.max_energy_mj is None:
+            return True
+        return energy_mj is not None and energy_mj <= self.max_energy_mj * (1 + 1e-12)
 
     def memory_ok(self, memory_bytes: int) -> bool:
         if self.max_bytes is not None and memory_bytes > self.max_bytes:
@@ -72,8 +94,8 @@ class Constraints:
     def accuracy_ok(self, accuracy: float) -> bool:
         return self.baseline_accuracy - accuracy <= self.max_drop_points + 1e-9
 
-    def feasible(self, accuracy: float, memory_bytes: int) -> bool:
-        return self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes)
+    def feasible(self, accuracy: float, memory_bytes: int, energy_mj: float | None = None) -> bool:
+        return self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes) and self.energy_ok(energy_mj)
 
     # How far from feasible: the one definition the near misses and the Optuna strategies use.
 
@@ -97,7 +119,10 @@ class Constraints:
         """How far an evaluated result is from feasible, in units of each limit, summed."""
         accuracy = max(0.0, self.accuracy_excess(result.accuracy_drop)) / max(self.max_drop_points, 1e-9)
         memory_limit = self.min_saving if self.min_saving is not None else self.max_bytes / self.baseline_bytes
-        return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9)
+        energy = 0.0
+        if self.max_energy_mj is not None and result.energy_mj is not None:
+            energy = max(0.0, result.energy_mj - self.max_energy_mj) / max(self.max_energy_mj, 1e-12)
+        return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9) + energy
 
 
 @dataclass
@@ -108,9 +133,12 @@ class ParetoSet:
     near_misses: list[Result] = field(default_factory=list)  # when nothing is feasible
 
 
-def pareto_front(results: list[Result]) -> list[Result]:
+def pareto_front(results: list[Result], *, energy: bool = False) -> list[Result]:
     """Non-dominated exactly evaluated results over (accuracy up, memory down), smallest
-    memory first (an early-stopped candidate's accuracy is an estimate: never a point)."""
+    memory first (an early-stopped candidate's accuracy is an estimate: never a point).
+    ``energy``: over (accuracy up, memory down, energy down)."""
+    if energy:
+        return _front3(results)
     evaluated = sorted(
         (r for r in results if r.exact and r.memory_bytes is not None),
         key=lambda r: (r.memory_bytes, -r.accuracy),
@@ -121,6 +149,25 @@ def pareto_front(results: list[Result]) -> list[Result]:
             if front and result.memory_bytes == front[-1].memory_bytes:
                 continue
             front.append(result)
+    return front
+
+
+def _front3(results: list[Result]) -> list[Result]:
+    evaluated = [r for r in results if r.exact and r.memory_bytes is not None]
+    inf = float("inf")
+
+    def dominates(a: Result, b: Result) -> bool:
+        ea, eb = (a.energy_mj if a.energy_mj is not None else inf), (b.energy_mj if b.energy_mj is not None else inf)
+        at_least = a.accuracy >= b.accuracy and a.memory_bytes <= b.memory_bytes and ea <= eb
+        return at_least and (a.accuracy > b.accuracy or a.memory_bytes < b.memory_bytes or ea < eb)
+
+    front, seen = [], set()
+    for result in sorted(evaluated, key=lambda r: (r.memory_bytes, -r.accuracy, r.energy_mj or inf)):
+        key = (result.memory_bytes, result.accuracy, result.energy_mj)
+        if key in seen or any(dominates(other, result) for other in evaluated):
+            continue
+        seen.add(key)
+        front.append(result)
     return front
 
 
@@ -148,7 +195,7 @@ def best_feasible(results) -> Result | None:
 def pareto_set(results: list[Result], constraints: Constraints, near_misses: int = 5) -> ParetoSet:
     """The Pareto set of the fully evaluated results. When none is feasible, the near
     misses are the evaluated results with the smallest :meth:`Constraints.shortfall`."""
-    front = pareto_front(results)
+    front = pareto_front(results, energy=constraints.max_energy_mj is not None)
     best = best_feasible(results)
     misses: list[Result] = []
     if best is None:

@@ -8,21 +8,28 @@ from autocompress.search.results import Result
 _EPSILON = 1e-6
 
 
-def move_score(parent: Result, child: Result, signal) -> float:
-    """Bytes saved per unit of extra signal; a move that adds no signal scores its saving
-    over epsilon (so free savings go first, the larger first); unknown scores last."""
+def move_score(parent: Result, child: Result, signal, constraints=None) -> float:
+    """Saving per unit of extra signal; a move that adds no signal scores its saving over
+    epsilon (so free savings go first, the larger first); unknown scores last. The saving
+    is the fraction of the baseline footprint saved, plus, when ``constraints`` limit the
+    energy, the fraction of the baseline energy estimate saved (a pruning move that cuts
+    spikes counts for both)."""
     child_signal, parent_signal = signal(child), signal(parent)
     if child.memory_bytes is None or child_signal is None or parent.memory_bytes is None:
         return float("-inf")
     saved = parent.memory_bytes - child.memory_bytes
+    if constraints is not None and constraints.max_energy_mj is not None and constraints.baseline_energy_mj:
+        saved /= constraints.baseline_bytes
+        if parent.energy_mj is not None and child.energy_mj is not None:
+            saved += (parent.energy_mj - child.energy_mj) / constraints.baseline_energy_mj
     added = max(child_signal - (parent_signal or 0.0), _EPSILON)
     return saved / added
 
 
-def baseline_result(baseline_bytes: int) -> Result:
+def baseline_result(baseline_bytes: int, energy_mj: float | None = None) -> Result:
     """The uncompressed model as a walk's starting point."""
     return Result(candidate_id="baseline", memory_bytes=baseline_bytes, memory_saving=0.0, drift=0.0,
-                  accuracy_drop=0.0, feasible=None)
+                  accuracy_drop=0.0, feasible=None, energy_mj=energy_mj)
 
 
 def predicted_drops(observed, signals) -> list[float] | None:

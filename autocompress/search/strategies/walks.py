@@ -45,7 +45,8 @@ class BeamOptions(StrategyOptions):
 class _Walk(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.known: dict[Config, Result] = {self.space.baseline(): baseline_result(self.constraints.baseline_bytes)}
+        self.known: dict[Config, Result] = {self.space.baseline(): baseline_result(self.constraints.baseline_bytes,
+                                                                                 self.constraints.baseline_energy_mj)}
         self.asked: set[tuple[Config, str]] = set()
         self._done = False
 
@@ -89,7 +90,7 @@ class GreedyStrategy(_Walk):
             if probes is not None:
                 return probes
             parent = self.known[self.current]
-            self.ranked = sorted(moves, key=lambda m: (-move_score(parent, self.known[m[1]], self.signal), m[0]))
+            self.ranked = sorted(moves, key=lambda m: (-move_score(parent, self.known[m[1]], self.signal, self.constraints), m[0]))
         dim, config = self.ranked[0]
         self.awaiting = config
         self.asked.add((config, "full"))
@@ -150,7 +151,8 @@ class BeamStrategy(_Walk):
                 return probes
 
             def score(child: Config) -> float:
-                return move_score(self.known[self.parent[child]], self.known[child], self.signal)
+                return move_score(self.known[self.parent[child]], self.known[child], self.signal,
+                                  self.constraints)
 
             self.ranked = sorted(children, key=lambda c: (-score(c), c))
             self.feasible = []
