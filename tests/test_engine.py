@@ -321,7 +321,8 @@ def test_demo_on_two_ray_workers_measures_what_the_driver_process_measures(refer
     assert done.returncode == 0, done.stderr
     document = json.loads((run / "pareto.json").read_text())
     assert document["statistics"]["workers"] == 2 and document["statistics"]["executor"] == "ray"
-    assert document["baseline"] == {"accuracy": pytest.approx(99.444444), "memory_bytes": 661808}
+    assert {k: document["baseline"][k] for k in ("accuracy", "memory_bytes")} == {
+        "accuracy": pytest.approx(99.444444), "memory_bytes": 661808}
     with RunStore.open_reader(run) as store:
         fulls = store.records(("full",))
     assert 0 < len(fulls) <= 6 and {w for r in fulls for w in r.worker.split(",")} <= {"worker-0", "worker-1"}

@@ -50,8 +50,16 @@ _MATMULS = {"matmul", "__matmul__", "bmm"}
 
 def _events(x: torch.Tensor) -> float | None:
     """The spikes ``x`` carries: its sum when it holds spike counts (non-negative
-    integers, as 0/1 spikes, or their sum on a residual stream), else None."""
-    if not x.is_floating_point() or not bool(((x >= 0) & (x == torch.round(x))).all()):
+    integers, as 0/1 spikes, or their sum on a residual stream), else None. Binary
+    tensors (the common case) take the cheaper path."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return None
+    low, high = torch.aminmax(x)
+    if low < 0:
+        return None
+    if high <= 1:
+        return float(x.count_nonzero()) if bool(((x == 0) | (x == 1)).all()) else None
+    if not bool((x == torch.round(x)).all()):
         return None
     return float(x.sum(dtype=torch.float64))
 
@@ -198,7 +206,7 @@ class counting:
             def hook(_module, _inputs, output, name=name):
                 if isinstance(output, torch.Tensor):
                     entry = self.spikes.setdefault(name, [0.0, 0, 0])
-                    entry[0] += float(output.detach().sum())
+                    entry[0] += _events(output.detach()) or 0.0  # spikes (a graded output: its count)
                     entry[1] += output.numel()
                     entry[2] = output.shape[0] if output.ndim > 1 else 1  # [T, N, ...] in multi-step mode
 
