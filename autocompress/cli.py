@@ -468,6 +468,9 @@ def _print_pareto(document: dict) -> None:
     energy = baseline.get("energy_mj") is not None
     if energy:
         columns += ["energy/image", "energy saved"]
+    latency = baseline.get("latency_ms") is not None
+    if latency:
+        columns += ["ms (batch 1)"]
     if held:
         columns += ["held-out %", "held-out drop"]
     for column in columns:
@@ -480,6 +483,8 @@ def _print_pareto(document: dict) -> None:
         if energy:
             row += [format_energy(p.get("energy_mj")),
                     "-" if p.get("energy_saving") is None else f"{p['energy_saving']:.1%}"]
+        if latency:
+            row += ["-" if p.get("latency_ms") is None else f"{p['latency_ms']:.2f}"]
         if held:
             measured = p.get("holdout")
             row += ["-", "-"] if measured is None else [f"{measured['accuracy']:.2f}",
@@ -492,6 +497,10 @@ def _print_pareto(document: dict) -> None:
                    f"operations, firing rate {baseline['firing_rate']:.3f})"
                    + ("" if document["constraints"].get("max_energy_mj") is None else
                       f"; limit {format_energy(document['constraints']['max_energy_mj'])}"))
+    if latency:
+        click.echo(f"latency: median of a forward pass at batch 1 on the worker's device (baseline "
+                   f"{baseline['latency_ms']:.2f} ms)" + ("" if document["constraints"].get("max_latency_ms") is None
+                                                         else f"; limit {document['constraints']['max_latency_ms']:g} ms"))
     if held:
         base = held["baseline_accuracy"]
         click.echo(f"held out of the search: {held['images']:,} images ({held['fraction']:.0%} of the validation "

@@ -111,3 +111,32 @@ def evaluate_accuracy(
         accuracy=100.0 * correct / total if total else 0.0, correct=correct, total=total,
         seconds=time.perf_counter() - start, skipped=skipped, per_image=per_image,
     )
+
+
+@torch.inference_mode()
+def measure_latency(model: SViT, images: torch.Tensor, *, batch_size: int = 16, repeats: int = 10,
+                    warmup: int = 2) -> dict:
+    """Median wall time (ms) of a forward pass at batch 1 and at ``batch_size`` (images
+    taken from ``images``, repeated when there are fewer), on the device ``images`` are
+    on, after ``warmup`` untimed passes; CUDA is synchronised around each timed pass."""
+    model.eval()
+    device = images.device
+    batch = images[:batch_size]
+    if len(batch) < batch_size:
+        batch = batch.repeat(-(-batch_size // len(batch)), *([1] * (images.ndim - 1)))[:batch_size]
+
+    def median_ms(x: torch.Tensor) -> float:
+        times = []
+        for i in range(warmup + repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+        return float(np.median(times))
+
+    return {"ms": median_ms(images[:1]), "batch_ms": median_ms(batch), "batch_size": batch_size,
+            "device": str(device), "threads": torch.get_num_threads()}

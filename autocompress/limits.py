@@ -52,6 +52,7 @@ LIMITS: dict[str, LimitInfo] = {
     "execution.workers": LimitInfo(64, "evaluation workers (Ray actors)"),
     "finetune.epochs": LimitInfo(1000, "fine-tuning epochs"),
     "finetune.workers": LimitInfo(64, "fine-tuning workers (Ray Train)"),
+    "latency.repeats": LimitInfo(1000, "timed forward passes per candidate and batch size"),
 }
 
 
@@ -123,6 +124,8 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
         ("finetune.epochs", "finetune.epochs", spec.finetune.epochs),
         ("data.batch_size", "finetune.batch_size", spec.finetune.batch_size),
         ("finetune.workers", "finetune.workers", spec.finetune.workers),
+        ("latency.repeats", "latency.repeats", spec.latency.repeats + spec.latency.warmup),
+        ("data.batch_size", "latency.batch_size", spec.latency.batch_size),
     ]
     if spec.budget.max_hours is not None:
         sizes.append(("budget.max_hours", "budget.max_hours", spec.budget.max_hours))

@@ -466,12 +466,27 @@ class EnergyConstraint(_Strict):
         return self
 
 
+class LatencyConstraint(_Strict):
+    max_ms: PositiveFloat = Field(description="largest allowed median latency of one image (batch 1), milliseconds")
+
+
 class ConstraintsSpec(_Strict):
     accuracy: AccuracyConstraint
     memory: MemoryConstraint
     energy: EnergyConstraint | None = Field(
         default=None, description="a limit on the energy estimate per image (spikes and operations counted on the "
                                   "calibration batch; the energy section prices them)")
+    latency: LatencyConstraint | None = Field(
+        default=None, description="a limit on the measured latency at batch 1 (needs latency.measure: true)")
+
+
+class LatencySpec(_Strict):
+    """Measured latency of each candidate (its compressed model, as exported), at its probe."""
+
+    measure: bool = Field(False, description="time every probed candidate (and the baseline)")
+    batch_size: PositiveInt = Field(16, description="the batch size timed besides batch 1")
+    repeats: PositiveInt = Field(10, description="timed forward passes per batch size (the median is kept)")
+    warmup: NonNegativeInt = Field(2, description="untimed forward passes first")
 
 
 class EnergySpec(_Strict):
@@ -706,6 +721,7 @@ class Spec(_Strict):
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
@@ -742,6 +758,8 @@ class Spec(_Strict):
         if checkpoint and checkpoint.startswith(REFERENCE_PREFIX):
             check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self.model.family, self.model.args.model_dump(),
                                  self.data.dataset, self.data.image_size)
+        if self.constraints.latency is not None and not self.latency.measure:
+            raise ValueError("constraints.latency needs measured latencies: set latency.measure: true")
         train_root = self.finetune.data.root
         if train_root is not None and self.data.dataset == "digits":
             raise ValueError("finetune.data.root: the digits set trains on its bundled training split; remove it")

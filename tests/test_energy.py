@@ -109,3 +109,27 @@ def test_a_search_with_an_energy_limit_finds_a_feasible_point_and_reports_energy
     assert best["feasible"] and best["energy_mj"] <= limit and best["energy_saving"] >= 0.1
     for point in document["points"]:  # feasibility needs the energy limit too
         assert not point["feasible"] or point["energy_mj"] <= limit
+
+
+def test_measured_latency_feeds_a_latency_limit(tmp_path):
+    import json
+
+    from autocompress.cli import main
+    from autocompress.errors import SpecError
+    from autocompress.spec import validate_spec
+    from conftest import FIXTURES, make_spec_data, write_spec
+
+    with pytest.raises(SpecError, match="latency.measure: true"):
+        validate_spec(make_spec_data(**{"constraints.latency": {"max_ms": 5}}))
+    data = make_spec_data(**{"space.granularity": "network", "strategy": {"name": "greedy", "seed": 0},
+                             "budget.max_full_evaluations": 4, "model.args.depths": 2, "model.args.embed_dims": 32,
+                             "model.checkpoint": str(FIXTURES / "tiny" / "spikformer.pt"),
+                             "latency": {"measure": True, "batch_size": 4, "repeats": 3, "warmup": 1},
+                             "constraints.latency": {"max_ms": 1e-6}})  # no model runs that fast: nothing feasible
+    run = tmp_path / "run"
+    assert main(["search", str(write_spec(tmp_path, data)), "--run-dir", str(run)]) == 0
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["baseline"]["latency_ms"] > 0 and document["baseline"]["latency_batch_ms"] > 0
+    assert all(p["latency_ms"] > 0 for p in document["points"])
+    assert document["best"] is None and document["constraints"]["max_latency_ms"] == 1e-6
+    assert document["near_misses"]  # judged by their shortfall, latency included

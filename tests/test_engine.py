@@ -97,7 +97,9 @@ def test_search_status_pareto_export_and_load(tmp_path, capsys):
     assert "Pareto set" in out and f"pareto.json: {run / 'pareto.json'}" in out
     document = json.loads((run / "pareto.json").read_text())
     assert document["format"] == "autocompress-pareto-v1" and document["state"] == "done"
-    assert set(document["baseline"]) == {"accuracy", "memory_bytes", "energy_mj", "synops", "macs", "firing_rate"}
+    assert set(document["baseline"]) == {"accuracy", "memory_bytes", "energy_mj", "synops", "macs", "firing_rate",
+                                         "latency_ms", "latency_batch_ms"}
+    assert document["baseline"]["latency_ms"] is None  # latency.measure is off by default
     assert document["baseline"]["energy_mj"] > 0 and 0 <= document["baseline"]["firing_rate"] < 1  # (untrained)
     assert all(p["energy_mj"] > 0 and p["synops"] >= 0 for p in document["points"])
     assert set(document["constraints"]) >= {"max_drop_points", "min_saving", "max_bytes"}

@@ -32,6 +32,8 @@ def _point(result: Result, candidate: dict | None) -> dict:
         "energy_mj": result.energy_mj,
         "synops": result.synops,
         "firing_rate": result.firing_rate,
+        "latency_ms": result.latency_ms,
+        "latency_batch_ms": result.latency_batch_ms,
         "config": candidate,
     }
 
@@ -83,7 +85,8 @@ def _baseline_energy(store) -> dict:
     """The uncompressed model's spikes and energy per image (runs of versions before 0.17: none)."""
     energy = store.meta("baseline_energy") or {}
     return {"energy_mj": energy.get("energy_mj"), "synops": energy.get("synops"), "macs": energy.get("macs"),
-            "firing_rate": energy.get("firing_rate")}
+            "firing_rate": energy.get("firing_rate"), "latency_ms": energy.get("latency_ms"),
+            "latency_batch_ms": energy.get("latency_batch_ms")}
 
 
 def _stopped(result: Result) -> dict:
@@ -171,6 +174,7 @@ def pareto_document(store) -> dict:
                 "max_bytes": constraints.max_bytes,
                 "energy": spec["constraints"].get("energy"),
                 "max_energy_mj": constraints.max_energy_mj,
+                "max_latency_ms": constraints.max_latency_ms,
             },
             "best": pareto.best.candidate_id if pareto.best else None,
             "points": [_point(r, candidates.get(r.candidate_id)) for r in pareto.points],

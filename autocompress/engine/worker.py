@@ -129,11 +129,19 @@ class Worker:
             else:
                 with torch.inference_mode():
                     model(self.calibration)
-        return footprint(model), drift, self.priced(activity)
+        return footprint(model), drift, self.priced(activity, model)
 
-    def priced(self, activity) -> dict:
-        energy = self.session.spec.energy
-        return activity.summary(energy.ac_pj, energy.mac_pj, energy.bit_aware)
+    def priced(self, activity, model) -> dict:
+        """The spikes and energy summary, with the measured latency when the spec asks for it."""
+        spec = self.session.spec
+        summary = activity.summary(spec.energy.ac_pj, spec.energy.mac_pj, spec.energy.bit_aware)
+        if spec.latency.measure:
+            from autocompress.evaluation import measure_latency
+
+            timed = measure_latency(model, self.calibration, batch_size=spec.latency.batch_size,
+                                    repeats=spec.latency.repeats, warmup=spec.latency.warmup)
+            summary.update(latency_ms=timed["ms"], latency_batch_ms=timed["batch_ms"])
+        return summary
 
     @property
     def order(self):
@@ -175,7 +183,7 @@ class Worker:
         result = self.session.evaluate(indices=self.order)
         out = {"accuracy": result.accuracy, "total": result.total, "count": len(self.order),
                "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast,
-               "energy": self.priced(count_activity(self.session.model, self.calibration))}
+               "energy": self.priced(count_activity(self.session.model, self.calibration), self.session.model)}
         if out["autocast"] != "off":
             out["fp32_accuracy"] = self.session.evaluate(indices=self.order, autocast="off").accuracy
         return out

@@ -291,7 +291,7 @@ class SearchLoop:
         self.full_order.append(known.candidate_id)
         drop = self.constraints.baseline_accuracy - accuracy
         feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes,
-                                                                          known.energy_mj)
+                                                                          known.energy_mj, known.latency_ms)
         result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
                          feasible=feasible, seconds=known.seconds + seconds, images=images,
                          early_stopped=early_stopped, drop_bound=drop_bound)
@@ -369,6 +369,7 @@ class SearchLoop:
                 drift=outcome.drift if self.proxy else None, seconds=outcome.seconds,
                 energy_mj=energy.get("energy_mj"), synops=energy.get("synops"),
                 firing_rate=energy.get("firing_rate"), rates=energy.get("rates"),
+                latency_ms=energy.get("latency_ms"), latency_batch_ms=energy.get("latency_batch_ms"),
             ))
             self._record("probe", task.candidate, result, worker, attempts)
         return self._release(cid, result)

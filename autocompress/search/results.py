@@ -39,6 +39,8 @@ class Result:
     synops: float | None = None
     firing_rate: float | None = None
     rates: dict | None = None  # neuron layer -> firing rate
+    latency_ms: float | None = None  # measured median latency at batch 1 (latency.measure)
+    latency_batch_ms: float | None = None  # ... at latency.batch_size
 
     @property
     def evaluated(self) -> bool:
@@ -64,6 +66,7 @@ class Constraints:
     max_bytes: int | None = None
     baseline_energy_mj: float | None = None  # per image (autocompress.proxy.energy)
     max_energy_mj: float | None = None  # the energy limit, from energy.max_mj or energy.min_saving
+    max_latency_ms: float | None = None  # the latency limit at batch 1 (latency.measure)
 
     @classmethod
     def from_spec(cls, constraints, baseline_accuracy: float, baseline_bytes: int,
@@ -77,8 +80,9 @@ class Constraints:
             if energy.min_saving is not None and baseline_energy_mj is not None:
                 limits.append(baseline_energy_mj * (1 - energy.min_saving))
             limit = min(limits) if limits else None
+        latency = getattr(constraints, "latency", None)
         return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes,
-                   baseline_energy_mj, limit)
+                   baseline_energy_mj, limit, None if latency is None else latency.max_ms)
 
     def energy_ok(self, energy_mj: float | None) -> bool:
         """Within the energy limit (no limit: always; a limit and no figure: never)."""
@@ -94,8 +98,20 @@ class Constraints:
     def accuracy_ok(self, accuracy: float) -> bool:
         return self.baseline_accuracy - accuracy <= self.max_drop_points + 1e-9
 
-    def feasible(self, accuracy: float, memory_bytes: int, energy_mj: float | None = None) -> bool:
-        return self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes) and self.energy_ok(energy_mj)
+    def latency_ok(self, latency_ms: float | None) -> bool:
+        """Within the latency limit (no limit: always; a limit and no measurement: never)."""
+        return self.max_latency_ms is None or (latency_ms is not None and latency_ms <= self.max_latency_ms)
+
+    def feasible(self, accuracy: float, memory_bytes: int, energy_mj: float | None = None,
+                 latency_ms: float | None = None) -> bool:
+        return (self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes) and self.energy_ok(energy_mj)
+                and self.latency_ok(latency_ms))
+
+    def objectives(self) -> tuple[str, ...]:
+        """What the Pareto set minimises besides losing accuracy: memory, and each other
+        quantity the constraints limit."""
+        return (("memory_bytes",) + (("energy_mj",) if self.max_energy_mj is not None else ())
+                + (("latency_ms",) if self.max_latency_ms is not None else ()))
 
     # How far from feasible: the one definition the near misses and the Optuna strategies use.
 
@@ -122,6 +138,8 @@ class Constraints:
         energy = 0.0
         if self.max_energy_mj is not None and result.energy_mj is not None:
             energy = max(0.0, result.energy_mj - self.max_energy_mj) / max(self.max_energy_mj, 1e-12)
+        if self.max_latency_ms is not None and result.latency_ms is not None:
+            energy += max(0.0, result.latency_ms - self.max_latency_ms) / self.max_latency_ms
         return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9) + energy
 
 
@@ -133,12 +151,12 @@ class ParetoSet:
     near_misses: list[Result] = field(default_factory=list)  # when nothing is feasible
 
 
-def pareto_front(results: list[Result], *, energy: bool = False) -> list[Result]:
+def pareto_front(results: list[Result], objectives: tuple[str, ...] = ("memory_bytes",)) -> list[Result]:
     """Non-dominated exactly evaluated results over (accuracy up, memory down), smallest
     memory first (an early-stopped candidate's accuracy is an estimate: never a point).
-    ``energy``: over (accuracy up, memory down, energy down)."""
-    if energy:
-        return _front3(results)
+    ``objectives``: more quantities to minimise (``energy_mj``, ``latency_ms``)."""
+    if tuple(objectives) != ("memory_bytes",):
+        return _front_n(results, tuple(objectives))
     evaluated = sorted(
         (r for r in results if r.exact and r.memory_bytes is not None),
         key=lambda r: (r.memory_bytes, -r.accuracy),
@@ -152,21 +170,20 @@ def pareto_front(results: list[Result], *, energy: bool = False) -> list[Result]
     return front
 
 
-def _front3(results: list[Result]) -> list[Result]:
+def _front_n(results: list[Result], objectives: tuple[str, ...]) -> list[Result]:
+    """Non-dominated over accuracy (up) and ``objectives`` (down; an unknown value counts
+    as the worst), smallest memory first. Quadratic: a run has hundreds of points, not more."""
     evaluated = [r for r in results if r.exact and r.memory_bytes is not None]
-    inf = float("inf")
 
-    def dominates(a: Result, b: Result) -> bool:
-        ea, eb = (a.energy_mj if a.energy_mj is not None else inf), (b.energy_mj if b.energy_mj is not None else inf)
-        at_least = a.accuracy >= b.accuracy and a.memory_bytes <= b.memory_bytes and ea <= eb
-        return at_least and (a.accuracy > b.accuracy or a.memory_bytes < b.memory_bytes or ea < eb)
+    def values(r: Result) -> tuple[float, ...]:
+        return (-r.accuracy, *(float("inf") if getattr(r, o) is None else getattr(r, o) for o in objectives))
 
+    scored = [(values(r), r) for r in evaluated]
     front, seen = [], set()
-    for result in sorted(evaluated, key=lambda r: (r.memory_bytes, -r.accuracy, r.energy_mj or inf)):
-        key = (result.memory_bytes, result.accuracy, result.energy_mj)
-        if key in seen or any(dominates(other, result) for other in evaluated):
+    for mine, result in sorted(scored, key=lambda item: (item[1].memory_bytes, item[0])):
+        if mine in seen or any(all(o <= m for o, m in zip(other, mine)) and other != mine for other, _ in scored):
             continue
-        seen.add(key)
+        seen.add(mine)
         front.append(result)
     return front
 
@@ -195,7 +212,7 @@ def best_feasible(results) -> Result | None:
 def pareto_set(results: list[Result], constraints: Constraints, near_misses: int = 5) -> ParetoSet:
     """The Pareto set of the fully evaluated results. When none is feasible, the near
     misses are the evaluated results with the smallest :meth:`Constraints.shortfall`."""
-    front = pareto_front(results, energy=constraints.max_energy_mj is not None)
+    front = pareto_front(results, constraints.objectives())
     best = best_feasible(results)
     misses: list[Result] = []
     if best is None:

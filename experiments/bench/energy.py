@@ -45,25 +45,33 @@ def digits(budget: int) -> list[str]:
     plain = search([f"budget.max_full_evaluations={budget}"])
     baseline = plain["baseline"]
     best = next(p for p in plain["points"] if p["id"] == plain["best"])
-    target = min(0.9, round(best["energy_saving"] + 0.15, 2))
-    limited = search([f"budget.max_full_evaluations={budget}", f"constraints.energy.min_saving={target}"])
+    saved = best["energy_saving"]
+    targets = (round(saved - 0.1, 2), round(saved + 0.05, 2))  # one the memory-optimal point meets, one it misses
     lines = [f"Digits reference (baseline {baseline['accuracy']:.2f} % top-1), greedy at block granularity, at most "
              f"{budget} full evaluations, 1.5 points and 80 % of memory allowed; energy per image priced at 45 nm "
              "(0.9 pJ an accumulate, 4.6 pJ a multiply-accumulate), counted on the 64 calibration images. The "
-             f"energy-limited search adds `constraints.energy.min_saving: {target}` (the memory-optimal point saves "
-             f"{best['energy_saving']:.1%}).", "",
+             f"memory-optimal point saves {saved:.1%} of the energy; the energy-limited searches add "
+             f"`constraints.energy.min_saving` {targets[0]} (a limit it meets) and {targets[1]} (one it misses).", "",
              "| search | point | bytes | memory saved | energy (nJ) | energy saved | synaptic ops | firing rate "
              "| top-1 % |", "|---|---|---:|---:|---:|---:|---:|---:|---:|",
              row("baseline", {**baseline, "accuracy": baseline["accuracy"]}, baseline),
              row("memory only: best", best, baseline)]
-    chosen = next((p for p in limited["points"] if p["id"] == limited["best"]), None)
-    if chosen is None:
-        lines.append("| energy-limited: best | none feasible | | | | | | | |")
-    else:
-        lines.append(row("energy-limited: best", chosen, baseline))
-    lines += ["", f"Full evaluations: memory only {plain['statistics']['full_evaluations']}, energy-limited "
-                  f"{limited['statistics']['full_evaluations']}. Baseline: {baseline['synops']:,.0f} synaptic "
-                  f"operations and {baseline['macs']:,.0f} dense MACs (the first stem convolution) per image."]
+    counts = [f"memory only {plain['statistics']['full_evaluations']}"]
+    for target in targets:
+        limited = search([f"budget.max_full_evaluations={budget}", f"constraints.energy.min_saving={target}"])
+        counts.append(f"energy saving >= {target}: {limited['statistics']['full_evaluations']}")
+        chosen = next((p for p in limited["points"] if p["id"] == limited["best"]), None)
+        if chosen is None:
+            closest = max((p for p in limited["points"] if p["accuracy_drop"] <= 1.5 + 1e-9),
+                          key=lambda p: p["energy_saving"], default=None)
+            lines.append(f"| energy saving >= {target}: none feasible | "
+                         + ("- | | | | | | | |" if closest is None else
+                            f"(closest within 1.5 points: {row('', closest, baseline)[4:]}"))
+        else:
+            lines.append(row(f"energy saving >= {target}: best", chosen, baseline))
+    lines += ["", f"Full evaluations: {', '.join(counts)}. Baseline: {baseline['synops']:,.0f} synaptic "
+                  f"operations and {baseline['macs']:,.0f} dense MACs (the first stem convolution, at each of the 4 "
+                  "time steps) per image."]
     return lines
 
 
@@ -98,6 +106,7 @@ def published_scale(images: int = 2) -> list[str]:
     activity = count_activity(model, x)
     seconds = time.perf_counter() - start
     paper_sops = sum(op["paper"] for op in activity.ops.values())
+    steps = spec.model.args.T
     exact = activity.synops
     dense = sum(op["dense"] for op in activity.ops.values())
     energy = activity.energy_mj()
@@ -112,11 +121,13 @@ def published_scale(images: int = 2) -> list[str]:
             f"| this counter (exact fan-out) | {exact / 1e9:.3f} | {activity.macs / 1e9:.3f} | {energy:.3f} |",
             f"| the papers' formula (rate x T x FLOPs) at the same rates | {paper_sops / 1e9:.3f} | "
             f"{activity.macs / 1e9:.3f} | {paper_energy:.3f} |",
-            f"| every operation dense (an ANN of the same shape) | - | {dense / 1e9:.3f} | {dense * 4.6e-9:.3f} |", "",
+            f"| every operation dense, one time step (an ANN of the same shape) | - | {dense / steps / 1e9:.3f} | "
+            f"{dense / steps * 4.6e-9:.3f} |", "",
             f"The two counts differ by {abs(exact - paper_sops) / paper_sops:.2%}: the formula counts every input "
             "position's spikes against a kernel's full fan-out, which a padded convolution's border positions do "
             "not have; largest per-operation differences: " + ", ".join(f"{name} {d:.1%}" for d, name in per_layer)
-            + ". Published energies come from the trained networks' firing rates, which random weights do not have: "
+            + ". The first convolution reads the image at each of the T steps and is counted at each, as the model "
+            "runs it. Published energies come from the trained networks' firing rates, which random weights do not have: "
             "this compares the methods at equal rates, not with a published figure."]
 
 
