@@ -133,3 +133,30 @@ def test_measured_latency_feeds_a_latency_limit(tmp_path):
     assert all(p["latency_ms"] > 0 for p in document["points"])
     assert document["best"] is None and document["constraints"]["max_latency_ms"] == 1e-6
     assert document["near_misses"]  # judged by their shortfall, latency included
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "tpe"])
+def test_optuna_strategies_take_the_energy_limit_as_a_constraint_and_objective(strategy):
+    """A synthetic space whose energy falls with the drift (pruning): NSGA-II gets a third
+    objective, both studies a third constraint, and every feasible point meets the limit."""
+    from dataclasses import replace
+
+    from autocompress.search import LocalExecutor, drive
+    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_loop
+
+    class WithEnergy(SyntheticEvaluator):
+        def probe(self, candidate):
+            memory, drift = super().probe(candidate)
+            return memory, drift, {"energy_mj": 1.0 - drift}
+
+    assert make_loop(strategy, max_full=6).strategy.extra == []  # no limit: the studies as before
+    limited = replace(CONSTRAINTS, baseline_energy_mj=1.0, max_energy_mj=0.9)
+    loop = make_loop(strategy, max_full=12, constraints=limited)
+    assert loop.strategy.extra == ["energy_mj"]
+    assert len(loop.strategy.study.directions) == (3 if strategy == "nsga2" else 1)
+    drive(loop, LocalExecutor(WithEnergy()))
+    fulls = [r for r in loop.all_results() if r.evaluated]
+    assert fulls and all(r.energy_mj is not None for r in fulls)
+    assert all(r.energy_mj <= 0.9 for r in fulls if r.feasible)
+    assert any(r.energy_mj > 0.9 and r.accuracy_drop <= 1.5 and not r.feasible for r in fulls) or \
+        all(r.energy_mj <= 0.9 for r in fulls)

@@ -3,7 +3,9 @@
 The Optuna strategies drive a study through ask/tell over one integer parameter per
 dimension (the choice index). TPE minimises the footprint subject to the accuracy and
 memory constraints; NSGA-II is multi-objective (accuracy up, footprint down) with the
-same constraints.
+same constraints. An energy or latency limit (``constraints.energy``, ``constraints.latency``)
+is one more constraint of both, and one more objective of NSGA-II (the value over its
+limit, minimised).
 
 Warm start (``warm_start: N``, with the proxy on): every dimension is first probed alone
 at each of its choices, then the allocations that sensitivity suggests
@@ -158,7 +160,11 @@ class _OptunaStrategy(_Sampling):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.distributions = {dim.name: IntDistribution(0, len(dim.choices) - 1) for dim in self.space.dims}
-        self.study = optuna.create_study(directions=self.directions, sampler=self._sampler())
+        # each quantity the constraints limit besides memory (energy, latency) is one more objective of a
+        # multi-objective study, and a constraint of every study
+        self.extra = [o for o in self.constraints.objectives() if o != "memory_bytes"]
+        directions = list(self.directions) + (["minimize"] * len(self.extra) if len(self.directions) > 1 else [])
+        self.study = optuna.create_study(directions=directions, sampler=self._sampler())
         self.pending: dict[Config, list] = {}  # trials asked, by configuration, oldest first
         self.distinct: set[Config] = set()
         self.repeats = 0
@@ -233,7 +239,15 @@ class _OptunaStrategy(_Sampling):
             accuracy = self.constraints.baseline_accuracy - drop
         trial.set_constraint("accuracy", self.constraints.accuracy_excess(drop))  # feasible when <= 0
         trial.set_constraint("memory", self.constraints.memory_excess(result.memory_bytes))
-        self.study.tell(trial, self._values(accuracy, fraction))
+        extra = []
+        for name in self.extra:
+            value = getattr(result, name)
+            limit = self.constraints.max_energy_mj if name == "energy_mj" else self.constraints.max_latency_ms
+            ratio = float("inf") if value is None else value / limit  # of the limit: feasible when <= 1
+            trial.set_constraint(name, ratio - 1 if value is not None else 1.0)
+            extra.append(ratio if value is not None else 10.0)
+        values = self._values(accuracy, fraction)
+        self.study.tell(trial, (*values, *extra) if isinstance(values, tuple) else values)
 
 
 @register_strategy("tpe", TPEOptions)
