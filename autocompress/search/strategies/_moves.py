@@ -11,17 +11,17 @@ _EPSILON = 1e-6
 def move_score(parent: Result, child: Result, signal, constraints=None) -> float:
     """Saving per unit of extra signal; a move that adds no signal scores its saving over
     epsilon (so free savings go first, the larger first); unknown scores last. The saving
-    is the fraction of the baseline footprint saved, plus, when ``constraints`` limit the
-    energy, the fraction of the baseline energy estimate saved (a pruning move that cuts
-    spikes counts for both)."""
+    is the bytes saved; while ``constraints`` limit the energy and the parent misses that
+    limit, the fraction of the baseline footprint saved plus the fraction of the baseline
+    energy estimate saved (a pruning move that cuts spikes counts for both)."""
     child_signal, parent_signal = signal(child), signal(parent)
     if child.memory_bytes is None or child_signal is None or parent.memory_bytes is None:
         return float("-inf")
     saved = parent.memory_bytes - child.memory_bytes
-    if constraints is not None and constraints.max_energy_mj is not None and constraints.baseline_energy_mj:
-        saved /= constraints.baseline_bytes
-        if parent.energy_mj is not None and child.energy_mj is not None:
-            saved += (parent.energy_mj - child.energy_mj) / constraints.baseline_energy_mj
+    if (constraints is not None and constraints.max_energy_mj is not None and constraints.baseline_energy_mj
+            and parent.energy_mj is not None and child.energy_mj is not None
+            and parent.energy_mj > constraints.max_energy_mj):  # only while the energy limit is still missed
+        saved = saved / constraints.baseline_bytes + (parent.energy_mj - child.energy_mj) / constraints.baseline_energy_mj
     added = max(child_signal - (parent_signal or 0.0), _EPSILON)
     return saved / added
 
