@@ -64,9 +64,8 @@ def digits(budget: int) -> list[str]:
         if chosen is None:
             closest = max((p for p in limited["points"] if p["accuracy_drop"] <= 1.5 + 1e-9),
                           key=lambda p: p["energy_saving"], default=None)
-            lines.append(f"| energy saving >= {target}: none feasible | "
-                         + ("- | | | | | | | |" if closest is None else
-                            f"(closest within 1.5 points: {row('', closest, baseline)[4:]}"))
+            lines.append(f"| energy saving >= {target}: none feasible | - | | | | | | | |" if closest is None else
+                         row(f"energy saving >= {target}: none feasible; nearest within 1.5 points", closest, baseline))
         else:
             lines.append(row(f"energy saving >= {target}: best", chosen, baseline))
     lines += ["", f"Full evaluations: {', '.join(counts)}. Baseline: {baseline['synops']:,.0f} synaptic "
