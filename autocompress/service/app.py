@@ -269,8 +269,13 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                 if value > config.limits[cap]:
                     raise HTTPException(status_code=422, detail=f"settings: {name} {value} is above this service's "
                                                                 f"limit of {config.limits[cap]:g}")
-            for key in request.settings:
-                args += ["--set", f"finetune.{key}={json.dumps(checked.model_dump(mode='json')[key])}"]
+            values = checked.model_dump(mode="json")
+            for key, given in request.settings.items():  # only what was given: a section keeps its other keys
+                if isinstance(given, dict):
+                    args += [arg for sub in given for arg in
+                             ("--set", f"finetune.{key}.{sub}={json.dumps(values[key][sub])}")]
+                else:
+                    args += ["--set", f"finetune.{key}={json.dumps(values[key])}"]
         return act(search_id, lambda sid: jobs.finetune(sid, tuple(args)))
 
     @app.post("/v1/searches/{search_id}/resume", dependencies=guard)
