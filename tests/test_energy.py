@@ -160,3 +160,25 @@ def test_optuna_strategies_take_the_energy_limit_as_a_constraint_and_objective(s
     assert all(r.energy_mj <= 0.9 for r in fulls if r.feasible)
     assert any(r.energy_mj > 0.9 and r.accuracy_drop <= 1.5 and not r.feasible for r in fulls) or \
         all(r.energy_mj <= 0.9 for r in fulls)
+
+
+def test_prioritized_puts_the_energy_saving_dimensions_first_under_an_energy_limit():
+    """Largest first: by parameters alone without an energy limit; with one, a small
+    dimension whose sensitivity probe saves much energy goes ahead of larger ones."""
+    from dataclasses import replace
+
+    from autocompress.search import Result
+    from autocompress.search.conformance import CONSTRAINTS, make_loop
+
+    orders = []
+    for constraints in (CONSTRAINTS, replace(CONSTRAINTS, baseline_energy_mj=1.0, max_energy_mj=0.9)):
+        strategy = make_loop("prioritized", max_full=8, constraints=constraints).strategy
+        dims = strategy.space.dims
+        smallest = min(range(len(dims)), key=lambda d: (dims[d].size, -d))
+        for d, levels in strategy.levels.items():
+            for i in levels:
+                strategy.sensitivity[(d, i)] = Result("x", memory_bytes=1, drift=0.1,
+                                                      energy_mj=0.2 if d == smallest else 1.0)
+        orders.append((sorted(range(len(dims)), key=strategy._priority), smallest))
+    (plain, smallest), (limited, _) = orders
+    assert plain[-1] == smallest and limited[0] == smallest

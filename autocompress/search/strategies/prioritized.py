@@ -49,6 +49,7 @@ class PrioritizedStrategy(Strategy):
         self.order: list[int] | None = None
         self.current: Config = self.space.baseline()
         self.current_bytes = self.constraints.baseline_bytes
+        self.current_energy = self.constraints.baseline_energy_mj
         self.tries: list[int] = []  # choice indices left to try for the dimension at the head of order
         self.awaiting: Config | None = None
         self._done = False
@@ -70,12 +71,13 @@ class PrioritizedStrategy(Strategy):
                 fresh = [key for key in todo if key not in self.pending]
                 self.pending.update(fresh)
                 return [self.request(self._single(d, i), "probe") for d, i in fresh]
-            self.order = sorted(range(len(self.space.dims)), key=lambda d: (-self.space.dims[d].size, self._sensitivity(d), d))
+            self.order = sorted(range(len(self.space.dims)), key=self._priority)
             self._start_dimension()
         while self.order and not self.tries:
             self.order.pop(0)
             self._start_dimension()
-        goal_met = self.constraints.memory_ok(self.current_bytes) and self.current != self.space.baseline()
+        goal_met = (self.constraints.memory_ok(self.current_bytes) and self.constraints.energy_ok(self.current_energy)
+                    and self.current != self.space.baseline())
         if not self.order or (goal_met and not self.options.keep_compressing):
             self._done = True
             return []
@@ -83,6 +85,17 @@ class PrioritizedStrategy(Strategy):
         config = self.current[:d] + (self.tries[0],) + self.current[d + 1 :]
         self.awaiting = config
         return [self.request(config, "full")]
+
+    def _priority(self, d: int) -> tuple:
+        """Largest first. With an energy limit, "largest" is the dimension's share of the
+        parameters plus the share of the baseline energy its middle sensitivity probe saves."""
+        c = self.constraints
+        if c.max_energy_mj is None or not c.baseline_energy_mj:
+            return (-self.space.dims[d].size, self._sensitivity(d), d)
+        total = sum(dim.size for dim in self.space.dims) or 1
+        probe = self.sensitivity[(d, self.levels[d][len(self.levels[d]) // 2])]
+        saved = 0.0 if probe.energy_mj is None else (c.baseline_energy_mj - probe.energy_mj) / c.baseline_energy_mj
+        return (-(self.space.dims[d].size / total + saved), self._sensitivity(d), d)
 
     def _sensitivity(self, d: int) -> float:
         middle = self.levels[d][len(self.levels[d]) // 2]
@@ -114,4 +127,5 @@ class PrioritizedStrategy(Strategy):
         self.tries.pop(0)
         if self.acceptable(result):
             self.current, self.current_bytes = request.config, result.memory_bytes
+            self.current_energy = result.energy_mj
             self.tries = []  # this dimension is settled; the next ask moves on
