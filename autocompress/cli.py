@@ -321,7 +321,9 @@ def status(run_dir: Path, as_json: bool) -> None:
     best = report["best"]
     click.echo("best:       " + ("none feasible yet" if best is None else
                f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "
-               f"{best['accuracy']:.2f} % top-1 ({best['accuracy_drop']:+.2f} points)"))
+               f"{best['accuracy']:.2f} % top-1 ({best['accuracy_drop']:+.2f} points)"
+               + ("" if best.get("energy_mj") is None else f", {format_energy(best['energy_mj'])} per image")
+               + ("" if best.get("latency_ms") is None else f", {best['latency_ms']:.2f} ms at batch 1")))
     for w in report["workers"]:
         click.echo(f"worker:     {w['name']} pid {w['pid']} on {w['node']}: {w['state']}"
                    + (f" ({w['task']})" if w["task"] else ""))

@@ -15,7 +15,8 @@ def best_summary(results) -> dict | None:
     best = best_feasible(results)
     return None if best is None else {
         "id": best.candidate_id, "memory_bytes": best.memory_bytes, "memory_saving": best.memory_saving,
-        "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop}
+        "accuracy": best.accuracy, "accuracy_drop": best.accuracy_drop, "energy_mj": best.energy_mj,
+        "synops": best.synops, "latency_ms": best.latency_ms}
 
 
 @dataclass
