@@ -57,6 +57,7 @@ def test_finetune_prints_before_and_after_and_the_tuned_export_reproduces_it(sea
     entry = json.loads((run / "pareto.json").read_text())["tuned"]["finetuned"][point["id"]]
     assert entry["state"] == "done" and entry["epoch"] == entry["epochs"] == 2
     assert entry["accuracy_before"] == point["accuracy"]
+    assert entry["energy_mj_before"] == point["energy_mj"] and entry["energy_mj"] > 0  # counted again after tuning
     assert f"{point['id']}: {point['memory_bytes']:,} bytes, top-1 {point['accuracy']:.2f} % -> " \
            f"{entry['accuracy']:.2f} %" in out
     assert "epoch 1/2: loss" in err and "epoch 2/2: loss" in err  # live progress, one line an epoch

@@ -555,7 +555,7 @@ def _finetune_one(store, session, groups, spec, data, record, *, restart, addres
         entry["state"] = "interrupted"
         store.set_meta(META, {**(store.meta(META) or {}), point: entry})
         raise
-    entry.update(_measure(session, groups, job, store, constraints))
+    entry.update(_measure(session, groups, job, store, constraints, record.result))
     entry.update(state="done", seconds=round(time.perf_counter() - started, 1), ended_at=time.time())
     store.set_meta(META, {**(store.meta(META) or {}), point: entry})
     say(f"{point}: top-1 {before:.2f} % -> {entry['accuracy']:.2f} % (drop {entry['accuracy_drop_before']:+.2f} -> "
@@ -565,8 +565,10 @@ def _finetune_one(store, session, groups, spec, data, record, *, restart, addres
     return entry
 
 
-def _measure(session, groups, job: Job, store, constraints) -> dict:
-    """Export the last epoch's model, load the file back and measure it."""
+def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
+    """Export the last epoch's model, load the file back and measure it: its accuracy, and
+    its spikes and energy again (fine-tuning changes the firing rates; the structure, and so
+    the latency, stays the untuned point's)."""
     directory = tune_dir(job.run_dir, job.point)
     state = read_checkpoint(directory / CHECKPOINT)
     if state is None or int(state["epoch"]) != session.spec.finetune.epochs:
@@ -578,9 +580,17 @@ def _measure(session, groups, job: Job, store, constraints) -> dict:
     size = export_compressed(student.cpu(), directory / TUNED)
     loaded = load_compressed(directory / TUNED)
     measured = session.evaluate(loaded, indices=session.evaluation_order())
+    from autocompress.proxy.energy import count_activity
+
+    prices = session.spec.energy
+    energy = count_activity(loaded.to(session.device), session.data.calibration.to(session.device)).summary(
+        prices.ac_pj, prices.mac_pj, prices.bit_aware)
     result = {"accuracy": measured.accuracy, "images": measured.total,
               "accuracy_drop": constraints.baseline_accuracy - measured.accuracy,
-              "feasible": constraints.feasible(measured.accuracy, footprint(loaded)),
+              "feasible": constraints.feasible(measured.accuracy, footprint(loaded), energy["energy_mj"],
+                                               untuned.latency_ms),
+              "energy_mj_before": untuned.energy_mj, "energy_mj": energy["energy_mj"], "synops": energy["synops"],
+              "firing_rate": energy["firing_rate"],
               "memory_bytes": footprint(loaded), "file": f"{FINETUNE_DIR}/{job.point}/{TUNED}", "file_bytes": size,
               "holdout": None}
     held = session.holdout_order()

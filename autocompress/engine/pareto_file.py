@@ -52,7 +52,8 @@ def _held_out(point: dict, held: dict | None, constraints) -> None:
 
 
 _TUNED_FIELDS = ("state", "epoch", "epochs", "accuracy_before", "accuracy", "accuracy_drop", "feasible_before",
-                 "feasible", "images", "holdout", "memory_bytes", "file", "file_bytes", "seconds", "workers")
+                 "feasible", "images", "holdout", "memory_bytes", "energy_mj_before", "energy_mj", "synops",
+                 "firing_rate", "file", "file_bytes", "seconds", "workers")
 
 
 def _tuned(document: dict, results: list[Result], candidates: dict, tuned: dict, constraints) -> dict:
@@ -68,7 +69,8 @@ def _tuned(document: dict, results: list[Result], candidates: dict, tuned: dict,
         entry = finished.get(result.candidate_id)
         if entry is not None and not result.early_stopped:
             result = replace(result, accuracy=entry["accuracy"], accuracy_drop=entry["accuracy_drop"],
-                             feasible=entry["feasible"])
+                             feasible=entry["feasible"], energy_mj=entry.get("energy_mj", result.energy_mj),
+                             synops=entry.get("synops", result.synops))
         merged.append(result)
     front = pareto_set(merged, constraints)
     points = []
