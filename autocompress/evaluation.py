@@ -50,14 +50,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _progress(enabled: bool, total: int, description: str):
+def progress_bar(enabled: bool, total: int, description: str, unit: str = "images"):
+    """A transient rich progress bar on stderr (a context whose value is None when not ``enabled``)."""
     if not enabled:
         return nullcontext(None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
         TimeElapsedColumn(), console=Console(stderr=True), transient=True,
     )
     progress.add_task(description, total=total)
@@ -90,7 +91,7 @@ def evaluate_accuracy(
     start = time.perf_counter()
     count = len(data.validation) if indices is None else len(indices)
     batches = data.validation_batches(batch_size, workers, device, indices)
-    with _progress(progress, count, description) as bar, precision_context(device, autocast):
+    with progress_bar(progress, count, description) as bar, precision_context(device, autocast):
         for images, labels, batch_skipped, batch_readable in batches:
             skipped += batch_skipped
             readable.append(batch_readable)

@@ -46,7 +46,8 @@ from autocompress.compress.qat import freeze_qat, prepare_qat, train_mode
 from autocompress.engine.pipeline import build_candidate, channel_groups
 from autocompress.engine.session import Session
 from autocompress.errors import AutocompressError, CheckpointError, UserInputError
-from autocompress.proxy.drift import kept_channels
+from autocompress.evaluation import progress_bar
+from autocompress.proxy.drift import kept_channels, recording_potentials
 
 Say = Callable[[str], None]
 FINETUNE_DIR = "finetune"
@@ -121,23 +122,8 @@ def _potentials(model, record: bool) -> Iterator[dict]:
     if not record:
         yield seen
         return
-    hooks, previous = [], {}
-    for name, node in model.spiking_neurons():
-        previous[name] = node.store_v_seq
-        node.store_v_seq = True
-
-        def hook(module, _inputs, _output, name=name):
-            seen[name] = module.v_seq
-            module.v_seq = None
-
-        hooks.append(node.register_forward_hook(hook))
-    try:
+    with recording_potentials(model, seen.__setitem__):
         yield seen
-    finally:
-        for handle in hooks:
-            handle.remove()
-        for name, node in model.spiking_neurons():
-            node.store_v_seq = previous[name]
 
 
 def membrane_loss(student: dict, teacher: dict, cut: dict) -> torch.Tensor | None:
@@ -269,7 +255,8 @@ def train_candidate(session: Session, groups, job: Job, *, rank: int = 0, world:
         train_mode(student)
         started = time.perf_counter()
         totals = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "membrane": 0.0, "images": 0}
-        with _bar(progress and rank == 0, steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}") as bar:
+        with progress_bar(progress and rank == 0, steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}",
+                          unit="steps") as bar:
             for images, labels in loader:
                 if not len(labels):
                     continue
@@ -320,26 +307,6 @@ def train_candidate(session: Session, groups, job: Job, *, rank: int = 0, world:
         _write_progress(directory, {"epoch": epoch + 1, "epochs": settings.epochs, "history": history})
         if report is not None:
             report(entry)
-
-
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        return _NoBar()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                   TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-    bar.add_task(description, total=total)
-    return bar  # rich's Progress returns itself from __enter__
 
 
 # --------------------------------------------------------------------------- Ray Train

@@ -17,7 +17,8 @@ keeps the reference when it fits a memory budget and recomputes it chunk by chun
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -36,9 +37,11 @@ def record_potentials(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
     return potentials
 
 
-def _with_potentials(model, images: torch.Tensor, use) -> None:
-    """One forward pass of ``model`` on ``images`` that hands each neuron layer's ``v_seq`` to
-    ``use(name, v_seq)`` as it is computed, then lets SpikingJelly drop its own copy."""
+@contextmanager
+def recording_potentials(model, use) -> Iterator[None]:
+    """Inside the block, every forward pass of ``model`` hands each neuron layer's ``v_seq``
+    (``[T, N, ...]``, with its autograd graph when there is one) to ``use(name, v_seq)`` as
+    it is computed, then lets SpikingJelly drop its own copy."""
     hooks, previous = [], {}
 
     def hook(module, _inputs, _output, name: str) -> None:
@@ -50,12 +53,18 @@ def _with_potentials(model, images: torch.Tensor, use) -> None:
         node.store_v_seq = True
         hooks.append(node.register_forward_hook(lambda module, i, o, name=name: hook(module, i, o, name)))
     try:
-        model(images)
+        yield
     finally:
         for handle in hooks:
             handle.remove()
         for name, node in model.spiking_neurons():
             node.store_v_seq = previous[name]
+
+
+def _with_potentials(model, images: torch.Tensor, use) -> None:
+    """One forward pass of ``model`` on ``images`` under :func:`recording_potentials`."""
+    with recording_potentials(model, use):
+        model(images)
 
 
 def kept_channels(
