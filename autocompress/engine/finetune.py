@@ -177,25 +177,17 @@ def _fault_step() -> int | None:
     """Fault injection for tests and drills (``AUTOCOMPRESS_FAULT_INJECT=kill-in-finetune:N``):
     the training process SIGKILLs itself at its N-th training step counted from the
     start of the fine-tuning (once per point: a marker file beside the checkpoint)."""
-    from autocompress.engine.worker import FAULT_ENV
+    from autocompress.engine.worker import injected_fault
 
-    kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
-    return int(count) if kind == "kill-in-finetune" and count.isdigit() else None
+    fault = injected_fault("kill-in-finetune")
+    return None if fault is None else fault[1]
 
 
 def _maybe_kill(directory: Path, step: int, fault: int | None) -> None:
-    if fault is None or step != fault:
-        return
-    import signal
+    if fault is not None and step == fault:
+        from autocompress.engine.worker import kill_once
 
-    from autocompress.engine.worker import FAULT_MARKER
-
-    marker = directory / FAULT_MARKER
-    if marker.exists():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(step))
-    os.kill(os.getpid(), signal.SIGKILL)
+        kill_once(directory)
 
 
 def train_candidate(session: Session, groups, job: Job, *, rank: int = 0, world: int = 1,

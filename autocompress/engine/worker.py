@@ -44,6 +44,23 @@ _STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_st
                                     "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False}}
 
 
+def injected_fault(*kinds: str) -> tuple[str, int] | None:
+    """``(kind, N)`` when :data:`FAULT_ENV` asks for one of ``kinds`` (``KIND:N``)."""
+    kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
+    return (kind, int(count)) if kind in kinds and count.isdigit() else None
+
+
+def kill_once(folder: Path) -> None:
+    """SIGKILL this process, unless :data:`FAULT_MARKER` in ``folder`` says one already died
+    there (only the first to get here dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / FAULT_MARKER).open("x").close()
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _as_started(data: dict) -> dict:
     data = dict(data)
     for key, value in _SETTINGS_OF_OLDER_RUNS.items():  # key by key: a section may predate some of its settings
@@ -88,7 +105,7 @@ class Worker:
         self._order = None
         self._holdout = None
         self._last: tuple[str, object] | None = None
-        self._fault = self._parse_fault()
+        self._fault = injected_fault("kill-on-full", "wait-on-full")
 
     @classmethod
     def from_frozen(cls, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str | None = None,
@@ -188,13 +205,6 @@ class Worker:
             out["fp32_accuracy"] = self.session.evaluate(indices=self.order, autocast="off").accuracy
         return out
 
-    @staticmethod
-    def _parse_fault() -> tuple[str, int] | None:
-        kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
-        if kind in ("kill-on-full", "wait-on-full") and count.isdigit():
-            return kind, int(count)
-        return None
-
     def _maybe_fault(self) -> None:
         if self._fault is None or self.full_count != self._fault[1] or self.run_dir is None:
             return
@@ -204,9 +214,4 @@ class Worker:
             while not release.exists():
                 time.sleep(0.05)  # a signal (Ctrl-C, SIGTERM) still stops the driver here
             return
-        marker = Path(self.run_dir) / FAULT_MARKER
-        try:
-            marker.open("x").close()  # only the first worker to get here dies
-        except FileExistsError:
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
+        kill_once(Path(self.run_dir))
