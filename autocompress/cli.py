@@ -449,9 +449,10 @@ def format_energy(mj: float | None) -> str:
     """Millijoules in the unit that reads best (mJ, uJ, nJ)."""
     if mj is None:
         return "-"
-    for unit, scale in (("mJ", 1.0), ("uJ", 1e-3), ("nJ", 1e-6)):
-        if abs(mj) >= scale or unit == "nJ":
-            return f"{mj / scale:.3g} {unit}"
+    from autocompress.vocabulary import energy_unit
+
+    unit, scale = energy_unit(mj)
+    return f"{mj / scale:.3g} {unit}"
 
 
 def _print_pareto(document: dict) -> None:

@@ -50,3 +50,13 @@ PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.
 def canonical_family(family: str) -> str:
     """The family an alias stands for (a family's own name is its canonical name)."""
     return FAMILY_ALIASES.get(family, family)
+
+
+def energy_unit(mj: float) -> tuple[str, float]:
+    """The unit an energy of ``mj`` millijoules reads best in (mJ, uJ, nJ), and its size in
+    mJ: the table, status and the report print energies so (here, below them all and free
+    of torch)."""
+    for unit, scale in (("mJ", 1.0), ("uJ", 1e-3)):
+        if abs(mj) >= scale:
+            return unit, scale
+    return "nJ", 1e-6

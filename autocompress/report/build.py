@@ -32,6 +32,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from autocompress.atomic import atomic_write  # noqa: E402
 from autocompress.engine import RunStore, pareto_document  # noqa: E402
+from autocompress.vocabulary import energy_unit  # noqa: E402
 from autocompress.search import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
 
@@ -139,7 +140,7 @@ def plot_energy(run: _Run, path: Path, baseline_rates: dict) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     fulls = [r.result for r in run.fulls if r.result.energy_mj is not None and r.result.exact]
     base = doc["baseline"]["energy_mj"]
-    unit, scale = ("mJ", 1.0) if base >= 1e-3 else ("uJ", 1e-3) if base >= 1e-6 else ("nJ", 1e-6)
+    unit, scale = energy_unit(base)
     feasible = [r for r in fulls if r.feasible]
     other = [r for r in fulls if not r.feasible]
     left.scatter([r.energy_mj / scale for r in other], [r.accuracy for r in other], s=18, color="0.55",
