@@ -43,7 +43,7 @@ from autocompress.compress import export_compressed, footprint
 from autocompress.compress.export import load_compressed
 from autocompress.compress.groups import channel_view
 from autocompress.compress.qat import freeze_qat, prepare_qat, train_mode
-from autocompress.engine.pipeline import build_candidate, channel_groups
+from autocompress.engine.pipeline import build_candidate, channel_groups, priced
 from autocompress.engine.session import Session
 from autocompress.errors import AutocompressError, CheckpointError, UserInputError
 from autocompress.evaluation import progress_bar
@@ -541,9 +541,7 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
     measured = session.evaluate(loaded, indices=session.evaluation_order())
     from autocompress.proxy.energy import count_activity
 
-    prices = session.spec.energy
-    energy = count_activity(loaded.to(session.device), session.data.calibration.to(session.device)).summary(
-        prices.ac_pj, prices.mac_pj, prices.bit_aware)
+    energy = priced(session, count_activity(loaded.to(session.device), session.data.calibration.to(session.device)))
     result = {"accuracy": measured.accuracy, "images": measured.total,
               "accuracy_drop": constraints.baseline_accuracy - measured.accuracy,
               "feasible": constraints.feasible(measured.accuracy, footprint(loaded), energy["energy_mj"],

@@ -51,6 +51,13 @@ def build_candidate(session: Session, groups: GroupReport, config: Mapping):
                           recalibrate=calibration if options.recalibrate_batchnorm else None)
 
 
+def priced(session: Session, activity) -> dict:
+    """The spikes and energy summary of ``activity`` (autocompress.proxy.energy), priced by
+    the spec's ``energy`` section."""
+    prices = session.spec.energy
+    return activity.summary(prices.ac_pj, prices.mac_pj, prices.bit_aware)
+
+
 @dataclass
 class Setup:
     """What a search needs before its first evaluation."""

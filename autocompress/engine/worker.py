@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autocompress.cachedir import cache_dir
 from autocompress.compress import footprint
-from autocompress.engine.pipeline import build_candidate, channel_groups
+from autocompress.engine.pipeline import build_candidate, channel_groups, priced
 from autocompress.engine.session import Session
 from autocompress.proxy import ReferencePotentials
 from autocompress.proxy.energy import count_activity, counting
@@ -146,12 +146,12 @@ class Worker:
             else:
                 with torch.inference_mode():
                     model(self.calibration)
-        return footprint(model), drift, self.priced(activity, model)
+        return footprint(model), drift, self.measured(activity, model)
 
-    def priced(self, activity, model) -> dict:
+    def measured(self, activity, model) -> dict:
         """The spikes and energy summary, with the measured latency when the spec asks for it."""
         spec = self.session.spec
-        summary = activity.summary(spec.energy.ac_pj, spec.energy.mac_pj, spec.energy.bit_aware)
+        summary = priced(self.session, activity)
         if spec.latency.measure:
             from autocompress.evaluation import measure_latency
 
@@ -200,7 +200,7 @@ class Worker:
         result = self.session.evaluate(indices=self.order)
         out = {"accuracy": result.accuracy, "total": result.total, "count": len(self.order),
                "per_image": pack(result.per_image), "autocast": self.session.spec.evaluation.autocast,
-               "energy": self.priced(count_activity(self.session.model, self.calibration), self.session.model)}
+               "energy": self.measured(count_activity(self.session.model, self.calibration), self.session.model)}
         if out["autocast"] != "off":
             out["fp32_accuracy"] = self.session.evaluate(indices=self.order, autocast="off").accuracy
         return out
