@@ -176,16 +176,19 @@ def test_membrane_matching_compares_the_kept_channels_only():
 
 
 def test_points_are_chosen_by_id_best_feasible_and_near_misses():
+    from autocompress.search import Constraints
+
     spec = validate_spec(make_spec_data())
+    constraints = Constraints(baseline_accuracy=99.0, baseline_bytes=1000, max_drop_points=1.5, min_saving=0.5)
     base = {"memory_saving": 0.9, "memory_bytes": 100, "feasible": False}
-    document = {"best": "best", "constraints": {"max_drop_points": 1.5, "min_saving": 0.5, "max_bytes": None},
+    document = {"best": "best",
                 "points": [{**base, "id": "best", "feasible": True, "accuracy_drop": 1.0},
                            {**base, "id": "close", "accuracy_drop": 4.0},
                            {**base, "id": "far", "accuracy_drop": 9.0},
-                           {**base, "id": "small", "accuracy_drop": 2.0, "memory_saving": 0.2}],
+                           {**base, "id": "small", "accuracy_drop": 2.0, "memory_saving": 0.2, "memory_bytes": 800}],
                 "near_misses": []}
-    assert select_points(document, spec.finetune) == ["best", "close"]
-    assert select_points(document, spec.finetune, ["far"]) == ["far"]
+    assert select_points(document, spec.finetune, constraints) == ["best", "close"]
+    assert select_points(document, spec.finetune, constraints, ["far"]) == ["far"]
 
 
 def test_finetune_settings_are_validated():

@@ -386,23 +386,20 @@ def _poll_progress(directory: Path, seen: int, on_progress: Callable[[dict], Non
 # --------------------------------------------------------------------------- the command
 
 
-def select_points(document: dict, settings, requested: list[str] | None = None) -> list[str]:
+def select_points(document: dict, settings, constraints, requested: list[str] | None = None) -> list[str]:
     """The points to fine-tune: ``requested``, else the spec's ``finetune.points``: its
-    ids, the best feasible point, the Pareto points whose memory fits and whose accuracy
-    drop exceeds the allowed one by at most ``near_misses_within`` points."""
+    ids, the best feasible point, the Pareto points whose memory fits ``constraints`` and
+    whose accuracy drop exceeds the allowed one by at most ``near_misses_within`` points."""
     if requested:
         return list(dict.fromkeys(requested))
     chosen = list(settings.points.ids)
     if settings.points.best_feasible and document.get("best"):
         chosen.append(document["best"])
     within = settings.points.near_misses_within
-    constraints = document.get("constraints") or {}
-    if within is not None and constraints:
-        allowed = constraints["max_drop_points"]
+    if within is not None and constraints is not None:
         for point in document["points"] + document.get("near_misses", []):
-            memory_ok = ((constraints.get("min_saving") is None or point["memory_saving"] >= constraints["min_saving"])
-                         and (constraints.get("max_bytes") is None or point["memory_bytes"] <= constraints["max_bytes"]))
-            if memory_ok and not point["feasible"] and point["accuracy_drop"] <= allowed + within:
+            if (constraints.memory_ok(point["memory_bytes"]) and not point["feasible"]
+                    and point["accuracy_drop"] <= constraints.max_drop_points + within):
                 chosen.append(point["id"])
     return list(dict.fromkeys(chosen))
 
@@ -440,7 +437,7 @@ def finetune_run(store, points: list[str] | None = None, *, overrides: list[str]
     if document["baseline"] is None:
         raise UserInputError(f"{store.run_dir}: the search has not measured its baseline yet; nothing to fine-tune")
     records = {r.result.candidate_id: r for r in store.records(("full",))}
-    chosen = select_points(document, settings, points)
+    chosen = select_points(document, settings, store.constraints(), points)
     if not chosen:
         say("nothing to fine-tune: no point matches finetune.points (no best feasible point, no near miss)")
         return []
