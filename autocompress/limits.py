@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from autocompress.errors import SpecError, UserInputError
 
-__all__ = ["LIMITS", "Limits", "check_limits"]
+__all__ = ["LIMITS", "Limits", "check_limits", "finetune_sizes"]
 
 @dataclass(frozen=True)
 class LimitInfo:
@@ -102,6 +102,14 @@ class Limits:
         return cls(overrides)
 
 
+def finetune_sizes(finetune) -> list[tuple[str, str, Any]]:
+    """``(limit name, field path, value)`` for the sizes a ``finetune`` section sets (the
+    service checks a fine-tuning request's settings by these too)."""
+    return [("finetune.epochs", "finetune.epochs", finetune.epochs),
+            ("data.batch_size", "finetune.batch_size", finetune.batch_size),
+            ("finetune.workers", "finetune.workers", finetune.workers)]
+
+
 def _sizes(spec) -> list[tuple[str, str, Any]]:
     """``(limit name, field path, value)`` for every size the spec sets."""
     sizes: list[tuple[str, str, Any]] = []
@@ -121,9 +129,7 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
         ("data.calibration.size", "data.calibration.size", data.calibration.size),
         ("budget.max_full_evaluations", "budget.max_full_evaluations", spec.budget.max_full_evaluations),
         ("execution.workers", "execution.workers", spec.execution.workers),
-        ("finetune.epochs", "finetune.epochs", spec.finetune.epochs),
-        ("data.batch_size", "finetune.batch_size", spec.finetune.batch_size),
-        ("finetune.workers", "finetune.workers", spec.finetune.workers),
+        *finetune_sizes(spec.finetune),
         ("latency.repeats", "latency.repeats", spec.latency.repeats + spec.latency.warmup),
         ("data.batch_size", "latency.batch_size", spec.latency.batch_size),
     ]

@@ -424,13 +424,9 @@ def finetune_run(store, points: list[str] | None = None, *, overrides: list[str]
     from autocompress.engine.pareto_file import pareto_document, write_pareto
     from autocompress.engine.worker import spec_from_frozen
 
-    data = _frozen_with(store, list(overrides))
+    data = _frozen_with(store, list(overrides) + ([] if workers is None else [f"finetune.workers={workers}"]))
     spec = spec_from_frozen(data, store.meta("spec_dir"), confine=confine)
     settings = spec.finetune
-    if workers is not None:
-        data = {**data, "finetune": {**(data.get("finetune") or {}), "workers": workers}}
-        spec = spec_from_frozen(data, store.meta("spec_dir"), confine=confine)
-        settings = spec.finetune
     if check is not None:
         check(spec)  # the caps on what a spec may ask for (autocompress.limits, above this layer)
     document = pareto_document(store)

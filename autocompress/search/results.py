@@ -135,12 +135,12 @@ class Constraints:
         """How far an evaluated result is from feasible, in units of each limit, summed."""
         accuracy = max(0.0, self.accuracy_excess(result.accuracy_drop)) / max(self.max_drop_points, 1e-9)
         memory_limit = self.min_saving if self.min_saving is not None else self.max_bytes / self.baseline_bytes
-        energy = 0.0
+        others = 0.0  # energy and latency beyond their limits, each in units of its limit
         if self.max_energy_mj is not None and result.energy_mj is not None:
-            energy = max(0.0, result.energy_mj - self.max_energy_mj) / max(self.max_energy_mj, 1e-12)
+            others += max(0.0, result.energy_mj - self.max_energy_mj) / max(self.max_energy_mj, 1e-12)
         if self.max_latency_ms is not None and result.latency_ms is not None:
-            energy += max(0.0, result.latency_ms - self.max_latency_ms) / self.max_latency_ms
-        return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9) + energy
+            others += max(0.0, result.latency_ms - self.max_latency_ms) / self.max_latency_ms
+        return accuracy + self.memory_excess(result.memory_bytes) / max(memory_limit, 1e-9) + others
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from autocompress.version import __version__
 from autocompress.engine import RunStore, is_run_dir
 from autocompress.errors import AutocompressError, SpecError
-from autocompress.limits import Limits
+from autocompress.limits import Limits, finetune_sizes
 from autocompress.service.jobs import (
     ERROR_SUMMARIES,
     STOPPED_BY,
@@ -263,9 +263,7 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
             except ValidationError as error:
                 raise HTTPException(status_code=422, detail=[
                     {"loc": ["settings", *map(str, e["loc"])], "msg": e["msg"]} for e in error.errors()]) from None
-            for name, value, cap in (("finetune.epochs", checked.epochs, "finetune.epochs"),
-                                     ("finetune.workers", checked.workers, "finetune.workers"),
-                                     ("finetune.batch_size", checked.batch_size, "data.batch_size")):
+            for cap, name, value in finetune_sizes(checked):
                 if value > config.limits[cap]:
                     raise HTTPException(status_code=422, detail=f"settings: {name} {value} is above this service's "
                                                                 f"limit of {config.limits[cap]:g}")
