@@ -9,6 +9,7 @@ config; then written with :func:`~autocompress.compress.export_compressed`. Load
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -61,11 +62,10 @@ def _export_tuned(store: RunStore, point_id: str, out: str | os.PathLike) -> dic
                              f"{state}; fine-tuned points: {tuned}")
     source = tune_dir(store.run_dir, point_id) / TUNED
     model = load_compressed(source)  # a damaged file is refused here, not written out
-    data = source.read_bytes()
     try:
-        path = atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+        path = atomic_write(out, lambda tmp: shutil.copyfile(source, tmp))
     except OSError as error:
         raise UserInputError(f"--out {out}: cannot write: {error}") from None
-    return {"path": str(path.resolve()), "file_bytes": len(data), "memory_bytes": footprint(model),
+    return {"path": str(path.resolve()), "file_bytes": path.stat().st_size, "memory_bytes": footprint(model),
             "accuracy": entry["accuracy"], "accuracy_before": entry["accuracy_before"], "tuned": True,
             "pareto": True, "early_stopped": False, "images": entry["images"]}
