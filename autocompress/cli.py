@@ -553,6 +553,15 @@ def inspect_checkpoint(checkpoint: Path, ema: bool, as_json: bool) -> None:
     click.echo(f"file:        {found['file']}")
     click.echo(f"layout:      {found['layout_description']}")
     click.echo(f"model:       {found['variant']}, {found['parameters']:,} parameters and buffers")
+    if found["model"] is None:
+        determined = ", ".join(f"{key} {value}" for key, value in found["determined"].items())
+        click.echo(f"the tensors determine: {determined}")
+        click.echo(f"not determined (write them in the spec's model section): {', '.join(found['undetermined'])}")
+        for note in found["notes"]:
+            click.echo(f"note:        {note}")
+        click.echo(f"no spec section is proposed: give model.family (one of {', '.join(found['candidate_families'])}) "
+                   "and the arguments the model was built with")
+        return
     if found["conversion"]:
         click.echo(f"conversion:  {found['conversion']}")
     if found["from_training_args"]:

@@ -36,8 +36,11 @@ class SpecError(UserInputError):
     def __init__(self, source: str, issues: list[tuple[str, str]]):
         self.source = source
         self.issues = issues
-        lines = [f"{source}: {len(issues)} error{'s' if len(issues) != 1 else ''}"]
-        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in issues]
+        said = [f"{path}: {message}" if path else message for path, message in issues]
+        if len(said) == 1:  # one problem, one line
+            super().__init__(f"{source}: {said[0]}")
+            return
+        lines = [f"{source}: {len(issues)} errors"] + [f"  {line}" for line in said]
         super().__init__("\n".join(lines))
 
 

@@ -49,6 +49,7 @@ from autocompress.search import strategy_options
 from autocompress.vocabulary import (
     BITS_CHOICES,
     DATASETS,
+    GRAYSCALE_PRESETS,
     PATH_FIELDS,
     REFERENCE_PREFIX,
     TRANSFORM_PRESETS,
@@ -75,6 +76,15 @@ class _Strict(BaseModel):
 
 MAX_PATH_LENGTH = 4096
 MAX_NAME_LENGTH = 255  # bytes in one path component (every common file system)
+
+
+class FieldError(ValueError):
+    """A problem a cross-field check finds, with the field it belongs to (``model.args.in_channels``),
+    so that the message carries a field path like the errors of single fields."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
 
 
 def _check_path_text(text: str) -> None:
@@ -370,17 +380,23 @@ class TransformSpec(_Strict):
     std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = None
 
 
+MAX_CLASSES = 100_000  # names in data.classes or data.classes_file
+MAX_CLASS_NAME = 255  # a folder name's length
+
+
 class DataSpec(_Strict):
     dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
     root: Path | None = Field(
         default=None,
         description=(
-            "imagefolder: the validation folder (root/<class>/<image>); cifar10: the folder "
-            "holding cifar-10-batches-py or cifar-10-batches-bin; digits: not used"
+            "imagefolder: the validation folder (root/<class>/<image>, RGB or grayscale); cifar10: the folder "
+            "holding cifar-10-batches-py or cifar-10-batches-bin; fashion_mnist: the folder of its four IDX files "
+            f"(default {DATASETS['fashion_mnist'].default_root}, Debian's dataset-fashion-mnist); digits: not used"
         ),
     )
     image_size: PositiveInt | None = Field(
-        default=None, description="input resolution; default 16 (digits), 32 (cifar10), 224 (imagefolder)"
+        default=None, description="input resolution; default 16 (digits), 28 (fashion_mnist), 32 (cifar10), "
+                                  "224 (imagefolder)"
     )
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
@@ -393,40 +409,137 @@ class DataSpec(_Strict):
             "the i-th folder); imagenet: ImageNet-1k's label numbers, the folders being its synset ids, so a "
             "folder holding some of the 1,000 classes keeps the labels of a 1,000-way model; auto: imagenet "
             "when every folder is an ImageNet-1k synset id, there are fewer than 1,000 and the model has 1,000 "
-            "outputs, else folders (the two agree on the full 1,000)"
+            "outputs, else folders (the two agree on the full 1,000). data.classes or data.classes_file, when "
+            "given, number the folders instead"
         ),
+    )
+    classes: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME)]],
+                       Field(min_length=1, max_length=MAX_CLASSES)] | None = Field(
+        default=None,
+        description="imagefolder: the class folders in the order the model was trained with (label i is the i-th "
+                    "name), e.g. [T-shirt, Trouser, ...]; every class folder must be named here",
+    )
+    classes_file: Path | None = Field(
+        default=None,
+        description="imagefolder: a text file of the class folder names in label order, one per line (as "
+                    "data.classes)",
     )
     transform: TransformSpec = Field(
         default_factory=TransformSpec,
-        description="evaluation preprocessing of imagefolder and cifar10 images (preset, crop, interpolation, mean/std)",
+        description="evaluation preprocessing of imagefolder, cifar10 and fashion_mnist images (preset, crop, "
+                    "interpolation, mean/std; one mean/std value each for grayscale images)",
     )
 
     @field_validator("root")
     @classmethod
     def _root_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_path(value, info, must_exist=True, kind="data root")
+        return _data_root(value, info, (info.data or {}).get("dataset"))
+
+    @field_validator("classes_file")
+    @classmethod
+    def _classes_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=True, kind="class list file")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_distinct(cls, value: list[str] | None) -> list[str] | None:
+        return _check_class_names(value, "data.classes")
 
     @model_validator(mode="after")
-    def _dataset_fits(self) -> DataSpec:
+    def _dataset_fits(self, info: ValidationInfo) -> DataSpec:
+        info_ = DATASETS[self.dataset]
         if self.dataset == "digits" and self.root is not None:
             raise ValueError("dataset 'digits' is bundled with scikit-learn and takes no root; remove data.root")
+        if self.root is None and info_.default_root is not None:
+            self.root = _data_root(Path(info_.default_root), info, self.dataset, default=True)
         if self.dataset != "digits" and self.root is None:
             raise ValueError(f"dataset '{self.dataset}' needs data.root, the local folder that holds it")
         if self.calibration.root is not None and self.dataset != "imagefolder":
             raise ValueError("data.calibration.root is only used with dataset 'imagefolder'")
         if self.image_size is None:
-            self.image_size = {"digits": 16, "cifar10": 32, "imagefolder": 224}[self.dataset]
+            self.image_size = info_.default_image_size
         if self.dataset != "imagefolder" and self.class_index == "imagenet":
             raise ValueError(f"data.class_index imagenet is for imagefolder data, not {self.dataset}")
+        if (self.classes is not None or self.classes_file is not None) and self.dataset != "imagefolder":
+            raise ValueError(f"data.classes and data.classes_file are for imagefolder data; {self.dataset} has its "
+                             "own label order")
+        if self.classes is not None and self.classes_file is not None:
+            raise ValueError("data.classes and data.classes_file both give the class order; keep one")
+        if (self.classes is not None or self.classes_file is not None) and self.class_index == "imagenet":
+            raise ValueError("data.class_index imagenet numbers the folders by ImageNet-1k's synset ids; with "
+                             "data.classes (or classes_file) the order is yours: remove one")
+        if self.classes_file is not None and (info.context or {}).get("check_paths", True):
+            self.classes = _read_class_file(self.classes_file)
         if self.dataset == "digits" and self.transform != TransformSpec():
-            raise ValueError("data.transform is for imagefolder and cifar10 images; the digits set has no "
-                             "preprocessing to set: remove data.transform")
+            raise ValueError("data.transform is for imagefolder, cifar10 and fashion_mnist images; the digits set "
+                             "has no preprocessing to set: remove data.transform")
+        mean, std = self.transform.mean, self.transform.std
+        if mean is not None and std is not None and len(mean) != len(std):
+            raise ValueError(f"data.transform.mean has {len(mean)} values and std {len(std)}; give one per image "
+                             "channel to each")
         for name in ("mean", "std"):
             values = getattr(self.transform, name)
-            if values is not None and len(values) != 3:
+            allowed = (info_.channels,) if info_.channels is not None else (1, 3)
+            if values is not None and len(values) not in allowed:
                 raise ValueError(f"data.transform.{name} has {len(values)} values; {self.dataset} images have "
-                                 "3 channels (R, G, B)")
+                                 + (f"{info_.channels} channel{'s' if info_.channels > 1 else ''}"
+                                    if info_.channels is not None else "1 (grayscale) or 3 (R, G, B) channels"))
         return self
+
+    def transform_channels(self) -> int:
+        """Channels of the evaluation transform's images: its mean/std's values, else its preset's."""
+        values = self.transform.mean or self.transform.std
+        if values is not None:
+            return len(values)
+        preset = self.transform.preset or DATASETS[self.dataset].default_preset
+        return 1 if preset in GRAYSCALE_PRESETS else 3
+
+
+def _data_root(value: Path | None, info: ValidationInfo, dataset: str | None, default: bool = False) -> Path | None:
+    """``data.root`` resolved (and confined) as every path; a missing one of a data set that
+    says how to get it gets that advice."""
+    try:
+        return _resolve_path(value, info, must_exist=True, kind="data root" + (" (the default)" if default else ""))
+    except ValueError as error:
+        hint = DATASETS[dataset].how_to_get if dataset in DATASETS else None
+        if hint is None or "not found" not in str(error):
+            raise
+        raise ValueError(f"{error}; {dataset}: {hint}") from None
+
+
+def _check_class_names(names: list[str] | None, where: str) -> list[str] | None:
+    if names is None:
+        return None
+    bad = [name for name in names if name in (".", "..") or "/" in name or "\x00" in name]
+    if bad:
+        raise ValueError(f"{where}: {bad[0]!r} is not a folder name")
+    seen: set[str] = set()
+    twice = [name for name in names if name in seen or seen.add(name)]
+    if twice:
+        raise ValueError(f"{where}: {twice[0]!r} is named twice; each class folder has one label")
+    return names
+
+
+def _read_class_file(path: Path) -> list[str]:
+    limit = MAX_CLASSES * (MAX_CLASS_NAME + 1)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as error:
+        raise ValueError(f"data.classes_file: cannot read {path}: {error.strerror}") from None
+    if len(raw) > limit:
+        raise ValueError(f"data.classes_file: {path} is larger than {limit:,} bytes; it lists class folder names, "
+                         "one per line")
+    try:
+        names = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise ValueError(f"data.classes_file: {path} is not UTF-8 text") from None
+    if not names:
+        raise ValueError(f"data.classes_file: {path} names no class")
+    if len(names) > MAX_CLASSES or any(len(name) > MAX_CLASS_NAME for name in names):
+        raise ValueError(f"data.classes_file: {path}: at most {MAX_CLASSES:,} names of at most {MAX_CLASS_NAME} "
+                         "characters")
+    return _check_class_names(names, f"data.classes_file ({path})")
 
 
 # --------------------------------------------------------------------------- constraints
@@ -746,14 +859,18 @@ class Spec(_Strict):
                     f"{self.data.image_size}; make them equal"
                 )
             channels = DATASETS[self.data.dataset].channels
-            if args.in_channels != channels:
-                raise ValueError(f"the {self.data.dataset} images have {channels} channel{'s' if channels > 1 else ''}"
+            if channels is not None and args.in_channels != channels:
+                raise FieldError("model.args.in_channels",
+                                 f"the {self.data.dataset} images have {channels} channel{'s' if channels > 1 else ''}"
                                  f" ({'grayscale' if channels == 1 else 'RGB'}); set model.args.in_channels: "
                                  f"{channels} (got {args.in_channels})")
+            if channels is None:
+                _check_folder_channels(args.in_channels, self.data)
             classes = DATASETS[self.data.dataset].classes
             if classes is not None and args.num_classes != classes:
-                raise ValueError(f"the {self.data.dataset} data set has {classes} classes; set model.args.num_classes: "
-                                 f"{classes} (got {args.num_classes})")
+                raise FieldError("model.args.num_classes",
+                                 f"the {self.data.dataset} data set has {classes} classes; set "
+                                 f"model.args.num_classes: {classes} (got {args.num_classes})")
         checkpoint = self.model.checkpoint
         if checkpoint and checkpoint.startswith(REFERENCE_PREFIX):
             check_reference_fits(checkpoint[len(REFERENCE_PREFIX):], self.model.family, self.model.args.model_dump(),
@@ -768,6 +885,20 @@ class Spec(_Strict):
             stamp = time.strftime("%Y%m%d-%H%M%S")  # each search of the spec gets its own run folder
             self.output.run_dir = Path(os.path.normpath(base_dir / "runs" / f"{self.name}-{stamp}"))
         return self
+
+
+def _check_folder_channels(in_channels: int, data: DataSpec) -> None:
+    """Image folders are read as RGB or grayscale, as the model takes them; the transform's
+    mean/std must have one value per channel."""
+    if in_channels not in (1, 3):
+        raise FieldError("model.args.in_channels", f"{in_channels}: image folders are read as grayscale (1) or RGB (3)")
+    have = data.transform_channels()
+    if have != in_channels:
+        fix = ("set data.transform.mean and std to one value each (e.g. mean: [0.5], std: [0.5], or your training "
+               "set's), or data.transform.preset: fashion_mnist" if in_channels == 1 else
+               "set data.transform.mean and std to three values each, or an RGB preset")
+        raise FieldError("data.transform", f"model.args.in_channels is {in_channels}, but data.transform normalises "
+                                           f"{have}-channel images; {fix}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -823,7 +954,15 @@ def validate_spec(
     try:
         spec = Spec.model_validate(data, context=context)
     except ValidationError as error:
-        raise SpecError(source, format_validation_errors(error)) from None
+        issues = format_validation_errors(error)
+        if check_paths:
+            # a missing file stops the checks across sections (they run on valid fields only): look again
+            # without opening anything, so that every error is said at once, not in stages
+            try:
+                Spec.model_validate(copy.deepcopy(data), context={**context, "check_paths": False})
+            except ValidationError as again:
+                issues += [issue for issue in format_validation_errors(again) if issue not in issues]
+        raise SpecError(source, issues) from None
     if spec.model.family == "spikformer" and source not in _WARNED_ALIAS:
         _WARNED_ALIAS.add(source)
         logging.getLogger("autocompress").warning(
@@ -989,7 +1128,10 @@ def format_validation_errors(error: ValidationError) -> list[tuple[str, str]]:
         elif kind == "literal_error":
             message = f"{short_repr(value)} is not allowed; allowed: {ctx.get('expected')}"
         elif kind in ("value_error", "assertion_error"):
-            message = str(ctx.get("error", item["msg"]))
+            cause = ctx.get("error")
+            message = str(cause if cause is not None else item["msg"])
+            if isinstance(cause, FieldError):
+                loc = loc + tuple(cause.path.split("."))
         else:
             message = f"{item['msg']} (got {short_repr(value)})"
         path = _format_path(loc)

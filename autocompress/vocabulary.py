@@ -31,20 +31,35 @@ REFERENCE_PREFIX = "reference:"  # model.checkpoint "reference:NAME": a model au
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    channels: int  # of its images
+    channels: int | None  # of its images (None: the model's, 1 or 3, as for image folders)
     classes: int | None = None  # fixed by the data set (None: read from the data)
+    default_root: str | None = None  # where data.root points when a spec leaves it out
+    default_preset: str | None = None  # data.transform's preset when a spec leaves it out
+    default_image_size: int = 224
+    how_to_get: str | None = None  # said when its files are missing
 
+
+FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+FASHION_MNIST_HOW_TO_GET = (
+    "install Debian's package (apt-get install dataset-fashion-mnist, which puts the four files in "
+    f"{FASHION_MNIST_DEFAULT_ROOT}) or download the four *-ubyte.gz files from "
+    "https://github.com/zalandoresearch/fashion-mnist (data/fashion) into data.root")
 
 DATASETS = {
-    "digits": DatasetInfo(channels=1, classes=10),
-    "imagefolder": DatasetInfo(channels=3),
-    "cifar10": DatasetInfo(channels=3, classes=10),
+    "digits": DatasetInfo(channels=1, classes=10, default_image_size=16),
+    "imagefolder": DatasetInfo(channels=None, default_preset="timm_default"),
+    "cifar10": DatasetInfo(channels=3, classes=10, default_preset="cifar10", default_image_size=32),
+    "fashion_mnist": DatasetInfo(channels=1, classes=10, default_root=FASHION_MNIST_DEFAULT_ROOT,
+                                 default_preset="fashion_mnist", default_image_size=28,
+                                 how_to_get=FASHION_MNIST_HOW_TO_GET),
 }
+GRAYSCALE_PRESETS = ("fashion_mnist",)  # the presets with one mean/std value (the others have three)
 
-TRANSFORM_PRESETS = ("timm_default", "spikformer_imagenet", "sdt_imagenet", "cifar10", "cifar100")
+TRANSFORM_PRESETS = ("timm_default", "spikformer_imagenet", "sdt_imagenet", "cifar10", "cifar100", "fashion_mnist")
 
 # Spec fields that name files or folders (resolved, length-checked, confined by the service).
-PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "space.file", "output.run_dir")
+PATH_FIELDS = ("model.checkpoint", "data.root", "data.calibration.root", "data.classes_file", "space.file",
+               "output.run_dir")
 
 
 def canonical_family(family: str) -> str:

@@ -166,3 +166,24 @@ def test_saved_state_dict_of_our_family_loads_unconverted(tmp_path):
     again = family_model("spikformer-cifar")
     assert load_checkpoint(again.net, path, family="spikformer_cifar") is None
     assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), model.net.state_dict().values()))
+
+
+def test_inspect_checkpoint_says_unknown_for_a_plain_spikingjelly_state_dict(tmp_path, capsys):
+    """SpikingJelly's Spikformer and the official-code families share these tensor names but not their
+    function: the file does not say which it is, nor its heads or image size, so nothing is guessed."""
+    from conftest import make_spec_data
+
+    from autocompress.spec import validate_spec
+
+    spec = validate_spec(make_spec_data(**{"model.args.in_channels": 1}), base_dir=tmp_path)
+    plain = tmp_path / "sj.pt"
+    torch.save(create_model(spec.model).net.state_dict(), plain)
+    assert main(["inspect-checkpoint", str(plain), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["layout"] == "unknown" and found["family"] is None and found["model"] is None
+    assert found["determined"] == {"in_channels": 1, "num_classes": 10, "embed_dims": 16, "depths": 1,
+                                   "mlp_ratio": 2.0}
+    assert {"family", "T", "num_heads", "image_size"} <= set(found["undetermined"])
+    assert main(["inspect-checkpoint", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "layout:      unknown" in out and "no spec section is proposed" in out and "family:" not in out

@@ -36,6 +36,7 @@ def _imagefolder(data, model_classes):
     return load_imagefolder_bundle(
         data.root, data.image_size, data.calibration.size, data.calibration.seed, data.validation.limit,
         data.calibration.root, resolve_transform(data.transform, data.dataset), data.class_index, model_classes,
+        data.classes,
     )
 
 
@@ -46,7 +47,15 @@ def _cifar10(data, model_classes):
                                data.validation.limit, resolve_transform(data.transform, data.dataset))
 
 
-LOADERS: dict[str, Callable] = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10}
+def _fashion_mnist(data, model_classes):
+    from autocompress.data.fashion_mnist import load_fashion_mnist_bundle
+
+    return load_fashion_mnist_bundle(data.root, data.image_size, data.calibration.size, data.calibration.seed,
+                                     data.validation.limit, resolve_transform(data.transform, data.dataset))
+
+
+LOADERS: dict[str, Callable] = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10,
+                                "fashion_mnist": _fashion_mnist}
 assert set(LOADERS) == set(DATASETS), "every data set of the vocabulary has a loader"
 
 

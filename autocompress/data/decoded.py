@@ -3,7 +3,7 @@ once, kept as uint8 in a memory-mapped file that every evaluation on the node re
 
 A full ImageNet validation decodes 50,000 JPEGs (about 165 core-seconds with Pillow);
 a search validates hundreds of candidates. The first evaluation on a node writes
-``<cache>/decoded/<key>/images.u8`` ([N, 3, S, S] uint8, 7.5 GB at 224x224) and
+``<cache>/decoded/<key>/images.u8`` ([N, C, S, S] uint8, 7.5 GB at 224x224) and
 ``meta.json`` beside it; later ones read rows of it, move uint8 batches to the device
 (pinned memory, non-blocking) and normalise there, with the same float32 operations as
 the decoding path, so the numbers are the same. The key covers the file list, each
@@ -43,9 +43,10 @@ FORMAT = 1
 SPARE_BYTES = 1 << 30  # left free on the cache's disk
 
 
-def _decode(path: str) -> Image.Image:
-    """The image as RGB, decoded as Pillow decodes it (simplejpeg where it is identical)."""
-    if path.lower().endswith((".jpg", ".jpeg", ".jpe")):
+def _decode(path: str, mode: str = "RGB") -> Image.Image:
+    """The image in ``mode`` (RGB or L), decoded as Pillow decodes it (simplejpeg where it
+    is identical: colour JPEGs converted to RGB)."""
+    if mode == "RGB" and path.lower().endswith((".jpg", ".jpeg", ".jpe")):
         try:
             import simplejpeg
 
@@ -55,19 +56,20 @@ def _decode(path: str) -> Image.Image:
         except (ImportError, ValueError):
             pass  # not installed, or a JPEG it does not take: Pillow below
     with Image.open(path) as image:
-        return image.convert("RGB")
+        return image.convert(mode)
 
 
 def geometry(path: str, image_size: int, transform: EvalTransform) -> np.ndarray:
-    """An image resized and cropped as the evaluation transform does: [3, S, S] uint8."""
-    image = _decode(path)
+    """An image resized and cropped as the evaluation transform does: [C, S, S] uint8."""
+    image = _decode(path, transform.mode)
     image = center_crop(resize_shorter(image, math.floor(image_size / transform.crop_fraction),
                                        transform.interpolation), image_size)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    array = np.asarray(image, dtype=np.uint8)
+    return np.ascontiguousarray(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
 
 
 def normalize(images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> the normalised float32 batch (the decoding path's arithmetic)."""
+    """uint8 [B, C, S, S] -> the normalised float32 batch (the decoding path's arithmetic)."""
     mean = torch.tensor(transform.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(transform.std, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean) / std
@@ -75,7 +77,10 @@ def normalize(images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
 
 def cache_key(samples: Sequence[tuple[str, int]], image_size: int, transform: EvalTransform) -> str:
     """What the cache depends on: each file (path, label, size, mtime), the size, the geometry."""
-    digest = hashlib.sha256(json.dumps([FORMAT, image_size, transform.crop_fraction, transform.interpolation]).encode())
+    geometry_key = [FORMAT, image_size, transform.crop_fraction, transform.interpolation]
+    if transform.channels != 3:  # RGB caches keep the keys they had before grayscale existed
+        geometry_key.append(transform.channels)
+    digest = hashlib.sha256(json.dumps(geometry_key).encode())
     for path, label in samples:
         stat = os.stat(path)
         digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -114,7 +119,7 @@ def open_or_build(samples: Sequence[tuple[str, int]], image_size: int, transform
     folder = root / "decoded" / key
     if (folder / "meta.json").is_file():
         return DecodedImages(folder, transform)
-    need = len(samples) * 3 * image_size * image_size
+    need = len(samples) * transform.channels * image_size * image_size
     free = _free_bytes(root)
     if need + SPARE_BYTES > free:
         say(f"decoded cache: {len(samples):,} images need {need / 2**30:.1f} GiB but {root} has "
@@ -148,7 +153,8 @@ class _Writer(torch.utils.data.Dataset):
     def __getitem__(self, chunk: int):
         if self._images is None:  # opened once per loading process
             self._images = np.memmap(self.path, dtype=np.uint8, mode="r+",
-                                     shape=(len(self.samples), 3, self.image_size, self.image_size))
+                                     shape=(len(self.samples), self.transform.channels, self.image_size,
+                                            self.image_size))
         start = chunk * CHUNK
         stop = min(start + CHUNK, len(self.samples))
         readable = np.zeros(stop - start, dtype=bool)
@@ -163,10 +169,10 @@ class _Writer(torch.utils.data.Dataset):
 
 
 def _build(samples, image_size, transform, folder: Path, *, workers: int, say) -> None:
-    count, shape = len(samples), (3, image_size, image_size)
+    count, shape = len(samples), (transform.channels, image_size, image_size)
     partial = folder / f"images.u8.partial-{os.getpid()}"
     say(f"decoded cache: decoding {count:,} validation images once into {folder} "
-        f"({count * 3 * image_size * image_size / 2**30:.1f} GiB)")
+        f"({count * np.prod(shape) / 2**30:.1f} GiB)")
     start = time.perf_counter()
     np.memmap(partial, dtype=np.uint8, mode="w+", shape=(count, *shape)).flush()  # the file, at full size
     readable = np.zeros(count, dtype=bool)

@@ -1,9 +1,12 @@
 """Image folders in the ImageNet validation layout: ``root/<class>/<image>``.
 
-Classes are the sub-folder names in sorted order (as torchvision's ImageFolder
-numbers them); or, when the folders are ImageNet-1k synset ids (``n01440764`` ...),
-ImageNet-1k's own label numbers, so that a folder holding some of the 1,000 classes
-keeps the labels a 1,000-way model was trained with (``data.class_index``). Unreadable
+Classes are numbered by the order the spec gives (``data.classes`` or
+``data.classes_file``: label i is the i-th name, as the model was trained); else the
+sub-folder names in sorted order (as torchvision's ImageFolder numbers them); or, when
+the folders are ImageNet-1k synset ids (``n01440764`` ...), ImageNet-1k's own label
+numbers, so that a folder holding some of the 1,000 classes keeps the labels a 1,000-way
+model was trained with (``data.class_index``). Images are read as RGB, or as grayscale
+for a transform with one mean/std value (a 1-channel model). Unreadable
 images are reported by file name, skipped, and counted in the evaluation result; they
 never stop an evaluation.
 """
@@ -30,12 +33,16 @@ def imagenet_wnids() -> list[str]:
     return (Path(__file__).with_name("imagenet_wnids.txt")).read_text().split()
 
 
-def class_names(root: Path, class_index: str, model_classes: int | None = None) -> list[str] | None:
-    """The class list to number ``root``'s folders by: ImageNet-1k's, or None (the sorted folders).
+def class_names(root: Path, class_index: str, model_classes: int | None = None,
+                given: list[str] | None = None) -> list[str] | None:
+    """The class list to number ``root``'s folders by: the spec's (``given``), ImageNet-1k's,
+    or None (the sorted folders).
 
     ``auto`` takes ImageNet-1k's numbering where it differs and matters: every folder is an
     ImageNet-1k synset id, there are fewer than 1,000 of them, and the model has 1,000
     outputs (a model trained on a 100-class ImageNet subset keeps the folder numbering)."""
+    if given is not None:
+        return list(given)
     if class_index == "folders" or not root.is_dir():
         return None
     wnids = imagenet_wnids()
@@ -51,8 +58,12 @@ def class_names(root: Path, class_index: str, model_classes: int | None = None) 
     return wnids if subset and model_classes == len(wnids) else None
 
 
-def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
-    """``(classes, samples)`` of an image folder; samples are ``(path, class_index)``."""
+def scan_image_folder(root: Path, classes: list[str] | None = None, *, strict: bool = True,
+                      where: str = "data.root") -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, samples)`` of an image folder; samples are ``(path, class_index)``. With
+    ``classes`` (an order the spec gives, or ImageNet-1k's) a class folder not in it is an
+    error (``strict``: its images would otherwise be left out without a word), or skipped
+    (a calibration or training folder may hold more classes than the validation set)."""
     if not root.is_dir():
         raise DataError(f"data.root: {root} is not a folder; give the validation folder (root/<class>/<image>)")
     found = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
@@ -64,6 +75,13 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     derived = classes is None
     classes = classes or found
     index = {name: i for i, name in enumerate(classes)}
+    strangers = [name for name in found if name not in index]
+    if strangers and strict:
+        shown = ", ".join(strangers[:5]) + (f" (and {len(strangers) - 5} more)" if len(strangers) > 5 else "")
+        raise DataError(f"{where}: {len(strangers)} class folder{'s' if len(strangers) > 1 else ''} of {root} "
+                        f"{'are' if len(strangers) > 1 else 'is'} not in the class list ({len(classes)} names): "
+                        f"{shown}; add {'them' if len(strangers) > 1 else 'it'} to data.classes in label order, or "
+                        "remove the folder")
     samples = [
         (str(path), index[name])
         for name in found if name in index
@@ -135,14 +153,14 @@ def _load_batch(samples: list[tuple[str, int]], image_size: int,
 def load_imagefolder_bundle(
     root: Path, image_size: int, calibration_size: int, calibration_seed: int,
     limit: int | None, calibration_root: Path | None = None, transform: EvalTransform = EvalTransform(),
-    class_index: str = "auto", model_classes: int | None = None,
+    class_index: str = "auto", model_classes: int | None = None, given_classes: list[str] | None = None,
 ) -> DataBundle:
-    imagenet = class_names(root, class_index, model_classes)
-    classes, samples = scan_image_folder(root, imagenet)
+    imagenet = class_names(root, class_index, model_classes) if given_classes is None else None
+    classes, samples = scan_image_folder(root, given_classes or imagenet)
     labels = np.array([label for _, label in samples])
     notes: list[str] = []
     if calibration_root is not None:
-        _, calib_pool = scan_image_folder(calibration_root, classes)
+        _, calib_pool = scan_image_folder(calibration_root, classes, strict=False, where="data.calibration.root")
         pool_labels = np.array([label for _, label in calib_pool])
         calib_samples = [calib_pool[i] for i in balanced_subset(pool_labels, calibration_size, calibration_seed)]
         source = f"from {calibration_root}"
@@ -161,7 +179,8 @@ def load_imagefolder_bundle(
         samples = [samples[i] for i in balanced_subset(labels, limit, calibration_seed)]
     calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size, transform)
     present = len({label for _, label in samples})
-    count = f"{present} of ImageNet-1k's 1,000 classes (its label numbers)" if imagenet else f"{len(classes)} classes"
+    count = (f"{present} of ImageNet-1k's 1,000 classes (its label numbers)" if imagenet else
+             f"{len(classes)} classes in the spec's order" if given_classes else f"{len(classes)} classes")
     if skipped:
         notes.append(f"{len(skipped)} unreadable calibration images skipped: {', '.join(skipped[:5])}")
     return DataBundle(
@@ -171,7 +190,8 @@ def load_imagefolder_bundle(
         num_classes=len(classes),
         description=(
             f"imagefolder {root}: {len(samples)} validation images, {count}, "
-            f"{image_size}x{image_size} (crop {transform.crop_fraction:g}, {transform.interpolation}); "
+            f"{image_size}x{image_size} {'grayscale' if transform.channels == 1 else 'RGB'} "
+            f"(crop {transform.crop_fraction:g}, {transform.interpolation}); "
             f"calibration {len(calibration_labels)} {source}"
         ),
         notes=notes,

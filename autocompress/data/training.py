@@ -113,7 +113,7 @@ class _ImageFolder(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = opened.convert(self.transform.mode)
                 if not self.augment:
                     return evaluation_transform(image, self.image_size, self.transform), label
                 image = random_resized_crop(image, self.image_size, self.transform.interpolation)
@@ -166,7 +166,7 @@ def training_set(spec, *, model_classes: int | None = None) -> Dataset:
             raise DataError("finetune.data.root is not set: fine-tuning on an imagefolder data set needs the training "
                             "folder (root/<class>/<image>, ImageNet's train layout); set it in the spec's finetune "
                             "section or with --set finetune.data.root=/data/imagenet/train")
-        classes = class_names(Path(data.root), data.class_index, model_classes) or \
+        classes = class_names(Path(data.root), data.class_index, model_classes, data.classes) or \
             scan_image_folder(Path(data.root))[0]
         found = sorted(entry.name for entry in Path(settings.root).iterdir()
                        if entry.is_dir() and not entry.name.startswith("."))
@@ -175,6 +175,6 @@ def training_set(spec, *, model_classes: int | None = None) -> Dataset:
             raise DataError(f"finetune.data.root {settings.root}: class folders the validation set does not have: "
                             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; the training folder must "
                             "use the validation folder's class names")
-        _, samples = scan_image_folder(Path(settings.root), classes)
+        _, samples = scan_image_folder(Path(settings.root), classes, strict=False, where="finetune.data.root")
         return _ImageFolder(samples, data.image_size, transform, settings.augment)
     raise DataError(f"fine-tuning has no training data for data set {data.dataset!r}")

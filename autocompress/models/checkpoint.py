@@ -209,20 +209,12 @@ def inspect_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict[st
     except ValueError as error:
         raise CheckpointError(f"checkpoint {path}: {error}") from None
     notes = []
-    families = [variant.family] if variant.family else ["spikformer_imagenet", "spikformer_cifar",
-                                                        "spikingjelly_spikformer"]
     if variant.family is None:
-        family = "spikformer_cifar" if variant.args["num_classes"] in (10, 100) else "spikformer_imagenet"
-        notes.append("the names are autocompress's own, which the official Spikformer families and "
-                     f"spikingjelly_spikformer share: the file does not say which of {', '.join(families)} it is; "
-                     f"{family} is shown")
-    else:
-        family = variant.family
+        return _unknown_layout(path, checkpoint, variant)
+    family = variant.family
     args = dict(variant.args)
     if family != "spike_driven_transformer":
         args.pop("pooling_stat", None)
-    if family == "spikingjelly_spikformer":
-        args["patch_size"] = 16
     try:
         model_spec = TypeAdapter(ModelSpec).validate_python({"family": family, "args": args})
     except Exception as error:  # arguments a family refuses (e.g. an image size the stem cannot pool)
@@ -236,15 +228,9 @@ def inspect_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict[st
         layout_description = "autocompress's own names (a model saved from one of its families)"
     cifar = {10: "cifar10", 100: "cifar100"}.get(args["num_classes"])
     preset = cifar or _PRESET.get(variant.layout, "timm_default")
-    if checkpoint.entry is None:  # the weights are the file's top level
-        kind, entries = "state dict", ""
-    else:
-        kind = "timm-style checkpoint" if checkpoint.train_args is not None else "checkpoint dict"
-        entries = f" (entries: {', '.join(checkpoint.entries[:20])})"
-    weights = f"; weights from '{checkpoint.entry}'" if checkpoint.entry else ""
     return {
         "path": str(Path(path).resolve()),
-        "file": f"{kind}{entries}{weights}",
+        "file": _file_kind(checkpoint),
         "layout": variant.layout,
         "layout_description": layout_description,
         "variant": variant.name,
@@ -256,4 +242,46 @@ def inspect_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict[st
         "notes": notes,
         "model": {"family": family, "args": args, "checkpoint": str(Path(path).resolve()), **({"ema": True} if ema else {})},
         "transform_preset": preset,
+    }
+
+
+# the families whose networks share autocompress's (and SpikingJelly's) module names
+SHARED_NAME_FAMILIES = ("spikformer_imagenet", "spikformer_cifar", "spikingjelly_spikformer")
+
+
+def _file_kind(checkpoint) -> str:
+    if checkpoint.entry is None:  # the weights are the file's top level
+        return "state dict"
+    kind = "timm-style checkpoint" if checkpoint.train_args is not None else "checkpoint dict"
+    return f"{kind} (entries: {', '.join(checkpoint.entries[:20])}); weights from '{checkpoint.entry}'"
+
+
+def _unknown_layout(path, checkpoint, variant) -> dict[str, Any]:
+    """A Spikformer in autocompress's own (SpikingJelly's) module names: the official-code families
+    and SpikingJelly's Spikformer hold the same tensors under these names but compute different
+    functions (their stems pool before or after the neuron), so the file does not say which it is,
+    nor its heads, image size or time steps. Said so, with what the tensors do determine; no
+    model section is guessed."""
+    determined = {key: variant.args[key] for key in ("in_channels", "num_classes", "embed_dims", "depths",
+                                                     "mlp_ratio")}
+    undetermined = [arg for arg in ("T", "num_heads", "image_size") if arg not in variant.from_args]
+    return {
+        "path": str(Path(path).resolve()),
+        "file": _file_kind(checkpoint),
+        "layout": "unknown",
+        "layout_description": ("unknown: a Spikformer in autocompress's and SpikingJelly's own module names, which "
+                               f"{', '.join(SHARED_NAME_FAMILIES)} share; the tensors do not say which of them "
+                               "computed it (their stems differ in where they pool, not in their weights)"),
+        "variant": variant.name,
+        "family": None,
+        "candidate_families": list(SHARED_NAME_FAMILIES),
+        "parameters": sum(t.numel() for t in checkpoint.state.values()),
+        "conversion": None,
+        "determined": determined,
+        "from_training_args": variant.from_args,
+        "assumed": [],
+        "undetermined": ["family", *undetermined] + ["patch_size (spikingjelly_spikformer)"],
+        "notes": [f"{arg} from the saved training arguments: {variant.args[arg]!r}" for arg in variant.from_args],
+        "model": None,
+        "transform_preset": None,
     }

@@ -1,0 +1,212 @@
+"""Fashion-MNIST from its IDX files (a tiny fixture written here), grayscale image folders
+with an explicit class order, and the refusals of damaged data."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autocompress.cli import main
+from autocompress.data import load_data
+from autocompress.data.fashion_mnist import CLASSES, read_split
+from autocompress.errors import DataError, SpecError
+from autocompress.evaluation import evaluate_accuracy
+from autocompress.models import create_model
+from autocompress.spec import validate_spec
+from conftest import make_spec_data
+
+STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_fashion_mnist(root: Path, train: int = 60, test: int = 30, gz: bool = True, seed: int = 0) -> Path:
+    """A tiny Fashion-MNIST in the published format: class-dependent blobs, so a model can tell them apart."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("test", test)):
+        labels = np.arange(count) % 10
+        images = rng.integers(0, 40, size=(count, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 * label:2 * label + 8, 4:24] += 200
+        for stem, array, magic in ((STEMS[split][0], images, 2051), (STEMS[split][1], labels, 2049)):
+            payload = idx_bytes(array, magic)
+            if gz:
+                (root / f"{stem}.gz").write_bytes(gzip.compress(payload))
+            else:
+                (root / stem).write_bytes(payload)
+    return root
+
+
+def fmnist_spec(tmp_path, root, **overrides):
+    data = make_spec_data(**{
+        "model.args.in_channels": 1, "model.args.image_size": 16, "data.dataset": "fashion_mnist",
+        "data.root": str(root), "data.image_size": 16, "data.calibration.size": 10, "data.validation.limit": None,
+        **overrides,
+    })
+    return validate_spec(data, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_the_idx_files_gzipped_or_not(tmp_path, gz):
+    root = write_fashion_mnist(tmp_path / f"fm-{gz}", gz=gz)
+    read_split.cache_clear()
+    bundle = load_data(fmnist_spec(tmp_path, root).data)
+    assert len(bundle.validation) == 30 and bundle.num_classes == 10
+    assert bundle.calibration.shape == (10, 1, 16, 16)
+    assert bundle.validation_labels().tolist() == [i % 10 for i in range(30)]
+    assert sorted(bundle.calibration_labels.tolist()) == list(range(10))  # one per class, from the training split
+    assert "fashion_mnist" in bundle.description and "training split" in bundle.description
+    images, labels = read_split(root, "train")
+    assert images.shape == (60, 28, 28) and images.dtype == np.uint8 and labels.dtype == np.int64
+
+
+def test_holdout_and_defaults_of_the_data_section(tmp_path):
+    root = write_fashion_mnist(tmp_path / "fm")
+    spec = fmnist_spec(tmp_path, root, **{"data.validation.holdout": 0.5})
+    assert spec.data.image_size == 16 and spec.data.transform.preset is None
+    default = validate_spec(make_spec_data(**{"model.args.in_channels": 1, "data.dataset": "fashion_mnist",
+                                              "data.image_size": None, "model.args.image_size": 28}),
+                            base_dir=tmp_path, check_paths=False)
+    assert str(default.data.root) == "/usr/share/datasets/fashion-mnist" and default.data.image_size == 28
+
+
+def damage(root: Path, how: str) -> str:
+    """Break the test images file (or its labels) one way; the words its error must say."""
+    images = root / "t10k-images-idx3-ubyte.gz"
+    payload = gzip.decompress(images.read_bytes())
+    if how == "missing":
+        images.unlink()
+        return "t10k-images-idx3-ubyte.gz (or t10k-images-idx3-ubyte) not found"
+    if how == "magic":
+        images.write_bytes(gzip.compress(struct.pack(">I", 2049) + payload[4:]))
+        return "magic number 2049, expected 2051"
+    if how == "truncated":
+        images.write_bytes(gzip.compress(payload[:-100]))
+        return "truncated"
+    if how == "truncated-gzip":
+        raw = images.read_bytes()
+        images.write_bytes(raw[: len(raw) // 2])
+        return "may be truncated or damaged"
+    if how == "count":
+        labels = root / "t10k-labels-idx1-ubyte.gz"
+        labels.write_bytes(gzip.compress(idx_bytes(np.arange(29) % 10, 2049)))
+        return "holds 30 images but t10k-labels-idx1-ubyte.gz 29 labels"
+    if how == "label-range":
+        labels = root / "t10k-labels-idx1-ubyte.gz"
+        labels.write_bytes(gzip.compress(idx_bytes(np.full(30, 12), 2049)))
+        return "label 12 out of range 0-9"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["missing", "magic", "truncated", "truncated-gzip", "count", "label-range"])
+def test_a_damaged_file_is_refused_by_name(tmp_path, how):
+    root = write_fashion_mnist(tmp_path / "fm")
+    expected = damage(root, how)
+    read_split.cache_clear()
+    with pytest.raises(DataError) as caught:
+        load_data(fmnist_spec(tmp_path, root).data)
+    message = str(caught.value)
+    assert expected in message
+    assert "t10k-" in message  # the file is named
+
+
+def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    spec_file = tmp_path / "spec.yaml"
+    import yaml
+
+    spec_file.write_text(yaml.safe_dump(make_spec_data(**{
+        "model.args.in_channels": 1, "data.dataset": "fashion_mnist", "data.root": str(tmp_path / "no-such"),
+        "model.args.image_size": 16})))
+    assert main(["validate", str(spec_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(tmp_path / "no-such") in err and "apt-get install dataset-fashion-mnist" in err
+    assert "github.com/zalandoresearch/fashion-mnist" in err
+
+
+def test_the_model_must_be_grayscale_with_its_field_named(tmp_path):
+    root = write_fashion_mnist(tmp_path / "fm")
+    with pytest.raises(SpecError) as caught:
+        fmnist_spec(tmp_path, root, **{"model.args.in_channels": 3})
+    assert "model.args.in_channels: the fashion_mnist images have 1 channel" in str(caught.value)
+
+
+def test_errors_are_said_at_once_not_in_stages(tmp_path):
+    """A missing path does not hide the checks across sections: both come in one report."""
+    data = make_spec_data(**{"model.args.in_channels": 3, "data.dataset": "fashion_mnist",
+                             "data.root": str(tmp_path / "absent"), "model.args.image_size": 16})
+    with pytest.raises(SpecError) as caught:
+        validate_spec(data, base_dir=tmp_path)
+    fields = [path for path, _ in caught.value.issues]
+    assert "data.root" in fields and "model.args.in_channels" in fields
+
+
+def export_as_folders(root: Path, images: np.ndarray, labels: np.ndarray, names=CLASSES) -> Path:
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / names[label].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
+    return root
+
+
+def test_a_grayscale_folder_in_the_given_class_order_matches_the_idx_reader(tmp_path):
+    root = write_fashion_mnist(tmp_path / "fm")
+    read_split.cache_clear()
+    idx = fmnist_spec(tmp_path, root)
+    images, labels = read_split(root, "test")
+    folders = export_as_folders(tmp_path / "test-folders", images, labels)
+    names = [name.replace("/", "-") for name in CLASSES]
+    spec = validate_spec(make_spec_data(**{
+        "model.args.in_channels": 1, "model.args.image_size": 16, "data.dataset": "imagefolder",
+        "data.root": str(folders), "data.image_size": 16, "data.classes": names, "data.calibration.size": 10,
+        "data.calibration.root": str(folders), "data.validation.limit": None,
+        "data.transform": {"preset": "fashion_mnist"}}), base_dir=tmp_path)
+    from_folders, from_idx = load_data(spec.data), load_data(idx.data)
+    order = np.argsort([int(Path(path).stem) for path, _ in from_folders.validation.samples])
+    folder_images = torch.stack([from_folders.validation[int(i)][0] for i in order])
+    assert torch.equal(folder_images, from_idx.validation.images)  # bit for bit
+    assert from_folders.validation_labels()[order].tolist() == labels.tolist()
+    model = create_model(spec.model)
+    a = evaluate_accuracy(model, from_folders, batch_size=8)
+    b = evaluate_accuracy(model, from_idx, batch_size=8)
+    assert a.correct == b.correct
+    # sorted folder names would number "Ankle boot" 0: the order given is what keeps the labels
+    sorted_spec = validate_spec(make_spec_data(**{
+        "model.args.in_channels": 1, "model.args.image_size": 16, "data.dataset": "imagefolder",
+        "data.root": str(folders), "data.image_size": 16, "data.calibration.size": 10,
+        "data.calibration.root": str(folders), "data.validation.limit": None,
+        "data.transform": {"preset": "fashion_mnist"}}), base_dir=tmp_path)
+    assert load_data(sorted_spec.data).validation_labels()[order].tolist() != labels.tolist()
+
+
+def test_a_class_list_file_and_its_refusals(tmp_path):
+    root = write_fashion_mnist(tmp_path / "fm")
+    images, labels = read_split(root, "test")
+    folders = export_as_folders(tmp_path / "folders", images, labels)
+    names = [name.replace("/", "-") for name in CLASSES]
+    listing = tmp_path / "classes.txt"
+    listing.write_text("\n".join(names) + "\n")
+    base = {"model.args.in_channels": 1, "model.args.image_size": 16, "data.dataset": "imagefolder",
+            "data.root": str(folders), "data.image_size": 16, "data.calibration.size": 10,
+            "data.transform": {"mean": [0.5], "std": [0.5]}}
+    spec = validate_spec(make_spec_data(**base, **{"data.classes_file": str(listing)}), base_dir=tmp_path)
+    assert spec.data.classes == names
+    assert load_data(spec.data).calibration.shape[1] == 1
+    short = names[:-1]  # "Ankle boot" is not named: its folder would be dropped without a word
+    with pytest.raises(DataError, match="Ankle boot"):
+        load_data(validate_spec(make_spec_data(**base, **{"data.classes": short}), base_dir=tmp_path).data)
+    with pytest.raises(SpecError, match="named twice"):
+        validate_spec(make_spec_data(**base, **{"data.classes": [*names, names[0]]}), base_dir=tmp_path)
+    rgb_norm = {**base, "data.transform": {"preset": "timm_default"}}
+    with pytest.raises(SpecError, match="data.transform: model.args.in_channels is 1, but data.transform normalises 3"):
+        validate_spec(make_spec_data(**rgb_norm), base_dir=tmp_path)
