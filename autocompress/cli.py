@@ -91,30 +91,37 @@ def schema(indent: int) -> None:
 @click.option("--list", "list_only", is_flag=True, help="List the reference models and whether they are trained.")
 @click.option("--force", is_flag=True, help="Train again even when a cached model exists.")
 def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) -> None:
-    """Train a reference model (by NAME, or the one a SPEC names as reference:NAME)."""
+    """Train a reference model (by NAME, or the one a SPEC names as reference:NAME).
+
+    A reference whose weights ship with autocompress is used as shipped; --force trains it
+    again from its recipe into the cache (to check the recipe), without replacing them."""
     from autocompress.recipes import REFERENCES
-    from autocompress.reference import ensure_reference, reference_metadata, reference_path, train_reference
+    from autocompress.reference import (available_reference, ensure_reference, reference_metadata, shipped_path,
+                                        train_reference)
     from autocompress.spec import load_spec
     from autocompress.vocabulary import REFERENCE_PREFIX
 
     if list_only or name_or_spec is None:
         for name, recipe in sorted(REFERENCES.items()):
+            path = available_reference(name)
             meta = reference_metadata(name)
-            state = f"trained, {meta['test_accuracy']:.2f} % test accuracy" if meta else "not trained"
-            click.echo(f"{name}: {recipe.description} [{state}] {reference_path(name)}")
+            kind = "shipped" if path == shipped_path(name) else "trained"
+            state = f"{kind}, {meta['test_accuracy']:.2f} % test accuracy" if meta else "not trained"
+            click.echo(f"{name}: {recipe.description} [{state}] {path or 'not trained'}")
         return
-    name = name_or_spec
+    name, data_root = name_or_spec, None
     if name not in REFERENCES:
         if not Path(name).exists():
             raise click.BadParameter(f"'{name}' is neither a reference model ({', '.join(REFERENCES)}) nor a spec file")
-        checkpoint = load_spec(name).model.checkpoint or ""
+        spec = load_spec(name)
+        checkpoint, data_root = spec.model.checkpoint or "", spec.data.root
         if not checkpoint.startswith(REFERENCE_PREFIX):
             raise click.BadParameter(f"the spec {name} does not name a reference model (model.checkpoint: reference:NAME)")
         name = checkpoint[len(REFERENCE_PREFIX):]
     if force:
-        train_reference(name, say=_say)
+        train_reference(name, say=_say, data_root=data_root)
     else:
-        path = ensure_reference(name, say=_say)
+        path = ensure_reference(name, say=_say, data_root=data_root)
         meta = reference_metadata(name)
         click.echo(f"reference model '{name}': {meta['test_accuracy']:.2f} % test accuracy, checkpoint {path}")
 
@@ -213,6 +220,24 @@ def _draw_report(run_dir: Path) -> None:
         _say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
+def _interrupted(run_dir: Path) -> None:
+    """After Ctrl-C (or SIGTERM): the Pareto set so far, where the run is and how to go on;
+    then the interrupt goes on (exit 130)."""
+    from autocompress.engine import RunStore, pareto_document
+
+    try:
+        with RunStore.open_reader(run_dir) as store:
+            document = pareto_document(store)
+    except Exception as error:  # nothing stored yet, or the store is not there
+        _say(f"interrupted before any result was stored ({type(error).__name__}); run directory: {run_dir}")
+        raise KeyboardInterrupt from None
+    _print_pareto(document)
+    _say(f"interrupted: every finished evaluation is kept in {run_dir}. `autocompress resume {run_dir}` goes on "
+         f"with the search; `autocompress resume {run_dir} --finish` ends it now, with what it has (the Pareto "
+         "points measured on the held-out split, pareto.json and the report)")
+    raise KeyboardInterrupt
+
+
 def _finish_search(document: dict) -> None:
     _print_pareto(document)
     click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
@@ -268,9 +293,12 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     target = (run_dir or spec.output.run_dir).resolve()
     _say(f"run directory: {target}")
     display, update = _progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
-    with display:
-        document = start_search(spec, run_dir=target, options=options, spec_file=str(spec_file.resolve()),
-                                say=_say, on_progress=update, on_end=_draw_report)
+    try:
+        with display:
+            document = start_search(spec, run_dir=target, options=options, spec_file=str(spec_file.resolve()),
+                                    say=_say, on_progress=update, on_end=_draw_report)
+    except KeyboardInterrupt:
+        _interrupted(target)
     _finish_search(document)
 
 
@@ -278,19 +306,31 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_execution_options
 @click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), help="Override budget.max_hours.")
+@click.option("--finish", is_flag=True, help="End the search now with what it has: no new full evaluation; the "
+              "Pareto points are measured on the held-out split and pareto.json and the report are written.")
 @_DATA_ROOTS
 def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
-           max_hours: float | None, data_roots: tuple[Path, ...]) -> None:
+           max_hours: float | None, finish: bool, data_roots: tuple[Path, ...]) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
-    with --max-full-evaluations). Recorded results are reused, never evaluated again."""
-    from autocompress.engine import RunOptions, resume_search
+    with --max-full-evaluations), or end it now (--finish). Recorded results are reused,
+    never evaluated again."""
+    from autocompress.engine import RunOptions, RunStore, resume_search
 
     _interrupt_on_sigterm()
+    if finish:
+        if max_full_evaluations is not None:
+            raise click.UsageError("--finish ends the search at the full evaluations it has; drop "
+                                   "--max-full-evaluations")
+        with RunStore.open_reader(run_dir) as store:
+            max_full_evaluations = max(1, store.counts()["full"])
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
                          max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None)
     display, update = _progress_display(max_full_evaluations or 1)
-    with display:
-        document = resume_search(run_dir, options=options, say=_say, on_progress=update, on_end=_draw_report)
+    try:
+        with display:
+            document = resume_search(run_dir, options=options, say=_say, on_progress=update, on_end=_draw_report)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
     _finish_search(document)
 
 

@@ -31,8 +31,10 @@ class ReferenceRecipe:
     lr: float
     weight_decay: float
     max_shift: int = field(default=1, metadata={"help": "random translation, in pixels, for augmentation"})
+    flip: bool = field(default=False, metadata={"help": "random horizontal flips, for augmentation"})
     seed: int = 0
     min_accuracy: float = 95.0
+    sha256: str | None = field(default=None, metadata={"help": "of the weights shipped in the package, if any"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +57,25 @@ REFERENCES: dict[str, ReferenceRecipe] = {
             batch_size=64,
             lr=2e-3,
             weight_decay=1e-2,
+        ),
+        ReferenceRecipe(
+            name="fmnist-spikformer",
+            description="SpikingJelly's Spikformer (T=2, 16x16 grayscale input, patch 4, 64-dim, 4 heads, 2 blocks) "
+                        "on Fashion-MNIST's 60,000 training images (resized from 28x28)",
+            family="spikingjelly_spikformer",
+            args={
+                "T": 2, "in_channels": 1, "image_size": 16, "patch_size": 4, "num_classes": 10,
+                "embed_dims": 64, "num_heads": 4, "mlp_ratio": 4.0, "depths": 2,
+            },
+            dataset="fashion_mnist",
+            image_size=16,
+            epochs=12,
+            batch_size=128,
+            lr=3e-3,
+            weight_decay=1e-2,
+            max_shift=1,
+            flip=True,
+            min_accuracy=89.0,
         ),
     ]
 }

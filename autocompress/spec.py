@@ -669,6 +669,9 @@ class ProxySpec(_Strict):
     enabled: bool = Field(True, description="false sends every candidate to full evaluation (no gate)")
     gate: bool = Field(True, description="false: the drift still ranks candidates (probes) but the gate rejects "
                                          "none; every candidate a strategy asks for in full is evaluated")
+    logits: bool = Field(True, description="count the model's output (its logits, centred per image) as one more "
+                                           "term of the drift, so that quantizing the classification head, which "
+                                           "feeds no neuron, shows in it")
 
 
 class CompressionSpec(_Strict):

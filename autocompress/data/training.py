@@ -3,6 +3,8 @@ training augmentation of each data set:
 
 - digits: its bundled training split (1,437 images; the validation set is the test
   split), random shifts of up to one pixel (what the reference model was trained with);
+- fashion_mnist: the 60,000 training images of ``data.root``, random shifts of up to one
+  pixel and horizontal flips (the reference model's recipe);
 - cifar10: the five training batches under ``finetune.data.root`` (default
   ``data.root``), random 32x32 crops of the image padded by 4 pixels and horizontal
   flips (the CIFAR recipe of the official Spikformer code), then the evaluation
@@ -36,9 +38,13 @@ from autocompress.errors import DataError
 log = logging.getLogger("autocompress.data")
 
 
-class _Digits(Dataset):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
-        self.images, self.labels, self.augment = images, labels, augment
+class _Tensors(Dataset):
+    """In-memory training images: random one-pixel shifts (background padding), and
+    horizontal flips with ``flip``, when augmenting."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, flip: bool = False):
+        self.images, self.labels, self.augment, self.flip = images, labels, augment, flip
+        self.background = float(images.min()) if len(images) else 0.0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,9 +53,11 @@ class _Digits(Dataset):
         image = self.images[index]
         if self.augment:
             size = image.shape[-1]
-            padded = F.pad(image, [1, 1, 1, 1], value=float(self.images.min()))
+            padded = F.pad(image, [1, 1, 1, 1], value=self.background)
             dy, dx = random.randint(0, 2), random.randint(0, 2)
             image = padded[:, dy:dy + size, dx:dx + size]
+            if self.flip and random.random() < 0.5:
+                image = image.flip(-1)
         return image, int(self.labels[index])
 
 
@@ -140,8 +148,14 @@ def training_set(spec, *, model_classes: int | None = None) -> Dataset:
         from autocompress.data.digits import digits_split
 
         images, labels, _, _ = digits_split(data.image_size)
-        return _Digits(images, labels, settings.augment)
+        return _Tensors(images, labels, settings.augment)
     transform = resolve_transform(data.transform, data.dataset)
+    if data.dataset == "fashion_mnist":
+        from autocompress.data.fashion_mnist import read_split, to_tensor
+
+        images, labels = read_split(Path(settings.root or data.root), "train")
+        return _Tensors(to_tensor(images, data.image_size, transform), torch.from_numpy(labels), settings.augment,
+                        flip=True)
     if data.dataset == "cifar10":
         from autocompress.data.cifar10 import _batch_reader
 

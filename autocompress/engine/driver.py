@@ -393,9 +393,11 @@ class _Driver:
             if self.on_end is not None and document["baseline"] is not None:  # nothing to show before the baseline
                 self.on_end(store.run_dir)
         stats = document["statistics"]
+        unused = stats["stored_probes"] - stats["proxy_evaluations"] if self.spec.proxy.enabled else 0
+        stored = f" ({stats['stored_probes']} stored; {unused} not asked for again after the resume)" if unused > 0 else ""
         self.say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations "
                  f"({stats['early_stopped']} stopped early), "
-                 f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
+                 f"{stats['proxy_evaluations']} proxy evaluations{stored}, {stats['gated_out']} gated out, "
                  f"{stats['failed']} failed, {stats['retries']} retried, {stats['wall_seconds']:.0f} s")
         if state == "done" and self.spec.finetune.auto and document["baseline"] is not None:
             from autocompress.engine.finetune import finetune_run

@@ -201,6 +201,9 @@ def pareto_document(store) -> dict:
         # a session of an earlier version that ended before its search began stored no count
         "full_evaluations": progress.full_evaluations if "full_evaluations" in stored else len(fulls),
         "proxy_evaluations": progress.proxy_evaluations,
+        # a resumed search replays the probes its strategy asks for again; one a killed session made for a
+        # request the replay does not repeat stays stored, unused
+        "stored_probes": store.counts()["probe"],
         "gated_out": progress.gated_out,
         "failed": progress.failed,
         "retries": len(store.events("retry")),

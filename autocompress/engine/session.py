@@ -23,12 +23,12 @@ def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool
     checkpoint = spec.model.checkpoint
     if checkpoint is None or not checkpoint.startswith(REFERENCE_PREFIX):
         return checkpoint
-    from autocompress.reference import ensure_reference, reference_path
+    from autocompress.reference import available_reference, ensure_reference
 
     name = checkpoint[len(REFERENCE_PREFIX):]
-    if not train_missing and not reference_path(name).is_file():
+    if not train_missing and available_reference(name) is None:
         raise CheckpointError(f"model.checkpoint: reference model '{name}' is not trained yet; run `autocompress train-reference {name}`")
-    return str(ensure_reference(name, progress=progress, say=say))
+    return str(ensure_reference(name, progress=progress, say=say, data_root=spec.data.root))
 
 
 def _declared_classes(model: SViT) -> int | None:

@@ -124,7 +124,8 @@ class Worker:
     @property
     def reference(self):
         if self._reference is None:
-            self._reference = ReferencePotentials(self.session.model, self.calibration)
+            self._reference = ReferencePotentials(self.session.model, self.calibration,
+                                                  logits=self.session.spec.proxy.logits)
         return self._reference
 
     def build(self, candidate):
@@ -167,7 +168,7 @@ class Worker:
         if self._order is None:
             if self.session.spec.evaluation.decoded_cache:
                 self.session.data.use_decoded_cache(cache_dir(), workers=self.session.spec.data.workers,
-                                                    say=log.warning)
+                                                    say=log.info)
             self._order = self.session.evaluation_order()
         return self._order
 

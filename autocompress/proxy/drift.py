@@ -9,6 +9,12 @@ pruned layer is compared on its kept channels (``ChannelGroup.carriers``). Cosin
 rather than relative L1, which saturates once a layer's activity is gone: the README's
 "Search" section and experiments/bench/RESULTS.md (section proxy) have the figures.
 
+With ``logits`` (``proxy.logits``, on by default) the model's output is one more term: its
+logits, centred per image (softmax does not see a shift), compared by the same cosine.
+The classification head feeds no neuron, so without it quantizing the head moves no
+potential and the drift cannot see it (on Fashion-MNIST a walk spent full evaluations
+walking the head down to 2 bits at zero drift).
+
 Each layer is compared as the candidate computes it (float64 sums of the products and
 squares), so neither side's potentials need to be held whole: :class:`ReferencePotentials`
 keeps the reference when it fits a memory budget and recomputes it chunk by chunk when not.
@@ -25,15 +31,19 @@ import torch
 from autocompress.compress import ChannelGroup, channel_view
 
 
+LOGITS = "<logits>"  # the drift term of the model's output
+
+
 @torch.inference_mode()
-def record_potentials(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{neuron layer: V}``, V [T, N, ...]: the potential each time step leaves (after charge, fire, reset)."""
+def record_potentials(model, images: torch.Tensor, *, logits: bool = False) -> dict[str, torch.Tensor]:
+    """``{neuron layer: V}``, V [T, N, ...]: the potential each time step leaves (after charge, fire, reset);
+    with ``logits``, also ``{LOGITS: the centred logits [1, N, K]}``."""
     potentials: dict[str, torch.Tensor] = {}
 
     def keep(name: str, v_seq: torch.Tensor) -> None:
         potentials[name] = v_seq.clone()
 
-    _with_potentials(model, images, keep)
+    _with_potentials(model, images, keep, logits=logits)
     return potentials
 
 
@@ -61,10 +71,13 @@ def recording_potentials(model, use) -> Iterator[None]:
             node.store_v_seq = previous[name]
 
 
-def _with_potentials(model, images: torch.Tensor, use) -> None:
-    """One forward pass of ``model`` on ``images`` under :func:`recording_potentials`."""
+def _with_potentials(model, images: torch.Tensor, use, *, logits: bool = False) -> None:
+    """One forward pass of ``model`` on ``images`` under :func:`recording_potentials`; with
+    ``logits``, the output centred per image is handed on as the term ``LOGITS``."""
     with recording_potentials(model, use):
-        model(images)
+        out = model(images)
+    if logits:
+        use(LOGITS, (out - out.mean(-1, keepdim=True)).unsqueeze(0))
 
 
 def kept_channels(
@@ -170,7 +183,7 @@ def _compare(sums: dict[str, _Sums], reference: Mapping[str, torch.Tensor], cand
         if name in reference:
             _accumulate(sums, name, reference[name], v_seq, cut)
 
-    _with_potentials(candidate_model, images, compare)
+    _with_potentials(candidate_model, images, compare, logits=LOGITS in reference)
 
 
 class ReferencePotentials:
@@ -180,14 +193,15 @@ class ReferencePotentials:
     with the candidate's as both are computed, so memory stays flat in the calibration size
     at the cost of one more forward pass per probe."""
 
-    def __init__(self, model, images: torch.Tensor, *, budget_bytes: int = 1 << 30):
-        self.model, self.images = model, images
-        per_image = sum(v.numel() * v.element_size() for v in record_potentials(model, images[:1]).values())
+    def __init__(self, model, images: torch.Tensor, *, budget_bytes: int = 1 << 30, logits: bool = False):
+        self.model, self.images, self.logits = model, images, logits
+        per_image = sum(v.numel() * v.element_size()
+                        for v in record_potentials(model, images[:1], logits=logits).values())
         self.bytes_per_image = per_image
         # a forward that records potentials holds about three times their size at its peak
         if _PEAK_FACTOR * per_image * len(images) <= budget_bytes:
             self.chunk = len(images)
-            self.kept: dict[str, torch.Tensor] | None = record_potentials(model, images)
+            self.kept: dict[str, torch.Tensor] | None = record_potentials(model, images, logits=logits)
         else:
             self.chunk = max(1, budget_bytes // (_PEAK_FACTOR * per_image))
             self.kept = None
@@ -201,5 +215,5 @@ class ReferencePotentials:
         sums: dict[str, _Sums] = {}
         for start in range(0, len(self.images), self.chunk):
             images = self.images[start:start + self.chunk]
-            _compare(sums, record_potentials(self.model, images), candidate_model, images, cut)
+            _compare(sums, record_potentials(self.model, images, logits=self.logits), candidate_model, images, cut)
         return _mean(_drifts(sums))

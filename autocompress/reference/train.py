@@ -1,14 +1,19 @@
 """Train, cache and look up the reference models of :mod:`autocompress.recipes`.
 
-A reference model is trained once per machine and cached under
-``$AUTOCOMPRESS_CACHE/references`` (default ``~/.cache/autocompress``): the state
-dict ``NAME.pt`` and ``NAME.json`` with the recipe, the accuracy reached and the
-training time. Files are written atomically, so an interrupted training leaves no
-half-written checkpoint behind.
+A recipe with a ``sha256`` ships its trained weights in the package
+(``autocompress/reference/shipped/NAME.pt`` and ``NAME.json``): they are used as they
+are once their hash matches the recipe's, and nothing is trained. Other reference
+models are trained once per machine and cached under ``$AUTOCOMPRESS_CACHE/references``
+(default ``~/.cache/autocompress``): the state dict ``NAME.pt`` and ``NAME.json`` with
+the recipe, the accuracy reached and the training time; ``train-reference NAME`` trains
+any of them again from its recipe into the cache. Files are written atomically, so an
+interrupted training leaves no half-written checkpoint behind.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +27,7 @@ from pydantic import TypeAdapter
 
 from autocompress.atomic import atomic_write
 from autocompress.data import DataBundle, TensorImageDataset, digits_split
+from autocompress.errors import CheckpointError
 from autocompress.evaluation import evaluate_accuracy
 from autocompress.models import create_model
 from autocompress.recipes import ReferenceRecipe, get_recipe
@@ -29,38 +35,88 @@ from autocompress.cachedir import cache_dir
 from autocompress.spec import ModelSpec
 from autocompress.vocabulary import DATASETS
 
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+
 
 def reference_path(name: str) -> Path:
+    """Where ``train-reference`` caches reference ``name`` on this machine."""
     return cache_dir() / "references" / f"{name}.pt"
 
 
-def _training_data(recipe: ReferenceRecipe) -> tuple[torch.Tensor, torch.Tensor, DataBundle]:
-    if recipe.dataset != "digits":
+def shipped_path(name: str) -> Path:
+    return SHIPPED / f"{name}.pt"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _verified_shipped(name: str, sha256: str) -> Path:
+    path = shipped_path(name)
+    found = file_sha256(path)
+    if found != sha256:
+        raise CheckpointError(f"the shipped weights of reference model '{name}' ({path}) have SHA-256 {found}, not "
+                              f"the recipe's {sha256}: the installation is damaged; reinstall autocompress, or "
+                              f"train them again with `autocompress train-reference {name} --force`")
+    return path
+
+
+def available_reference(name: str) -> Path | None:
+    """The weights of reference ``name`` already here: shipped (hash checked), else cached; None if neither."""
+    recipe = get_recipe(name)
+    if recipe.sha256 and shipped_path(name).is_file():
+        return _verified_shipped(name, recipe.sha256)
+    path = reference_path(name)
+    return path if path.is_file() and _read_json(path.with_suffix(".json")) is not None else None
+
+
+def _training_data(recipe: ReferenceRecipe, data_root: Path | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, DataBundle]:
+    if recipe.dataset == "digits":
+        train_x, train_y, test_x, test_y = digits_split(recipe.image_size)
+    elif recipe.dataset == "fashion_mnist":
+        from autocompress.data.fashion_mnist import read_split, to_tensor
+
+        root = Path(data_root or DATASETS["fashion_mnist"].default_root)
+        (train_images, train_labels), (test_images, test_labels) = read_split(root, "train"), read_split(root, "test")
+        train_x, test_x = to_tensor(train_images, recipe.image_size), to_tensor(test_images, recipe.image_size)
+        train_y, test_y = torch.from_numpy(train_labels), torch.from_numpy(test_labels)
+    else:
         raise NotImplementedError(f"reference training on {recipe.dataset}")
-    train_x, train_y, test_x, test_y = digits_split(recipe.image_size)
-    test = DataBundle(TensorImageDataset(test_x, test_y), test_x[:0], test_y[:0], DATASETS["digits"].classes,
-                      "digits test split")
+    test = DataBundle(TensorImageDataset(test_x, test_y), test_x[:0], test_y[:0], DATASETS[recipe.dataset].classes,
+                      f"{recipe.dataset} test split")
     return train_x, train_y, test
 
 
-def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to ``max_shift`` pixels, padding with the background value."""
-    if max_shift <= 0:
-        return batch
-    size = batch.shape[-1]
-    padded = F.pad(batch, [max_shift] * 4, value=float(batch.min()))
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(batch), 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
+    """Random translation by up to ``max_shift`` pixels, padding with the background value;
+    with ``flip``, a horizontal flip of half the images (drawn from the same generator)."""
+    if max_shift > 0:
+        size = batch.shape[-1]
+        padded = F.pad(batch, [max_shift] * 4, value=float(batch.min()))
+        offsets = torch.randint(0, 2 * max_shift + 1, (len(batch), 2), generator=generator)
+        batch = torch.stack([padded[i, :, dy: dy + size, dx: dx + size]
+                             for i, (dy, dx) in enumerate(offsets.tolist())])
+    if flip:
+        mirrored = torch.rand(len(batch), generator=generator) < 0.5
+        batch = torch.where(mirrored.view(-1, 1, 1, 1), batch.flip(-1), batch)
+    return batch
 
 
 def train_classifier(
     model, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-    weight_decay: float, max_shift: int = 0, seed: int = 0, progress: bool = False,
+    weight_decay: float, max_shift: int = 0, flip: bool = False, seed: int = 0, progress: bool = False,
 ) -> None:
     """Train an SViT in place: AdamW with a one-cycle schedule, cross-entropy on the
-    logits averaged over time steps, optional random-shift augmentation."""
+    logits averaged over time steps, optional random-shift (and flip) augmentation."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -70,45 +126,50 @@ def train_classifier(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
     bar = Progress(
-        TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(), console=Console(stderr=True), disable=not progress, transient=True,
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not progress, transient=True,
     )
     with bar:
-        task = bar.add_task("train", total=epochs, loss=float("nan"))
-        for _ in range(epochs):
+        task = bar.add_task("train", total=epochs * steps_per_epoch, loss=float("nan"), epoch=1, epochs=epochs)
+        for epoch in range(epochs):
             model.train()
             order = torch.randperm(len(labels), generator=generator)
             total_loss = 0.0
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(model(_shift(images[index], max_shift, generator)), labels[index])
+                loss = F.cross_entropy(model(_shift(images[index], max_shift, generator, flip)), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
                 total_loss += loss.item() * len(index)
-            bar.update(task, advance=1, loss=total_loss / len(labels))
+                bar.update(task, advance=1, loss=total_loss / ((step + 1) * batch_size), epoch=epoch + 1)
     model.eval()
 
 
-def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> dict:
-    """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata."""
+def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print,
+                    data_root: Path | None = None) -> dict:
+    """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata.
+    ``data_root``: where its data set's files are (default: the data set's default root)."""
     recipe = get_recipe(name)
     torch.manual_seed(recipe.seed)
     model_spec = TypeAdapter(ModelSpec).validate_python({"family": recipe.family, "args": recipe.args})
     model = create_model(model_spec)
-    train_x, train_y, test = _training_data(recipe)
+    train_x, train_y, test = _training_data(recipe, data_root)
     say(f"training reference model '{name}': {recipe.description}; {recipe.epochs} epochs on {len(train_y)} images")
     start = time.perf_counter()
     train_classifier(
         model, train_x, train_y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-        weight_decay=recipe.weight_decay, max_shift=recipe.max_shift, seed=recipe.seed, progress=progress,
+        weight_decay=recipe.weight_decay, max_shift=recipe.max_shift, flip=recipe.flip, seed=recipe.seed,
+        progress=progress,
     )
     seconds = time.perf_counter() - start
     result = evaluate_accuracy(model, test, batch_size=256)
     metadata = {
         "name": name,
         "test_accuracy": result.accuracy,
+        "test_correct": result.correct,
         "test_images": result.total,
         "train_images": len(train_y),
         "train_seconds": round(seconds, 1),
@@ -125,18 +186,24 @@ def train_reference(name: str, *, progress: bool = True, say: Callable[[str], No
     return metadata
 
 
-def reference_metadata(name: str) -> dict | None:
-    path = reference_path(name).with_suffix(".json")
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def ensure_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print) -> Path:
-    """The cached checkpoint of reference ``name``, trained first when it is missing."""
-    get_recipe(name)
-    path = reference_path(name)
-    if not path.is_file() or reference_metadata(name) is None:
-        train_reference(name, progress=progress, say=say)
+def reference_metadata(name: str) -> dict | None:
+    """What the weights in use were measured at (the shipped ones', else the cached ones'), or None."""
+    path = available_reference(name)
+    return None if path is None else _read_json(path.with_suffix(".json"))
+
+
+def ensure_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print,
+                     data_root: Path | None = None) -> Path:
+    """The checkpoint of reference ``name``: shipped, cached, or trained now when neither is there."""
+    path = available_reference(name)
+    if path is None:
+        train_reference(name, progress=progress, say=say, data_root=data_root)
+        path = reference_path(name)
     return path

@@ -84,6 +84,13 @@ class Constraints:
         return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes,
                    baseline_energy_mj, limit, None if latency is None else latency.max_ms)
 
+    def memory_goal_bytes(self) -> int | None:
+        """The largest footprint the memory limit(s) allow; None without a memory limit."""
+        goals = [self.max_bytes] if self.max_bytes is not None else []
+        if self.min_saving is not None:
+            goals.append(int(self.baseline_bytes * (1 - self.min_saving)))
+        return min(goals) if goals else None
+
     def energy_ok(self, energy_mj: float | None) -> bool:
         """Within the energy limit (no limit: always; a limit and no figure: never)."""
         if self.max_energy_mj is None:

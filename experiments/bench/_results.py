@@ -16,6 +16,29 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DIGITS_SPEC = Path(__file__).resolve().parents[1] / "digits" / "spec.yaml"
+FMNIST_SPEC = Path(__file__).resolve().parents[1] / "fashion_mnist" / "joint.yaml"
+# --data NAME -> the spec a benchmark starts from, and how its RESULTS.md section and title are marked
+DATA = {"digits": (DIGITS_SPEC, "", ""), "fashion_mnist": (FMNIST_SPEC, "-fashion_mnist", " (Fashion-MNIST)")}
+
+
+def data_argument(parser) -> None:
+    """``--data digits|fashion_mnist``: the reference model and data set a benchmark runs on."""
+    parser.add_argument("--data", choices=sorted(DATA), default="digits",
+                        help="digits (the embedded demo) or fashion_mnist (the shipped reference, half held out)")
+
+
+def bench_spec(data: str):
+    """The validated spec of ``--data``."""
+    from autocompress.spec import load_spec
+
+    return load_spec(DATA[data][0])
+
+
+def section(name: str, title: str, data: str) -> tuple[str, str, str]:
+    """(section name, title, re-run command) of a benchmark on ``--data``."""
+    _, suffix, label = DATA[data]
+    flag = "" if data == "digits" else f" --data {data}"
+    return name + suffix, title + label, f"python experiments/bench/{name}.py{flag} --write"
 
 
 def machine() -> str:
@@ -41,6 +64,7 @@ def budget_arguments(doc: str, budget: int = 40):
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    data_argument(parser)
     return parser.parse_args()
 
 
@@ -74,6 +98,22 @@ class SearchRun:
     @property
     def best(self):
         return self.pareto.best
+
+    def held_out(self, candidate_id: str) -> dict | None:
+        """The held-out measurement of a Pareto point (None without a held-out split)."""
+        for point in self.document["points"]:
+            if point["id"] == candidate_id:
+                return point.get("holdout")
+        return None
+
+    def baseline_line(self) -> str:
+        """The baseline in words: accuracy and bytes, and the held-out split when there is one."""
+        base, held = self.document["baseline"], self.document.get("holdout")
+        text = f"baseline {base['accuracy']:.2f} % top-1, {base['memory_bytes']:,} bytes"
+        if held:
+            text += (f" (on the selection split; held out: {held['images']:,} images, baseline "
+                     f"{held['baseline_accuracy']:.2f} % there)")
+        return text
 
     @property
     def full_evaluations(self) -> int:

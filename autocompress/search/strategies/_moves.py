@@ -26,6 +26,18 @@ def move_score(parent: Result, child: Result, signal, constraints=None) -> float
     return saved / added
 
 
+def negligible(parent: Result, child: Result, constraints, share: float) -> bool:
+    """The move saves less than ``share`` of the bytes still to save: to the memory goal
+    while the parent misses it, else of the parent's footprint. A full evaluation costs the
+    same whatever the move saves; a move this small (a classification head of a few
+    thousand weights walked notch by notch) is worth one only once no larger move is left."""
+    if share <= 0 or parent.memory_bytes is None or child.memory_bytes is None:
+        return False
+    goal = constraints.memory_goal_bytes() if constraints is not None else None
+    gap = parent.memory_bytes - goal if goal is not None and parent.memory_bytes > goal else parent.memory_bytes
+    return parent.memory_bytes - child.memory_bytes < share * gap
+
+
 def baseline_result(baseline_bytes: int, energy_mj: float | None = None) -> Result:
     """The uncompressed model as a walk's starting point."""
     return Result(candidate_id="baseline", memory_bytes=baseline_bytes, memory_saving=0.0, drift=0.0,

@@ -8,6 +8,11 @@ that is feasible on accuracy and freezes the dimension of each move that is not;
 keeps the ``beam_width`` smallest feasible configurations. Without the proxy the probes
 are full evaluations and moves are ranked by measured accuracy drop.
 
+A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
+goal, or of the current footprint once it is met) is ranked after every larger move: each
+full evaluation costs the same, and walking a tiny layer (the classification head) one
+notch at a time spent most of a budget on Fashion-MNIST for 0.4 % of the model.
+
 Beam respects the budget: each step it fully evaluates as many of its best-ranked
 moves as the full evaluations left allow for the steps its best configuration could
 still take (the notches left in the dimensions not ruled out), at most ``beam_width``,
@@ -20,21 +25,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from autocompress.search.base import Strategy, StrategyOptions, register_strategy
 from autocompress.search.results import Request, Result
 from autocompress.search.space import Config
-from autocompress.search.strategies._moves import baseline_result, move_score
+from autocompress.search.strategies._moves import baseline_result, move_score, negligible
 
 
-class GreedyOptions(StrategyOptions):
+class WalkOptions(StrategyOptions):
+    min_step_share: float = Field(
+        0.02, ge=0, lt=1,
+        description="a move saving less than this share of the bytes still to save (to the memory goal, or of the "
+                    "current footprint once it is met) is evaluated only after every larger move; 0 ranks by score "
+                    "alone")
+
+
+class GreedyOptions(WalkOptions):
     """AQ4SViT-Greedy generalised to pruning and quantization."""
 
     name: Literal["greedy"]
 
 
-class BeamOptions(StrategyOptions):
+class BeamOptions(WalkOptions):
     """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
 
     name: Literal["beam"]
@@ -63,6 +76,11 @@ class _Walk(Strategy):
         self.asked.update((c, "probe") for c in fresh)
         return [self.request(c, "probe") for c in fresh]  # [] while waiting for answers
 
+    def _rank_key(self, parent: Result, child: Result) -> tuple[bool, float]:
+        """Larger moves first, then by saving per unit of signal added."""
+        return (negligible(parent, child, self.constraints, self.options.min_step_share),
+                -move_score(parent, child, self.signal, self.constraints))
+
     def _record(self, request: Request, result: Result) -> None:
         previous = self.known.get(request.config)
         if previous is None or result.evaluated or previous.gate == "not asked":
@@ -90,7 +108,7 @@ class GreedyStrategy(_Walk):
             if probes is not None:
                 return probes
             parent = self.known[self.current]
-            self.ranked = sorted(moves, key=lambda m: (-move_score(parent, self.known[m[1]], self.signal, self.constraints), m[0]))
+            self.ranked = sorted(moves, key=lambda m: (*self._rank_key(parent, self.known[m[1]]), m[0]))
         dim, config = self.ranked[0]
         self.awaiting = config
         self.asked.add((config, "full"))
@@ -150,11 +168,7 @@ class BeamStrategy(_Walk):
             if probes is not None:
                 return probes
 
-            def score(child: Config) -> float:
-                return move_score(self.known[self.parent[child]], self.known[child], self.signal,
-                                  self.constraints)
-
-            self.ranked = sorted(children, key=lambda c: (-score(c), c))
+            self.ranked = sorted(children, key=lambda c: (*self._rank_key(self.known[self.parent[c]], self.known[c]), c))
             self.feasible = []
         if not self.ranked:  # every child tried, none feasible
             self._next_beam()
