@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean fashion-mnist
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/autocompress search experiments/digits/spec.yaml
+
+# The joint search on real data: the shipped Fashion-MNIST reference, half of the test set held out.
+# Needs the data set (apt-get install dataset-fashion-mnist, or --set data.root=... by hand).
+fashion-mnist: $(STAMP)
+	$(BIN)/autocompress search experiments/fashion_mnist/joint.yaml
 
 # Two worker processes, one a core (pytest-xdist); the Ray tests share one of them (--dist loadgroup).
 test: $(STAMP)

@@ -244,9 +244,11 @@ def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: f
 @pytest.mark.slow
 def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_path):
     """The search is held in its 3rd full evaluation (fault injection) while another process
-    reads its status, a second driver is refused and Ctrl-C stops it: no race with its end."""
+    reads its status, a second driver is refused and Ctrl-C stops it: no race with its end. It
+    prints the Pareto set so far and how to go on; `resume --finish` then ends it with no new
+    full evaluation, its points measured on the held-out split."""
     spec = tiny_spec(tmp_path, **{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 400,
-                                  "data.validation.limit": 200})
+                                  "data.validation.limit": 200, "data.validation.holdout": 0.5})
     run = tmp_path / "run"
     process = _cli("search", str(spec), "--run-dir", str(run),
                    env={**os.environ, "AUTOCOMPRESS_FAULT_INJECT": "wait-on-full:3"})
@@ -262,14 +264,23 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
                                 text=True, timeout=HANG_GUARD)
         assert second.returncode == 2 and "in use by another autocompress driver" in second.stderr
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=HANG_GUARD)
+        out, err = process.communicate(timeout=HANG_GUARD)
         assert process.returncode == 130, err
     finally:
         if process.poll() is None:
             process.kill()
+    assert "Pareto set" in out and f"autocompress resume {run} --finish" in err
     with RunStore.open_reader(run) as store:
         assert store.sessions()[-1]["state"] == "interrupted" and store.counts()["full"] >= 2
+        fulls = store.counts()["full"]
     assert json.loads((run / "pareto.json").read_text())["state"] == "interrupted"
+    finish = subprocess.run([sys.executable, "-m", "autocompress", "resume", str(run), "--finish"],
+                            capture_output=True, text=True, timeout=HANG_GUARD)
+    assert finish.returncode == 0, finish.stderr
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["state"] == "done" and document["statistics"]["full_evaluations"] == fulls
+    assert document["holdout"]["images"] > 0 and all(p["holdout"] is not None for p in document["points"])
+    assert "held-out %" in finish.stdout
 
 
 @pytest.mark.slow

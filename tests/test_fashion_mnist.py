@@ -210,3 +210,52 @@ def test_a_class_list_file_and_its_refusals(tmp_path):
     rgb_norm = {**base, "data.transform": {"preset": "timm_default"}}
     with pytest.raises(SpecError, match="data.transform: model.args.in_channels is 1, but data.transform normalises 3"):
         validate_spec(make_spec_data(**rgb_norm), base_dir=tmp_path)
+
+
+REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "fashion_mnist" / "joint.yaml"
+
+
+def test_the_shipped_reference_is_used_as_shipped_and_checked_by_its_hash(isolated_cache, tmp_path, monkeypatch):
+    from autocompress import recipes
+    from autocompress.reference import available_reference, reference_metadata, shipped_path, train
+
+    recipe = recipes.get_recipe("fmnist-spikformer")
+    path = available_reference("fmnist-spikformer")
+    assert path == shipped_path("fmnist-spikformer") and recipe.sha256
+    assert not (isolated_cache / "references").exists()  # nothing trained, nothing cached
+    meta = reference_metadata("fmnist-spikformer")
+    assert meta["test_accuracy"] >= recipe.min_accuracy and meta["test_images"] == 10_000
+    assert meta["recipe"]["args"] == recipe.args
+    state = torch.load(path, weights_only=True)
+    spec = validate_spec(make_spec_data(**{"model.family": "spikingjelly_spikformer", "model.args": recipe.args,
+                                           "data.image_size": 16}), base_dir=tmp_path)
+    create_model(spec.model).net.load_state_dict(state)  # the recipe's network, every tensor
+    damaged = tmp_path / "shipped"
+    damaged.mkdir()
+    payload = bytearray(path.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    (damaged / path.name).write_bytes(bytes(payload))
+    monkeypatch.setattr(train, "SHIPPED", damaged)
+    train._verified_shipped.cache_clear()
+    with pytest.raises(Exception, match="SHA-256 .* not the recipe's"):
+        available_reference("fmnist-spikformer")
+    train._verified_shipped.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="Fashion-MNIST is not installed (apt-get install "
+                                                   "dataset-fashion-mnist; .ci/run installs it)")
+def test_the_shipped_reference_scores_its_recorded_accuracy_on_the_real_test_set(isolated_cache, cli):
+    """`autocompress evaluate experiments/fashion_mnist/joint.yaml` on the 10,000 real test images, nothing trained."""
+    from autocompress.reference import reference_metadata
+
+    done = cli("evaluate", str(FMNIST_SPEC), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "training reference model" not in done.stderr
+    import json
+
+    result = json.loads(done.stdout)["evaluation"]
+    meta = reference_metadata("fmnist-spikformer")
+    assert result["total"] == 10_000 and result["accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)
+    assert result["accuracy"] >= 89.0

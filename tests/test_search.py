@@ -128,6 +128,24 @@ def test_drift_is_zero_for_the_reference_and_grows_with_compression(family, tmp_
     assert 0 <= drifts[0] < drifts[1] < drifts[2]
 
 
+def test_the_logits_term_sees_a_quantized_head_that_moves_no_potential(tmp_path):
+    """The head feeds no neuron: quantizing it alone leaves every potential as it was, so only the
+    drift's logits term (proxy.logits) can see it."""
+    from autocompress.proxy import ReferencePotentials
+
+    from conftest import tiny_trained_model
+
+    model = tiny_trained_model("spikformer")  # trained: its neurons fire, so the head sees features
+    head_only = compress_model(model, bits={"head": 2})
+    without = ReferencePotentials(model, CALIBRATION, logits=False)
+    with_logits = ReferencePotentials(model, CALIBRATION, logits=True)
+    assert without.drift(head_only) == pytest.approx(0.0, abs=1e-9)
+    assert with_logits.drift(model) == pytest.approx(0.0, abs=1e-9)
+    assert with_logits.drift(head_only) > 1e-4
+    chunked = ReferencePotentials(model, CALIBRATION, logits=True, budget_bytes=3 * with_logits.bytes_per_image * 5)
+    assert chunked.kept is None and chunked.drift(head_only) == pytest.approx(with_logits.drift(head_only), rel=1e-9)
+
+
 @pytest.mark.parametrize("family", sorted(TINY_ARGS))
 def test_pruned_layers_are_compared_on_their_kept_channels(family, tmp_path):
     torch.manual_seed(0)

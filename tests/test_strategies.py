@@ -187,3 +187,34 @@ def test_beam_does_not_try_moves_at_least_as_aggressive_as_a_broken_configuratio
         later = [c for c in strategy.visited if c != config and all(a >= b for a, b in zip(c, config))]
         assert not later, f"{later} is at least as aggressive as the broken {config}"
     assert broken_ids <= {r.candidate_id for r in tried}
+
+
+@pytest.mark.parametrize("name", ["greedy", "beam"])
+def test_walks_take_a_negligible_move_only_after_every_larger_one(name):
+    """A move that saves a sliver of the bytes still to save (a classification head walked notch by
+    notch) costs a full evaluation like any other: it waits, however little drift it adds."""
+    from autocompress.search.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
+
+    def first_full(share: float):
+        options = strategy_options(name)(name=name, seed=0, min_step_share=share,
+                                         **({"beam_width": 1} if name == "beam" else {}))
+        walk = create_strategy(options, make_space(), CONSTRAINTS)
+        requests = walk.ask(100)
+        probed = [r for r in requests if r.stage == "probe"]
+        assert len(probed) >= 2
+        tiny, large = probed[0], probed[1]
+        for request in probed:
+            if request is tiny:  # no drift at all, 0.1 % of the model saved
+                result = Result(request.candidate.id, memory_bytes=BASELINE_BYTES - BASELINE_BYTES // 1000, drift=0.0)
+            elif request is large:  # half the model, some drift
+                result = Result(request.candidate.id, memory_bytes=BASELINE_BYTES // 2, drift=0.05)
+            else:  # the others: small savings, much drift
+                result = Result(request.candidate.id, memory_bytes=BASELINE_BYTES - BASELINE_BYTES // 50, drift=0.9)
+            walk.tell(request, result)
+        fulls = walk.ask(100)
+        return fulls[0].config, tiny.config, large.config
+
+    chosen, tiny, large = first_full(0.02)
+    assert chosen == large
+    chosen, tiny, large = first_full(0.0)  # by score alone the free move goes first
+    assert chosen == tiny

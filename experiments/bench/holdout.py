@@ -1,28 +1,28 @@
 """How optimistic is the accuracy a search reports on the images it chose on? The
-digits demo's search with half of the validation set held out (data.validation.holdout
-0.5), over three seeds of the split: each feasible Pareto point's drop on the selection
+joint greedy search (the digits demo's, or Fashion-MNIST's) with half of the validation
+set held out (data.validation.holdout 0.5), over three seeds of the split: each feasible Pareto point's drop on the selection
 split (what the search decided on) against its drop on the held-out half (measured once,
 after the search).
 
-    python experiments/bench/holdout.py [--budget 40] [--write]
+    python experiments/bench/holdout.py [--budget 40] [--data digits|fashion_mnist] [--write]
 """
 
 from __future__ import annotations
 
 import sys
 
-from _results import DIGITS_SPEC, budget_arguments, publish, run_search
-from autocompress.spec import load_spec
+from _results import bench_spec, budget_arguments, publish, run_search, section
 
 SEEDS = (0, 1, 2)
 
 
 def main() -> int:
     args = budget_arguments(__doc__)
-    spec = load_spec(DIGITS_SPEC)
+    spec = bench_spec(args.data)
     limit = spec.constraints.accuracy.max_drop
-    lines = [f"Digits reference, greedy at block granularity, at most {args.budget} full evaluations, 1.5 points "
-             "allowed; half of the 360 validation images held out (`data.validation.holdout: 0.5`, seeds below). "
+    lines = [f"{spec.model.checkpoint} on {spec.data.dataset}, greedy at block granularity, at most {args.budget} "
+             f"full evaluations, {limit:g} points allowed; half of the validation images held out "
+             "(`data.validation.holdout: 0.5`, seeds below). "
              "Drops in top-1 points against the baseline on the same split.", "",
              "| split seed | baseline selection / held out | best point | bytes | drop, selection | drop, held out "
              "| feasible held out | feasible points feasible held out |",
@@ -50,8 +50,8 @@ def main() -> int:
                       f"{sum(gaps) / len(gaps):+.2f} points, largest {max(gaps):+.2f}; {kept} of {total} stay within "
                       f"{limit:g} points on the held-out images. The selection figure is what a run without a "
                       "held-out split reports."]
-    publish("holdout", "Selection split against a held-out split", "python experiments/bench/holdout.py --write",
-            "\n".join(lines), write=args.write)
+    name, title, command = section("holdout", "Selection split against a held-out split", args.data)
+    publish(name, title, command, "\n".join(lines), write=args.write)
     return 0
 
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from _results import DIGITS_SPEC
+from _results import bench_spec, data_argument
 
 
 @dataclass
@@ -38,7 +38,8 @@ def plain_optuna(spec, sampler: str, seed: int, budget: int, setup=None) -> list
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup = setup or Setup.open(spec, say=lambda _m: None)
-    baseline = setup.session.evaluate().accuracy
+    items = setup.session.evaluation_order()  # what a search decides on: the selection split, if any
+    baseline = setup.session.evaluate(indices=items).accuracy
     max_drop = spec.constraints.accuracy.max_drop
     if spec.constraints.accuracy.kind != "absolute":
         max_drop = baseline * max_drop / 100
@@ -48,7 +49,7 @@ def plain_optuna(spec, sampler: str, seed: int, budget: int, setup=None) -> list
     def objective(trial):
         config = tuple(trial.suggest_int(dim.name, 0, len(dim.choices) - 1) for dim in setup.space.dims)
         model = build_candidate(setup.session, setup.groups, setup.space.candidate(config).to_dict())
-        accuracy = setup.session.evaluate(model).accuracy
+        accuracy = setup.session.evaluate(model, indices=items).accuracy
         size = footprint(model)
         excess = (baseline - accuracy - max_drop, min_saving - (1 - size / setup.baseline_bytes))
         trial.set_constraint("accuracy", excess[0])  # feasible when <= 0
@@ -74,14 +75,13 @@ def best_feasible(trials: list[Trial]) -> int | None:
 
 
 def main() -> int:
-    from autocompress.spec import load_spec
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=40)
+    data_argument(parser)
     args = parser.parse_args()
-    trials = plain_optuna(load_spec(DIGITS_SPEC), args.sampler, args.seed, args.budget)
+    trials = plain_optuna(bench_spec(args.data), args.sampler, args.seed, args.budget)
     for count in (20, 40, 80):
         if count <= len(trials):
             print(f"best feasible bytes after {count} trials: {best_feasible(trials[:count])}")

@@ -2,7 +2,8 @@
 the plain Optuna loop a user would write instead (plain_optuna.py): best feasible
 footprint and hypervolume at each budget.
 
-    python experiments/bench/strategies.py [--budgets 20,40,80] [--seeds 0,1,2] [--write]
+    python experiments/bench/strategies.py [--budgets 20,40,80] [--seeds 0,1,2]
+        [--data digits|fashion_mnist] [--write]
 
 Budgets: a strategy that never reads the budget left (all but beam) does the same
 first N full evaluations whatever the budget, so one run at the largest budget gives
@@ -21,23 +22,32 @@ import statistics
 import sys
 import time
 
-from _results import DIGITS_SPEC, publish, run_search
+from _results import bench_spec, data_argument, publish, run_search, section
 from plain_optuna import best_feasible, plain_optuna
-from autocompress.search import pareto_set, strategy_names
-from autocompress.spec import load_spec
+from autocompress.search import pareto_set, strategy_names, strategy_options
 
 BUDGET_AWARE = {"beam"}
 DETERMINISTIC = {"greedy", "beam", "prioritized"}
 PLAIN = ("plain TPE", "plain NSGA-II")
 
 
-def prefix(run, budget: int) -> dict:
+def origin(run, fulls: list, best, warm: int | None) -> str:
+    """Which full evaluation found ``best`` (#k), and for a warm-started sampler whether it was a seed."""
+    if best is None:
+        return "-"
+    k = next(i for i, r in enumerate(fulls, start=1) if r.candidate_id == best.candidate_id)
+    return f"#{k}" + ("" if warm is None else " warm start" if k <= warm else " sampler")
+
+
+def prefix(run, budget: int, warm: int | None = None) -> dict:
     """What a run had after its first ``budget`` full evaluations."""
     fulls = run.fulls[:budget]
     until = run.at[len(fulls) - 1] if fulls else 0.0
     pareto = pareto_set(fulls, run.constraints)
     return {"best": pareto.best.memory_bytes if pareto.best else None, "hv": pareto.hypervolume,
-            "fulls": len(fulls), "probes": sum(1 for t in run.probe_at if t <= until), "seconds": until}
+            "fulls": len(fulls), "probes": sum(1 for t in run.probe_at if t <= until), "seconds": until,
+            "from": origin(run, fulls, pareto.best, warm),
+            "held": (run.held_out(pareto.best.candidate_id) if pareto.best and budget >= len(run.fulls) else None)}
 
 
 def mean(values):
@@ -50,10 +60,11 @@ def main() -> int:
     parser.add_argument("--budgets", default="20,40,80")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    data_argument(parser)
     args = parser.parse_args()
     budgets = sorted(int(b) for b in args.budgets.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
-    spec = load_spec(DIGITS_SPEC)
+    spec = bench_spec(args.data)
     top = budgets[-1]
     rows: dict[tuple[str, int, int], dict] = {}  # (strategy, seed, budget) -> prefix
     runs = {}  # (strategy, seed, budget) -> the run
@@ -77,23 +88,26 @@ def main() -> int:
                   file=sys.stderr, flush=True)
             for budget in budgets:
                 rows[(label, seed, budget)] = {"best": best_feasible(trials[:budget]), "hv": None, "fulls": budget,
-                                               "probes": 0, "seconds": seconds * budget / len(trials)}
+                                               "probes": 0, "seconds": seconds * budget / len(trials), "from": "-",
+                                               "held": None}
     full_seconds = statistics.fmean(plain_seconds)
 
     for name in strategy_names():
         for seed in seeds[:1] if name in DETERMINISTIC else seeds:
             for budget in budgets if name in BUDGET_AWARE else [top]:
                 outcome = runs[(name, seed, budget)] = run(name, seed, budget)
+                warm = strategy_options(name)(name=name).warm_start if name in ("tpe", "nsga2") else None
                 for cut in ([budget] if name in BUDGET_AWARE else budgets):
                     for each in seeds if name in DETERMINISTIC else [seed]:
-                        rows[(name, each, cut)] = prefix(outcome, cut)
+                        rows[(name, each, cut)] = prefix(outcome, cut, warm)
     middle = budgets[len(budgets) // 2]
     check = run("tpe", seeds[0], middle)
     same = ([r.candidate_id for r in check.fulls]
             == [r.candidate_id for r in runs[("tpe", seeds[0], top)].fulls[:middle]])
 
     names = list(PLAIN) + strategy_names()
-    lines = [f"Digits reference model, block granularity; constraints <= {spec.constraints.accuracy.max_drop} "
+    lines = [f"{spec.model.checkpoint} on {spec.data.dataset}, block granularity; constraints <= "
+             f"{spec.constraints.accuracy.max_drop} "
              f"points, >= {spec.constraints.memory.min_saving:.0%} saved; seeds {', '.join(map(str, seeds))}. "
              "Best feasible bytes (smaller is better), mean over the seeds, and each seed's; \"none\" where a seed "
              "found no feasible point. Hypervolume: higher is better. Cost: wall time in units of one plain-loop "
@@ -103,8 +117,8 @@ def main() -> int:
     for budget in budgets:
         best_plain = min((v for v in plain_means[budget].values() if v is not None), default=None)
         lines += [f"**{budget} full evaluations**", "",
-                  "| strategy | best feasible bytes, mean | per seed | vs best plain loop | hypervolume, mean | "
-                  "probes, mean | cost, mean |", "|---|---:|---|---:|---:|---:|---:|"]
+                  "| strategy | best feasible bytes, mean | per seed | from (per seed) | vs best plain loop | "
+                  "hypervolume, mean | probes, mean | cost, mean |", "|---|---:|---|---|---:|---:|---:|---:|"]
         for name in names:
             cells = [rows[(name, s, budget)] for s in seeds]
             best = mean([c["best"] for c in cells])
@@ -112,7 +126,8 @@ def main() -> int:
             ratio = f"{best_plain / best:.2f}x" if best and best_plain else "-"
             hv = f"{statistics.fmean(c['hv'] for c in cells):.4f}" if cells[0]["hv"] is not None else "-"
             label = name + (" (deterministic)" if name in DETERMINISTIC else "")
-            lines.append(f"| {label} | {f'{best:,.0f}' if best else 'none'} | {per_seed} | {ratio} | {hv} | "
+            origins = " / ".join(c["from"] for c in cells)
+            lines.append(f"| {label} | {f'{best:,.0f}' if best else 'none'} | {per_seed} | {origins} | {ratio} | {hv} | "
                          f"{statistics.fmean(c['probes'] for c in cells):.0f} | "
                          f"{statistics.fmean(c['seconds'] for c in cells) / full_seconds:.0f} |")
         lines.append("")
@@ -123,10 +138,14 @@ def main() -> int:
     lines += [f"At {key} full evaluations, strategies whose mean best feasible bytes beat the better plain loop "
               f"({best_plain:,.0f}): {len(beaten)} of {len(strategy_names())} ({', '.join(beaten)}).",
               f"tpe at {middle} full evaluations is the prefix of its run at {top}: {'yes' if same else 'NO'}."]
+    held = [(n, s, rows[(n, s, top)]["held"]) for n in strategy_names() for s in seeds if rows[(n, s, top)]["held"]]
+    if held:
+        lines += ["", f"Held out at {top} full evaluations (each run's best point measured once on the held-out "
+                      "split): " + "; ".join(f"{n} seed {s} {h['accuracy_drop']:+.2f}" for n, s, h in held)]
     body = "\n".join(lines)
-    publish("strategies", "Strategies at equal budgets, against a plain Optuna loop",
-            f"python experiments/bench/strategies.py --budgets {args.budgets} --seeds {args.seeds} --write", body,
-            write=args.write)
+    name, title, command = section("strategies", "Strategies at equal budgets, against a plain Optuna loop", args.data)
+    publish(name, title, command.replace(" --write", f" --budgets {args.budgets} --seeds {args.seeds} --write"),
+            body, write=args.write)
     return 0
 
 
