@@ -75,7 +75,8 @@ REFERENCES: dict[str, ReferenceRecipe] = {
             weight_decay=1e-2,
             max_shift=1,
             flip=True,
-            min_accuracy=89.0,
+            min_accuracy=89.0,  # the target; the shipped weights reach 87.75 % (see experiments/fashion_mnist)
+            sha256="67eda59d66bc02ecc96a0efbf0e0d9c3de9be2aeef822178ed90dce8bb84bc51",
         ),
     ]
 }
