@@ -258,3 +258,19 @@ def test_the_shipped_reference_scores_its_recorded_accuracy_on_the_real_test_set
     result = json.loads(done.stdout)["evaluation"]
     meta = reference_metadata("fmnist-spikformer")
     assert result["total"] == 10_000 and result["correct"] == meta["test_correct"]
+
+
+@pytest.mark.parametrize("spec_file", sorted(FMNIST_SPEC.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_fashion_mnist_specs_search_the_shipped_reference_with_half_held_out(spec_file, tmp_path):
+    """Each spec of experiments/fashion_mnist runs on a tiny IDX copy (the real files are not needed)."""
+    from autocompress.engine import Session
+    from autocompress.spec import load_spec
+
+    spec = load_spec(spec_file, check_paths=False)
+    assert spec.model.checkpoint == "reference:fmnist-spikformer" and spec.data.validation.holdout == 0.5
+    assert str(spec.data.root) == "/usr/share/datasets/fashion-mnist" and spec.data.dataset == "fashion_mnist"
+    root = write_fashion_mnist(tmp_path / "fm", train=80, test=40)
+    read_split.cache_clear()
+    small = load_spec(spec_file, overrides=[f"data.root={root}", "data.calibration.size=8"])
+    session = Session.open(small, say=lambda _m: None)
+    assert len(session.holdout_order()) == 20 and len(session.evaluation_order()) == 20

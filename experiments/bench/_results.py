@@ -80,7 +80,17 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
     block = (f"<!-- bench:{name} -->\n## {title}\n\nRe-run: `{command}`  \nMachine: {machine()}\n\n"
              f"{body.strip()}\n<!-- /bench:{name} -->")
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text)
+    else:  # a new section on another data set goes right after the digits one, side by side
+        base = next((f"<!-- /bench:{name[:-len(suffix)]} -->" for _, suffix, _ in DATA.values()
+                     if suffix and name.endswith(suffix)), None)
+        at = text.find(base) if base else -1
+        if at >= 0:
+            at += len(base)
+            text = text[:at] + "\n\n" + block + text[at:]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
 
 
