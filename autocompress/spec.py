@@ -463,13 +463,15 @@ class DataSpec(_Strict):
         if (self.classes is not None or self.classes_file is not None) and self.dataset != "imagefolder":
             raise ValueError(f"data.classes and data.classes_file are for imagefolder data; {self.dataset} has its "
                              "own label order")
-        if self.classes is not None and self.classes_file is not None:
-            raise ValueError("data.classes and data.classes_file both give the class order; keep one")
         if (self.classes is not None or self.classes_file is not None) and self.class_index == "imagenet":
             raise ValueError("data.class_index imagenet numbers the folders by ImageNet-1k's synset ids; with "
                              "data.classes (or classes_file) the order is yours: remove one")
         if self.classes_file is not None and (info.context or {}).get("check_paths", True):
-            self.classes = _read_class_file(self.classes_file)
+            listed = _read_class_file(self.classes_file)
+            # a validated spec holds the file's names (a run freezes them, so its workers need no file)
+            if self.classes is not None and self.classes != listed:
+                raise ValueError("data.classes and data.classes_file both give the class order, and differ; keep one")
+            self.classes = listed
         if self.dataset == "digits" and self.transform != TransformSpec():
             raise ValueError("data.transform is for imagefolder, cifar10 and fashion_mnist images; the digits set "
                              "has no preprocessing to set: remove data.transform")

@@ -274,3 +274,23 @@ def test_the_fashion_mnist_specs_search_the_shipped_reference_with_half_held_out
     small = load_spec(spec_file, overrides=[f"data.root={root}", "data.calibration.size=8"])
     session = Session.open(small, say=lambda _m: None)
     assert len(session.holdout_order()) == 20 and len(session.evaluation_order()) == 20
+
+
+def test_a_class_list_file_survives_the_frozen_spec(tmp_path):
+    """A run freezes its validated spec and its workers validate it again: the names read from the
+    file travel with it."""
+    from autocompress.spec import validate_spec as validate
+
+    listing = tmp_path / "classes.txt"
+    listing.write_text("b\na\n")
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "b").mkdir(parents=True)
+    data = make_spec_data(**{"model.args.in_channels": 1, "model.args.num_classes": 2, "data.dataset": "imagefolder",
+                             "data.root": str(tmp_path / "val"), "data.classes_file": str(listing),
+                             "data.transform": {"mean": [0.5], "std": [0.5]}})
+    spec = validate(data, base_dir=tmp_path)
+    again = validate(spec.model_dump(mode="json"), base_dir=tmp_path)
+    assert again.data.classes == ["b", "a"]
+    listing.write_text("a\nb\n")  # changed under a frozen spec: refused, not silently renumbered
+    with pytest.raises(SpecError, match="differ"):
+        validate(spec.model_dump(mode="json"), base_dir=tmp_path)
