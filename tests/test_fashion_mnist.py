@@ -186,7 +186,10 @@ def test_a_grayscale_folder_in_the_given_class_order_matches_the_idx_reader(tmp_
         "data.root": str(folders), "data.image_size": 16, "data.calibration.size": 10,
         "data.calibration.root": str(folders), "data.validation.limit": None,
         "data.transform": {"preset": "fashion_mnist"}}), base_dir=tmp_path)
-    assert load_data(sorted_spec.data).validation_labels()[order].tolist() != labels.tolist()
+    shuffled = load_data(sorted_spec.data)
+    assert shuffled.validation_labels()[order].tolist() != labels.tolist()
+    assert any("sorted folder names (0 Ankle boot, 1 Bag" in note and "data.classes" in note for note in shuffled.notes)
+    assert not from_folders.notes
 
 
 def test_a_class_list_file_and_its_refusals(tmp_path):

@@ -183,6 +183,10 @@ def load_imagefolder_bundle(
              f"{len(classes)} classes in the spec's order" if given_classes else f"{len(classes)} classes")
     if skipped:
         notes.append(f"{len(skipped)} unreadable calibration images skipped: {', '.join(skipped[:5])}")
+    if not imagenet and not given_classes:
+        shown = ", ".join(f"{i} {name}" for i, name in enumerate(classes[:4])) + (", ..." if len(classes) > 4 else "")
+        notes.append(f"classes are numbered by their sorted folder names ({shown}); a model trained in another "
+                     "order scores as if its labels were shuffled: give that order in data.classes")
     return DataBundle(
         validation=ImageFolderDataset(samples, image_size, transform),
         calibration=calibration,

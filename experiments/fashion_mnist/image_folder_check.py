@@ -19,6 +19,7 @@ from PIL import Image
 
 from autocompress.data.fashion_mnist import CLASSES, read_split
 from autocompress.engine import Session
+from autocompress.reference import available_reference
 from autocompress.spec import load_spec, validate_spec
 
 SPEC = Path(__file__).resolve().parent / "joint.yaml"
@@ -47,6 +48,7 @@ def main() -> int:
                                  "calibration": {"size": 64, "seed": 0, "root": str(root)},
                                  "transform": {"preset": "fashion_mnist"}})
             data["output"]["run_dir"] = None
+            data["model"]["checkpoint"] = str(available_reference("fmnist-spikformer"))  # the same weights, as a file
             session = Session.open(validate_spec(data, base_dir=SPEC.parent), say=lambda _m: None)
             result = session.evaluate()
             order = np.argsort([int(Path(path).stem) for path, _ in session.data.validation.samples])
