@@ -51,7 +51,7 @@ def test_validate_bad_spec_exits_2_naming_the_field(tmp_path, cli, old, new, fie
     path.write_text(text.replace(old, new))
     done = cli("validate", str(path))
     assert done.returncode == 2
-    assert f"  {field}: " in done.stderr
+    assert f"bad.yaml: {field}: " in done.stderr and len(done.stderr.strip().splitlines()) == 1  # one error, one line
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
