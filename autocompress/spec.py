@@ -447,17 +447,17 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _dataset_fits(self, info: ValidationInfo) -> DataSpec:
-        info_ = DATASETS[self.dataset]
+        dataset_info = DATASETS[self.dataset]
         if self.dataset == "digits" and self.root is not None:
             raise ValueError("dataset 'digits' is bundled with scikit-learn and takes no root; remove data.root")
-        if self.root is None and info_.default_root is not None:
-            self.root = _data_root(Path(info_.default_root), info, self.dataset, default=True)
+        if self.root is None and dataset_info.default_root is not None:
+            self.root = _data_root(Path(dataset_info.default_root), info, self.dataset, default=True)
         if self.dataset != "digits" and self.root is None:
             raise ValueError(f"dataset '{self.dataset}' needs data.root, the local folder that holds it")
         if self.calibration.root is not None and self.dataset != "imagefolder":
             raise ValueError("data.calibration.root is only used with dataset 'imagefolder'")
         if self.image_size is None:
-            self.image_size = info_.default_image_size
+            self.image_size = dataset_info.default_image_size
         if self.dataset != "imagefolder" and self.class_index == "imagenet":
             raise ValueError(f"data.class_index imagenet is for imagefolder data, not {self.dataset}")
         if (self.classes is not None or self.classes_file is not None) and self.dataset != "imagefolder":
@@ -481,11 +481,11 @@ class DataSpec(_Strict):
                              "channel to each")
         for name in ("mean", "std"):
             values = getattr(self.transform, name)
-            allowed = (info_.channels,) if info_.channels is not None else (1, 3)
+            allowed = (dataset_info.channels,) if dataset_info.channels is not None else (1, 3)
             if values is not None and len(values) not in allowed:
                 raise ValueError(f"data.transform.{name} has {len(values)} values; {self.dataset} images have "
-                                 + (f"{info_.channels} channel{'s' if info_.channels > 1 else ''}"
-                                    if info_.channels is not None else "1 (grayscale) or 3 (R, G, B) channels"))
+                                 + (f"{dataset_info.channels} channel{'s' if dataset_info.channels > 1 else ''}"
+                                    if dataset_info.channels is not None else "1 (grayscale) or 3 (R, G, B) channels"))
         return self
 
     def transform_channels(self) -> int:
