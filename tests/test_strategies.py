@@ -218,3 +218,79 @@ def test_walks_take_a_negligible_move_only_after_every_larger_one(name):
     assert chosen == large
     chosen, tiny, large = first_full(0.0)  # by score alone the free move goes first
     assert chosen == tiny
+
+
+def _greedy_after_one_step(free_share: float):
+    """A greedy walk one accepted step from the baseline (its configuration drifts 0.2),
+    with the probes of the next step asked for."""
+    from autocompress.search.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
+
+    walk = create_strategy(strategy_options("greedy")(name="greedy", seed=0, free_share=free_share),
+                           make_space(), CONSTRAINTS)
+    probes = walk.ask(100)
+    for i, request in enumerate(probes):  # the first move saves most; the walk takes it
+        walk.tell(request, Result(request.candidate.id, memory_bytes=BASELINE_BYTES // 2 if i == 0 else
+                                  BASELINE_BYTES - BASELINE_BYTES // 20, drift=0.2))
+    (full,) = walk.ask(100)
+    accuracy = CONSTRAINTS.baseline_accuracy - 0.1
+    walk.tell(full, Result(full.candidate.id, memory_bytes=BASELINE_BYTES // 2, drift=0.2, gate="pass",
+                           accuracy=accuracy, accuracy_drop=0.1))
+    assert walk.current == full.config
+    return walk, walk.ask(100)
+
+
+def _answer_probes(walk, probes, free: int):
+    """The first ``free`` probes add 0.0005 to the drift (free), the others 0.1."""
+    from autocompress.search.conformance import BASELINE_BYTES
+
+    for i, request in enumerate(probes):
+        drift = 0.2005 if i < free else 0.3
+        walk.tell(request, Result(request.candidate.id, memory_bytes=BASELINE_BYTES // 2 - 1000 * (i + 1), drift=drift))
+    return [p.config for p in probes[:free]]
+
+
+def test_greedy_takes_the_free_moves_of_a_step_in_one_full_evaluation():
+    from autocompress.search.conformance import CONSTRAINTS
+
+    walk, probes = _greedy_after_one_step(0.01)
+    assert len(probes) >= 3 and {p.stage for p in probes} == {"probe"}
+    parent = walk.current
+    free = _answer_probes(walk, probes, free=2)
+    (together_probe,) = walk.ask(100)  # the two free moves at once, probed first
+    expected = tuple(max(a, b) for a, b in zip(*free))
+    assert together_probe.stage == "probe" and together_probe.config == expected
+    assert sum(a != b for a, b in zip(expected, parent)) == 2
+    walk.tell(together_probe, Result(together_probe.candidate.id, memory_bytes=1000, drift=0.201))
+    (full,) = walk.ask(100)
+    assert full.stage == "full" and full.config == expected
+    walk.tell(full, Result(full.candidate.id, memory_bytes=1000, drift=0.201, gate="pass",
+                           accuracy=CONSTRAINTS.baseline_accuracy - 0.2, accuracy_drop=0.2))
+    assert walk.current == expected  # two notches for one full evaluation
+
+
+def test_greedy_takes_free_moves_one_at_a_time_when_together_they_break_the_limit():
+    from autocompress.search.conformance import CONSTRAINTS
+
+    walk, probes = _greedy_after_one_step(0.01)
+    free = _answer_probes(walk, probes, free=2)
+    (together_probe,) = walk.ask(100)
+    walk.tell(together_probe, Result(together_probe.candidate.id, memory_bytes=1000, drift=0.201))
+    (full,) = walk.ask(100)
+    walk.tell(full, Result(full.candidate.id, memory_bytes=1000, drift=0.201, gate="pass",
+                           accuracy=CONSTRAINTS.baseline_accuracy - 5.0, accuracy_drop=5.0))
+    assert walk.broken_together == [together_probe.config]
+    (single,) = walk.ask(100)  # back to the ranked moves, one at a time
+    assert single.stage == "full" and single.config in free
+
+
+@pytest.mark.parametrize("case", ["one free move", "free_share 0", "together drifts"])
+def test_greedy_takes_moves_one_at_a_time_unless_two_are_free_together(case):
+    walk, probes = _greedy_after_one_step(0.0 if case == "free_share 0" else 0.01)
+    free = _answer_probes(walk, probes, free=1 if case == "one free move" else 2)
+    requests = walk.ask(100)
+    if case == "together drifts":  # the two at once add far more than each alone: not free
+        (together_probe,) = requests
+        walk.tell(together_probe, Result(together_probe.candidate.id, memory_bytes=1000, drift=0.5))
+        requests = walk.ask(100)
+    (single,) = requests
+    assert single.stage == "full" and single.config in free

@@ -39,9 +39,12 @@ FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
 _SETTINGS_OF_OLDER_RUNS = {
     "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False,
                     "importance": "l2", "bias_correction": False},
+    "proxy": {"logits": False},  # the drift's logits term: a run mixing both definitions would rank and gate on two scales
 }
 _STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
-                                    "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False}}
+                                    "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False},
+                                    "greedy": {"min_step_share": 0.0, "free_share": 0.0},
+                                    "beam": {"min_step_share": 0.0}}
 
 
 def injected_fault(*kinds: str) -> tuple[str, int] | None:

@@ -5,7 +5,9 @@ Each step probes every neighbour of the current configuration(s) (the drift prox
 cheap), ranks the moves by memory saved per unit of drift added, and asks for the
 full evaluation (through the gate) of the best move(s). Greedy accepts the best move
 that is feasible on accuracy and freezes the dimension of each move that is not; beam
-keeps the ``beam_width`` smallest feasible configurations. Without the proxy the probes
+keeps the ``beam_width`` smallest feasible configurations. While two or more moves of a
+greedy step add (almost) no drift, greedy first evaluates them all together: one full
+evaluation instead of one each (on Fashion-MNIST, 16- and 8-bit steps took 13 of 33). Without the proxy the probes
 are full evaluations and moves are ranked by measured accuracy drop.
 
 A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
@@ -45,6 +47,12 @@ class GreedyOptions(WalkOptions):
     """AQ4SViT-Greedy generalised to pruning and quantization."""
 
     name: Literal["greedy"]
+    free_share: float = Field(
+        0.01, ge=0, lt=1,
+        description="a move whose added drift is at most this share of the current configuration's drift is free; "
+                    "while two or more moves are free, greedy first asks for one full evaluation of all of them "
+                    "together, and takes them one at a time only if that breaks the accuracy limit; 0 takes every "
+                    "move on its own")
 
 
 class BeamOptions(WalkOptions):
@@ -95,6 +103,9 @@ class GreedyStrategy(_Walk):
         self.frozen: set[int] = set()
         self.ranked: list[tuple[int, Config]] | None = None
         self.awaiting: Config | None = None
+        self.together: Config | None = None  # this step's free moves taken at once, while still to try
+        self._together_moves = 0
+        self.broken_together: list[Config] = []  # free moves taken at once that broke the accuracy limit
 
     def ask(self, n: int) -> list[Request]:
         if self._done or self.awaiting is not None:
@@ -109,16 +120,68 @@ class GreedyStrategy(_Walk):
                 return probes
             parent = self.known[self.current]
             self.ranked = sorted(moves, key=lambda m: (*self._rank_key(parent, self.known[m[1]]), m[0]))
+            self.together = self._free_moves_together(parent)
+        if self.together is not None:
+            probes = self._probe_missing([self.together])
+            if probes is not None:
+                return probes
+            if self._still_free(self.together):
+                self.awaiting = self.together
+                self.asked.add((self.together, "full"))
+                return [self.request(self.together, "full")]
+            self.together = None
         dim, config = self.ranked[0]
         self.awaiting = config
         self.asked.add((config, "full"))
         return [self.request(config, "full")]
+
+    def _free(self, parent: Result, child: Result) -> float | None:
+        """The signal ``child`` adds to ``parent`` when that is at most the free share of the
+        parent's signal, else None."""
+        parent_signal, child_signal = self.signal(parent), self.signal(child)
+        if parent_signal is None or child_signal is None or parent_signal <= 0:
+            return None
+        added = child_signal - parent_signal
+        return added if added <= self.options.free_share * parent_signal else None
+
+    def _free_moves_together(self, parent: Result) -> Config | None:
+        """The configuration taking every free move of this step at once: None unless two
+        or more are free (and that configuration was not fully evaluated before)."""
+        if self.options.free_share <= 0:
+            return None
+        free = [(d, c) for d, c in self.ranked if self._free(parent, self.known[c]) is not None]
+        if len(free) < 2:
+            return None
+        together = list(self.current)
+        for d, c in free:
+            together[d] = c[d]
+        together = tuple(together)
+        self._together_moves = len(free)
+        if (together, "full") in self.asked or any(all(a >= b for a, b in zip(together, broken))
+                                                   for broken in self.broken_together):
+            return None  # tried, or at least as aggressive everywhere as a combination that broke the limit
+        return together
+
+    def _still_free(self, together: Config) -> bool:
+        """The probe of the moves taken together adds at most the free share for each move."""
+        parent, child = self.known[self.current], self.known[together]
+        parent_signal, child_signal = self.signal(parent), self.signal(child)
+        if parent_signal is None or child_signal is None:
+            return False
+        return child_signal - parent_signal <= self._together_moves * self.options.free_share * parent_signal
 
     def tell(self, request: Request, result: Result) -> None:
         self._record(request, result)
         if request.stage != "full" or request.config != self.awaiting:
             return
         self.awaiting = None
+        if request.config == self.together:
+            self.together = None
+            if self.acceptable(result):
+                self.current, self.ranked = request.config, None
+            else:
+                self.broken_together.append(request.config)
+            return  # else one move at a time, as ranked
         dim, config = self.ranked.pop(0)
         if self.acceptable(result):
             self.current, self.ranked = config, None
