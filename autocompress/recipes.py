@@ -35,6 +35,8 @@ class ReferenceRecipe:
     seed: int = 0
     min_accuracy: float = 95.0
     sha256: str | None = field(default=None, metadata={"help": "of the weights shipped in the package, if any"})
+    record_epochs: bool = field(default=False, metadata={
+        "help": "measure and record the test accuracy after every epoch (never used to choose the weights)"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,23 +62,24 @@ REFERENCES: dict[str, ReferenceRecipe] = {
         ),
         ReferenceRecipe(
             name="fmnist-spikformer",
-            description="SpikingJelly's Spikformer (T=2, 16x16 grayscale input, patch 4, 64-dim, 4 heads, 2 blocks) "
+            description="SpikingJelly's Spikformer (T=2, 16x16 grayscale input, patch 4, 96-dim, 4 heads, 2 blocks) "
                         "on Fashion-MNIST's 60,000 training images (resized from 28x28)",
             family="spikingjelly_spikformer",
             args={
                 "T": 2, "in_channels": 1, "image_size": 16, "patch_size": 4, "num_classes": 10,
-                "embed_dims": 64, "num_heads": 4, "mlp_ratio": 4.0, "depths": 2,
+                "embed_dims": 96, "num_heads": 4, "mlp_ratio": 4.0, "depths": 2,
             },
             dataset="fashion_mnist",
             image_size=16,
-            epochs=12,
+            epochs=16,
             batch_size=128,
             lr=3e-3,
             weight_decay=1e-2,
             max_shift=1,
             flip=True,
-            min_accuracy=89.0,  # the target; the shipped weights reach 87.75 % (see experiments/fashion_mnist)
-            sha256="67eda59d66bc02ecc96a0efbf0e0d9c3de9be2aeef822178ed90dce8bb84bc51",
+            min_accuracy=89.0,
+            record_epochs=True,
+            sha256="3d8b19e907686ebeb45274bf143cadded867be6575ceaecf887c6d75088fe4d8",
         ),
     ]
 }
