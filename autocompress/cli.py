@@ -435,7 +435,7 @@ def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, work
     and bit-widths kept. Prints each point's accuracy before and after; `export
     --tuned` writes the tuned model. A killed fine-tuning resumes from its last epoch
     when run again."""
-    from autocompress.engine.finetune import finetune as run_finetune
+    from autocompress.engine.finetune import finetune as run_finetune, held_out_text
     from autocompress.limits import Limits, check_limits
 
     _interrupt_on_sigterm()
@@ -447,7 +447,7 @@ def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, work
                            check=lambda spec: check_limits(spec, limits, source=f"{run_dir} (finetune settings)"))
     for entry in entries:
         point = entry["id"]
-        held = "" if entry["holdout"] is None else f"; held out {entry['holdout']['accuracy']:.2f} %"
+        held = held_out_text(entry)
         click.echo(f"{point}: {entry['memory_bytes']:,} bytes, top-1 {entry['accuracy_before']:.2f} % -> "
                    f"{entry['accuracy']:.2f} % (drop {entry['accuracy_drop_before']:+.2f} -> "
                    f"{entry['accuracy_drop']:+.2f}), feasible {'yes' if entry['feasible_before'] else 'no'} -> "

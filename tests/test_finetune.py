@@ -235,3 +235,11 @@ def test_a_search_fine_tunes_its_best_point_when_asked(tmp_path, capsys):
     assert list(document["tuned"]["finetuned"]) == [document["best"]]
     assert document["tuned"]["finetuned"][document["best"]]["state"] == "done"
     assert "Fine-tuned points" in (run / "report.html").read_text()
+
+
+def test_the_held_out_figures_of_a_tuned_point_are_said_with_their_drop():
+    from autocompress.engine.finetune import held_out_text
+
+    assert held_out_text({"holdout": None}) == ""
+    assert held_out_text({"holdout": {"accuracy": 87.38, "accuracy_drop": 1.36}}) == "; held out 87.38 % (drop +1.36)"
+    assert held_out_text({"holdout": {"accuracy": 87.38, "accuracy_drop": None}}) == "; held out 87.38 %"
