@@ -119,8 +119,8 @@ def train_classifier(
 ) -> None:
     """Train an SViT in place: AdamW with a one-cycle schedule, cross-entropy on the
     logits averaged over time steps, optional random-shift (and flip) augmentation.
-    ``after_epoch(epoch)`` is called after each epoch (1-based), the model in eval mode;
-    it must not draw from torch's global random generator's state it does not restore."""
+    ``after_epoch(epoch)`` is called after each epoch (1-based), the model in eval mode,
+    inside ``torch.random.fork_rng``: what it draws does not change the training."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)

@@ -7,8 +7,9 @@ full evaluation (through the gate) of the best move(s). Greedy accepts the best 
 that is feasible on accuracy and freezes the dimension of each move that is not; beam
 keeps the ``beam_width`` smallest feasible configurations. While two or more moves of a
 greedy step add (almost) no drift, greedy first evaluates them all together: one full
-evaluation instead of one each (on Fashion-MNIST, 16- and 8-bit steps took 13 of 33). Without the proxy the probes
-are full evaluations and moves are ranked by measured accuracy drop.
+evaluation instead of one each (on Fashion-MNIST, 16- and 8-bit steps took 13 of 33).
+Without the proxy the probes are full evaluations and moves are ranked by measured
+accuracy drop.
 
 A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
 goal, or of the current footprint once it is met) is ranked after every larger move: each
@@ -104,7 +105,6 @@ class GreedyStrategy(_Walk):
         self.ranked: list[tuple[int, Config]] | None = None
         self.awaiting: Config | None = None
         self.together: Config | None = None  # this step's free moves taken at once, while still to try
-        self._together_moves = 0
         self.broken_together: list[Config] = []  # free moves taken at once that broke the accuracy limit
 
     def ask(self, n: int) -> list[Request]:
@@ -135,28 +135,27 @@ class GreedyStrategy(_Walk):
         self.asked.add((config, "full"))
         return [self.request(config, "full")]
 
-    def _free(self, parent: Result, child: Result) -> float | None:
-        """The signal ``child`` adds to ``parent`` when that is at most the free share of the
-        parent's signal, else None."""
+    def _added_signal(self, parent: Result, child: Result) -> float | None:
+        """The signal ``child`` adds to ``parent``; None while either is unknown."""
         parent_signal, child_signal = self.signal(parent), self.signal(child)
-        if parent_signal is None or child_signal is None or parent_signal <= 0:
-            return None
-        added = child_signal - parent_signal
-        return added if added <= self.options.free_share * parent_signal else None
+        return None if parent_signal is None or child_signal is None else child_signal - parent_signal
 
     def _free_moves_together(self, parent: Result) -> Config | None:
-        """The configuration taking every free move of this step at once: None unless two
-        or more are free (and that configuration was not fully evaluated before)."""
-        if self.options.free_share <= 0:
+        """The configuration taking every free move of this step at once (each adds at most
+        ``free_share`` of the parent's signal): None unless two or more are free, or when it
+        was fully evaluated before."""
+        parent_signal = self.signal(parent)
+        if self.options.free_share <= 0 or parent_signal is None or parent_signal <= 0:
             return None
-        free = [(d, c) for d, c in self.ranked if self._free(parent, self.known[c]) is not None]
+        allowance = self.options.free_share * parent_signal
+        free = [(d, c) for d, c in self.ranked
+                if (added := self._added_signal(parent, self.known[c])) is not None and added <= allowance]
         if len(free) < 2:
             return None
         together = list(self.current)
         for d, c in free:
             together[d] = c[d]
         together = tuple(together)
-        self._together_moves = len(free)
         if (together, "full") in self.asked or any(all(a >= b for a, b in zip(together, broken))
                                                    for broken in self.broken_together):
             return None  # tried, or at least as aggressive everywhere as a combination that broke the limit
@@ -164,11 +163,10 @@ class GreedyStrategy(_Walk):
 
     def _still_free(self, together: Config) -> bool:
         """The probe of the moves taken together adds at most the free share for each move."""
-        parent, child = self.known[self.current], self.known[together]
-        parent_signal, child_signal = self.signal(parent), self.signal(child)
-        if parent_signal is None or child_signal is None:
-            return False
-        return child_signal - parent_signal <= self._together_moves * self.options.free_share * parent_signal
+        parent = self.known[self.current]
+        moves = sum(a != b for a, b in zip(together, self.current))
+        added = self._added_signal(parent, self.known[together])
+        return added is not None and added <= moves * self.options.free_share * self.signal(parent)
 
     def tell(self, request: Request, result: Result) -> None:
         self._record(request, result)
