@@ -3,7 +3,13 @@ the plain Optuna loop a user would write instead (plain_optuna.py): best feasibl
 footprint and hypervolume at each budget.
 
     python experiments/bench/strategies.py [--budgets 20,40,80] [--seeds 0,1,2]
-        [--data digits|fashion_mnist] [--write]
+        [--data digits|fashion_mnist] [--only NAMES] [--keep DIR] [--write]
+
+``--keep DIR`` saves each finished run's figures in DIR and reuses them on the next
+invocation: a long benchmark survives a kill, and invocations sharing DIR share the runs
+(each takes the runs no live invocation holds). On 2 cores, two invocations with
+``OMP_NUM_THREADS=1`` side by side, then one more that finds every run kept and writes the
+tables. ``--only`` limits an invocation to some strategies (``plain``: both plain loops).
 
 Budgets: a strategy that never reads the budget left (all but beam) does the same
 first N full evaluations whatever the budget, so one run at the largest budget gives
@@ -18,9 +24,12 @@ run of this script.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _results import bench_spec, data_argument, publish, run_search, section
 from plain_optuna import best_feasible, plain_optuna
@@ -50,6 +59,24 @@ def prefix(run, budget: int, warm: int | None = None) -> dict:
             "held": (run.held_out(pareto.best.candidate_id) if pareto.best and budget >= len(run.fulls) else None)}
 
 
+def claim(path: Path) -> bool:
+    """Take the run ``path`` names for this process, unless a live process holds it."""
+    while True:
+        try:
+            with open(path, "x") as handle:
+                handle.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or 0)
+                os.kill(holder, 0)
+                return False  # alive: its run
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # left by a process that died: take it over
+            except PermissionError:
+                return False
+
+
 def mean(values):
     found = [v for v in values if v is not None]
     return statistics.fmean(found) if len(found) == len(values) else None
@@ -59,6 +86,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="20,40,80")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", default=None, help="comma-separated strategies (and 'plain') to run; the "
+                        "tables are written only when every run is done or kept")
+    parser.add_argument("--keep", type=Path, default=None, help="folder keeping each finished run's figures")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     data_argument(parser)
     args = parser.parse_args()
@@ -66,6 +96,27 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     spec = bench_spec(args.data)
     top = budgets[-1]
+    only = None if args.only is None else set(args.only.split(","))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+
+    def kept(key: str, compute):
+        """``compute()``'s JSON figures, from ``--keep`` when a previous invocation saved them; None
+        when ``--only`` leaves this run to another invocation."""
+        path = args.keep / f"{args.data}-{key}.json" if args.keep else None
+        if path is not None and path.exists():
+            return json.loads(path.read_text())
+        if only is not None and key.split("-")[0] not in only:
+            return None
+        if path is not None and not claim(path.with_suffix(".claim")):
+            return None  # another invocation sharing --keep runs it now
+        figures = compute()
+        if path is not None:
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(figures))
+            partial.replace(path)
+            path.with_suffix(".claim").unlink(missing_ok=True)
+        return figures
     rows: dict[tuple[str, int, int], dict] = {}  # (strategy, seed, budget) -> prefix
     runs = {}  # (strategy, seed, budget) -> the run
 
@@ -77,33 +128,57 @@ def main() -> int:
               file=sys.stderr, flush=True)
         return outcome
 
-    plain_seconds = []
+    def plain(label: str, sampler: str, seed: int) -> dict:
+        start = time.perf_counter()
+        trials = plain_optuna(spec, sampler, seed, top)
+        seconds = time.perf_counter() - start
+        print(f"{label} seed {seed}: {[best_feasible(trials[:b]) for b in budgets]}, {seconds:.0f} s",
+              file=sys.stderr, flush=True)
+        return {"per_trial": seconds / len(trials),
+                "rows": {str(budget): {"best": best_feasible(trials[:budget]), "hv": None, "fulls": budget,
+                                       "probes": 0, "seconds": seconds * budget / len(trials), "from": "-",
+                                       "held": None} for budget in budgets}}
+
+    def search(name: str, seed: int, budget: int) -> dict:
+        outcome = run(name, seed, budget)
+        warm = strategy_options(name)(name=name).warm_start if name in ("tpe", "nsga2") else None
+        return {"fulls": [r.candidate_id for r in outcome.fulls],
+                "rows": {str(cut): prefix(outcome, cut, warm) for cut in ([budget] if name in BUDGET_AWARE else budgets)}}
+
+    plain_seconds, missing = [], []
     for label, sampler in zip(PLAIN, ("tpe", "nsga2")):
         for seed in seeds:
-            start = time.perf_counter()
-            trials = plain_optuna(spec, sampler, seed, top)
-            seconds = time.perf_counter() - start
-            plain_seconds.append(seconds / len(trials))
-            print(f"{label} seed {seed}: {[best_feasible(trials[:b]) for b in budgets]}, {seconds:.0f} s",
-                  file=sys.stderr, flush=True)
+            figures = kept(f"plain-{sampler}-s{seed}-b{top}", lambda: plain(label, sampler, seed))
+            if figures is None:
+                missing.append(f"{label} seed {seed}")
+                continue
+            plain_seconds.append(figures["per_trial"])
             for budget in budgets:
-                rows[(label, seed, budget)] = {"best": best_feasible(trials[:budget]), "hv": None, "fulls": budget,
-                                               "probes": 0, "seconds": seconds * budget / len(trials), "from": "-",
-                                               "held": None}
-    full_seconds = statistics.fmean(plain_seconds)
+                rows[(label, seed, budget)] = figures["rows"][str(budget)]
 
     for name in strategy_names():
         for seed in seeds[:1] if name in DETERMINISTIC else seeds:
             for budget in budgets if name in BUDGET_AWARE else [top]:
-                outcome = runs[(name, seed, budget)] = run(name, seed, budget)
-                warm = strategy_options(name)(name=name).warm_start if name in ("tpe", "nsga2") else None
-                for cut in ([budget] if name in BUDGET_AWARE else budgets):
+                figures = runs[(name, seed, budget)] = kept(f"{name}-s{seed}-b{budget}",
+                                                             lambda: search(name, seed, budget))
+                if figures is None:
+                    missing.append(f"{name} seed {seed} budget {budget}")
+                    continue
+                for cut, row in figures["rows"].items():
                     for each in seeds if name in DETERMINISTIC else [seed]:
-                        rows[(name, each, cut)] = prefix(outcome, cut, warm)
-    middle = budgets[len(budgets) // 2]
-    check = run("tpe", seeds[0], middle)
-    same = ([r.candidate_id for r in check.fulls]
-            == [r.candidate_id for r in runs[("tpe", seeds[0], top)].fulls[:middle]])
+                        rows[(name, each, int(cut))] = row
+    middle = budgets[(len(budgets) - 1) // 2]
+    same = None
+    if middle < top:  # one budget alone has no prefix to check
+        check = kept(f"tpe-s{seeds[0]}-b{middle}", lambda: search("tpe", seeds[0], middle))
+        if check is None:
+            missing.append(f"tpe seed {seeds[0]} budget {middle}")
+        elif runs.get(("tpe", seeds[0], top)) is not None:
+            same = check["fulls"] == runs[("tpe", seeds[0], top)]["fulls"][:middle]
+    if missing:
+        print(f"done; left to other invocations (--only): {', '.join(missing)}", file=sys.stderr)
+        return 0
+    full_seconds = statistics.fmean(plain_seconds)
 
     names = list(PLAIN) + strategy_names()
     lines = [f"{spec.model.checkpoint} on {spec.data.dataset}, block granularity; constraints <= "
@@ -132,12 +207,15 @@ def main() -> int:
                          f"{statistics.fmean(c['seconds'] for c in cells) / full_seconds:.0f} |")
         lines.append("")
     key = min(b for b in budgets if b >= 40) if any(b >= 40 for b in budgets) else top
-    best_plain = min(v for v in plain_means[key].values() if v is not None)
-    beaten = [n for n in strategy_names()
-              if (m := mean([rows[(n, s, key)]["best"] for s in seeds])) is not None and m < best_plain]
+    best_plain = min((v for v in plain_means[key].values() if v is not None), default=None)
+    beaten = [n for n in strategy_names()  # a plain loop with a seed that found nothing has no mean to beat
+              if (m := mean([rows[(n, s, key)]["best"] for s in seeds])) is not None
+              and (best_plain is None or m < best_plain)]
+    plain_text = f"{best_plain:,.0f}" if best_plain is not None else "no plain loop found a feasible point on every seed"
     lines += [f"At {key} full evaluations, strategies whose mean best feasible bytes beat the better plain loop "
-              f"({best_plain:,.0f}): {len(beaten)} of {len(strategy_names())} ({', '.join(beaten)}).",
-              f"tpe at {middle} full evaluations is the prefix of its run at {top}: {'yes' if same else 'NO'}."]
+              f"({plain_text}): {len(beaten)} of {len(strategy_names())} ({', '.join(beaten)}).",
+              ] + ([] if same is None else [
+              f"tpe at {middle} full evaluations is the prefix of its run at {top}: {'yes' if same else 'NO'}."])
     held = [(n, s, rows[(n, s, top)]["held"]) for n in strategy_names() for s in seeds if rows[(n, s, top)]["held"]]
     if held:
         lines += ["", f"Held out at {top} full evaluations (each run's best point measured once on the held-out "
