@@ -3,7 +3,7 @@ the plain Optuna loop a user would write instead (plain_optuna.py): best feasibl
 footprint and hypervolume at each budget.
 
     python experiments/bench/strategies.py [--budgets 20,40,80] [--seeds 0,1,2]
-        [--data digits|fashion_mnist] [--only NAMES] [--keep DIR] [--write]
+        [--data digits|fashion_mnist] [--only NAMES] [--keep DIR] [--no-prefix-check] [--partial] [--write]
 
 ``--keep DIR`` saves each finished run's figures in DIR and reuses them on the next
 invocation: a long benchmark survives a kill, and invocations sharing DIR share the runs
@@ -88,6 +88,10 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", default=None, help="comma-separated strategies (and 'plain') to run; the "
                         "tables are written only when every run is done or kept")
+    parser.add_argument("--no-prefix-check", action="store_true", help="skip the tpe run at the middle budget "
+                        "that checks a run's prefix stands for a smaller budget (one more search)")
+    parser.add_argument("--partial", action="store_true", help="write the tables even with runs not done (kept by "
+                        "no invocation): their cells say 'not run' and means are over the seeds that ran")
     parser.add_argument("--keep", type=Path, default=None, help="folder keeping each finished run's figures")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     data_argument(parser)
@@ -169,7 +173,7 @@ def main() -> int:
                         rows[(name, each, int(cut))] = row
     middle = budgets[(len(budgets) - 1) // 2]
     same = None
-    if middle < top:  # one budget alone has no prefix to check
+    if middle < top and not args.no_prefix_check:  # one budget alone has no prefix to check
         check = kept(f"tpe-s{seeds[0]}-b{middle}", lambda: search("tpe", seeds[0], middle))
         if check is None:
             missing.append(f"tpe seed {seeds[0]} budget {middle}")
@@ -177,7 +181,8 @@ def main() -> int:
             same = check["fulls"] == runs[("tpe", seeds[0], top)]["fulls"][:middle]
     if missing:
         print(f"done; left to other invocations (--only): {', '.join(missing)}", file=sys.stderr)
-        return 0
+        if not args.partial or not plain_seconds:
+            return 0
     full_seconds = statistics.fmean(plain_seconds)
 
     names = list(PLAIN) + strategy_names()
@@ -187,42 +192,57 @@ def main() -> int:
              "Best feasible bytes (smaller is better), mean over the seeds, and each seed's; \"none\" where a seed "
              "found no feasible point. Hypervolume: higher is better. Cost: wall time in units of one plain-loop "
              f"full evaluation ({full_seconds:.2f} s here), probes and overhead included.", ""]
-    plain_means = {budget: {label: mean([rows[(label, s, budget)]["best"] for s in seeds]) for label in PLAIN}
-                   for budget in budgets}
+    def ran(name: str, budget: int) -> list[dict]:
+        return [rows[(name, s, budget)] for s in seeds if (name, s, budget) in rows]
+
+    plain_means = {budget: {label: mean([c["best"] for c in ran(label, budget)]) if len(ran(label, budget)) == len(seeds)
+                            else None for label in PLAIN} for budget in budgets}
     for budget in budgets:
         best_plain = min((v for v in plain_means[budget].values() if v is not None), default=None)
         lines += [f"**{budget} full evaluations**", "",
                   "| strategy | best feasible bytes, mean | per seed | from (per seed) | vs best plain loop | "
                   "hypervolume, mean | probes, mean | cost, mean |", "|---|---:|---|---|---:|---:|---:|---:|"]
         for name in names:
-            cells = [rows[(name, s, budget)] for s in seeds]
+            every = [rows.get((name, s, budget)) for s in seeds]
+            cells = [c for c in every if c is not None]
+            if not cells:
+                lines.append(f"| {name} | not run | | | | | | |")
+                continue
             best = mean([c["best"] for c in cells])
-            per_seed = " / ".join(f"{c['best']:,}" if c["best"] else "none" for c in cells)
+            per_seed = " / ".join("not run" if c is None else f"{c['best']:,}" if c["best"] else "none" for c in every)
             ratio = f"{best_plain / best:.2f}x" if best and best_plain else "-"
             hv = f"{statistics.fmean(c['hv'] for c in cells):.4f}" if cells[0]["hv"] is not None else "-"
             label = name + (" (deterministic)" if name in DETERMINISTIC else "")
-            origins = " / ".join(c["from"] for c in cells)
+            if len(cells) < len(seeds):
+                label += f" ({len(cells)} of {len(seeds)} seeds run)"
+            origins = " / ".join("-" if c is None else c["from"] for c in every)
             lines.append(f"| {label} | {f'{best:,.0f}' if best else 'none'} | {per_seed} | {origins} | {ratio} | {hv} | "
                          f"{statistics.fmean(c['probes'] for c in cells):.0f} | "
                          f"{statistics.fmean(c['seconds'] for c in cells) / full_seconds:.0f} |")
         lines.append("")
     key = min(b for b in budgets if b >= 40) if any(b >= 40 for b in budgets) else top
     best_plain = min((v for v in plain_means[key].values() if v is not None), default=None)
-    beaten = [n for n in strategy_names()  # a plain loop with a seed that found nothing has no mean to beat
-              if (m := mean([rows[(n, s, key)]["best"] for s in seeds])) is not None
+    complete = [n for n in strategy_names() if len(ran(n, key)) == len(seeds)]
+    beaten = [n for n in complete  # a plain loop with a seed that found nothing has no mean to beat
+              if (m := mean([c["best"] for c in ran(n, key)])) is not None
               and (best_plain is None or m < best_plain)]
     plain_text = f"{best_plain:,.0f}" if best_plain is not None else "no plain loop found a feasible point on every seed"
     lines += [f"At {key} full evaluations, strategies whose mean best feasible bytes beat the better plain loop "
-              f"({plain_text}): {len(beaten)} of {len(strategy_names())} ({', '.join(beaten)}).",
+              f"({plain_text}): {len(beaten)} of {len(complete)} run on every seed ({', '.join(beaten)})"
+              + (f"; not run on every seed: {', '.join(sorted(set(strategy_names()) - set(complete)))}."
+                 if len(complete) < len(strategy_names()) else "."),
               ] + ([] if same is None else [
               f"tpe at {middle} full evaluations is the prefix of its run at {top}: {'yes' if same else 'NO'}."])
-    held = [(n, s, rows[(n, s, top)]["held"]) for n in strategy_names() for s in seeds if rows[(n, s, top)]["held"]]
+    held = [(n, s, rows[(n, s, top)]["held"]) for n in strategy_names() for s in seeds
+            if (n, s, top) in rows and rows[(n, s, top)]["held"]]
     if held:
         lines += ["", f"Held out at {top} full evaluations (each run's best point measured once on the held-out "
                       "split): " + "; ".join(f"{n} seed {s} {h['accuracy_drop']:+.2f}" for n, s, h in held)]
     body = "\n".join(lines)
     name, title, command = section("strategies", "Strategies at equal budgets, against a plain Optuna loop", args.data)
-    publish(name, title, command.replace(" --write", f" --budgets {args.budgets} --seeds {args.seeds} --write"),
+    flags = (f" --budgets {args.budgets} --seeds {args.seeds}" + (" --no-prefix-check" if args.no_prefix_check else "")
+             + (" --keep DIR --partial" if missing else ""))
+    publish(name, title, command.replace(" --write", flags + " --write"),
             body, write=args.write)
     return 0
 
