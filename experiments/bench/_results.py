@@ -57,14 +57,24 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}")
 
 
-def budget_arguments(doc: str, budget: int = 40):
-    """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``."""
+def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = ()):
+    """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``,
+    ``--data``, and ``--tables`` (a comma-separated subset of ``tables``) when it has several."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     data_argument(parser)
+    if tables:
+        def subset(text: str) -> list[str]:
+            chosen = [t.strip() for t in text.split(",") if t.strip()]
+            unknown = sorted(set(chosen) - set(tables))
+            if unknown or not chosen:
+                raise argparse.ArgumentTypeError(f"choose among {', '.join(tables)} (got {text!r})")
+            return chosen
+        parser.add_argument("--tables", type=subset, default=list(tables),
+                            help=f"which tables, comma-separated (default: {','.join(tables)})")
     return parser.parse_args()
 
 

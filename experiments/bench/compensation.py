@@ -1,8 +1,9 @@
-"""Post-training compensation on the digits reference: top-1 and drift of uniform
+"""Post-training compensation on a reference model (``--data``): top-1 and drift of uniform
 configurations, and the best feasible point of a greedy search at 40 full evaluations,
 with each technique off and on, side by side.
 
-    python experiments/bench/compensation.py [--budget 40] [--write]
+    python experiments/bench/compensation.py [--budget 40] [--data digits|fashion_mnist]
+        [--tables uniform,search,importance] [--write]
 
 Techniques (``compression.*`` in the spec): ``fold_batchnorm`` (BatchNorm folded into
 the layer before it; exact, so only the footprint changes), ``mse_clipping`` (each
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 import sys
 
-from _results import DIGITS_SPEC, budget_arguments, publish, run_search
+from _results import DIGITS_SPEC, bench_spec, budget_arguments, publish, run_search, section
 from autocompress.engine import Setup, Worker
-from autocompress.spec import load_spec, validate_spec
+from autocompress.spec import validate_spec
 
 _OFF = {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False, "bias_correction": False,
         "importance": "l2"}
@@ -51,7 +52,7 @@ PRUNE_ONLY = {"space.search": "prune", "space.granularity": "layer", "constraint
 def with_options(spec, options: dict):
     data = spec.model_dump(mode="json")
     data["compression"] = options
-    return validate_spec(data, base_dir=DIGITS_SPEC.parent)
+    return validate_spec(data, base_dir=DIGITS_SPEC.parent)  # as run_search: the dumped spec holds absolute paths
 
 
 def uniform_table(spec) -> list[str]:
@@ -99,18 +100,28 @@ def importance_table(spec, budget: int) -> list[str]:
     return lines
 
 
+TABLES = ("uniform", "search", "importance")
+
+
 def main() -> int:
-    args = budget_arguments(__doc__)
-    spec = load_spec(DIGITS_SPEC)
-    body = "\n".join(
-        ["Uniform configurations of the digits reference (99.44 %, 661,808 bytes; 360 test images), each "
-         "setting side by side:", ""] + uniform_table(spec)
-        + ["", f"Greedy on the demo spec (block granularity, 1.5 points, at least 80 % saved), at most {args.budget} "
-               "full evaluations:", ""] + search_table(spec, args.budget)
-        + ["", f"Prune-only greedy (layer granularity, 3 points, at least 30 % saved), at most {args.budget} full "
-               "evaluations, the compression defaults, by pruning importance:", ""] + importance_table(spec, args.budget))
-    publish("compensation", "Post-training compensation", "python experiments/bench/compensation.py --write", body,
-            write=args.write)
+    args = budget_arguments(__doc__, tables=TABLES)
+    spec = bench_spec(args.data)
+    split = "selection split" if spec.data.validation.holdout else "validation images"
+    where = f"{spec.model.checkpoint} on {spec.data.dataset} (its {split})"
+    lines = []
+    if "uniform" in args.tables:
+        lines += [f"Uniform configurations of {where}, each setting side by side:", "", *uniform_table(spec), ""]
+    if "search" in args.tables:
+        lines += [f"Greedy on the spec (block granularity, {spec.constraints.accuracy.max_drop} points, at least "
+                  f"{spec.constraints.memory.min_saving:.0%} saved), at most {args.budget} full evaluations:", "",
+                  *search_table(spec, args.budget), ""]
+    if "importance" in args.tables:
+        lines += [f"Prune-only greedy (layer granularity, 3 points, at least 30 % saved), at most {args.budget} full "
+                  "evaluations, the compression defaults, by pruning importance:", "", *importance_table(spec, args.budget)]
+    name, title, command = section("compensation", "Post-training compensation", args.data)
+    if set(args.tables) != set(TABLES):
+        command = command.replace(" --write", f" --tables {','.join(args.tables)} --write")
+    publish(name, title, command, "\n".join(lines), write=args.write)
     return 0
 
 

@@ -3,11 +3,15 @@ time with and without it, on the digits demo (the real driver) and on a syntheti
 ImageNet-sized case, with the Pareto set's feasible points compared; and the rate of
 wrong stops at ImageNet scale.
 
-    python experiments/bench/early_stopping.py [--trials 1000] [--write]
+    python experiments/bench/early_stopping.py [--trials 1000] [--data digits|fashion_mnist] [--write]
 
 - Digits: the demo spec through ``start_search`` (360 validation images in 3 shards
   of 128), as shipped (the gate lets few bad candidates through) and without the proxy
   (every probe is a full validation, so collapsed candidates are validated too).
+- Fashion-MNIST (``--data fashion_mnist``): the joint spec (5,000 selection images in
+  20 shards of 250, half of the test set held out) the same two ways, the proxy-off run
+  at 60 full validations; the synthetic rows and the wrong stops are left to the digits
+  section (they do not depend on the data).
 - Synthetic: 50,000 images in 98 shards of 512, the conformance landscape image by image
   (:class:`autocompress.search.conformance.PerImageEvaluator`: a baseline at 90 %, each
   candidate's errors a seeded set with 6 % discordant images), random and NSGA-II
@@ -25,11 +29,10 @@ import time
 
 import numpy as np
 
-from _results import DIGITS_SPEC, publish, run_search
+from _results import bench_spec, data_argument, publish, run_search, section
 from autocompress.search import Constraints, LocalExecutor, drive
 from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
 from autocompress.search.early import EarlyStopping, shard_bounds
-from autocompress.spec import load_spec
 
 RATE = 350.0  # images/s: Spikformer-8-512, FP32, one A100 (experiments/bench/cluster_scaling.py)
 
@@ -48,11 +51,11 @@ def front_differs_only_by_stopped(off_points, on_points, on_results) -> bool:
     return set(off) - set(on) <= stopped and all(exact_off.get(c) == a for c, a in on.items())
 
 
-def digits_rows(spec) -> list[dict]:
+def real_rows(spec, case: str, proxy_off_budget: int) -> list[dict]:
     rows = []
-    for label, overrides in (("digits demo (gate on)", {}),
-                             ("digits demo, proxy off (every probe a full validation), budget 200",
-                              {"proxy.enabled": False, "budget.max_full_evaluations": 200})):
+    for label, overrides in ((f"{case} (gate on)", {}),
+                             (f"{case}, proxy off (every probe a full validation), budget {proxy_off_budget}",
+                              {"proxy.enabled": False, "budget.max_full_evaluations": proxy_off_budget})):
         runs = {}
         for early in (False, True):
             start = time.perf_counter()
@@ -147,9 +150,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000, help="simulated candidates per wrong-stop row")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    data_argument(parser)
     args = parser.parse_args()
 
-    rows = digits_rows(load_spec(DIGITS_SPEC)) + synthetic_rows()
+    digits = args.data == "digits"
+    rows = (real_rows(bench_spec("digits"), "digits demo", 200) + synthetic_rows() if digits else
+            real_rows(bench_spec(args.data), "Fashion-MNIST joint spec, selection split", 60))
     lines = ["| case | full evaluations (off / on) | stopped early | images per gated-through candidate (off / on) "
              "| validation images saved | wall time (off / on) | feasible points identical (count) | same candidates "
              "in the same order | same Pareto set (else: differs only by stopped candidates) |",
@@ -167,6 +173,10 @@ def main() -> int:
               "differ.", "", f"fraction of validation images saved: {', '.join(f'{s:.1%}' for s in total_saved)} "
                   f"(rows above, in order)",
               f"feasible points identical: {'yes' if all(r['identical'] for r in rows) else 'no'}", ""]
+    name, title, command = section("early_stopping", "Early stopping of full validation", args.data)
+    if not digits:
+        publish(name, title, command, "\n".join(lines), write=args.write)
+        return 0
     lines += ["Wrong stops at ImageNet scale (50,000 images, 98 looks, confidence 0.999, baseline 73 %, 10 % "
               "discordant images; a stop of a candidate within the limit is wrong):", "",
               "| true drop (points) | candidates | stopped | mean images read |", "|---:|---:|---:|---:|"]
@@ -176,8 +186,7 @@ def main() -> int:
         lines.append(f"| {drop:g} | {count} | {stops} | {read:,.0f} |")
         print(lines[-1], file=sys.stderr)
     body = "\n".join(lines)
-    publish("early_stopping", "Early stopping of full validation",
-            "python experiments/bench/early_stopping.py --write", body, write=args.write)
+    publish(name, title, command, body, write=args.write)
     return 0
 
 

@@ -2,7 +2,8 @@
 gating (the gate turns candidates away), at one full-evaluation budget, per strategy;
 and what the gate hid.
 
-Each strategy runs three times on the digits reference model (block granularity, the
+Each strategy runs three times on a reference model (``--data``: digits or the
+Fashion-MNIST reference, on its selection half; block granularity, the
 same seed and budget): the proxy ranking and the gate on (the default), the proxy
 ranking with the gate off (``proxy.gate: false``), and no proxy at all (candidates
 ranked by measured accuracy, every probe a full evaluation). Then every candidate the
@@ -11,7 +12,8 @@ feasible, and how many would have been the best feasible point so far at the mom
 the gate rejected them (the gate "hid" them). Probes are counted, and the wall time of
 each run is printed beside the full evaluations.
 
-    python experiments/bench/gate.py [--strategies greedy beam ...] [--budget 40] [--write]
+    python experiments/bench/gate.py [--strategies greedy beam ...] [--budget 40]
+        [--data digits|fashion_mnist] [--write]
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import DIGITS_SPEC, overridden, publish
+from _results import DATA, bench_spec, data_argument, overridden, publish, section
 from autocompress.search import strategy_names
-from autocompress.spec import load_spec, validate_spec
+from autocompress.spec import validate_spec
 
 MODES = (("ranking + gate", {}), ("ranking only", {"proxy.gate": False}), ("no proxy", {"proxy.enabled": False}))
 
 
-def search(spec, overrides: dict):
+def search(spec, overrides: dict, base_dir: Path):
     """Run the spec with ``overrides``; the pareto document and every journal record, in order."""
     from autocompress.engine import RunStore, start_search
 
@@ -37,7 +39,7 @@ def search(spec, overrides: dict):
     with tempfile.TemporaryDirectory(prefix="autocompress-gate-") as folder:
         data["output"]["run_dir"] = str(Path(folder) / "run")
         start = time.perf_counter()
-        document = start_search(validate_spec(data, base_dir=DIGITS_SPEC.parent), say=lambda _m: None)
+        document = start_search(validate_spec(data, base_dir=base_dir), say=lambda _m: None)
         seconds = time.perf_counter() - start
         with RunStore.open_reader(Path(folder) / "run") as store:
             records = store.records()
@@ -75,11 +77,13 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    data_argument(parser)
     args = parser.parse_args()
     from autocompress.engine.pipeline import Setup
     from autocompress.engine.worker import Worker
 
-    spec = load_spec(DIGITS_SPEC)
+    spec = bench_spec(args.data)
+    base_dir = DATA[args.data][0].parent
     setup = Setup.open(spec, say=lambda _m: None)
     worker = Worker(setup.session, setup.groups)
     lines = ["| strategy | proxy | best feasible bytes | full evaluations | probes | gated out | wall s | "
@@ -90,7 +94,7 @@ def main() -> int:
         for mode, overrides in MODES:
             document, records, constraints, seconds = search(spec, {
                 "strategy": {"name": name, "seed": args.seed}, "budget.max_full_evaluations": args.budget,
-                **overrides})
+                **overrides}, base_dir)
             stats = document["statistics"]
             best = best_bytes(document)
             gated = feasible = hidden = "-"
@@ -104,13 +108,16 @@ def main() -> int:
     summary = (f"Over every strategy, the gate turned away {totals[0]} distinct candidates; validated afterwards, "
                f"{totals[1]} of them were feasible and {totals[2]} would have been the best feasible point so far "
                "when it rejected them.")
-    header = (f"Digits reference model, block granularity, constraints <= {spec.constraints.accuracy.max_drop} "
+    header = (f"{spec.model.checkpoint} on {spec.data.dataset} (the selection split), block granularity, constraints <= {spec.constraints.accuracy.max_drop} "
               f"points, >= {spec.constraints.memory.min_saving:.0%} saved; budget {args.budget} full evaluations, "
               f"seed {args.seed}. \"ranking only\": the drift ranks and the gate rejects nothing; \"no proxy\": "
               "ranked by measured accuracy, every probe a full evaluation.")
     body = "\n".join([header, "", *lines, "", summary])
-    publish("gate", "Proxy ranking vs gating, and what the gate hid",
-            f"python experiments/bench/gate.py --budget {args.budget} --write", body, write=args.write)
+    name, title, command = section("gate", "Proxy ranking vs gating, and what the gate hid", args.data)
+    if args.strategies != strategy_names():
+        command = command.replace(" --write", f" --strategies {' '.join(args.strategies)} --write")
+    command = command.replace(" --write", f" --budget {args.budget} --write")
+    publish(name, title, command, body, write=args.write)
     return 0
 
 
