@@ -294,3 +294,50 @@ def test_greedy_takes_moves_one_at_a_time_unless_two_are_free_together(case):
         requests = walk.ask(100)
     (single,) = requests
     assert single.stage == "full" and single.config in free
+
+
+def _walk_two_dimensions(max_failed_trades: int):
+    """Greedy on two pruned units: B (30,000 bytes a notch, cheap in accuracy) and A
+    (100,000 a notch, 0.5 / 1.3 / 5 points). The walk takes B to its end, A one notch;
+    A's second notch breaks the limit (1.6 points). Trading one notch of B back for it
+    fits (1.45 points) and saves 70,000 bytes more. Returns the walk and its full
+    evaluations in order."""
+    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES, CONSTRAINTS
+    from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
+
+    units = [Unit("a", "prune", "mlp", 0, 1), Unit("b", "prune", "mlp", 1, 1)]
+    space = SearchSpace(units, SpaceDefinition(prune_rates=(0.0, 0.25, 0.5, 0.75), granularity="layer"))
+    damage = {"a": (0.0, 0.5, 1.3, 5.0), "b": (0.0, 0.1, 0.15, 0.3)}
+    saving = {"a": 100_000, "b": 30_000}
+    walk = create_strategy(strategy_options("greedy")(name="greedy", seed=0, max_failed_trades=max_failed_trades),
+                           space, CONSTRAINTS)
+    fulls = []
+    for _ in range(200):
+        requests = walk.ask(100)
+        if not requests:
+            break
+        for request in requests:
+            notches = dict(zip(("a", "b"), request.config))
+            drop = sum(damage[u][n] for u, n in notches.items())
+            memory = BASELINE_BYTES - sum(saving[u] * n for u, n in notches.items())
+            if request.stage == "probe":
+                walk.tell(request, Result(request.candidate.id, memory_bytes=memory, drift=drop))
+            else:
+                fulls.append(request.config)
+                walk.tell(request, Result(request.candidate.id, memory_bytes=memory, drift=drop, gate="pass",
+                                          accuracy=BASELINE_ACCURACY - drop, accuracy_drop=drop))
+    assert walk.done
+    return walk, fulls
+
+
+def test_greedy_trades_a_notch_back_for_a_frozen_move_once_no_move_is_left():
+    walk, fulls = _walk_two_dimensions(max_failed_trades=3)
+    assert (2, 3) in fulls and (2, 2) in fulls  # A's second notch broke the limit; traded for one notch of B
+    assert walk.current == (2, 2)  # 260,000 bytes saved, against 190,000 where the plain walk ends
+    assert len(fulls) == len(set(fulls))  # nothing evaluated twice (B's notch back is known to break)
+    assert fulls.index((2, 3)) < fulls.index((2, 2)) and (3, 1) in fulls  # the next trade tried, and broke
+
+
+def test_greedy_ends_where_no_move_is_left_without_trades():
+    walk, fulls = _walk_two_dimensions(max_failed_trades=0)
+    assert walk.current == (1, 3) and (2, 2) not in fulls

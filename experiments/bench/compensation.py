@@ -64,7 +64,7 @@ def uniform_table(spec) -> list[str]:
         for rate, bits in configs:
             config = {"prune": {g.name: rate for g in setup.groups.groups if rate} if rate else {},
                       "bits": {u.name: bits for u in setup.space.units.values() if u.kind == "bits"}}
-            memory, drift = worker.probe(config)
+            memory, drift, _activity = worker.probe(config)
             accuracy = worker.full(config).accuracy
             rows.setdefault((rate, bits), []).append((accuracy, drift, memory))
         print(label, file=sys.stderr)

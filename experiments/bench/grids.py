@@ -102,7 +102,7 @@ def main() -> int:
         for rate, bits in uniform:
             config = {"prune": {g.name: rate for g in setup.groups.groups} if rate else {},
                       "bits": {u.name: bits for u in setup.space.units.values() if u.kind == "bits"}}
-            memory, drift = worker.probe(config)
+            _memory, drift, _activity = worker.probe(config)
             rows.setdefault((rate, bits), []).append(f"{worker.full(config).accuracy:.2f} / {drift:.3f}")
         run = run_search(spec, {"budget.max_full_evaluations": args.budget})
         best = run.best

@@ -11,6 +11,14 @@ evaluation instead of one each (on Fashion-MNIST, 16- and 8-bit steps took 13 of
 Without the proxy the probes are full evaluations and moves are ranked by measured
 accuracy drop.
 
+When no move is left (every dimension at its end or frozen) and the budget is not spent,
+greedy trades: it takes one more notch in a frozen dimension while giving one back in
+another, where the pair saves bytes overall; the trades are probed, ranked like moves
+and evaluated in turn until one is accepted (the walk goes on from it) or
+``max_failed_trades`` in a row break the limit. On Fashion-MNIST the walk ended with 13
+of its 40 full evaluations unspent: the second-to-last block could not go from 25 % to
+50 % pruned on its own, but could by giving back a bit in the stem.
+
 A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
 goal, or of the current footprint once it is met) is ranked after every larger move: each
 full evaluation costs the same, and walking a tiny layer (the classification head) one
@@ -54,6 +62,10 @@ class GreedyOptions(WalkOptions):
                     "while two or more moves are free, greedy first asks for one full evaluation of all of them "
                     "together, and takes them one at a time only if that breaks the accuracy limit; 0 takes every "
                     "move on its own")
+    max_failed_trades: int = Field(
+        3, ge=0,
+        description="once no move is left, trade (one notch more in a frozen dimension, one less in another, fewer "
+                    "bytes in all) until this many trades in a row break the accuracy limit; 0 ends the walk there")
 
 
 class BeamOptions(WalkOptions):
@@ -106,15 +118,21 @@ class GreedyStrategy(_Walk):
         self.awaiting: Config | None = None
         self.together: Config | None = None  # this step's free moves taken at once, while still to try
         self.broken_together: list[Config] = []  # free moves taken at once that broke the accuracy limit
+        self.broken: list[Config] = []  # every fully evaluated configuration that broke the accuracy limit
+        self.trades: list[Config] | None = None  # ranked trades of the current configuration, while trading
+        self.failed_trades = 0  # trades in a row that broke the limit
 
     def ask(self, n: int) -> list[Request]:
         if self._done or self.awaiting is not None:
             return []
         if self.ranked is None:
             moves = self.space.neighbours(self.current, frozenset(self.frozen))
+            known_broken = {d for d, c in moves if c in self.broken}  # after a trade: given back, known to break
+            if known_broken:
+                self.frozen |= known_broken
+                moves = [(d, c) for d, c in moves if d not in known_broken]
             if not moves:
-                self._done = True
-                return []
+                return self._trade()
             probes = self._probe_missing([c for _, c in moves])
             if probes is not None:
                 return probes
@@ -134,6 +152,45 @@ class GreedyStrategy(_Walk):
         self.awaiting = config
         self.asked.add((config, "full"))
         return [self.request(config, "full")]
+
+    def _trade(self) -> list[Request]:
+        """The next trade to evaluate in full (probing the trades first), or the end of the walk."""
+        if (self.failed_trades >= self.options.max_failed_trades
+                or (self.full_left is not None and self.full_left <= 0)):
+            self._done = True
+            return []
+        if self.trades is None:
+            candidates = []
+            for a in sorted(self.frozen):
+                if self.current[a] + 1 >= len(self.space.dims[a].choices):
+                    continue
+                for b, notch in enumerate(self.current):
+                    if b != a and notch > 0:
+                        config = list(self.current)
+                        config[a] += 1
+                        config[b] -= 1
+                        config = tuple(config)
+                        if (config, "full") not in self.asked and not self._ruled_out(config):
+                            candidates.append(config)
+            probes = self._probe_missing(candidates)
+            if probes is not None:
+                return probes
+            parent = self.known[self.current]
+            smaller = [c for c in candidates if self.known[c].memory_bytes is not None
+                       and self.known[c].memory_bytes < parent.memory_bytes]
+            self.trades = sorted(smaller, key=lambda c: (-move_score(parent, self.known[c], self.signal,
+                                                                     self.constraints), c))
+        if not self.trades:
+            self._done = True
+            return []
+        config = self.trades[0]
+        self.awaiting = config
+        self.asked.add((config, "full"))
+        return [self.request(config, "full")]
+
+    def _ruled_out(self, config: Config) -> bool:
+        """At least as aggressive everywhere as a configuration that broke the limit."""
+        return any(all(a >= b for a, b in zip(config, broken)) for broken in self.broken)
 
     def _added_signal(self, parent: Result, child: Result) -> float | None:
         """The signal ``child`` adds to ``parent``; None while either is unknown."""
@@ -173,6 +230,16 @@ class GreedyStrategy(_Walk):
         if request.stage != "full" or request.config != self.awaiting:
             return
         self.awaiting = None
+        if not self.acceptable(result) and result.evaluated:
+            self.broken.append(request.config)
+        if self.trades is not None:
+            self.trades.pop(0)
+            if self.acceptable(result):
+                self.current, self.ranked, self.trades, self.failed_trades = request.config, None, None, 0
+            else:
+                self.failed_trades += 1
+                self.trades = [c for c in self.trades if not self._ruled_out(c)]
+            return
         if request.config == self.together:
             self.together = None
             if self.acceptable(result):
