@@ -621,6 +621,9 @@ class SpaceSpec(_Strict):
         default=None, description="a search_spaces/*.yaml file; inline choices below override its choices"
     )
     granularity: Literal["network", "stage", "block", "layer"] = "block"
+    outside_blocks: Literal["unit", "stage"] = Field(
+        "unit", description="at block granularity, the units outside the transformer blocks (stem layers and channel "
+                            "groups, the head): a dimension each (unit), or one per stage (stage: runs before 2026-12-03)")
     search: Literal["joint", "prune", "quantize"] = Field(
         "joint", description="search pruning and quantization together, or one alone"
     )

@@ -387,9 +387,12 @@ def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_sta
     data = frozen_spec(validate_spec(make_spec_data(**{"strategy": {"name": "greedy", "seed": 0}})))
     today = spec_from_frozen(data, check_paths=False)
     assert today.proxy.logits and today.strategy.min_step_share == 0.02 and today.strategy.free_share == 0.01
+    assert today.strategy.max_failed_trades == 3 and today.space.outside_blocks == "unit"
     del data["proxy"]["logits"], data["strategy"]["min_step_share"], data["strategy"]["free_share"]
-    older = spec_from_frozen(data, check_paths=False)  # frozen before the drift's logits term and the walks' shares
+    del data["strategy"]["max_failed_trades"], data["space"]["outside_blocks"]
+    older = spec_from_frozen(data, check_paths=False)  # frozen before the logits term, the shares, trades, stem split
     assert not older.proxy.logits and older.strategy.min_step_share == 0 and older.strategy.free_share == 0
+    assert older.strategy.max_failed_trades == 0 and older.space.outside_blocks == "stage"
 
 
 def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):

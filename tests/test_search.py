@@ -32,9 +32,12 @@ def test_candidate_round_trips_and_ignores_baseline_values():
     assert Candidate.create().is_baseline and Candidate.create().id != candidate.id
 
 
-@pytest.mark.parametrize(("granularity", "dims"), [("network", 2), ("stage", 7), ("block", 13), ("layer", 23)])
+@pytest.mark.parametrize(("granularity", "dims"), [("network", 2), ("stage", 7), ("block", 13), ("block-by-stage", 7),
+                                                   ("layer", 23)])
 def test_granularity_maps_dimensions_onto_units(tmp_path, granularity, dims):
-    spec = validate_spec(make_spec_data(**{"model.args.depths": 2, "space.granularity": granularity}), base_dir=tmp_path)
+    granularity, _, by_stage = granularity.partition("-by-")
+    spec = validate_spec(make_spec_data(**{"model.args.depths": 2, "space.granularity": granularity,
+                                           "space.outside_blocks": by_stage or "unit"}), base_dir=tmp_path)
     model = create_model(spec.model)
     space = build_space(spec, find_channel_groups(model), quantizable_layers(model.net))
     assert len(space.dims) == dims
@@ -43,7 +46,7 @@ def test_granularity_maps_dimensions_onto_units(tmp_path, granularity, dims):
     everything = space.candidate(tuple(len(d.choices) - 1 for d in space.dims))
     assert dict(everything.prune)["blocks.1.mlp.hidden"] == 0.75 and dict(everything.bits)["head"] == 2
     assert space.candidate(space.baseline()).is_baseline
-    if granularity == "block":  # a block's units move together; a stem layer or the head moves alone
+    if granularity == "block" and not by_stage:  # a block's units move together; a stem layer or the head alone
         owner = {u: dim for dim in space.dims for u in dim.units}
         assert owner["blocks.1.mlp.hidden"] is owner["blocks.1.attn.qk"]
         assert owner["head"].units == ("head",) and owner["patch_embed.stages.0"].units == ("patch_embed.stages.0",)

@@ -43,6 +43,7 @@ def space_definition(spec) -> SpaceDefinition:
         definition.bits = tuple(sorted(set(spec.space.bits) | {32}, reverse=True))
     definition.search = spec.space.search
     definition.granularity = spec.space.granularity
+    definition.outside_blocks = spec.space.outside_blocks
     return definition
 
 

@@ -40,10 +40,11 @@ _SETTINGS_OF_OLDER_RUNS = {
     "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False,
                     "importance": "l2", "bias_correction": False},
     "proxy": {"logits": False},  # the drift's logits term: a run mixing both definitions would rank and gate on two scales
+    "space": {"outside_blocks": "stage"},  # block granularity's dimensions: a resumed walk must see the same ones
 }
 _STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
                                     "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False},
-                                    "greedy": {"min_step_share": 0.0, "free_share": 0.0},
+                                    "greedy": {"min_step_share": 0.0, "free_share": 0.0, "max_failed_trades": 0},
                                     "beam": {"min_step_share": 0.0}}
 
 

@@ -11,7 +11,7 @@ a strategy searches; the granularity maps each dimension onto units:
   they differ most (on the Fashion-MNIST reference the first two stem convolutions,
   2 % of the stem, lose 0.7 points at 4 bits where the positional-encoding
   convolution, 60 % of it, loses nothing at 2 bits; one stem dimension held the whole
-  stem at 4 bits);
+  stem at 4 bits; ``outside_blocks: stage`` maps them by stage, as before 2026-12-03);
 - ``layer``: one per unit.
 
 Choices are ordered from the baseline (rate 0, 32 bits) to the most aggressive, so a
@@ -100,6 +100,7 @@ class SpaceDefinition:
     block_pattern: str | None = None
     search: Literal["joint", "prune", "quantize"] = "joint"
     granularity: Literal["network", "stage", "block", "layer"] = "block"
+    outside_blocks: Literal["unit", "stage"] = "unit"  # at block granularity: one dimension each, or by stage
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "search space") -> SpaceDefinition:
@@ -161,7 +162,12 @@ class SearchSpace:
             elif self.granularity == "stage":
                 key = f"{unit.stage}.{unit.kind}"
             elif self.granularity == "block":
-                key = f"block{unit.block}.{unit.kind}" if unit.block is not None else f"{unit.kind}:{unit.name}"
+                if unit.block is not None:
+                    key = f"block{unit.block}.{unit.kind}"
+                elif definition.outside_blocks == "stage":
+                    key = f"{unit.stage}.{unit.kind}"
+                else:
+                    key = f"{unit.kind}:{unit.name}"
             else:
                 key = f"{unit.kind}:{unit.name}"
             dims.setdefault(key, []).append(unit)
