@@ -57,25 +57,33 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}")
 
 
-def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = ()):
+def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = (), only: tuple[str, ...] = ()):
     """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``,
-    ``--data``, and ``--tables`` (a comma-separated subset of ``tables``) when it has several."""
+    ``--data``, ``--tables`` (a comma-separated subset of ``tables``) when it has several and
+    ``--only`` (a subset of ``only``, its setups) when it has several."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
     data_argument(parser)
-    if tables:
-        def subset(text: str) -> list[str]:
-            chosen = [t.strip() for t in text.split(",") if t.strip()]
-            unknown = sorted(set(chosen) - set(tables))
-            if unknown or not chosen:
-                raise argparse.ArgumentTypeError(f"choose among {', '.join(tables)} (got {text!r})")
-            return chosen
-        parser.add_argument("--tables", type=subset, default=list(tables),
-                            help=f"which tables, comma-separated (default: {','.join(tables)})")
+    for flag, names in (("--tables", tables), ("--only", only)):
+        if names:
+            parser.add_argument(flag, type=_subset_of(names), default=list(names),
+                                help=f"comma-separated, among {','.join(names)} (default: all)")
     return parser.parse_args()
+
+
+def _subset_of(names: tuple[str, ...]):
+    """An argparse type: a comma-separated, non-empty subset of ``names``."""
+    import argparse
+
+    def subset(text: str) -> list[str]:
+        chosen = [t.strip() for t in text.split(",") if t.strip()]
+        if not chosen or set(chosen) - set(names):
+            raise argparse.ArgumentTypeError(f"choose among {', '.join(names)} (got {text!r})")
+        return chosen
+    return subset
 
 
 def publish(name: str, title: str, command: str, body: str, *, write: bool) -> None:
