@@ -141,7 +141,9 @@ def test_early_stopped_candidates_are_recorded_and_shown_as_such(tmp_path, cli):
         "data.validation.limit": 200, "data.batch_size": 20, "proxy.enabled": False,
         "constraints.accuracy.max_drop": 1.0, "budget.max_full_evaluations": 8,
         # plain rounding: its 2-bit moves collapse the tiny model, which is what is to be stopped here
-        "compression.mse_clipping": False, "compression.recalibrate_batchnorm": False}))
+        "compression.mse_clipping": False, "compression.recalibrate_batchnorm": False,
+        # 7 dimensions: within 8 full validations the walk reaches moves that collapse the model
+        "space.outside_blocks": "stage"}))
     run = tmp_path / "run"
     done = cli("search", str(spec), "--run-dir", str(run))
     assert done.returncode == 0, done.stderr
