@@ -16,7 +16,7 @@ greedy trades: it takes one more notch in a frozen dimension while giving one ba
 another, where the pair saves bytes overall; the trades are probed, ranked like moves
 and evaluated in turn until one is accepted (the walk goes on from it) or
 ``max_failed_trades`` in a row break the limit. On Fashion-MNIST the walk ended with 13
-of its 40 full evaluations unspent: the second-to-last block could not go from 25 % to
+of its 40 full evaluations unspent: the first block could not go from 25 % to
 50 % pruned on its own, but could by giving back a bit in the stem.
 
 A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
