@@ -17,7 +17,7 @@ another, where the pair saves bytes overall; the trades are probed, ranked like 
 and evaluated in turn until one is accepted (the walk goes on from it) or
 ``max_failed_trades`` in a row break the limit. On Fashion-MNIST the walk ended with 13
 of its 40 full evaluations unspent: the first block could not go from 25 % to
-50 % pruned on its own, but could by giving back a bit in the stem.
+50 % pruned on its own, but could for one bit back on the head.
 
 A move that saves less than ``min_step_share`` of the bytes still to save (to the memory
 goal, or of the current footprint once it is met) is ranked after every larger move: each
