@@ -82,11 +82,16 @@ class _Walk(Strategy):
         self.known: dict[Config, Result] = {self.space.baseline(): baseline_result(self.constraints.baseline_bytes,
                                                                                  self.constraints.baseline_energy_mj)}
         self.asked: set[tuple[Config, str]] = set()
+        self.broken: list[Config] = []  # fully evaluated configurations that broke the accuracy limit
         self._done = False
 
     @property
     def done(self) -> bool:
         return self._done
+
+    def _ruled_out(self, config: Config) -> bool:
+        """At least as aggressive everywhere as a configuration that broke the limit."""
+        return any(all(a >= b for a, b in zip(config, broken)) for broken in self.broken)
 
     def _probe_missing(self, configs: list[Config]) -> list[Request] | None:
         """Probe requests for the configurations not known yet; None when all are known."""
@@ -118,7 +123,6 @@ class GreedyStrategy(_Walk):
         self.awaiting: Config | None = None
         self.together: Config | None = None  # this step's free moves taken at once, while still to try
         self.broken_together: list[Config] = []  # free moves taken at once that broke the accuracy limit
-        self.broken: list[Config] = []  # every fully evaluated configuration that broke the accuracy limit
         self.trades: list[Config] | None = None  # ranked trades of the current configuration, while trading
         self.failed_trades = 0  # trades in a row that broke the limit
 
@@ -187,10 +191,6 @@ class GreedyStrategy(_Walk):
         self.awaiting = config
         self.asked.add((config, "full"))
         return [self.request(config, "full")]
-
-    def _ruled_out(self, config: Config) -> bool:
-        """At least as aggressive everywhere as a configuration that broke the limit."""
-        return any(all(a >= b for a, b in zip(config, broken)) for broken in self.broken)
 
     def _added_signal(self, parent: Result, child: Result) -> float | None:
         """The signal ``child`` adds to ``parent``; None while either is unknown."""
@@ -267,11 +267,6 @@ class BeamStrategy(_Walk):
         self.parent: dict[Config, Config] = {}
         self.chosen: list[Config] = []
         self.feasible: list[Config] = []
-        self.broken: list[Config] = []  # fully evaluated configurations that broke the accuracy limit
-
-    def _ruled_out(self, config: Config) -> bool:
-        """At least as aggressive everywhere as a configuration that broke the limit."""
-        return any(all(a >= b for a, b in zip(config, broken)) for broken in self.broken)
 
     def _children(self) -> list[Config]:
         children: list[Config] = []
