@@ -54,7 +54,7 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}")
+            f"torch {torch.__version__} ({torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}); {time.strftime('%Y-%m-%d')}")
 
 
 def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = (), only: tuple[str, ...] = ()):
