@@ -7,6 +7,7 @@ machine) every time it runs with ``--write``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -57,15 +58,63 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}); {time.strftime('%Y-%m-%d')}")
 
 
+def claim(path: Path) -> bool:
+    """Take the run ``path`` names for this process, unless a live process holds it."""
+    while True:
+        try:
+            with open(path, "x") as handle:
+                handle.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or 0)
+                os.kill(holder, 0)
+                return False  # alive: its run
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # left by a process that died: take it over
+            except PermissionError:
+                return False
+
+
+class Keep:
+    """``--keep DIR``: each finished run's JSON figures saved in DIR and reused by the next
+    invocation, so a long benchmark survives a kill and invocations sharing DIR share its runs
+    (each takes the runs no live invocation holds). Without a folder every run is computed."""
+
+    def __init__(self, folder: Path | None, data: str):
+        self.folder, self.data = folder, data
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, key: str, compute, *, mine: bool = True):
+        """``compute()``'s figures, from the folder when an earlier invocation saved them; None
+        when the run is not ``mine`` (``--only`` leaves it to another invocation) or another
+        live invocation runs it now."""
+        path = self.folder / f"{self.data}-{key}.json" if self.folder is not None else None
+        if path is not None and path.exists():
+            return json.loads(path.read_text())
+        if not mine or (path is not None and not claim(path.with_suffix(".claim"))):
+            return None
+        figures = compute()
+        if path is not None:
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(figures))
+            partial.replace(path)
+            path.with_suffix(".claim").unlink(missing_ok=True)
+        return figures
+
+
 def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = (), only: tuple[str, ...] = ()):
     """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``,
-    ``--data``, ``--tables`` (a comma-separated subset of ``tables``) when it has several and
+    ``--keep`` (:class:`Keep`), ``--data``, ``--tables`` (a comma-separated subset of ``tables``) when it has several and
     ``--only`` (a subset of ``only``, its setups) when it has several."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
+    parser.add_argument("--keep", type=Path, default=None, help="folder keeping each finished run's figures: a "
+                        "later invocation (say with another --only) reuses them, and the table shows them")
     data_argument(parser)
     for flag, names in (("--tables", tables), ("--only", only)):
         if names:

@@ -3,7 +3,10 @@ configurations, and the best feasible point of a greedy search at 40 full evalua
 with each technique off and on, side by side.
 
     python experiments/bench/compensation.py [--budget 40] [--data digits|fashion_mnist]
-        [--tables uniform,search,importance] [--write]
+        [--tables uniform,search,importance] [--keep DIR] [--write]
+
+``--keep DIR`` saves each table in DIR: a later invocation with other ``--tables`` and the
+same DIR shows the kept tables beside its own.
 
 Techniques (``compression.*`` in the spec): ``fold_batchnorm`` (BatchNorm folded into
 the layer before it; exact, so only the footprint changes), ``mse_clipping`` (each
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import sys
 
-from _results import DIGITS_SPEC, bench_spec, budget_arguments, publish, run_search, section
+from _results import DIGITS_SPEC, Keep, bench_spec, budget_arguments, publish, run_search, section
 from autocompress.engine import Setup, Worker
 from autocompress.spec import validate_spec
 
@@ -108,19 +111,26 @@ def main() -> int:
     spec = bench_spec(args.data)
     split = "selection split" if spec.data.validation.holdout else "validation images"
     where = f"{spec.model.checkpoint} on {spec.data.dataset} (its {split})"
+    keep = Keep(args.keep, args.data)
+    builders = {
+        "uniform": lambda: [f"Uniform configurations of {where}, each setting side by side:", "",
+                            *uniform_table(spec), ""],
+        "search": lambda: [f"Greedy on the spec (block granularity, {spec.constraints.accuracy.max_drop} points, at "
+                           f"least {spec.constraints.memory.min_saving:.0%} saved), at most {args.budget} full "
+                           "evaluations:", "", *search_table(spec, args.budget), ""],
+        "importance": lambda: [f"Prune-only greedy (layer granularity, 3 points, at least 30 % saved), at most "
+                               f"{args.budget} full evaluations, the compression defaults, by pruning importance:",
+                               "", *importance_table(spec, args.budget)],
+    }
     lines = []
-    if "uniform" in args.tables:
-        lines += [f"Uniform configurations of {where}, each setting side by side:", "", *uniform_table(spec), ""]
-    if "search" in args.tables:
-        lines += [f"Greedy on the spec (block granularity, {spec.constraints.accuracy.max_drop} points, at least "
-                  f"{spec.constraints.memory.min_saving:.0%} saved), at most {args.budget} full evaluations:", "",
-                  *search_table(spec, args.budget), ""]
-    if "importance" in args.tables:
-        lines += [f"Prune-only greedy (layer granularity, 3 points, at least 30 % saved), at most {args.budget} full "
-                  "evaluations, the compression defaults, by pruning importance:", "", *importance_table(spec, args.budget)]
+    for table in TABLES:  # a table --tables leaves out is shown when --keep holds it from an earlier invocation
+        budget = "" if table == "uniform" else f"-b{args.budget}"
+        lines += keep(f"compensation{budget}-{table}", builders[table], mine=table in args.tables) or []
     name, title, command = section("compensation", "Post-training compensation", args.data)
     if set(args.tables) != set(TABLES):
         command = command.replace(" --write", f" --tables {','.join(args.tables)} --write")
+    if args.keep:
+        command = command.replace(" --write", " --keep DIR --write")
     publish(name, title, command, "\n".join(lines), write=args.write)
     return 0
 

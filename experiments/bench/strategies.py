@@ -24,14 +24,12 @@ run of this script.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _results import bench_spec, data_argument, publish, run_search, section
+from _results import Keep, bench_spec, data_argument, publish, run_search, section
 from plain_optuna import best_feasible, plain_optuna
 from autocompress.search import pareto_set, strategy_names, strategy_options
 
@@ -59,24 +57,6 @@ def prefix(run, budget: int, warm: int | None = None) -> dict:
             "held": (run.held_out(pareto.best.candidate_id) if pareto.best and budget >= len(run.fulls) else None)}
 
 
-def claim(path: Path) -> bool:
-    """Take the run ``path`` names for this process, unless a live process holds it."""
-    while True:
-        try:
-            with open(path, "x") as handle:
-                handle.write(str(os.getpid()))
-            return True
-        except FileExistsError:
-            try:
-                holder = int(path.read_text() or 0)
-                os.kill(holder, 0)
-                return False  # alive: its run
-            except (ProcessLookupError, ValueError):
-                path.unlink(missing_ok=True)  # left by a process that died: take it over
-            except PermissionError:
-                return False
-
-
 def mean(values):
     found = [v for v in values if v is not None]
     return statistics.fmean(found) if len(found) == len(values) else None
@@ -101,26 +81,12 @@ def main() -> int:
     spec = bench_spec(args.data)
     top = budgets[-1]
     only = None if args.only is None else set(args.only.split(","))
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
+    keep = Keep(args.keep, args.data)
 
     def kept(key: str, compute):
         """``compute()``'s JSON figures, from ``--keep`` when a previous invocation saved them; None
         when ``--only`` leaves this run to another invocation."""
-        path = args.keep / f"{args.data}-{key}.json" if args.keep else None
-        if path is not None and path.exists():
-            return json.loads(path.read_text())
-        if only is not None and key.split("-")[0] not in only:
-            return None
-        if path is not None and not claim(path.with_suffix(".claim")):
-            return None  # another invocation sharing --keep runs it now
-        figures = compute()
-        if path is not None:
-            partial = path.with_suffix(".partial")
-            partial.write_text(json.dumps(figures))
-            partial.replace(path)
-            path.with_suffix(".claim").unlink(missing_ok=True)
-        return figures
+        return keep(key, compute, mine=only is None or key.split("-")[0] in only)
     rows: dict[tuple[str, int, int], dict] = {}  # (strategy, seed, budget) -> prefix
     runs = {}  # (strategy, seed, budget) -> the run
 
