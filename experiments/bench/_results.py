@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autocompress.atomic import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DIGITS_SPEC = Path(__file__).resolve().parents[1] / "digits" / "spec.yaml"
 FMNIST_SPEC = Path(__file__).resolve().parents[1] / "fashion_mnist" / "joint.yaml"
@@ -54,8 +56,9 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    threads = torch.get_num_threads()
     return (f"{cpu}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}); {time.strftime('%Y-%m-%d')}")
+            f"torch {torch.__version__} ({threads} thread{'' if threads == 1 else 's'}); {time.strftime('%Y-%m-%d')}")
 
 
 def claim(path: Path) -> bool:
@@ -97,9 +100,7 @@ class Keep:
             return None
         figures = compute()
         if path is not None:
-            partial = path.with_suffix(".partial")
-            partial.write_text(json.dumps(figures))
-            partial.replace(path)
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(figures)))
             path.with_suffix(".claim").unlink(missing_ok=True)
         return figures
 

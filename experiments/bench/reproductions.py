@@ -48,7 +48,7 @@ def main() -> int:
     held_out = bool(spec.data.validation.holdout)
     rows, best, baseline = [], {}, None
 
-    def setup(overrides: dict) -> dict:
+    def setup(label: str, overrides: dict) -> dict:
         """One setup's search, as the figures its row and the ratios below need."""
         run = run_search(spec, {**overrides, "budget.max_full_evaluations": args.budget})
         point = run.best
@@ -62,7 +62,7 @@ def main() -> int:
                                                     "memory_saving": point.memory_saving}}
 
     for key, (label, overrides) in zip(KEYS, RUNS, strict=True):
-        figures = keep(f"reproductions-b{args.budget}-{key}", lambda: setup(overrides), mine=key in args.only)
+        figures = keep(f"reproductions-b{args.budget}-{key}", lambda: setup(label, overrides), mine=key in args.only)
         if figures is None:
             best[label] = None
             rows.append(f"| {label} | not run (`--only`) | | |{' |' if held_out else ''} |")
