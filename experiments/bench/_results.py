@@ -105,17 +105,20 @@ class Keep:
         return figures
 
 
-def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = (), only: tuple[str, ...] = ()):
+def budget_arguments(doc: str, budget: int = 40, tables: tuple[str, ...] = (), only: tuple[str, ...] = (),
+                     keep: bool = False):
     """The arguments of a benchmark of searches at one budget: ``--budget``, ``--write``,
-    ``--keep`` (:class:`Keep`), ``--data``, ``--tables`` (a comma-separated subset of ``tables``) when it has several and
+    ``--keep`` (:class:`Keep`) when the script keeps its runs (others refuse the flag rather
+    than ignore it), ``--data``, ``--tables`` (a comma-separated subset of ``tables``) when it has several and
     ``--only`` (a subset of ``only``, its setups) when it has several."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=int, default=budget, help="full evaluations per search")
     parser.add_argument("--write", action="store_true", help="update experiments/bench/RESULTS.md")
-    parser.add_argument("--keep", type=Path, default=None, help="folder keeping each finished run's figures: a "
-                        "later invocation (say with another --only) reuses them, and the table shows them")
+    if keep:
+        parser.add_argument("--keep", type=Path, default=None, help="folder keeping each finished run's figures: a "
+                            "later invocation (say with another --only) reuses them, and the table shows them")
     data_argument(parser)
     for flag, names in (("--tables", tables), ("--only", only)):
         if names:

@@ -107,7 +107,7 @@ TABLES = ("uniform", "search", "importance")
 
 
 def main() -> int:
-    args = budget_arguments(__doc__, tables=TABLES)
+    args = budget_arguments(__doc__, tables=TABLES, keep=True)
     spec = bench_spec(args.data)
     split = "selection split" if spec.data.validation.holdout else "validation images"
     where = f"{spec.model.checkpoint} on {spec.data.dataset} (its {split})"

@@ -42,7 +42,7 @@ RUNS = [
 
 
 def main() -> int:
-    args = budget_arguments(__doc__, only=KEYS)
+    args = budget_arguments(__doc__, only=KEYS, keep=True)
     spec = bench_spec(args.data)
     keep = Keep(args.keep, args.data)
     held_out = bool(spec.data.validation.holdout)
