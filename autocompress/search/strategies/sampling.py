@@ -50,6 +50,11 @@ class RandomOptions(StrategyOptions):
     skip_dominated: bool = Field(
         True, description="with the proxy on, do not validate a proposal that a feasible point already evaluated "
                           "dominates at the probe (no larger and no more drift): it is predicted to be no better")
+    max_skipped: PositiveInt = Field(
+        1000, description="with skip_dominated, stop (strategy finished) after this many proposals in a row were "
+                          "skipped: once the front is good, uniform draws almost never improve it, and each costs a "
+                          "probe (on Fashion-MNIST, 13 dimensions: 3,600 probes in 71 minutes without a 25th full "
+                          "evaluation)")
 
 
 class TPEOptions(StrategyOptions):
@@ -116,6 +121,7 @@ class RandomStrategy(_Sampling):
         self.rng = np.random.default_rng(self.seed)
         self.seen: set[Config] = set()
         self.front: list[tuple[int, float]] = []  # (bytes, drift) of the feasible points evaluated
+        self.skipped = 0  # proposals skipped as dominated since the last one validated
         self._done = False
 
     @property
@@ -141,7 +147,13 @@ class RandomStrategy(_Sampling):
         not improve the Pareto set (skipped proposals are probed only)."""
         if not self.options.skip_dominated or result.drift is None:
             return True
-        return not any(memory <= result.memory_bytes and drift <= result.drift for memory, drift in self.front)
+        if any(memory <= result.memory_bytes and drift <= result.drift for memory, drift in self.front):
+            self.skipped += 1
+            if self.skipped >= self.options.max_skipped:
+                self._done = True  # the draws still probing finish; nothing new is proposed
+            return False
+        self.skipped = 0
+        return True
 
     def tell(self, request: Request, result: Result) -> None:
         if request.stage == "probe":
