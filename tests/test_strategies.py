@@ -353,6 +353,6 @@ def test_random_stops_once_its_draws_keep_being_dominated():
     assert strategy.skipped >= 5 and strategy.front
     fulls = sum(r.evaluated for r in loop.all_results())
     assert 0 < fulls < 10_000
-    # without the limit, the same draws run much longer: the limit is what ended it
+    # with a larger limit the same draws run longer: the limit is what ended it
     longer, _ = _run_synthetic(options(name="random", seed=0, max_skipped=50), budget=10_000)
     assert len(longer.all_results()) > len(loop.all_results())
