@@ -356,3 +356,20 @@ def test_random_stops_once_its_draws_keep_being_dominated():
     # with a larger limit the same draws run longer: the limit is what ended it
     longer, _ = _run_synthetic(options(name="random", seed=0, max_skipped=50), budget=10_000)
     assert len(longer.all_results()) > len(loop.all_results())
+
+
+def test_random_counts_draws_the_gate_turns_away_toward_its_stop():
+    """A draw the gate turns away comes to no full evaluation either; when it restarted the
+    count, random on Fashion-MNIST (one draw in ten turned away) never reached the bound."""
+    from autocompress.search import Gate, LocalExecutor, SearchLoop, drive
+    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+
+    strategy = create_strategy(strategy_options("random")(name="random", seed=0, max_skipped=20), make_space(),
+                               CONSTRAINTS)
+    loop = SearchLoop(strategy, Gate(-1.0, CONSTRAINTS.max_drop_points), CONSTRAINTS, max_full_evaluations=10_000)
+    drive(loop, LocalExecutor(SyntheticEvaluator()))  # a gate that turns every candidate away
+    assert loop.stats.stopped_by == "strategy finished"
+    assert loop.stats.gated_out > 0 and not any(r.evaluated for r in loop.all_results())
+    # ended by the bound: 20 proposals (18 turned away, 2 over the memory limit), where the count
+    # restarted by each turned-away draw ran through 7,973 of the 8,000 configurations
+    assert strategy.skipped == 20 and len(loop.all_results()) == 20 < make_space().cardinality()
