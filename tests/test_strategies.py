@@ -113,13 +113,13 @@ def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
     assert first_step(1) == 1  # one evaluation left: the best move only
 
 
-def _run_synthetic(options, constraints=None, budget: int = 30):
+def _run_synthetic(options, constraints=None, budget: int = 30, threshold: float | str = "auto"):
     from autocompress.search import Gate, LocalExecutor, SearchLoop, drive
     from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
 
     constraints = constraints or CONSTRAINTS
     strategy = create_strategy(options, make_space(), constraints)
-    loop = SearchLoop(strategy, Gate("auto", constraints.max_drop_points), constraints, max_full_evaluations=budget)
+    loop = SearchLoop(strategy, Gate(threshold, constraints.max_drop_points), constraints, max_full_evaluations=budget)
     drive(loop, LocalExecutor(SyntheticEvaluator()))
     return loop, strategy
 
@@ -361,13 +361,11 @@ def test_random_stops_once_its_draws_keep_being_dominated():
 def test_random_counts_draws_the_gate_turns_away_toward_its_stop():
     """A draw the gate turns away comes to no full evaluation either; when it restarted the
     count, random on Fashion-MNIST (one draw in ten turned away) never reached the bound."""
-    from autocompress.search import Gate, LocalExecutor, SearchLoop, drive
-    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+    from autocompress.search.conformance import make_space
 
-    strategy = create_strategy(strategy_options("random")(name="random", seed=0, max_skipped=20), make_space(),
-                               CONSTRAINTS)
-    loop = SearchLoop(strategy, Gate(-1.0, CONSTRAINTS.max_drop_points), CONSTRAINTS, max_full_evaluations=10_000)
-    drive(loop, LocalExecutor(SyntheticEvaluator()))  # a gate that turns every candidate away
+    # a gate that turns every candidate away
+    loop, strategy = _run_synthetic(strategy_options("random")(name="random", seed=0, max_skipped=20),
+                                    budget=10_000, threshold=-1.0)
     assert loop.stats.stopped_by == "strategy finished"
     assert loop.stats.gated_out > 0 and not any(r.evaluated for r in loop.all_results())
     # ended by the bound: 20 proposals (18 turned away, 2 over the memory limit), where the count
