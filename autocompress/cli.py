@@ -131,12 +131,15 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--model", "model_file", type=click.Path(path_type=Path),
               help="Evaluate this exported model (from `autocompress export`) instead of the spec's model.")
+@click.option("--split", type=click.Choice(["all", "selection", "holdout"]), default="all", show_default=True,
+              help="Which validation images: all of them, the selection split a search decides on, or the "
+                   "held-out split it reports (data.validation.holdout).")
 @_SET
 @_LIMIT
-def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides: tuple[str, ...],
+def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, split: str, overrides: tuple[str, ...],
              limit_items: tuple[str, ...]) -> None:
     """Evaluate the spec's (uncompressed) model, or an exported one: top-1 accuracy
-    on the spec's validation set, and footprint.
+    on the spec's validation set (or one split of it), and footprint.
 
     A reference model named by the spec (reference:NAME) is trained first if it is
     not cached yet.
@@ -145,20 +148,37 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides:
     from autocompress.compress import load_compressed
     from autocompress.engine import Session
 
+    from autocompress.errors import UserInputError
+
     spec = _load_spec(spec_file, overrides, limit_items)
+    held = spec.data.validation.holdout
+    if split != "all" and not held:
+        raise UserInputError(f"--split {split}: {spec_file} holds no validation images out "
+                             "(data.validation.holdout is 0), so every image is in one split: use --split all")
     session = Session.open(spec, progress=not as_json, say=_say)
     for note in session.data.notes:
         _say(f"note: {note}")
     model = None
     if model_file is not None:
         model = load_compressed(model_file).to(session.device)
-    result = session.evaluate(model, progress=not as_json)
+    indices = {"all": None, "selection": session.evaluation_order(), "holdout": session.holdout_order()}[split]
+    result = session.evaluate(model, indices=indices, progress=not as_json)
     footprint = session.footprint() if model is None else model_footprint(model)
+    described = {
+        "all": "all validation images" + (
+            f" (a search decides on the selection split, {1 - held:.0%}, and reports the held-out one, {held:.0%}: "
+            "each split's baseline differs from this figure because it is measured on other images; "
+            "--split selection|holdout gives them)" if held else ""),
+        "selection": f"the selection split ({1 - held:.0%}: what a search of this spec decides on and reports as "
+                     "its baseline)",
+        "holdout": f"the held-out split ({held:.0%}, seed {spec.data.validation.holdout_seed}: the images a search "
+                   "of this spec never chooses on; pareto.json's holdout.baseline_accuracy)",
+    }[split]
     if as_json:
         click.echo(json.dumps({
             "spec": spec.name, "model": spec.model.family, "checkpoint": session.checkpoint,
             "exported_model": str(model_file) if model_file else None,
-            "device": str(session.device), "data": session.data.description,
+            "device": str(session.device), "data": session.data.description, "split": split,
             "evaluation": result.to_dict(), "footprint_bytes": footprint,
         }, indent=2))
         return
@@ -166,6 +186,7 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, overrides:
     click.echo(f"model:         {spec.model.family} ({model_file or spec.model.checkpoint or 'no checkpoint'})")
     click.echo(f"checkpoint:    {session.checkpoint}")
     click.echo(f"data:          {session.data.description}")
+    click.echo(f"split:         {described}")
     click.echo(f"device:        {session.device}")
     click.echo(f"test accuracy: {result.accuracy:.2f} % top-1 ({result.correct}/{result.total} images, {result.seconds:.1f} s)")
     if result.skipped:
@@ -358,12 +379,23 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"proxy:      {p.proxy_evaluations}; gated out {p.gated_out}; failed {p.failed}; "
                f"retried {report['retries']}; in flight {p.in_flight}")
     click.echo(f"time:       {p.wall_seconds:.0f} s")
-    best = report["best"]
-    click.echo("best:       " + ("none feasible yet" if best is None else
-               f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "
-               f"{best['accuracy']:.2f} % top-1 ({best['accuracy_drop']:+.2f} points)"
-               + ("" if best.get("energy_mj") is None else f", {format_energy(best['energy_mj'])} per image")
-               + ("" if best.get("latency_ms") is None else f", {best['latency_ms']:.2f} ms at batch 1")))
+    best, held = report["best"], report.get("holdout")
+    if best is None:
+        nearest = (held or {}).get("nearest")
+        click.echo("best:       " + ("none feasible yet" if nearest is None else
+                   f"none of the chosen points stays within the limit on held-out images; nearest: {nearest['id']} "
+                   f"(held-out drop {nearest['accuracy_drop']:+.2f})"))
+    else:
+        measured = best.get("holdout") if best.get("decided_on") == "holdout" else None
+        click.echo("best:       " + f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "
+                   + ("" if measured is None else
+                      f"held-out {measured['accuracy']:.2f} % top-1 ({measured['accuracy_drop']:+.2f} points"
+                      + ("" if measured.get("drop_upper") is None else f", at most {measured['drop_upper']:+.2f}")
+                      + f", {measured['images']:,} images); selection ")
+                   + f"{best['accuracy']:.2f} % top-1 ({best['accuracy_drop']:+.2f} points)"
+                   + ("" if best.get("energy_mj") is None else f", {format_energy(best['energy_mj'])} per image")
+                   + ("" if best.get("latency_ms") is None else f", {best['latency_ms']:.2f} ms at batch 1")
+                   + (" (held-out test not complete yet)" if held and best.get("decided_on") == "selection" else ""))
     for w in report["workers"]:
         click.echo(f"worker:     {w['name']} pid {w['pid']} on {w['node']}: {w['state']}"
                    + (f" ({w['task']})" if w["task"] else ""))
@@ -481,8 +513,16 @@ def export(run_dir: Path, point_id: str, out_file: Path, tuned: bool) -> None:
                     f"estimated on {info['images']:,} images")
     else:
         accuracy = f"recorded accuracy {info['accuracy']:.2f} % top-1"
+        held = info.get("holdout")
+        if held is not None:  # the figure on images the search did not choose on comes first
+            verdict = "within" if held["feasible"] else "NOT within"
+            accuracy = (f"held-out accuracy {held['accuracy']:.2f} % top-1 (drop {held['accuracy_drop']:+.2f}"
+                        + ("" if held.get("drop_upper") is None else f", at most {held['drop_upper']:+.2f}")
+                        + f" on {held['images']:,} held-out images: {verdict} the {info['limit']:g}-point limit); "
+                        f"selection {info['accuracy']:.2f} %")
     click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
-               + accuracy + ("" if info["pareto"] else " (not on the Pareto front)"))
+               + accuracy + ("" if info["pareto"] else " (not on the Pareto front)")
+               + (" (the recommended point)" if info.get("recommended") else ""))
 
 
 def format_energy(mj: float | None) -> str:
@@ -507,33 +547,37 @@ def _print_pareto(document: dict) -> None:
     table = Table(title=f"Pareto set ({len(document['points'])} points; baseline {baseline['accuracy']:.2f} % top-1, "
                         f"{baseline['memory_bytes']:,} bytes)")
     held = document.get("holdout")
-    columns = ["id", "top-1 %", "drop", "bytes", "saved", "feasible", "drift"]
+    # with a held-out split its figures come first: they decide the recommended point
+    columns = (["id", "held-out %", "held-out drop", "at most", "top-1 % (selection)", "drop (selection)"] if held
+               else ["id", "top-1 %", "drop"]) + ["bytes", "saved", "feasible", "drift"]
     energy = baseline.get("energy_mj") is not None
     if energy:
         columns += ["energy/image", "energy saved"]
     latency = baseline.get("latency_ms") is not None
     if latency:
         columns += ["ms (batch 1)"]
-    if held:
-        columns += ["held-out %", "held-out drop"]
     for column in columns:
         table.add_column(column, justify="left" if column == "id" else "right")
     for p in document["points"]:
         marker = " *" if p["id"] == document["best"] else ""
-        row = [p["id"] + marker, f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
-               f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
-               "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
+        row = [p["id"] + marker]
+        if held:
+            measured = p.get("holdout")
+            row += ["-", "-", "-"] if measured is None else [
+                f"{measured['accuracy']:.2f}", f"{measured['accuracy_drop']:+.2f}",
+                "-" if measured.get("drop_upper") is None else f"{measured['drop_upper']:+.2f}"]
+        feasible = "yes" if p["feasible"] else "no"
+        if held and p.get("holdout") is not None and p["feasible"]:
+            feasible = "yes" if p["holdout"]["feasible"] else "selection only"
+        row += [f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
+                f"{p['memory_saving']:.1%}", feasible, "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
         if energy:
             row += [format_energy(p.get("energy_mj")),
                     "-" if p.get("energy_saving") is None else f"{p['energy_saving']:.1%}"]
         if latency:
             row += ["-" if p.get("latency_ms") is None else f"{p['latency_ms']:.2f}"]
-        if held:
-            measured = p.get("holdout")
-            row += ["-", "-"] if measured is None else [f"{measured['accuracy']:.2f}",
-                                                      f"{measured['accuracy_drop']:+.2f}"]
         table.add_row(*row)
-    Console(width=(140 if held else 120) + (30 if energy else 0)).print(table)
+    Console(width=(160 if held else 120) + (30 if energy else 0)).print(table)
     if energy:
         click.echo(f"energy: estimate per image from the spikes and operations counted on the calibration batch "
                    f"(baseline {format_energy(baseline['energy_mj'])}, {baseline['synops']:,.0f} synaptic "
@@ -546,10 +590,13 @@ def _print_pareto(document: dict) -> None:
                                                          else f"; limit {document['constraints']['max_latency_ms']:g} ms"))
     if held:
         base = held["baseline_accuracy"]
+        confidence = held.get("confidence")
         click.echo(f"held out of the search: {held['images']:,} images ({held['fraction']:.0%} of the validation "
                    f"set); baseline there {'not measured yet' if base is None else f'{base:.2f} % top-1'}. "
-                   "top-1 and drop are the selection split's (what the search decided on); the held-out columns "
-                   "are the unbiased estimate")
+                   "The held-out columns are measured on images the search never chose on"
+                   + ("" if confidence is None else f" ('at most': the drop's upper bound at {confidence:.0%} "
+                      "confidence)")
+                   + "; the selection columns are what the search decided on, optimistic for the points it kept")
     click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity, "
                f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
                f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
@@ -562,10 +609,17 @@ def _print_pareto(document: dict) -> None:
         click.echo("stopped early (certainly infeasible, accuracy estimated, never a point): "
                    + ", ".join(f"{p['id']} after {p['images']:,} images (drop >= {p['accuracy_drop_at_least']:.2f})"
                                for p in stopped[:5]) + (f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""))
-    if document["best"] is None:
-        click.echo("no feasible point found; the near misses are in pareto.json")
-    else:
-        click.echo(f"best feasible point: {document['best']} (marked *)")
+    from autocompress.engine.pareto_file import recommendation_line
+
+    confidence = (document.get("constraints") or {}).get("accuracy", {}).get("confidence")
+    if not held and document["points"]:
+        click.echo("no held-out split: every figure is measured on the images the search chose on, optimistic for "
+                   "the points it kept" + ("" if confidence is None else
+                                           f" (feasible: the drop's upper bound at {confidence:.0%} confidence within "
+                                           "the limit)")
+                   + "; data.validation.holdout keeps images out for a figure on fresh ones")
+    click.echo(recommendation_line(document))
+
 
 
 @cli.command("inspect-checkpoint")

@@ -554,6 +554,15 @@ class AccuracyConstraint(_Strict):
                     "0 to 100",
     )
     kind: Literal["absolute", "relative"] = "absolute"
+    confidence: float | None = Field(
+        default=0.95, gt=0.5, lt=1,
+        description="a candidate is accuracy-feasible only when the upper confidence bound on its drop, at this "
+                    "level, is within max_drop (a paired comparison with the baseline image by image: a drop "
+                    "measured on a few thousand images is uncertain by a few tenths of a point, and a search that "
+                    "keeps the smallest candidate just under the limit keeps one whose drop it underestimated); "
+                    "with a held-out split the recommended point passes the same test on the held-out images. "
+                    "null: decide on the measured drop (optimistic)",
+    )
 
 
 class MemoryConstraint(_Strict):

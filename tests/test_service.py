@@ -240,7 +240,9 @@ def ray_cluster(tmp_path):
 def test_searches_run_as_ray_jobs_on_a_cluster(servers, ray_cluster):
     address, env = ray_cluster
     server = servers("--ray-address", address, env=env)
-    search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1})).json()["id"]
+    # (decided on the measured drop: the count of full evaluations below is the mechanics', not the 40 images')
+    search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1,
+                                                         "constraints.accuracy.confidence": None})).json()["id"]
     status = server.wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
     assert status["state"] == "done", status
     assert status["job"]["launcher"] == "ray" and status["job"]["ray_job"].startswith(f"autocompress-{search_id}")

@@ -30,6 +30,9 @@ class DataBundle:
     num_classes: int
     description: str
     notes: list[str] = field(default_factory=list)
+    # where each calibration image came from: files of an image folder; for the built-in sets, the
+    # training split's item numbers ("train:1234")
+    calibration_sources: list[str] = field(default_factory=list)
 
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
     decoded: object = field(default=None, repr=False, compare=False)  # autocompress.data.decoded.DecodedImages
@@ -58,6 +61,12 @@ class DataBundle:
             positions = np.arange(len(self.validation)) if indices is None else indices
             return batches(self.decoded, positions, batch_size, device)
         return iter(self.validation_loader(batch_size, workers, pin_memory=device.type == "cuda", indices=indices))
+
+    def validation_sources(self, indices: Sequence[int]) -> list[str] | None:
+        """The files of the validation items ``indices`` (None for an in-memory set, whose
+        items are named by their numbers)."""
+        samples = getattr(self.validation, "samples", None)
+        return None if samples is None else [samples[int(i)][0] for i in indices]
 
     def validation_labels(self) -> np.ndarray:
         """The label of every validation item, in item order: the data set's ``labels``

@@ -137,6 +137,7 @@ def load_cifar10_bundle(root: Path, image_size: int, calibration_size: int, cali
         validation=CIFARDataset(test_x, test_y, image_size, transform),
         calibration=to_tensor(train_x[calib], image_size, transform),
         calibration_labels=torch.from_numpy(train_y[calib]),
+        calibration_sources=[f"train:{int(i)}" for i in calib],
         num_classes=10,
         description=f"cifar10 {root}: {len(test_y)} test images at {image_size}x{image_size}; calibration {len(calib)} {source}",
     )

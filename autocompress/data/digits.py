@@ -59,6 +59,7 @@ def load_digits_bundle(image_size: int, calibration_size: int, calibration_seed:
         validation=TensorImageDataset(test_x, test_y),
         calibration=train_x[torch.from_numpy(calib)].clone(),
         calibration_labels=train_y[torch.from_numpy(calib)].clone(),
+        calibration_sources=[f"train:{int(i)}" for i in calib],
         num_classes=NUM_CLASSES,
         description=f"digits (scikit-learn): {len(test_y)} test images at {image_size}x{image_size}, calibration {len(calib)} from train",
     )

@@ -130,6 +130,7 @@ def load_fashion_mnist_bundle(root: Path, image_size: int, calibration_size: int
         validation=TensorImageDataset(to_tensor(test_x, image_size, transform), torch.from_numpy(test_y)),
         calibration=to_tensor(train_x[calib], image_size, transform),
         calibration_labels=torch.from_numpy(train_y[calib]),
+        calibration_sources=[f"train:{int(i)}" for i in calib],
         num_classes=NUM_CLASSES,
         description=f"fashion_mnist {root}: {len(test_y):,} test images at {image_size}x{image_size}; "
                     f"calibration {len(calib)} from the training split",

@@ -178,6 +178,7 @@ def load_imagefolder_bundle(
     if limit is not None:
         samples = [samples[i] for i in balanced_subset(labels, limit, calibration_seed)]
     calibration, calibration_labels, skipped = _load_batch(calib_samples, image_size, transform)
+    unreadable = set(skipped)
     present = len({label for _, label in samples})
     count = (f"{present} of ImageNet-1k's 1,000 classes (its label numbers)" if imagenet else
              f"{len(classes)} classes in the spec's order" if given_classes else f"{len(classes)} classes")
@@ -191,6 +192,7 @@ def load_imagefolder_bundle(
         validation=ImageFolderDataset(samples, image_size, transform),
         calibration=calibration,
         calibration_labels=calibration_labels,
+        calibration_sources=[path for path, _ in calib_samples if path not in unreadable],
         num_classes=len(classes),
         description=(
             f"imagefolder {root}: {len(samples)} validation images, {count}, "

@@ -10,14 +10,17 @@ are reused (nothing is evaluated twice), tasks that were in flight are asked for
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import yaml
 
+from autocompress.atomic import atomic_write
 from autocompress.engine.executors import RayExecutor
 from autocompress.engine.pareto_file import pareto_document, write_pareto
 from autocompress.engine.pipeline import Setup
@@ -36,6 +39,7 @@ from autocompress.search import (
     Task,
     default_shard_images,
     drive,
+    pack,
     shard_bounds,
     unpack,
 )
@@ -188,6 +192,48 @@ def _space_fingerprint(space) -> dict:
             "dimensions": [[d.name, d.kind, list(d.choices)] for d in space.dims]}
 
 
+SPLITS_NAME = "splits.json"
+
+
+def _write_splits(run_dir: Path, session) -> None:
+    """``splits.json`` in the run directory: how many validation items the search chooses
+    on, which are held out (item numbers and, for an image folder, files) and where the
+    calibration images came from, so a user can check both themselves. Written once: a
+    resume finds it."""
+    path = Path(run_dir) / SPLITS_NAME
+    if path.exists():
+        return
+    data, validation = session.data, session.spec.data.validation
+    held = session.holdout_order()
+    document = {
+        "validation": data.description,
+        "selection_images": len(session.evaluation_order()),
+        "holdout": {"fraction": validation.holdout, "seed": validation.holdout_seed, "items": [int(i) for i in held],
+                    "files": data.validation_sources(held)} if len(held) else None,
+        "calibration": {"images": int(len(data.calibration_labels)), "sources": list(data.calibration_sources)},
+    }
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=1)))
+
+
+def _too_few_images(constraints: Constraints, selection: int, held: int) -> list[str]:
+    """What a decision with confidence cannot show on so few images: even a candidate that
+    gets every image right that the baseline gets right is bounded above the limit."""
+    if constraints.confidence is None:
+        return []
+    out = []
+    for images, what in ((selection, "selection"), (held, "held-out")):
+        floor = constraints.drop_upper(0, 0, images) if images else None
+        if floor is not None and floor > constraints.max_drop_points:
+            out.append(
+                f"{images:,} {what} images cannot show any candidate within {constraints.max_drop_points:g} points at "
+                f"{constraints.confidence:.0%} confidence (one that matches the baseline image for image is bounded "
+                f"at +{floor:.2f}), so " + ("no candidate will be feasible" if what == "selection" else
+                                            "no point can pass the held-out test")
+                + ": give more validation images, a wider limit or a lower constraints.accuracy.confidence (null "
+                "decides on the measured drop, optimistic)")
+    return out
+
+
 class _Driver:
     """One session of a run: set the search up, drive it on an executor, journal every
     result in the store, and leave pareto.json when it ends, however it ends."""
@@ -269,12 +315,15 @@ class _Driver:
         for note in setup.session.data.notes:
             say(f"note: {note}")
         self._check_space(setup.space)
+        _write_splits(store.run_dir, setup.session)
         self.executor = self._executor(setup, proxy)
         plan = _validation_plan(store, spec, len(setup.session.evaluation_order()))
         shards = shard_bounds(plan["images"], plan["shard_images"])
         constraints = store.constraints()
         baseline = store.meta("baseline")
-        if constraints is None or (spec.evaluation.early_stopping and baseline is None):
+        # the baseline's per-image correctness: what early stopping and a decision with confidence compare with
+        pairs = spec.evaluation.early_stopping or spec.constraints.accuracy.confidence is not None
+        if constraints is None or (pairs and baseline is None):
             say(f"measuring the baseline accuracy ({plan['images']:,} validation images)")
             measured = self.executor.baseline()
             measured = measured if isinstance(measured, dict) else {"accuracy": float(measured)}
@@ -289,9 +338,13 @@ class _Driver:
                                                     (measured.get("energy") or {}).get("energy_mj"))
                 store.set_meta("constraints", asdict(constraints))
         early = None
-        if spec.evaluation.early_stopping and baseline is not None and len(shards) > 1:
+        if pairs and baseline is not None and shards:
             early = EarlyStopping(unpack(base64.b64decode(baseline["per_image"]), plan["images"]), shards,
-                                  constraints.max_drop_points, spec.evaluation.confidence)
+                                  constraints.max_drop_points, spec.evaluation.confidence,
+                                  enabled=spec.evaluation.early_stopping and len(shards) > 1)
+        for warning in _too_few_images(constraints, plan["images"], len(setup.session.holdout_order())):
+            say(f"warning: {warning}")
+            store.event("warning", warning)
         self.gate, strategy = setup.plan(constraints, proxy=proxy)
         prior = store.prior_results()
         self.gated_before = {r.result.candidate_id for r in store.records(("gate",))}
@@ -306,7 +359,11 @@ class _Driver:
             f"full evaluations" + (f" (a probe counts {spec.budget.probe_cost:g})" if spec.budget.probe_cost else "")
             + f"; proxy {'on' if proxy else 'off'}; validation in {len(shards)} shard"
             f"{'s' if len(shards) != 1 else ''} of {plan['shard_images']} images, early stopping "
-            f"{'on' if early else 'off'}; {self.workers or 'no'} "
+            f"{'on' if early is not None and early.enabled else 'off'}"
+            + ("" if constraints.confidence is None else
+               f"; feasible when the drop is within {constraints.max_drop_points:g} points at "
+               f"{constraints.confidence:.0%} confidence")
+            + f"; {self.workers or 'no'} "
             f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
         stopped_by = drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
         held = setup.session.holdout_order()
@@ -325,7 +382,8 @@ class _Driver:
                                     f"{saved['images']} before (the data changed); start a new run")
         configs = {r.result.candidate_id: r.candidate for r in store.records(("full",))}
         wanted = [BASELINE] + [p["id"] for p in pareto_document(store)["points"]]
-        todo = [cid for cid in wanted if cid not in saved["results"]]
+        # measured by a version that kept no per-image correctness: again, for the paired held-out test
+        todo = [cid for cid in wanted if "per_image" not in saved["results"].get(cid, {})]
         if not todo:
             return
         say(f"measuring {'the baseline and ' if BASELINE in todo else ''}"
@@ -336,6 +394,7 @@ class _Driver:
                       stage="holdout", shard=shard)
                  for i, (cid, shard) in enumerate((cid, shard) for cid in todo for shard in shards)]
         counts: dict[str, list[int]] = {cid: [0, 0, 0] for cid in todo}  # correct, readable, shards done
+        bits: dict[str, dict[int, np.ndarray]] = {cid: {} for cid in todo}  # per-image correctness by shard
         failed: set[str] = set()
         running = 0
         while queue or running:
@@ -355,9 +414,13 @@ class _Driver:
                 count[0] += done.outcome.correct
                 count[1] += done.outcome.total
                 count[2] += 1
+                shard = done.task.shard
+                bits[cid][shard[0]] = unpack(done.outcome.per_image, shard[1] - shard[0])
                 if count[2] == len(shards) and cid not in failed:
                     accuracy = 100.0 * count[0] / count[1] if count[1] else 0.0
-                    saved["results"][cid] = {"accuracy": accuracy, "correct": count[0], "total": count[1]}
+                    per_image = np.concatenate([bits[cid][start] for start in sorted(bits[cid])])
+                    saved["results"][cid] = {"accuracy": accuracy, "correct": count[0], "total": count[1],
+                                             "per_image": base64.b64encode(pack(per_image)).decode("ascii")}
                     store.set_meta("holdout", saved)
                     say(f"held-out: {cid} {accuracy:.2f} % top-1 ({count[1]:,} images)")
             self.idle()

@@ -43,9 +43,12 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
         size = export_compressed(model, out)
     except OSError as error:
         raise UserInputError(f"--out {out}: cannot write: {error}") from None
+    point = next((p for p in document["points"] if p["id"] == point_id), None)
     return {"path": str(Path(out).resolve()), "file_bytes": size, "memory_bytes": footprint(model),
-            "accuracy": record.result.accuracy, "pareto": any(p["id"] == point_id for p in document["points"]),
-            "early_stopped": record.result.early_stopped, "images": record.result.images}
+            "accuracy": record.result.accuracy, "pareto": point is not None,
+            "early_stopped": record.result.early_stopped, "images": record.result.images,
+            "holdout": None if point is None else point.get("holdout"), "recommended": point_id == document["best"],
+            "limit": (document.get("constraints") or {}).get("max_drop_points")}
 
 
 def _export_tuned(store: RunStore, point_id: str, out: str | os.PathLike) -> dict:

@@ -23,6 +23,7 @@ With Ray on several nodes the run directory must be on storage every node mounts
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -48,6 +49,7 @@ from autocompress.engine.session import Session
 from autocompress.errors import AutocompressError, CheckpointError, UserInputError
 from autocompress.evaluation import progress_bar
 from autocompress.proxy.drift import kept_channels, recording_potentials
+from autocompress.search import paired_counts, unpack
 
 Say = Callable[[str], None]
 FINETUNE_DIR = "finetune"
@@ -398,8 +400,14 @@ def select_points(document: dict, settings, constraints, requested: list[str] | 
     within = settings.points.near_misses_within
     if within is not None and constraints is not None:
         for point in document["points"] + document.get("near_misses", []):
-            if (constraints.memory_ok(point["memory_bytes"]) and not point["feasible"]
-                    and point["accuracy_drop"] <= constraints.max_drop_points + within):
+            # with a held-out split measured, a near miss by its held-out figure: feasible on the selection
+            # images, not on the held-out ones (nor recommended), within the margin there
+            held = point.get("holdout")
+            missed, drop = not point["feasible"], point["accuracy_drop"]
+            if held is not None and point["feasible"] and not held["feasible"]:
+                missed, drop = point["id"] != document.get("best"), held["accuracy_drop"]
+            if (constraints.memory_ok(point["memory_bytes"]) and missed
+                    and drop <= constraints.max_drop_points + within):
                 chosen.append(point["id"])
     return list(dict.fromkeys(chosen))
 
@@ -543,10 +551,12 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
     from autocompress.proxy.energy import count_activity
 
     energy = priced(session, count_activity(loaded.to(session.device), session.data.calibration.to(session.device)))
+    worse, better = _paired_with(store.meta("baseline"), measured.per_image)
+    upper = constraints.drop_upper(worse, better, measured.total)
     result = {"accuracy": measured.accuracy, "images": measured.total,
-              "accuracy_drop": constraints.baseline_accuracy - measured.accuracy,
+              "accuracy_drop": constraints.baseline_accuracy - measured.accuracy, "drop_upper": upper,
               "feasible": constraints.feasible(measured.accuracy, footprint(loaded), energy["energy_mj"],
-                                               untuned.latency_ms),
+                                               untuned.latency_ms, upper),
               "energy_mj_before": untuned.energy_mj, "energy_mj": energy["energy_mj"], "synops": energy["synops"],
               "firing_rate": energy["firing_rate"],
               "memory_bytes": footprint(loaded), "file": f"{FINETUNE_DIR}/{job.point}/{TUNED}", "file_bytes": size,
@@ -557,11 +567,24 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
         base = saved["results"].get("baseline")
         measured_held = session.evaluate(loaded, indices=held)
         before = saved["results"].get(job.point)
+        drop = None if base is None else base["accuracy"] - measured_held.accuracy
+        worse, better = _paired_with(base, measured_held.per_image)
+        upper = constraints.drop_upper(worse, better, measured_held.total)
         result["holdout"] = {
             "accuracy": measured_held.accuracy, "images": measured_held.total,
             "accuracy_before": None if before is None else before["accuracy"],
-            "accuracy_drop": None if base is None else base["accuracy"] - measured_held.accuracy}
+            "accuracy_drop": drop, "drop_upper": upper,
+            "feasible": None if drop is None else result["feasible"] and (upper if upper is not None else drop)
+            <= constraints.max_drop_points + 1e-9}
     return result
+
+
+def _paired_with(base: dict | None, per_image) -> tuple[int | None, int | None]:
+    """``(worse, better)`` of a tuned model's per-image correctness against the baseline's
+    as the run stored it (None where it kept none)."""
+    if not base or "per_image" not in base:
+        return None, None
+    return paired_counts(unpack(base64.b64decode(base["per_image"]), len(per_image)), per_image)
 
 
 def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: list[str] = (),

@@ -6,14 +6,15 @@ while the search runs: the set so far) and the HTTP service. Schema in the READM
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from autocompress.atomic import atomic_write
-from autocompress.engine.progress import Progress
-from autocompress.search import Result, pareto_set
+from autocompress.engine.progress import Progress, best_summary
+from autocompress.search import Result, paired_counts, pareto_set, unpack
 
 FORMAT = "autocompress-pareto-v1"
 
@@ -23,6 +24,7 @@ def _point(result: Result, candidate: dict | None) -> dict:
         "id": result.candidate_id,
         "accuracy": result.accuracy,
         "accuracy_drop": result.accuracy_drop,
+        "drop_upper": result.drop_upper,  # the drop's upper confidence bound the search decided on (None: none)
         "memory_bytes": result.memory_bytes,
         "memory_saving": result.memory_saving,
         "feasible": result.feasible,
@@ -38,17 +40,66 @@ def _point(result: Result, candidate: dict | None) -> dict:
     }
 
 
+def _paired(measured: dict, base: dict, images: int) -> tuple[int | None, int | None]:
+    """``(worse, better)``: held-out images the baseline got right and the point wrong, and
+    the reverse (None for a measurement of a version that kept no per-image correctness)."""
+    if "per_image" not in measured or "per_image" not in base:
+        return None, None
+    return paired_counts(unpack(base64.b64decode(base["per_image"]), images),
+                         unpack(base64.b64decode(measured["per_image"]), images))
+
+
 def _held_out(point: dict, held: dict | None, constraints) -> None:
-    """Add a point's held-out measurement (None until it is measured) to its entry."""
+    """Add a point's held-out measurement (None until it is measured) to its entry: its
+    accuracy and drop there, the paired counts, the upper confidence bound on its drop, and
+    whether it is feasible there (selection-feasible and, on the held-out images, within
+    the limit as the search decides: the bound where the run decides with confidence)."""
     if held is None:
         return
     measured, base = held["results"].get(point["id"]), held["results"].get("baseline")
-    point["holdout"] = None if measured is None or base is None else {
+    if measured is None or base is None:
+        point["holdout"] = None
+        return
+    drop = base["accuracy"] - measured["accuracy"]
+    worse, better = _paired(measured, base, held["images"])
+    upper = constraints.drop_upper(worse, better, measured["total"])
+    point["holdout"] = {
         "accuracy": measured["accuracy"],
-        "accuracy_drop": base["accuracy"] - measured["accuracy"],
+        "accuracy_drop": drop,
         "images": measured["total"],
-        "feasible": point["feasible"] and base["accuracy"] - measured["accuracy"] <= constraints.max_drop_points,
+        "worse": worse,
+        "better": better,
+        "drop_upper": upper,
+        "feasible": bool(point["feasible"]) and (upper if upper is not None else drop)
+        <= constraints.max_drop_points + 1e-9,
     }
+
+
+def recommend(points: list[dict]) -> tuple[str | None, dict | None, bool]:
+    """The recommended point of a run with a held-out split: ``(id, nearest, decided)``.
+
+    A fixed-sequence test (the one Learn-then-Test uses to pick a model with risk control;
+    Angelopoulos et al., 2021): the selection-feasible Pareto points, from the largest to
+    the smallest (an order the held-out images played no part in), are tested one after
+    the other on the held-out images; the recommended point is the last to pass before the
+    first that fails. Each test runs at the full confidence with no correction for how
+    many are made, because a test is only reached when every larger point passed: the
+    chance that the recommended point breaks the limit on fresh images stays below
+    ``1 - confidence``. Taking instead the smallest point that passes anywhere in the
+    list would choose among them on the held-out images, the selection the split exists
+    to remove. ``nearest``: the first point that failed (None when none did);
+    ``decided``: False while a point of the sequence is not measured yet."""
+    best = None
+    for point in reversed(points):  # points: smallest memory first
+        if not point["feasible"]:
+            continue
+        measured = point.get("holdout")
+        if measured is None:
+            return best, None, False
+        if not measured["feasible"]:
+            return best, point, True
+        best = point["id"]
+    return best, None, True
 
 
 _TUNED_FIELDS = ("state", "epoch", "epochs", "accuracy_before", "accuracy", "accuracy_drop", "feasible_before",
@@ -155,7 +206,8 @@ def pareto_document(store) -> dict:
         "state": store.state(),
         "baseline": None,
         "constraints": None,
-        "best": None,
+        "best": None,  # the recommended point: with a held-out split, once it is measured, chosen on it
+        "best_selection": None,  # the best feasible point on the images the search chose on
         "points": [],
         "near_misses": [],
         "early_stopped": [_stopped(r) for r in results if r.early_stopped],
@@ -187,13 +239,21 @@ def pareto_document(store) -> dict:
         for point in document["points"] + document["near_misses"]:
             point["energy_saving"] = (None if not base_energy or point["energy_mj"] is None
                                       else 1 - point["energy_mj"] / base_energy)
+        document["best_selection"] = document["best"]
         held = store.meta("holdout")
         if held is not None:
             base = held["results"].get("baseline")
             document["holdout"] = {"images": held["images"], "fraction": spec["data"]["validation"].get("holdout"),
-                                   "baseline_accuracy": None if base is None else base["accuracy"]}
+                                   "baseline_accuracy": None if base is None else base["accuracy"],
+                                   "confidence": constraints.confidence}
             for point in document["points"]:
                 _held_out(point, held, constraints)
+            best, nearest, decided = recommend(document["points"])
+            document["holdout"].update({
+                "decided": decided,
+                "nearest": None if nearest is None else {"id": nearest["id"], **nearest["holdout"]}})
+            if decided:  # the held-out figure decides what is recommended
+                document["best"] = best
         tuned = store.meta("finetune") or {}
         if tuned:
             document["tuned"] = _tuned(document, results, candidates, tuned, constraints)
@@ -223,6 +283,56 @@ def pareto_document(store) -> dict:
         "executor": sessions[-1]["executor"] if sessions else None,
     }
     return document
+
+
+def run_best(store) -> tuple[dict | None, dict | None]:
+    """``(best, holdout)`` as ``status`` and the service show a run: the recommended point
+    (None: none), and the run's held-out summary (None without a split or before it is
+    measured). With a held-out test decided, the point is the one it recommends and its
+    held-out figures come with it (``decided_on: "holdout"``); before, or without a split,
+    it is the best feasible point on the selection images (``decided_on: "selection"``)."""
+    if store.meta("holdout") is None:
+        best = best_summary(r.result for r in store.records(("full",)))
+        return (None if best is None else {**best, "decided_on": "selection"}), None
+    document = pareto_document(store)
+    held = document["holdout"]
+    point = next((p for p in document["points"] if p["id"] == document["best"]), None)
+    if point is None:
+        return None, held
+    best = {key: point.get(key) for key in ("memory_bytes", "memory_saving", "accuracy", "accuracy_drop", "energy_mj",
+                                            "synops", "latency_ms")}
+    return {"id": point["id"], **best, "holdout": point.get("holdout"),
+            "decided_on": "holdout" if held.get("decided") else "selection"}, held
+
+
+def recommendation_line(document: dict) -> str:
+    """What a run recommends, in one line: with a held-out split, the held-out figures first."""
+    held = document.get("holdout")
+    limit = (document.get("constraints") or {}).get("max_drop_points")
+    points = {p["id"]: p for p in document["points"]}
+    if held and held.get("decided"):
+        best = points.get(document["best"])
+        if best is None:
+            nearest = held.get("nearest")
+            if nearest is None:
+                return ("no point is feasible on the selection images, so none was tested on the held-out ones; "
+                        "the near misses are in pareto.json")
+            bound = "" if nearest.get("drop_upper") is None else f", at most {nearest['drop_upper']:+.2f}"
+            return (f"none of the chosen points stays within {limit:g} points on held-out images; nearest: "
+                    f"{nearest['id']} (held-out drop {nearest['accuracy_drop']:+.2f}{bound}; "
+                    f"{points[nearest['id']]['memory_bytes']:,} bytes). `autocompress finetune` can recover it")
+        measured = best["holdout"]
+        bound = "" if measured.get("drop_upper") is None else (
+            f", at most {measured['drop_upper']:+.2f} at {held['confidence']:.0%} confidence")
+        return (f"recommended point: {best['id']} (marked *): {best['memory_bytes']:,} bytes, "
+                f"{best['memory_saving']:.1%} saved; held-out drop {measured['accuracy_drop']:+.2f}{bound} "
+                f"({measured['images']:,} images); selection drop {best['accuracy_drop']:+.2f}")
+    if document["best"] is None:
+        return "no feasible point found; the near misses are in pareto.json"
+    line = f"best feasible point: {document['best']} (marked *)"
+    if held and not held.get("decided"):
+        line += " on the selection images; the held-out test is not complete yet"
+    return line
 
 
 def write_pareto(path: str | os.PathLike, document: dict) -> Path:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import time
 
-from autocompress.engine.progress import best_summary, session_progress
+from autocompress.engine.pareto_file import run_best
+from autocompress.engine.progress import session_progress
 from autocompress.engine.store import RunStore
 
 
@@ -17,7 +18,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         sessions = store.sessions()
         last = sessions[-1] if sessions else {}
         state = store.state()
-        best = best_summary(r.result for r in store.records(("full",)))
+        best, holdout = run_best(store)
         progress = session_progress(sessions, state)
         hint = {
             "interrupted": f"continue it with `autocompress resume {store.run_dir}`",
@@ -41,6 +42,7 @@ def run_status(run_dir: str | os.PathLike) -> dict:
             "stored": store.counts(),
             "retries": len(store.events("retry")),
             "best": best,
+            "holdout": holdout,
             "workers": store.workers(),
             "events": store.events(),
             "finetune": finetune_status(store),

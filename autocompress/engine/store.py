@@ -99,7 +99,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     error TEXT, seconds REAL, worker TEXT, attempts INTEGER NOT NULL DEFAULT 1,
     finished_at REAL NOT NULL,
     images INTEGER, early_stopped INTEGER, drop_bound REAL,
-    energy_mj REAL, synops REAL, firing_rate REAL, rates TEXT, latency_ms REAL, latency_batch_ms REAL
+    energy_mj REAL, synops REAL, firing_rate REAL, rates TEXT, latency_ms REAL, latency_batch_ms REAL,
+    worse INTEGER, better INTEGER, drop_upper REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_full_evaluation ON evaluations (candidate_id) WHERE kind = 'full';
 CREATE UNIQUE INDEX IF NOT EXISTS one_probe ON evaluations (candidate_id) WHERE kind = 'probe';
@@ -122,12 +123,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 _RESULT_COLUMNS = ("memory_bytes", "memory_saving", "drift", "gate", "gate_reason", "accuracy",
                    "accuracy_drop", "feasible", "error", "seconds", "images", "early_stopped", "drop_bound",
-                   "energy_mj", "synops", "firing_rate", "rates", "latency_ms", "latency_batch_ms")
+                   "energy_mj", "synops", "firing_rate", "rates", "latency_ms", "latency_batch_ms", "worse", "better",
+                   "drop_upper")
 # columns later versions added to the evaluations table: added to an older store when a
 # session opens it to write; read as NULL from one opened to read
 _ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound": "REAL",
                   "energy_mj": "REAL", "synops": "REAL", "firing_rate": "REAL", "rates": "TEXT",
-                  "latency_ms": "REAL", "latency_batch_ms": "REAL"}
+                  "latency_ms": "REAL", "latency_batch_ms": "REAL", "worse": "INTEGER", "better": "INTEGER",
+                  "drop_upper": "REAL"}
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

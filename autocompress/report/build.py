@@ -32,6 +32,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from autocompress.atomic import atomic_write  # noqa: E402
 from autocompress.engine import RunStore, pareto_document  # noqa: E402
+from autocompress.engine.pareto_file import recommendation_line  # noqa: E402
 from autocompress.vocabulary import energy_unit  # noqa: E402
 from autocompress.search import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
@@ -122,7 +123,7 @@ def plot_pareto(run: _Run, path: Path) -> Path:
     best = next((p for p in doc["points"] if p["id"] == doc["best"]), None)
     if best is not None:
         ax.scatter([best["memory_bytes"] / MB], [best["accuracy"]], s=260, facecolors="none", edgecolors="red",
-                   linewidths=2, zorder=5, label=f"chosen {best['id']} ({best['memory_saving']:.1%} saved)")
+                   linewidths=2, zorder=5, label=f"recommended {best['id']} ({best['memory_saving']:.1%} saved)")
     ax.set_xlim(0, c.baseline_bytes / MB * 1.05)
     ax.set_ylim(max(0.0, y_low), min(100.5, c.baseline_accuracy + 1.5))
     ax.set_xlabel("Footprint (MB)")
@@ -336,29 +337,41 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         paths["energy"] = plot_energy(run, run_dir / "energy.png", baseline_rates)
     doc, c = run.document, run.constraints
     stats = doc["statistics"]
-    points = [[p["id"] + (" *" if p["id"] == doc["best"] else ""), f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}",
-               f"{p['memory_bytes']:,}", f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
-               "-" if p["proxy"] is None else f"{p['proxy']:.4f}"] for p in doc["points"]]
-    header = ["id (* chosen)", "top-1 %", "drop (pts)", "bytes", "saved", "feasible", "drift"]
+    held = doc.get("holdout")
+    points = []
+    for p in doc["points"]:
+        row = [p["id"] + (" *" if p["id"] == doc["best"] else "")]
+        if held:  # the held-out figures first: they decide the recommended point
+            m = p.get("holdout")
+            row += ["-", "-", "-", "-"] if m is None else [
+                f"{m['accuracy']:.2f}", f"{m['accuracy_drop']:+.2f}",
+                "-" if m.get("drop_upper") is None else f"{m['drop_upper']:+.2f}", "yes" if m["feasible"] else "no"]
+        row += [f"{p['accuracy']:.2f}", f"{p['accuracy_drop']:+.2f}", f"{p['memory_bytes']:,}",
+                f"{p['memory_saving']:.1%}", "yes" if p["feasible"] else "no",
+                "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
+        points.append(row)
+    header = ["id (* recommended)"] + (
+        ["held-out top-1 %", "held-out drop (pts)", "at most (pts)", "feasible held out", "selection top-1 %",
+         "selection drop (pts)", "bytes", "saved", "feasible on selection"] if held else
+        ["top-1 %", "drop (pts)", "bytes", "saved", "feasible"]) + ["drift"]
     if doc["baseline"].get("energy_mj"):
         header += ["energy / image (mJ)", "energy saved", "firing rate"]
         for row, p in zip(points, doc["points"]):
             row += ["-" if p.get("energy_mj") is None else f"{p['energy_mj']:.4g}",
                     "-" if p.get("energy_saving") is None else f"{p['energy_saving']:.1%}",
                     "-" if p.get("firing_rate") is None else f"{p['firing_rate']:.3f}"]
-    held = doc.get("holdout")
     held_note = ""
     if held:
-        header += ["held-out top-1 %", "held-out drop (pts)", "feasible held out"]
-        for row, p in zip(points, doc["points"]):
-            m = p.get("holdout")
-            row += ["-", "-", "-"] if m is None else [f"{m['accuracy']:.2f}", f"{m['accuracy_drop']:+.2f}",
-                                                     "yes" if m["feasible"] else "no"]
         base = held["baseline_accuracy"]
+        confidence = held.get("confidence")
         held_note = (f"<p>{held['images']:,} validation images ({held['fraction']:.0%}) were held out of the search; "
                      f"the baseline scores {'(not measured yet)' if base is None else f'{base:.2f} %'} on them. "
-                     "top-1 and drop are measured on the selection split the search decided on; the held-out "
-                     "columns are measured once, after the search, on images it never saw.</p>")
+                     "The held-out columns are measured once, after the search, on images it never chose on"
+                     + ("" if confidence is None else f" (at most: the drop's upper bound at {confidence:.0%} "
+                        "confidence)")
+                     + "; the recommended point is the last of the selection-feasible points, tested from the "
+                     "largest down, to pass before the first that fails. The selection columns are what the "
+                     "search decided on, optimistic for the points it kept.</p>")
     tuned_section = ""
     if doc.get("tuned"):
         rows = [[cid, f"{e['epoch']}/{e['epochs']}", e["state"], f"{e['memory_bytes']:,}",
@@ -387,10 +400,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     images = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
         f"<figcaption>{name}.png</figcaption></figure>" for name, path in paths.items())
-    best = next((p for p in doc["points"] if p["id"] == doc["best"]), None)
-    summary = (f"best feasible point <b>{html.escape(best['id'])}</b>: {best['memory_bytes']:,} bytes "
-               f"({best['memory_saving']:.1%} saved) at {best['accuracy']:.2f} % top-1 "
-               f"({best['accuracy_drop']:+.2f} points)" if best else "no feasible point found")
+    summary = html.escape(recommendation_line(doc))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>autocompress report: {html.escape(doc['spec'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
@@ -401,7 +411,7 @@ figure{{margin:1.5em 0}}figcaption{{color:#666;font-size:90%}}</style></head><bo
 Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constraints: accuracy drop at most
 {c.max_drop_points:g} points{'' if c.min_saving is None else f', memory saving at least {c.min_saving:.0%}'}
 {'' if c.max_bytes is None else f', at most {c.max_bytes:,} bytes'}.</p>
-<p>{summary}.</p>
+<p><b>{summary}</b></p>
 <h2>Pareto points</h2>{_table(points, header)}{held_note}
 {tuned_section}
 {stopped_section}

@@ -110,4 +110,4 @@ class Strategy(ABC):
 
     def acceptable(self, result: Result) -> bool:
         """Whether a result may stand as a step of a walk: evaluated and accuracy-feasible."""
-        return result.evaluated and result.error is None and self.constraints.accuracy_ok(result.accuracy)
+        return result.evaluated and result.error is None and self.constraints.result_accuracy_ok(result)

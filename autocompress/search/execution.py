@@ -54,7 +54,7 @@ def execute(evaluator: Evaluator, stage: str, candidate, shard: tuple[int, int] 
             config = candidate.to_dict() if hasattr(candidate, "to_dict") else candidate
             value = evaluator.holdout(config, shard)
             return TaskOutcome(accuracy=value.accuracy, correct=value.correct, total=value.total,
-                               seconds=time.perf_counter() - start)
+                               per_image=pack(value.per_image), seconds=time.perf_counter() - start)
         value = evaluator.full(candidate) if shard is None else evaluator.full(candidate, shard)
         if isinstance(value, (int, float)):
             return TaskOutcome(accuracy=float(value), seconds=time.perf_counter() - start)

@@ -13,9 +13,12 @@ validation order; idle workers take the shards of the evaluations in flight befo
 anything new is asked, so a strategy that waits for one result at a time still keeps
 every worker busy. The shards' correct counts are summed (the result is the one a single
 pass gives). With ``early_stopping`` (:mod:`autocompress.search.early`) the contiguous
-prefix of finished shards is compared with the baseline after each shard; a candidate
-that is certainly infeasible stops there, and shards of it still running are ignored
-when they complete.
+prefix of finished shards is compared with the baseline image by image after each shard;
+when it is enabled, a candidate that is certainly infeasible stops there, and shards of
+it still running are ignored when they complete. The paired counts (images worse and
+better than the baseline) stay on the result: with ``constraints.confidence`` a
+candidate's accuracy is feasible only when the upper confidence bound they give on its
+drop is within the limit.
 
 ``prior`` holds results an earlier session of the run recorded. They are reused, not
 evaluated again, and go through the same steps as fresh ones (the gate observes them,
@@ -281,21 +284,26 @@ class SearchLoop:
             self.stats.failed += 1
             return self._remember(replace(known, gate=state[0], gate_reason=state[1], error=prior.error))
         return self._evaluated(known, prior.accuracy, prior.seconds, state, images=prior.images,
-                               early_stopped=prior.early_stopped, drop_bound=prior.drop_bound)
+                               early_stopped=prior.early_stopped, drop_bound=prior.drop_bound,
+                               paired=(prior.worse, prior.better))
 
     def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str], *,
-                   images: int | None = None, early_stopped: bool = False, drop_bound: float | None = None) -> Result:
+                   images: int | None = None, early_stopped: bool = False, drop_bound: float | None = None,
+                   paired: tuple[int | None, int | None] = (None, None)) -> Result:
         self.stats.full_evaluations += 1
         self.stats.early_stopped += early_stopped
         self.stats.validation_images += images or 0
         self.full_order.append(known.candidate_id)
         drop = self.constraints.baseline_accuracy - accuracy
+        worse, better = paired
+        upper = None if early_stopped else self.constraints.drop_upper(worse, better, images)
         feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes,
-                                                                          known.energy_mj, known.latency_ms)
+                                                                          known.energy_mj, known.latency_ms, upper)
         result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
                          feasible=feasible, seconds=known.seconds + seconds, images=images,
-                         early_stopped=early_stopped, drop_bound=drop_bound)
-        self.gate.observe(known.drift, drop)
+                         early_stopped=early_stopped, drop_bound=drop_bound, worse=worse, better=better,
+                         drop_upper=upper)
+        self.gate.observe(known.drift, drop if upper is None else upper)  # calibrated on the drop feasibility uses
         return self._remember(result)
 
     # ------------------------------------------------------------------ the event interface
@@ -427,12 +435,13 @@ class SearchLoop:
             # the paired estimate over the images seen (the bound is computed from the same counts)
             accuracy = self.constraints.baseline_accuracy - 100.0 * (full.worse - full.better) / max(full.seen, 1)
             result = self._evaluated(known, accuracy, full.seconds, state, images=full.seen, early_stopped=True,
-                                     drop_bound=bound)
+                                     drop_bound=bound, paired=(full.worse, full.better))
         else:
             if full.seen == 0:
                 raise RuntimeError("no readable validation image in any shard")
+            paired = (full.worse, full.better) if self.early_stopping is not None else (None, None)
             result = self._evaluated(known, 100.0 * full.correct / full.seen, full.seconds, state,
-                                     images=full.seen)
+                                     images=full.seen, paired=paired)
         self._record("full", task.candidate, result, self._workers(full), full.attempts)
         return self._release(cid, result)
 

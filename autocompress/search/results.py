@@ -34,6 +34,11 @@ class Result:
     images: int | None = None  # validation images the accuracy is over (None: recorded before it was counted)
     early_stopped: bool = False  # validation stopped early: accuracy is an estimate over ``images`` images
     drop_bound: float | None = None  # early stopped: the accuracy drop is at least this (points), at the spec's confidence
+    # the paired comparison with the baseline over the ``images`` read: images the baseline got right and this
+    # candidate wrong (worse), and the reverse (better); None where no per-image baseline was compared with
+    worse: int | None = None
+    better: int | None = None
+    drop_upper: float | None = None  # the drop is at most this on fresh images, at constraints.accuracy.confidence
     # spikes and energy per image, counted on the calibration batch by the probe (autocompress.proxy.energy)
     energy_mj: float | None = None
     synops: float | None = None
@@ -67,6 +72,9 @@ class Constraints:
     baseline_energy_mj: float | None = None  # per image (autocompress.proxy.energy)
     max_energy_mj: float | None = None  # the energy limit, from energy.max_mj or energy.min_saving
     max_latency_ms: float | None = None  # the latency limit at batch 1 (latency.measure)
+    # accuracy feasibility is decided on the upper confidence bound of the drop at this level
+    # (constraints.accuracy.confidence); None: on the measured drop (runs of versions before it)
+    confidence: float | None = None
 
     @classmethod
     def from_spec(cls, constraints, baseline_accuracy: float, baseline_bytes: int,
@@ -82,7 +90,8 @@ class Constraints:
             limit = min(limits) if limits else None
         latency = getattr(constraints, "latency", None)
         return cls(baseline_accuracy, baseline_bytes, points, constraints.memory.min_saving, constraints.memory.max_bytes,
-                   baseline_energy_mj, limit, None if latency is None else latency.max_ms)
+                   baseline_energy_mj, limit, None if latency is None else latency.max_ms,
+                   getattr(accuracy, "confidence", None))
 
     def memory_goal_bytes(self) -> int | None:
         """The largest footprint the memory limit(s) allow; None without a memory limit."""
@@ -102,16 +111,37 @@ class Constraints:
             return False
         return self.min_saving is None or 1 - memory_bytes / self.baseline_bytes >= self.min_saving - 1e-12
 
-    def accuracy_ok(self, accuracy: float) -> bool:
-        return self.baseline_accuracy - accuracy <= self.max_drop_points + 1e-9
+    def drop_upper(self, worse: int | None, better: int | None, images: int | None) -> float | None:
+        """The upper confidence bound on the drop that feasibility is decided on, from a
+        paired comparison with the baseline; None without a confidence or a comparison."""
+        if self.confidence is None or worse is None or better is None or not images:
+            return None
+        from autocompress.search.early import drop_upper_bound
+
+        return drop_upper_bound(worse, better, images, self.confidence)
+
+    def decision_drop(self, result: Result) -> float:
+        """The drop a fully evaluated result is judged by: its upper confidence bound where
+        the run decides with confidence and the result has one, else its measured drop."""
+        return result.drop_upper if result.drop_upper is not None else result.accuracy_drop
+
+    def accuracy_ok(self, accuracy: float, drop_upper: float | None = None) -> bool:
+        """Within the accuracy limit: the measured drop, or with ``drop_upper`` (a result
+        compared image by image, decided with confidence) its upper confidence bound."""
+        drop = drop_upper if drop_upper is not None else self.baseline_accuracy - accuracy
+        return drop <= self.max_drop_points + 1e-9
+
+    def result_accuracy_ok(self, result: Result) -> bool:
+        """Whether an evaluated result is within the accuracy limit, as the search decides."""
+        return self.accuracy_ok(result.accuracy, result.drop_upper)
 
     def latency_ok(self, latency_ms: float | None) -> bool:
         """Within the latency limit (no limit: always; a limit and no measurement: never)."""
         return self.max_latency_ms is None or (latency_ms is not None and latency_ms <= self.max_latency_ms)
 
     def feasible(self, accuracy: float, memory_bytes: int, energy_mj: float | None = None,
-                 latency_ms: float | None = None) -> bool:
-        return (self.accuracy_ok(accuracy) and self.memory_ok(memory_bytes) and self.energy_ok(energy_mj)
+                 latency_ms: float | None = None, drop_upper: float | None = None) -> bool:
+        return (self.accuracy_ok(accuracy, drop_upper) and self.memory_ok(memory_bytes) and self.energy_ok(energy_mj)
                 and self.latency_ok(latency_ms))
 
     def objectives(self) -> tuple[str, ...]:
@@ -140,7 +170,7 @@ class Constraints:
 
     def shortfall(self, result: Result) -> float:
         """How far an evaluated result is from feasible, in units of each limit, summed."""
-        accuracy = max(0.0, self.accuracy_excess(result.accuracy_drop)) / max(self.max_drop_points, 1e-9)
+        accuracy = max(0.0, self.accuracy_excess(self.decision_drop(result))) / max(self.max_drop_points, 1e-9)
         memory_limit = self.min_saving if self.min_saving is not None else self.max_bytes / self.baseline_bytes
         others = 0.0  # energy and latency beyond their limits, each in units of its limit
         if self.max_energy_mj is not None and result.energy_mj is not None:

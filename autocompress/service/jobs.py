@@ -42,6 +42,7 @@ from typing import Literal
 
 from autocompress.atomic import atomic_write
 from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
+from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
 from autocompress.errors import UserInputError
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
@@ -411,7 +412,7 @@ class JobManager:
             alive = search_id in self.running
         out = {"id": search_id, "name": request.get("name"), "submitted_at": self.submitted.get(search_id),
                "strategy": (request.get("strategy") or {}).get("name"), "job": None, "progress": None,
-               "best": None, "error": None, "finetune": None}
+               "best": None, "holdout": None, "error": None, "finetune": None}
         if job:
             out["job"] = {key: job.get(key) for key in ("command", "launcher", "started_at", "ended_at", "exit_code")}
             if job.get("ray_job"):
@@ -423,11 +424,12 @@ class JobManager:
                     store_state, sessions = store.state(), store.sessions()
                     progress = session_progress(sessions, store_state) if sessions else None
                     out["finetune"] = finetune_status(store) or None
+                    best, out["holdout"] = run_best(store) if sessions else (None, None)
                 if progress is not None:
                     if progress.stopped_by and progress.stopped_by not in STOPPED_BY:
                         progress.stopped_by = "error"
                     out["progress"] = progress.to_dict()
-                    out["best"] = progress.best
+                    out["best"] = best  # with a held-out split, once it is measured: the point it recommends
             except UserInputError:
                 store_state = "unreadable"
         if (run_dir / CANCELLED).exists() and not queued:

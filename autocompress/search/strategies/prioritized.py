@@ -110,7 +110,7 @@ class PrioritizedStrategy(Strategy):
         top = len(self.space.dims[d].choices) - 1
         for level in self.levels[d]:  # a sensitivity level that already broke the limit caps the tries
             result = self.sensitivity[(d, level)]
-            if result.evaluated and not self.constraints.accuracy_ok(result.accuracy):
+            if result.evaluated and not self.constraints.result_accuracy_ok(result):
                 top = level - 1
                 break
         self.tries = list(range(top, 0, -1))

@@ -249,8 +249,8 @@ class _OptunaStrategy(_Sampling):
             self.study.tell(trial, state=TrialState.FAIL)
             return
         fraction = result.memory_bytes / self.constraints.baseline_bytes
-        if result.evaluated:
-            accuracy, drop = result.accuracy, result.accuracy_drop
+        if result.evaluated:  # judged as the search judges it: the drop's upper bound where there is one
+            accuracy, drop = result.accuracy, self.constraints.decision_drop(result)
         elif request.stage == "probe":  # beyond a memory limit: no full evaluation, accuracy estimated
             drop = self._estimated_drop(self.signal(result), floor=0.0)
         else:  # gated out: infeasible by the gate's word, its accuracy estimated from its drift
