@@ -51,7 +51,7 @@ def figures(document: dict, rule: str) -> dict:
 
 
 def main() -> int:
-    args = budget_arguments(__doc__, only=KEYS)
+    args = budget_arguments(__doc__, only=KEYS, keep=True)
     spec = bench_spec(args.data)
     limit = spec.constraints.accuracy.max_drop
     keep = Keep(args.keep, args.data)
