@@ -384,7 +384,10 @@ def status(run_dir: Path, as_json: bool) -> None:
         nearest = (held or {}).get("nearest")
         click.echo("best:       " + ("none feasible yet" if nearest is None else
                    f"none of the chosen points stays within the limit on held-out images; nearest: {nearest['id']} "
-                   f"(held-out drop {nearest['accuracy_drop']:+.2f})"))
+                   f"(held-out drop {nearest['accuracy_drop']:+.2f})"
+                   + ("" if not (held or {}).get("measured_only") else
+                      f"; within it on the measured drop alone, not certified: {held['measured_only']['id']} "
+                      f"({held['measured_only']['accuracy_drop']:+.2f})")))
     else:
         measured = best.get("holdout") if best.get("decided_on") == "holdout" else None
         click.echo("best:       " + f"{best['id']}: {best['memory_bytes']:,} bytes ({best['memory_saving']:.1%} saved), "

@@ -11,7 +11,7 @@ import pytest
 
 from autocompress.cli import main
 from autocompress.engine import RunStore, Session
-from autocompress.engine.pareto_file import recommend, recommendation_line
+from autocompress.engine.pareto_file import measured_only, recommend, recommendation_line
 from autocompress.search import Constraints, Result, drop_upper_bound, paired_counts
 from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
 from autocompress.search.execution import LocalExecutor, drive
@@ -87,8 +87,28 @@ def test_the_recommended_point_is_the_last_to_pass_from_the_largest_down():
     document = {"best": None, "points": [_point("a", 100, True, False)], "constraints": {"max_drop_points": 1.5},
                 "holdout": {"decided": True, "confidence": 0.95, "nearest": {"id": "a", **_point(
                     "a", 100, True, False)["holdout"]}}}
-    assert recommendation_line(document).startswith(
-        "none of the chosen points stays within 1.5 points on held-out images; nearest: a")
+    line = recommendation_line(document)
+    assert line.startswith("none of the chosen points stays within 1.5 points on held-out images; nearest: a")
+    assert "measured drop alone" not in line
+
+
+def test_with_no_point_certified_the_measured_drop_names_one_and_says_it_is_not_a_promise():
+    # 180 held-out images: a bound falls under 1.5 points only for a point that matches the
+    # baseline image for image, so nothing passes; the measured drops of b and c are within
+    points = [_point("a", 100, True, False), _point("b", 200, True, False), _point("c", 300, True, False)]
+    points[0]["holdout"]["accuracy_drop"] = 2.2  # a: over the limit even as measured
+    assert recommend(points)[0] is None
+    weak = measured_only(points, 1.5)
+    assert weak["id"] == "b"  # from the largest down, the last within the limit before a fails
+    points[2]["holdout"]["accuracy_drop"] = 1.7  # the largest fails: the sequence stops at once
+    assert measured_only(points, 1.5) is None
+    assert measured_only([_point("a", 100, False, None)], 1.5) is None  # nothing selection-feasible
+    document = {"best": None, "points": points, "constraints": {"max_drop_points": 1.5},
+                "holdout": {"decided": True, "confidence": 0.95, "nearest": {"id": "c", **points[2]["holdout"]},
+                            "measured_only": weak}}
+    line = recommendation_line(document)
+    assert "nearest: c" in line and "measured drop alone, not certified at 95%: b (200 bytes" in line
+    assert "at most +1.40 on 500 images" in line
 
 
 def test_a_held_out_run_recommends_on_held_out_figures_and_names_its_images(tmp_path, capsys):
