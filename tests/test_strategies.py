@@ -155,7 +155,11 @@ def test_optuna_strategies_start_from_the_sensitivity_allocations(name):
     assert plain.sensitivity is None
 
 
-def test_a_gated_candidate_is_told_to_optuna_as_an_estimated_violation_not_accuracy_zero():
+@pytest.mark.parametrize("margin", [None, 0.5])
+def test_a_gated_candidate_is_told_to_optuna_as_an_estimated_violation_not_accuracy_zero(margin):
+    """The estimate is fitted to the drop as the search decides it: the measured drop, or,
+    where the run decides with confidence (``margin``: each bound that far above its
+    measured drop), the upper bound, so it is compared with the limit on one scale."""
     from autocompress.search.conformance import CONSTRAINTS, make_space
 
     options = strategy_options("nsga2")(name="nsga2", seed=0, population_size=4, warm_start=0)
@@ -168,13 +172,15 @@ def test_a_gated_candidate_is_told_to_optuna_as_an_estimated_violation_not_accur
         assert full.stage == "full" and full.config == request.config
         if drift < 0.9:
             strategy.tell(full, Result(request.candidate.id, memory_bytes=500_000, drift=drift, gate="pass",
-                                       accuracy=CONSTRAINTS.baseline_accuracy - drop, accuracy_drop=drop))
+                                       accuracy=CONSTRAINTS.baseline_accuracy - drop, accuracy_drop=drop,
+                                       drop_upper=None if margin is None else drop + margin))
         else:
             strategy.tell(full, Result(request.candidate.id, memory_bytes=500_000, drift=drift, gate="fail"))
     gated = strategy.study.trials[3]
     accuracy, _ = gated.values
-    assert CONSTRAINTS.baseline_accuracy - accuracy == pytest.approx(3.0)  # the fit at the largest drift seen
-    assert gated.constraints == {"accuracy": pytest.approx(1.5), "memory": 0.0}  # violated by the estimate
+    estimate = 3.0 + (margin or 0.0)  # the fit at the largest drift seen
+    assert CONSTRAINTS.baseline_accuracy - accuracy == pytest.approx(estimate)
+    assert gated.constraints == {"accuracy": pytest.approx(estimate - 1.5), "memory": 0.0}  # violated by it
 
 
 def test_beam_does_not_try_moves_at_least_as_aggressive_as_a_broken_configuration():

@@ -63,7 +63,7 @@ class HalvingStrategy(Strategy):
         self.round_fulls = 0  # full validations of this round
         self.stale = 0  # rounds in a row without one
         self.awaiting: Config | None = None
-        self.observed: list[tuple[float, float]] = []  # (signal, accuracy drop) of exact validations
+        self.observed: list[tuple[float, float]] = []  # (signal, drop as decided) of exact validations
         self._done = False
 
     @property
@@ -168,7 +168,8 @@ class HalvingStrategy(Strategy):
             self.validated[request.config] = result
             self.round_fulls += request.config == self.awaiting
             if result.exact and self.signal(result) is not None:
-                self.observed.append((self.signal(result), result.accuracy_drop))
+                # what feasibility is decided on: the drop's upper bound where there is one
+                self.observed.append((self.signal(result), self.constraints.decision_drop(result)))
         elif request.config == self.awaiting:
             self.validated[request.config] = result  # gated out: not asked for again
             if result.error is None and self.signal(result) is not None:

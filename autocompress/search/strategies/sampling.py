@@ -188,7 +188,7 @@ class _OptunaStrategy(_Sampling):
         self.pending: dict[Config, list] = {}  # trials asked, by configuration, oldest first
         self.distinct: set[Config] = set()
         self.repeats = 0
-        self.observed: list[tuple[float, float]] = []  # (signal, accuracy drop) of evaluated candidates
+        self.observed: list[tuple[float, float]] = []  # (signal, drop as decided) of evaluated candidates
         warm = self.options.warm_start if self.proxy else 0
         self.sensitivity = Sensitivity(self.space, self.constraints.baseline_bytes, self.signal) if warm else None
         self.seeded = not warm
@@ -240,7 +240,8 @@ class _OptunaStrategy(_Sampling):
             if self._probed(request, result) is not False:
                 return  # not a proposal, or asked for in full next
         elif result.evaluated and result.accuracy_drop is not None:
-            self.observed.append((self.signal(result), result.accuracy_drop))
+            # the fit predicts what feasibility is decided on: the drop's upper bound where there is one
+            self.observed.append((self.signal(result), self.constraints.decision_drop(result)))
         trials = self.pending.get(request.config)
         if not trials:
             return
