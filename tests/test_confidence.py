@@ -5,6 +5,7 @@ images a search chose on is one whose drop it underestimated)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -141,6 +142,15 @@ def test_a_held_out_run_recommends_on_held_out_figures_and_names_its_images(tmp_
     assert main(["status", str(run), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["best"] or {}).get("id") == document["best"] and status["holdout"]["decided"]
+    # the service shows the same point, its held-out figures first (the selection ones after them)
+    from autocompress.service.jobs import REQUEST, JobManager
+
+    jobs = JobManager(tmp_path / "runs")
+    shutil.copytree(run, jobs.runs_dir / "held")
+    (jobs.runs_dir / "held" / REQUEST).write_text(json.dumps({"name": "held", "strategy": {"name": "greedy"}}))
+    served = jobs.status("held")
+    assert served["best"] == status["best"] and served["holdout"]["decided"]
+    assert list(served["best"])[:3] == ["id", "decided_on", "holdout"] and served["best"]["decided_on"] == "holdout"
     # evaluate --split holdout reproduces the held-out baseline pareto.json reports, exactly
     assert main(["evaluate", str(spec), "--split", "holdout", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)

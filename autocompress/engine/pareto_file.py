@@ -321,8 +321,9 @@ def run_best(store) -> tuple[dict | None, dict | None]:
         return None, held
     best = {key: point.get(key) for key in ("memory_bytes", "memory_saving", "accuracy", "accuracy_drop", "energy_mj",
                                             "synops", "latency_ms")}
-    return {"id": point["id"], **best, "holdout": point.get("holdout"),
-            "decided_on": "holdout" if held.get("decided") else "selection"}, held
+    # the held-out figures first (the ones to trust), the selection figures after them
+    return {"id": point["id"], "decided_on": "holdout" if held.get("decided") else "selection",
+            "holdout": point.get("holdout"), **best}, held
 
 
 def recommendation_line(document: dict) -> str:
