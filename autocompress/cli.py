@@ -264,7 +264,9 @@ def _finish_search(document: dict) -> None:
     click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
     if (Path(document["run_dir"]) / "report.html").is_file():
         click.echo(f"report:      {Path(document['run_dir']) / 'report.html'}")
-    if document["statistics"]["stopped_by"].startswith("error"):
+    from autocompress.search import StopReason
+
+    if StopReason.parse(document["statistics"]["stopped_by"]) is StopReason.ERROR:
         raise AutocompressError(f"the search failed: {document['statistics']['stopped_by']}")
 
 

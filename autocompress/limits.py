@@ -49,6 +49,7 @@ LIMITS: dict[str, LimitInfo] = {
     "strategy.n_startup_trials": LimitInfo(10_000, "TPE start-up trials"),
     "budget.max_full_evaluations": LimitInfo(100_000, "full evaluations"),
     "budget.max_hours": LimitInfo(24 * 31, "hours", integer=False),
+    "budget.max_probes": LimitInfo(10_000_000, "probes (proxy evaluations)"),
     "execution.workers": LimitInfo(64, "evaluation workers (Ray actors)"),
     "finetune.epochs": LimitInfo(1000, "fine-tuning epochs"),
     "finetune.workers": LimitInfo(64, "fine-tuning workers (Ray Train)"),
@@ -135,6 +136,8 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
     ]
     if spec.budget.max_hours is not None:
         sizes.append(("budget.max_hours", "budget.max_hours", spec.budget.max_hours))
+    if spec.budget.max_probes is not None:
+        sizes.append(("budget.max_probes", "budget.max_probes", spec.budget.max_probes))
     for field in ("prune_rates", "bits"):
         if getattr(spec.space, field) is not None:
             sizes.append(("space.choices", f"space.{field}", len(getattr(spec.space, field))))

@@ -736,6 +736,11 @@ class EvaluationSpec(_Strict):
 class BudgetSpec(_Strict):
     max_full_evaluations: PositiveInt = 60
     max_hours: PositiveFloat | None = None
+    max_probes: PositiveInt | None = Field(
+        None, description="at most this many probes (proxy evaluations on the calibration batch) in a run, earlier "
+                          "sessions included; the search then stops with `probe budget`. null: 100 x "
+                          "max_full_evaluations (a backstop for a strategy whose proposals keep coming to no full "
+                          "evaluation)")
     probe_cost: Annotated[float, Field(ge=0, le=1)] = Field(
         0.0, description="what one probe counts for against max_full_evaluations, in full evaluations (0: probes "
                          "are not counted; ImageNet: about 0.003, a 64-image probe against a 50,000-image validation)")

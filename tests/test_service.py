@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 import autocompress
 from autocompress.engine import RunStore, Session
 from autocompress.spec import validate_spec
-from conftest import DEMO_SPEC, HANG_GUARD, Server, free_port, make_spec_data, wait_for
+from conftest import DEMO_SPEC, HANG_GUARD, Server, free_port, make_spec_data, wait_for, write_spec
 
 def tiny(**overrides) -> dict:
     return make_spec_data(**{"space.granularity": "network", "budget.max_full_evaluations": 4, **overrides})
@@ -213,6 +214,36 @@ def test_job_crash_is_reported_failed_with_a_summary_and_the_log_stays_on_the_se
     assert status["state"] == "failed" and status["job"]["exit_code"] == 2
     assert status["error"].startswith("the checkpoint could not be loaded") and "log_tail" not in status
     assert "broken.pt: not a file torch.save writes" in (server.runs / search_id / "job.log").read_text()
+
+
+def test_every_stop_reason_is_shown_as_itself_and_an_error_without_its_message():
+    from autocompress.search import StopReason
+
+    for reason in StopReason:
+        assert StopReason.parse(reason.value) is reason and StopReason.public(reason.value) == reason.value
+    assert StopReason.public("error: FileNotFoundError: /secret/path") == "error"  # never the message
+    assert StopReason.parse("a reason from a newer version") is StopReason.ERROR
+    assert StopReason.public("") is None and StopReason.parse(None) is None
+
+
+def test_a_run_stopped_by_its_probe_budget_is_shown_so_by_the_cli_and_the_service(tmp_path, capsys):
+    """budget.max_probes ends the search with `probe budget`: a budget, not an error (the
+    service used to report any reason outside its own list as an error)."""
+    from autocompress.cli import main
+    from autocompress.service.jobs import REQUEST, JobManager
+
+    jobs = JobManager(tmp_path / "runs")
+    run = jobs.runs_dir / "probes"
+    spec = write_spec(tmp_path, tiny(**{"budget.max_probes": 3, "budget.max_full_evaluations": 50,
+                                        "space.granularity": "block"}))
+    assert main(["search", str(spec), "--run-dir", str(run)]) == 0
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["statistics"]["stopped_by"] == "probe budget"
+    assert document["statistics"]["proxy_evaluations"] == 3 and document["statistics"]["full_evaluations"] < 50
+    assert "stopped by probe budget" in capsys.readouterr().out
+    (run / REQUEST).write_text(json.dumps({"name": "probes", "strategy": {"name": "greedy"}}))
+    served = jobs.status("probes")
+    assert served["state"] == "done" and served["progress"]["stopped_by"] == "probe budget"
 
 
 @pytest.mark.slow

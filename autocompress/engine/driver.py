@@ -36,6 +36,7 @@ from autocompress.search import (
     Gate,
     LocalExecutor,
     SearchLoop,
+    StopReason,
     Task,
     default_shard_images,
     drive,
@@ -350,7 +351,7 @@ class _Driver:
         self.gated_before = {r.result.candidate_id for r in store.records(("gate",))}
         elapsed_before = sum((s["ended_at"] or s["updated_at"]) - s["started_at"] for s in store.sessions()[:-1])
         self.loop = SearchLoop(strategy, self.gate, constraints, proxy=proxy, max_full_evaluations=self.max_full,
-                               probe_cost=spec.budget.probe_cost,
+                               max_probes=spec.budget.max_probes, probe_cost=spec.budget.probe_cost,
                                max_seconds=self.max_hours * 3600 if self.max_hours else None, prior=prior,
                                elapsed_before=elapsed_before, on_record=self.record, shards=shards,
                                early_stopping=early)
@@ -430,17 +431,17 @@ class _Driver:
         store.begin_session(self.command, workers=self.workers, executor="ray" if self.workers else "in-process",
                             max_full_evaluations=self.max_full)
         store.start_heartbeat()
-        state, stopped_by = "failed", "error"
+        state, stopped_by = "failed", str(StopReason.ERROR)
         try:
             state, stopped_by = "done", self._search()
         except KeyboardInterrupt:
-            state, stopped_by = "interrupted", "interrupted"
+            state, stopped_by = "interrupted", StopReason.INTERRUPTED
             if self.loop is not None:
-                self.loop.stats.stopped_by = "interrupted"
+                self.loop.stats.stopped_by = StopReason.INTERRUPTED
             store.event("interrupted", "stopped by the user (SIGINT/SIGTERM); finished work is kept")
             raise
         except Exception as error:
-            state, stopped_by = "failed", f"error: {error}"
+            state, stopped_by = "failed", f"{StopReason.ERROR}: {error}"
             store.event("failed", f"{type(error).__name__}: {error}")
             raise
         finally:

@@ -36,6 +36,7 @@ from autocompress.search.results import (
     pareto_set,
 )
 from autocompress.search.space import Candidate, Dimension, SearchSpace, SpaceDefinition, Unit
+from autocompress.search.stops import StopReason
 
 __all__ = [
     "Candidate",
@@ -52,6 +53,7 @@ __all__ = [
     "SearchSpace",
     "SearchStats",
     "SpaceDefinition",
+    "StopReason",
     "Strategy",
     "StrategyOptions",
     "Task",

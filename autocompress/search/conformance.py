@@ -29,6 +29,7 @@ from autocompress.search.gate import Gate
 from autocompress.search.loop import SearchLoop
 from autocompress.search.results import Constraints, Result
 from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
+from autocompress.search.stops import StopReason
 
 BASELINE_ACCURACY = 90.0
 BASELINE_BYTES = 1_000_000
@@ -170,7 +171,7 @@ def keeps_the_budget(name: str) -> None:
 
 def terminates_and_finds_a_feasible_point(name: str) -> None:
     loop, _ = run(name, max_full=60)
-    assert loop.stats.stopped_by in ("strategy finished", "full-evaluation budget"), loop.stats.stopped_by
+    assert loop.stats.stopped_by in (StopReason.STRATEGY_FINISHED, StopReason.FULL_BUDGET), loop.stats.stopped_by
     assert any(r.feasible for r in loop.all_results()), f"{name} found no feasible point"
 
 
@@ -200,7 +201,7 @@ def resumes_from_its_journal(name: str) -> None:
     def keep_until_killed(kind, candidate, result, **origin) -> None:
         keep(kind, candidate, result, **origin)
         if kind == "full" and sum(1 for r in journal.values() if r.evaluated) >= 8:
-            holder["loop"].stop("killed")
+            holder["loop"].stop(StopReason.INTERRUPTED)
 
     holder["loop"] = make_loop(name, max_full=20, on_record=keep_until_killed)
     drive(holder["loop"], LocalExecutor(first))

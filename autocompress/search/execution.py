@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 from autocompress.search.early import pack
 from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
+from autocompress.search.stops import StopReason
 
 
 class Evaluator(Protocol):
@@ -116,7 +117,7 @@ def drive(loop: SearchLoop, executor, *, on_completion: Callable[[Completion], N
         if loop.finished:
             break
         if loop.in_flight == 0:  # nothing to wait for and nothing asked: end rather than spin
-            loop.stop("strategy asked nothing")
+            loop.stop(StopReason.STRATEGY_ASKED_NOTHING)
             continue
         for done in executor.wait(timeout=1.0):
             loop.complete(done.task, done.outcome, worker=done.worker, attempts=done.attempts)
@@ -124,6 +125,6 @@ def drive(loop: SearchLoop, executor, *, on_completion: Callable[[Completion], N
                 on_completion(done)
         if on_idle is not None:
             on_idle()
-    loop.stats.stopped_by = loop.ended or "strategy finished"
+    loop.stats.stopped_by = loop.ended or StopReason.STRATEGY_FINISHED
     loop.stats.seconds = loop.elapsed()
     return loop.stats

@@ -37,6 +37,7 @@ from autocompress.search.base import Strategy
 from autocompress.search.early import EarlyStopping, unpack
 from autocompress.search.gate import Gate
 from autocompress.search.results import Constraints, Request, Result
+from autocompress.search.stops import StopReason
 
 
 @dataclass
@@ -51,7 +52,7 @@ class SearchStats:
     early_stopped: int = 0  # full evaluations stopped early (certainly infeasible); counted in full_evaluations
     validation_images: int = 0  # images read by full evaluations (where recorded)
     seconds: float = 0.0  # wall time, earlier sessions of the run included
-    stopped_by: str = ""
+    stopped_by: str = ""  # a StopReason's value ("error: ..." for a failed session)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class SearchLoop:
         self.order: list[str] = []  # candidate ids in the order they were first evaluated
         self.full_order: list[str] = []  # ids in the order of their full evaluations
         self.stats = SearchStats(seconds=elapsed_before)
-        self.ended: str | None = None  # why the loop stopped asking (the run ends once nothing is in flight)
+        self.ended: StopReason | None = None  # why the loop stopped asking (the run ends once nothing is in flight)
         self._queue: deque[Request] = deque()  # asked, not handled yet
         self._ready: deque[tuple[Request, bool]] = deque()  # (request, originated a task) to handle first
         self._busy: dict[str, str] = {}  # candidate id -> the stage in flight for it
@@ -180,13 +181,16 @@ class SearchLoop:
         if self.on_result is not None:
             self.on_result(request, result)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: StopReason) -> None:
         if self.ended is None:
             self.ended = reason
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         """End the search: nothing new is started; tasks in flight may still complete."""
         self._end(reason)
+
+    def _probes_in_flight(self) -> int:
+        return sum(1 for stage in self._busy.values() if stage == "probe")
 
     def _full_in_flight(self) -> int:
         return len(self._fulls)
@@ -204,6 +208,9 @@ class SearchLoop:
     def _dispatch(self, request: Request, stage: str) -> Task | None:
         if self.ended is not None:
             return None  # the run is ending: the request stays unanswered
+        if stage == "probe" and self.proxy and self.stats.probes + self._probes_in_flight() >= self.max_probes:
+            self._end(StopReason.PROBE_BUDGET)  # not one probe over it, however many a step asked for
+            return None
         cid = request.candidate.id
         self._busy[cid] = stage
         self._parked.setdefault(cid, []).append((request, True))
@@ -259,7 +266,7 @@ class SearchLoop:
         else:
             state = ("off", "probe without a proxy: evaluated in full")
         if self.spent() + self._full_in_flight() > self.max_full - 1 + 1e-9:
-            self._end("full-evaluation budget")
+            self._end(StopReason.FULL_BUDGET)
             return None
         prior = self.prior.get(cid)
         if prior is not None and (prior.evaluated or prior.error is not None):
@@ -308,16 +315,16 @@ class SearchLoop:
 
     # ------------------------------------------------------------------ the event interface
 
-    def _ask_reason(self) -> str | None:
+    def _ask_reason(self) -> StopReason | None:
         """Why no new request may be asked for (None: ask)."""
         if self.strategy.done:
-            return "strategy finished"
+            return StopReason.STRATEGY_FINISHED
         if self.spent() >= self.max_full - 1e-9:
-            return "full-evaluation budget"
+            return StopReason.FULL_BUDGET
         if self.stats.probes >= self.max_probes:
-            return "probe budget"
+            return StopReason.PROBE_BUDGET
         if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
-            return "time budget"
+            return StopReason.TIME_BUDGET
         return None
 
     def tasks(self, free: int) -> list[Task]:
@@ -345,7 +352,7 @@ class SearchLoop:
                 requests = self.strategy.ask(free - len(out))
                 if not requests:
                     if not self._busy and not out:
-                        self._end("strategy finished" if self.strategy.done else "strategy asked nothing")
+                        self._end(StopReason.STRATEGY_FINISHED if self.strategy.done else StopReason.STRATEGY_ASKED_NOTHING)
                     break  # otherwise: the strategy waits for results in flight
                 self._queue.extend(requests)
                 continue

@@ -34,9 +34,9 @@ from autocompress.version import __version__
 from autocompress.engine import RunStore, is_run_dir
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits, finetune_sizes
+from autocompress.search import StopReason
 from autocompress.service.jobs import (
     ERROR_SUMMARIES,
-    STOPPED_BY,
     UNEXPECTED,
     Conflict,
     JobManager,
@@ -189,8 +189,8 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                                                         f"(state: {jobs.status(search_id)['state']})") from None
         document["run_dir"] = f"/v1/searches/{search_id}"
         statistics = document.get("statistics") or {}
-        if statistics.get("stopped_by") and statistics["stopped_by"] not in STOPPED_BY:
-            statistics["stopped_by"] = "error"
+        if statistics.get("stopped_by"):
+            statistics["stopped_by"] = StopReason.public(statistics["stopped_by"])  # never an error's message
         return JSONResponse(document)
 
     @app.get("/v1/searches/{search_id}/report", dependencies=guard)

@@ -45,6 +45,7 @@ from autocompress.engine import RunStore, identity_alive, is_run_dir, process_st
 from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
 from autocompress.errors import UserInputError
+from autocompress.search import StopReason
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
 log = logging.getLogger("autocompress.service")
@@ -54,7 +55,6 @@ REQUEST, SUBMITTED, QUEUE, JOB, LOCK, CANCELLED = (
 SERVICE_LOCK = "service.lock"
 Command = Literal["search", "resume", "finetune"]
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
-STOPPED_BY = ("strategy finished", "strategy asked nothing", "full-evaluation budget", "time budget", "interrupted")
 
 # What a client learns of a failed job: a fixed sentence per kind of error, never the
 # job's own message (which may quote files); the job's log stays on the server.
@@ -426,8 +426,7 @@ class JobManager:
                     out["finetune"] = finetune_status(store) or None
                     best, out["holdout"] = run_best(store) if sessions else (None, None)
                 if progress is not None:
-                    if progress.stopped_by and progress.stopped_by not in STOPPED_BY:
-                        progress.stopped_by = "error"
+                    progress.stopped_by = StopReason.public(progress.stopped_by) or ""  # no error's message
                     out["progress"] = progress.to_dict()
                     out["best"] = best  # with a held-out split, once it is measured: the point it recommends
             except UserInputError:
