@@ -109,3 +109,16 @@ def test_the_spec_the_search_logic_and_the_service_load_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_package_never_imports_torchvision_or_torchaudio():
+    """Both are installed only because SpikingJelly 2.0.0 requires them. Neither loads with
+    torch 2.13's CPU build (torchaudio's last release, 2.11, is built for torch 2.11), so the
+    package must not import them, in any function."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("torchvision", "torchaudio")]
+    assert not found, "\n".join(found)

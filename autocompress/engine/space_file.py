@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
@@ -13,23 +14,23 @@ from autocompress.vocabulary import FAMILY_SPACES, canonical_family
 from autocompress.search import SearchSpace, SpaceDefinition
 
 
-def default_space_file(family: str) -> Path:
-    """``search_spaces/<name>.yaml`` from the checkout, else the installed copy."""
+def default_space_file(family: str) -> Traversable:
+    """The family's default space, ``autocompress/search_spaces/<name>.yaml``: package data,
+    read through importlib.resources, so it is found wherever (and however) the package is installed."""
     name = f"{FAMILY_SPACES.get(canonical_family(family), family)}.yaml"
-    for folder in (Path(__file__).resolve().parents[2] / "search_spaces",
-                   Path(sys.prefix) / "share" / "autocompress" / "search_spaces"):
-        if (folder / name).is_file():
-            return folder / name
-    raise UserInputError(f"space.file: no default search space for family '{family}'; give space.file")
+    resource = resources.files("autocompress") / "search_spaces" / name
+    if not resource.is_file():
+        raise UserInputError(f"space.file: no default search space for family '{family}'; give space.file")
+    return resource
 
 
 MAX_SPACE_FILE_BYTES = 1 << 20
 
 
 def space_definition(spec) -> SpaceDefinition:
-    path = Path(spec.space.file or default_space_file(spec.model.family))
+    path = Path(spec.space.file) if spec.space.file else default_space_file(spec.model.family)
     try:
-        if path.stat().st_size > MAX_SPACE_FILE_BYTES:
+        if isinstance(path, Path) and path.stat().st_size > MAX_SPACE_FILE_BYTES:  # the user's file
             raise ValueError(f"larger than {MAX_SPACE_FILE_BYTES >> 20} MiB; a search-space file is a few hundred bytes")
         data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
         if not isinstance(data, dict):
