@@ -139,6 +139,12 @@ def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_p
     search_id = first.post("/v1/searches", json=data).json()["id"]
     wait_for((first.runs / search_id / "fault-waiting").exists)
     assert first.get(f"/v1/searches/{search_id}").json()["progress"]["full_evaluations"] == 2
+    live = first.get(f"/v1/searches/{search_id}/pareto")  # built from the store: live in the first session
+    assert live.status_code == 200, live.text
+    live = live.json()
+    assert live["state"] == "running" and live["statistics"]["full_evaluations"] == 2, live["statistics"]
+    assert len(live["points"]) + len(live["near_misses"]) + len(live["early_stopped"]) >= 1
+    assert live["run_dir"] == f"/v1/searches/{search_id}"
     first.stop()  # the service goes away; the job goes on
 
     second = servers()

@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autocompress.version import __version__
-from autocompress.engine import RunStore, is_run_dir
+from autocompress.engine import RunStore, is_run_dir, pareto_document
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits, finetune_sizes
 from autocompress.search import StopReason
@@ -181,11 +181,14 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
 
     @app.get("/v1/searches/{search_id}/pareto", dependencies=guard)
     def get_pareto(search_id: str):
-        path = known(search_id) / "pareto.json"
+        """The Pareto document built from the run store, as ``autocompress pareto`` builds it:
+        live while the search runs (its first session too), final once it has ended."""
+        run_dir = known(search_id)
         try:
-            document = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise HTTPException(status_code=409, detail=f"search {search_id} has no Pareto set yet "
+            with RunStore.open_reader(run_dir) as store:
+                document = pareto_document(store)
+        except AutocompressError:  # queued, or its store is not made yet
+            raise HTTPException(status_code=409, detail=f"search {search_id} has no results yet "
                                                         f"(state: {jobs.status(search_id)['state']})") from None
         document["run_dir"] = f"/v1/searches/{search_id}"
         statistics = document.get("statistics") or {}
