@@ -89,17 +89,8 @@ def recommend(points: list[dict]) -> tuple[str | None, dict | None, bool]:
     list would choose among them on the held-out images, the selection the split exists
     to remove. ``nearest``: the first point that failed (None when none did);
     ``decided``: False while a point of the sequence is not measured yet."""
-    best = None
-    for point in reversed(points):  # points: smallest memory first
-        if not point["feasible"]:
-            continue
-        measured = point.get("holdout")
-        if measured is None:
-            return best, None, False
-        if not measured["feasible"]:
-            return best, point, True
-        best = point["id"]
-    return best, None, True
+    passed, failed, decided = _fixed_sequence(points, lambda measured: measured["feasible"])
+    return (None if passed is None else passed["id"]), failed, decided
 
 
 def measured_only(points: list[dict], limit: float) -> dict | None:
@@ -108,15 +99,26 @@ def measured_only(points: list[dict], limit: float) -> dict | None:
     when no point can be shown within the limit, most often because the held-out images are
     too few for any bound to fall under it. Not a promise: on fresh images such a point
     breaks the limit far more often than ``1 - confidence``. None when none passes."""
-    chosen = None
-    for point in reversed(points):  # the same order: largest memory first
+    chosen, _, _ = _fixed_sequence(points, lambda measured: measured["accuracy_drop"] <= limit + 1e-9)
+    return None if chosen is None else {"id": chosen["id"], **chosen["holdout"]}
+
+
+def _fixed_sequence(points: list[dict], passes) -> tuple[dict | None, dict | None, bool]:
+    """The walk both tests share: the selection-feasible points, largest memory first
+    (``points`` is smallest first), each tested on its held-out figures by ``passes``.
+    ``(the last point to pass, the first to fail, decided)``; ``decided`` is False when the
+    walk met a point not measured on the held-out images yet."""
+    last = None
+    for point in reversed(points):
         if not point["feasible"]:
             continue
         measured = point.get("holdout")
-        if measured is None or measured["accuracy_drop"] > limit + 1e-9:
-            break
-        chosen = point
-    return None if chosen is None else {"id": chosen["id"], **chosen["holdout"]}
+        if measured is None:
+            return last, None, False
+        if not passes(measured):
+            return last, point, True
+        last = point
+    return last, None, True
 
 
 _TUNED_FIELDS = ("state", "epoch", "epochs", "accuracy_before", "accuracy", "accuracy_drop", "feasible_before",
