@@ -13,6 +13,26 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 3
 EXIT_INTERRUPTED = 130
 
+# Set by whoever supervises a command (the service's jobs): the file where the command
+# writes the kind of error it exited with (its log has the message).
+ERROR_FILE_ENV = "AUTOCOMPRESS_ERROR_FILE"
+
+
+def record_error(error: BaseException, code: int) -> int:
+    """Write ``{"kind", "exit_code"}`` of the error that ends the command to the file
+    :data:`ERROR_FILE_ENV` names, when it names one; return ``code``."""
+    import json
+    import os
+
+    target = os.environ.get(ERROR_FILE_ENV)
+    if target:
+        try:
+            with open(target, "w", encoding="utf-8") as handle:
+                json.dump({"kind": type(error).__name__, "exit_code": code}, handle)
+        except OSError:
+            pass
+    return code
+
 
 class AutocompressError(Exception):
     """A failure of the job itself (not of its input)."""

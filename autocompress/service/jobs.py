@@ -44,7 +44,7 @@ from autocompress.atomic import atomic_write
 from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
 from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
-from autocompress.errors import UserInputError
+from autocompress.errors import ERROR_FILE_ENV, UserInputError
 from autocompress.search import StopReason
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
@@ -152,7 +152,7 @@ class RayJobsLauncher:
     def start(self, run_dir: Path, argv: list[str], ticket: str) -> tuple[subprocess.Popen | None, dict]:
         job_id = f"autocompress-{run_dir.name}-{ticket}"
         self.client.submit_job(entrypoint="autocompress " + shlex.join(argv), submission_id=job_id,
-                               runtime_env={"env_vars": {"AUTOCOMPRESS_ERROR_FILE": str(run_dir / ERROR_NAME)}})
+                               runtime_env={"env_vars": {ERROR_FILE_ENV: str(run_dir / ERROR_NAME)}})
         return None, {"launcher": self.name, "ray_job": job_id}
 
     def _status(self, job: dict) -> str | None:

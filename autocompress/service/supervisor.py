@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from autocompress.atomic import atomic_write
+from autocompress.errors import ERROR_FILE_ENV
 
 EXIT_NAME, LOG_NAME, ERROR_NAME = "exit.json", "job.log", "error.json"
-ERROR_FILE_ENV = "AUTOCOMPRESS_ERROR_FILE"  # where the CLI writes the kind of error it exited with
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,68 @@
+"""What every command shares: the ``autocompress`` group, the messages on stderr, and the
+options several commands take (``--set``, ``--limit``, ``--data-roots``, execution)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from autocompress.version import __version__
+
+log = logging.getLogger("autocompress")
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+SET = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a spec field, e.g. --set data.root=/data/imagenet/val (VALUE read as YAML; repeatable).")
+LIMIT = click.option(
+    "--limit", "limit_items", multiple=True, metavar="NAME=VALUE",
+    help="Raise (or lower) a cap on what a spec may ask for, e.g. --limit model.T=128 (repeatable; "
+         "`autocompress limits` lists them).")
+
+
+def load_checked_spec(spec_file: Path, overrides: tuple[str, ...] = (), limit_items: tuple[str, ...] = (),
+                      data_roots: tuple[Path, ...] = ()):
+    """A spec file read, validated and checked against the caps (and, with
+    ``data_roots``, confined to those folders)."""
+    from autocompress.limits import Limits, check_limits
+    from autocompress.spec import load_spec
+
+    limits = Limits.parse(limit_items)
+    spec = load_spec(spec_file, overrides=overrides, confine=list(data_roots) if data_roots else None)
+    check_limits(spec, limits, source=str(spec_file))
+    return spec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="autocompress")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Constraint-driven compression search for Spiking Vision Transformers."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+EXECUTION_OPTIONS = [
+    click.option("--workers", type=click.IntRange(min=0), help="Evaluation workers (Ray actors); 0 evaluates in "
+                 "this process. Overrides execution.workers."),
+    click.option("--ray-address", help="Join this Ray cluster ('auto' or host:port) instead of starting a local "
+                 "Ray. Overrides execution.ray_address."),
+    click.option("--max-full-evaluations", type=click.IntRange(min=1), help="Override budget.max_full_evaluations."),
+]
+
+
+DATA_ROOTS = click.option(
+    "--data-roots", "data_roots", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Only accept spec paths inside these folders, symlinks resolved (the HTTP service runs its jobs so).")
+
+
+def execution_options(function):
+    for option in reversed(EXECUTION_OPTIONS):
+        function = option(function)
+    return function

@@ -1,0 +1,207 @@
+"""The spec's ``model`` section: one pydantic class per built-in family, the custom
+factory, and the ``ModelSpec`` union."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from autocompress.spec.fields import Strict, resolve_path
+from autocompress.vocabulary import (
+    REFERENCE_PREFIX,
+)
+
+
+class _ModelBase(Strict):
+    checkpoint: str | None = Field(
+        default=None,
+        description=(
+            "Checkpoint of the trained model, loaded with weights only: a state dict, or a training "
+            "script's checkpoint (timm's model_best.pth.tar / checkpoint-N.pth.tar); the official "
+            "Spikformer and Spike-driven Transformer layouts are converted (`autocompress "
+            "inspect-checkpoint FILE` says which family and args fit a file). Or 'reference:NAME' for a "
+            "reference model autocompress trains itself on embedded data (see `autocompress "
+            "train-reference --list`)."
+        ),
+    )
+    ema: bool = Field(
+        default=False,
+        description="use the checkpoint's EMA weights (timm's state_dict_ema) instead of its model weights",
+    )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.startswith(REFERENCE_PREFIX):
+            return value
+        path = resolve_path(Path(value), info, must_exist=True, kind="checkpoint file")
+        if path.is_dir():
+            raise ValueError(f"checkpoint '{value}' is a folder; give the path of a .pt state-dict file")
+        return str(path)
+
+
+def _check_embedding(embed_dims: int, num_heads: int) -> None:
+    """Both SpikingJelly SViT families split embed_dims over heads and over the stem's /8 stage."""
+    if embed_dims % num_heads:
+        raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+    if embed_dims % 8:
+        raise ValueError(f"embed_dims {embed_dims} must be divisible by 8 (the stem uses embed_dims/8 channels)")
+
+
+class SpikformerArgs(Strict):
+    """Arguments of SpikingJelly 2.0's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
+
+    T: PositiveInt = Field(4, description="time steps")
+    in_channels: PositiveInt = 3
+    image_size: PositiveInt = 224
+    patch_size: Literal[4, 16] = 16
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    mlp_ratio: PositiveFloat = 4.0
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> SpikformerArgs:
+        _check_embedding(self.embed_dims, self.num_heads)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+        return self
+
+
+class OfficialSpikformerArgs(Strict):
+    T: PositiveInt = Field(4, description="time steps (the official code uses 4)")
+    in_channels: PositiveInt = 3
+    mlp_ratio: PositiveFloat = 4.0
+    _patch = 16
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> OfficialSpikformerArgs:
+        _check_embedding(self.embed_dims, self.num_heads)
+        if self.image_size % self._patch:
+            raise ValueError(f"image_size {self.image_size} must be divisible by {self._patch} (the stem pools "
+                             f"{self._patch.bit_length() - 1} times by 2)")
+        return self
+
+
+class SpikformerImageNetArgs(OfficialSpikformerArgs):
+    """Arguments of the official Spikformer ImageNet model (ZK-Zhou/spikformer imagenet/model.py;
+    defaults: Spikformer-8-512 with 8 heads, 224x224, as the official code fixes them). The stem
+    pools four times (16x16 patches)."""
+
+    image_size: PositiveInt = 224
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 512
+    num_heads: PositiveInt = 8
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+
+
+class SpikformerCIFARArgs(OfficialSpikformerArgs):
+    """Arguments of the official Spikformer CIFAR model (ZK-Zhou/spikformer cifar10/model.py, also
+    CIFAR-100; defaults: Spikformer-4-384, 32x32). The stem pools twice (4x4 patches)."""
+
+    image_size: PositiveInt = 32
+    num_classes: PositiveInt = 10
+    embed_dims: PositiveInt = 384
+    num_heads: PositiveInt = 12
+    depths: PositiveInt = Field(4, description="number of transformer blocks")
+    _patch = 4
+
+
+class SpikeDrivenTransformerArgs(Strict):
+    """Arguments of the Spike-driven Transformer v1 (defaults: SDT-8-384, ImageNet; CIFAR models
+    use pooling_stat '0011' at 32x32)."""
+
+    T: PositiveInt = Field(4, description="time steps")
+    in_channels: PositiveInt = 3
+    image_size: PositiveInt = 224
+    num_classes: PositiveInt = 1000
+    embed_dims: PositiveInt = 384
+    num_heads: PositiveInt = 8
+    mlp_ratio: PositiveFloat = 4.0
+    depths: PositiveInt = Field(8, description="number of transformer blocks")
+    pooling_stat: Annotated[str, Field(pattern=r"^[01]{4}$")] = Field(
+        "1111", description="which of the four stem stages downsample by 2 ('1') or not ('0')"
+    )
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> SpikeDrivenTransformerArgs:
+        _check_embedding(self.embed_dims, self.num_heads)
+        return self
+
+
+
+
+class SpikingJellySpikformerModel(_ModelBase):
+    """SpikingJelly 2.0's own Spikformer (stem conv -> BN -> max-pool -> LIF). It is not the network
+    of the official Spikformer checkpoints: use spikformer_imagenet / spikformer_cifar for those.
+    'spikformer', its earlier name, is still accepted."""
+
+    family: Literal["spikingjelly_spikformer", "spikformer"]
+    args: SpikformerArgs = Field(default_factory=SpikformerArgs)
+
+
+class SpikformerImageNetModel(_ModelBase):
+    """The official Spikformer ImageNet network; loads the authors' checkpoints."""
+
+    family: Literal["spikformer_imagenet"]
+    args: SpikformerImageNetArgs = Field(default_factory=SpikformerImageNetArgs)
+
+
+class SpikformerCIFARModel(_ModelBase):
+    """The official Spikformer CIFAR-10/100 network; loads the authors' checkpoints."""
+
+    family: Literal["spikformer_cifar"]
+    args: SpikformerCIFARArgs = Field(default_factory=SpikformerCIFARArgs)
+
+
+class SpikeDrivenTransformerModel(_ModelBase):
+    """Spike-driven Transformer v1 as the official code computes it; loads the authors' checkpoints."""
+
+    family: Literal["spike_driven_transformer"]
+    args: SpikeDrivenTransformerArgs = Field(default_factory=SpikeDrivenTransformerArgs)
+
+
+class CustomModel(_ModelBase):
+    """A user model: ``factory`` is ``package.module:function`` returning an ``nn.Module``
+    whose spiking neurons are SpikingJelly neurons."""
+
+    family: Literal["custom"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = Field(
+        description=(
+            "import path of the model factory, 'package.module:function'; modules beside "
+            "the spec file and in the working directory are importable"
+        )
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    time_steps: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "when set, images [N,C,H,W] are repeated to [T,N,C,H,W] before the model is "
+            "called; leave unset when the model repeats them itself"
+        ),
+    )
+    _spec_dir: Path | None = PrivateAttr(default=None)  # the factory may live beside the spec
+
+    @model_validator(mode="after")
+    def _remember_spec_dir(self, info: ValidationInfo) -> CustomModel:
+        base_dir = (info.context or {}).get("base_dir")
+        self._spec_dir = Path(base_dir) if base_dir else None
+        return self
+
+
+ModelSpec = Annotated[
+    Union[SpikformerImageNetModel, SpikformerCIFARModel, SpikeDrivenTransformerModel, SpikingJellySpikformerModel,
+          CustomModel],
+    Field(discriminator="family"),
+]
