@@ -23,8 +23,10 @@ demo: $(STAMP)
 fashion-mnist: $(STAMP)
 	$(BIN)/autocompress search experiments/fashion_mnist/joint.yaml
 
-# Two worker processes, one a core (pytest-xdist); the Ray tests share one of them (--dist loadgroup).
+# Static checks first (ruff: pyflakes, bugbear, pylint's errors), then the tests: two worker
+# processes, one a core (pytest-xdist); the Ray tests share one of them (--dist loadgroup).
 test: $(STAMP)
+	$(BIN)/ruff check autocompress tests .ci
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:

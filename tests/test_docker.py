@@ -33,7 +33,7 @@ def test_compose_file_parses_and_runs_real_commands():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"head", "worker"}
-    for name, service in services.items():
+    for service in services.values():
         build = service["build"]
         assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == (DOCKER / "Dockerfile").resolve()
         assert any(v.endswith(":/data:ro") for v in service["volumes"]) and "runs:/runs" in service["volumes"]

@@ -238,7 +238,7 @@ def _wait_for_fulls(run: Path, count: int, process: subprocess.Popen, timeout: f
             with RunStore.open_reader(run) as store:
                 if store.counts()["full"] >= count:
                     return
-        except (UserInputError, sqlite3.Error, Exception):
+        except (UserInputError, sqlite3.OperationalError):  # no store yet, or it is being made
             pass
         time.sleep(0.1)
     raise AssertionError(f"no {count} full evaluations within {timeout} s")

@@ -25,7 +25,7 @@ _SOURCES = {
     "Worker": "worker",
 }
 
-__all__ = sorted(_SOURCES)
+__all__ = sorted(_SOURCES)  # noqa: PLE0605 (the names _SOURCES maps)
 
 
 def __getattr__(name: str) -> Any:

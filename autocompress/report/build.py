@@ -107,7 +107,7 @@ def plot_pareto(run: _Run, path: Path) -> Path:
         ax.scatter(fx, fy, s=36, color="tab:blue", zorder=3)
     tuned = doc.get("tuned")
     if tuned:  # fine-tuned points (arrows from the search's accuracy) and the front they make
-        for cid, entry in tuned["finetuned"].items():
+        for entry in tuned["finetuned"].values():
             if entry.get("state") != "done":
                 continue
             x = entry["memory_bytes"] / MB
