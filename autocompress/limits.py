@@ -75,6 +75,11 @@ class Limits:
     def __getitem__(self, name: str) -> float:
         return self.values[name]
 
+    def merged(self, stored: dict[str, float] | None) -> Limits:
+        """These caps over ``stored`` ones (a run's, from when it started): a cap given now
+        wins, one given then and not now still holds."""
+        return Limits({**(stored or {}), **self.overrides()})
+
     def overrides(self) -> dict[str, float]:
         """The caps that differ from the defaults (what a job must be told)."""
         return {name: value for name, value in self.values.items() if value != LIMITS[name].default}
@@ -152,9 +157,12 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
 
 
 def check_limits(spec, limits: Limits | None = None, *, source: str = "spec", hint: str | None = None,
-                 count_custom: bool = True) -> None:
-    """Raise SpecError naming every size of ``spec`` above its cap.
+                 count_custom: bool = True, session: Iterable[tuple[str, str, Any]] = ()) -> None:
+    """Raise SpecError naming every size of ``spec`` above its cap: the one check every
+    entry point runs (validate, search, resume, fine-tune, the service, the Python API).
 
+    ``session``: ``(limit name, what sets it, value)`` of a session's overrides of the
+    spec (``--max-full-evaluations``, ``--workers``; None: not overridden).
     ``hint`` says how to raise a cap (the command line and the service say different
     things). The parameter count is checked once the other sizes pass, so that its
     meta-device build is itself bounded; ``count_custom`` false skips custom models
@@ -163,7 +171,7 @@ def check_limits(spec, limits: Limits | None = None, *, source: str = "spec", hi
     limits = limits or Limits()
     hint = hint or "raise the cap with --limit {name}=VALUE if this machine can take it"
     issues = []
-    for name, loc, value in _sizes(spec):
+    for name, loc, value in [*_sizes(spec), *(size for size in session if size[2] is not None)]:
         if value > limits[name]:
             issues.append((loc, f"{number(value)} is above the limit of {number(limits[name])} "
                                 f"{LIMITS[name].description}; " + hint.format(name=name)))

@@ -411,3 +411,34 @@ def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):
     with RunStore.open_reader(tmp_path / "run") as store:
         fulls = store.records(("full",))
     assert fulls and all(r.result.gate == "off" and r.result.drift is not None for r in fulls)
+
+
+def test_every_entry_point_enforces_the_caps_and_a_run_keeps_the_caps_it_started_with(tmp_path):
+    """One check (autocompress.limits.check_limits) at every entry point: the Python API's
+    start_search before it makes a run directory, resume with a session's overrides, and
+    fine-tuning with its settings; a cap raised when the run started holds for its later
+    sessions."""
+    from autocompress.engine import RunOptions, resume_search, start_search
+    from autocompress.engine.finetune import finetune
+    from autocompress.errors import SpecError
+    from autocompress.limits import Limits
+    from autocompress.spec import validate_spec
+
+    quiet = {"say": lambda _m: None}
+    deep = validate_spec(make_spec_data(**{"model.args.T": 65}), base_dir=tmp_path)
+    with pytest.raises(SpecError, match=r"model\.args\.T.*above the limit of 64"):
+        start_search(deep, run_dir=tmp_path / "deep", **quiet)
+    assert not (tmp_path / "deep").exists()
+
+    spec = validate_spec(make_spec_data(**{"budget.max_full_evaluations": 1, "model.args.T": 65}), base_dir=tmp_path)
+    raised = RunOptions(limits=Limits({"model.T": 65}))
+    start_search(spec, run_dir=tmp_path / "run", options=raised, **quiet)  # allowed: the cap was raised
+    with RunStore.open_reader(tmp_path / "run") as store:
+        assert store.meta("limits") == {"model.T": 65}
+    with pytest.raises(SpecError, match=r"--max-full-evaluations.*above the limit of 100,000"):
+        resume_search(tmp_path / "run", options=RunOptions(max_full_evaluations=100_001), **quiet)
+    with pytest.raises(SpecError, match=r"finetune\.epochs.*above the limit of 1,000"):
+        finetune(tmp_path / "run", overrides=["finetune.epochs=1001"], progress=False, **quiet)
+    # within the caps, with the run's own raised T cap: resume goes on (to its budget of 2)
+    document = resume_search(tmp_path / "run", options=RunOptions(max_full_evaluations=2), **quiet)
+    assert document["statistics"]["sessions"] == 2

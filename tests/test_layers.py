@@ -16,8 +16,8 @@ PACKAGE = REPO / "autocompress"
 LAYERS = [
     "version", "vocabulary", "errors", "atomic", "cachedir", "confine", "documents",
     "data", "search", "recipes", "spec",
-    "models", "compress", "proxy", "evaluation", "reference",
-    "engine", "report", "limits", "service", "cli", "__main__", "__init__",
+    "models", "compress", "proxy", "evaluation", "reference", "limits",
+    "engine", "report", "service", "cli", "__main__", "__init__",
 ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from autocompress.cli.common import DATA_ROOTS, LIMIT, SET, cli, execution_options, load_checked_spec, say
+from autocompress.cli.common import DATA_ROOTS, LIMIT, SET, cli, execution_options, say
 from autocompress.cli.render import format_energy, print_pareto, progress_display
 from autocompress.errors import AutocompressError
 
@@ -80,11 +80,14 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
     RUN_DIR` continues a search that was killed or ran out of budget.
     """
     from autocompress.engine import RunOptions, start_search
+    from autocompress.limits import Limits
+    from autocompress.spec import load_spec
 
     _interrupt_on_sigterm()
-    spec = load_checked_spec(spec_file, overrides, limit_items, data_roots)
+    limits = Limits.parse(limit_items)
+    spec = load_spec(spec_file, overrides=overrides, confine=[str(p) for p in data_roots] or None)
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
-                         data_roots=[str(p) for p in data_roots] or None)
+                         data_roots=[str(p) for p in data_roots] or None, limits=limits)  # start_search checks the caps
     target = (run_dir or spec.output.run_dir).resolve()
     say(f"run directory: {target}")
     display, update = progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
@@ -103,13 +106,15 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
 @click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), help="Override budget.max_hours.")
 @click.option("--finish", is_flag=True, help="End the search now with what it has: no new full evaluation; the "
               "Pareto points are measured on the held-out split and pareto.json and the report are written.")
+@LIMIT
 @DATA_ROOTS
 def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
-           max_hours: float | None, finish: bool, data_roots: tuple[Path, ...]) -> None:
+           max_hours: float | None, finish: bool, limit_items: tuple[str, ...], data_roots: tuple[Path, ...]) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
     with --max-full-evaluations), or end it now (--finish). Recorded results are reused,
     never evaluated again."""
     from autocompress.engine import RunOptions, RunStore, resume_search
+    from autocompress.limits import Limits
 
     _interrupt_on_sigterm()
     if finish:
@@ -119,7 +124,8 @@ def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full
         with RunStore.open_reader(run_dir) as store:
             max_full_evaluations = max(1, store.counts()["full"])
     options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
-                         max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None)
+                         max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None,
+                         limits=Limits.parse(limit_items))  # over the caps the run started with
     display, update = progress_display(max_full_evaluations or 1)
     try:
         with display:
@@ -246,7 +252,7 @@ def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, work
     when run again."""
     from autocompress.engine.finetune import finetune as run_finetune
     from autocompress.engine.finetune import held_out_text
-    from autocompress.limits import Limits, check_limits
+    from autocompress.limits import Limits
 
     _interrupt_on_sigterm()
     limits = Limits.parse(limit_items)
@@ -254,7 +260,7 @@ def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, work
     entries = run_finetune(run_dir, list(point_ids) or None, overrides=list(overrides), workers=workers,
                            address=ray_address, restart=restart, say=say,
                            confine=[str(p) for p in data_roots] or None,
-                           check=lambda spec: check_limits(spec, limits, source=f"{run_dir} (finetune settings)"))
+                           limits=limits)
     for entry in entries:
         point = entry["id"]
         held = held_out_text(entry)

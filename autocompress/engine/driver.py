@@ -28,6 +28,7 @@ from autocompress.engine.progress import Progress
 from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
+from autocompress.limits import Limits, check_limits
 from autocompress.search import (
     Candidate,
     Completion,
@@ -69,6 +70,15 @@ class RunOptions:
     max_hours: float | None = None
     max_retries: int = 2  # times a task is sent again after its worker died
     data_roots: list[str] | None = None  # spec paths must stay inside these (the service's jobs)
+    limits: Limits | None = None  # the caps (autocompress.limits); None: the defaults, or a resumed run's own
+
+
+def check_caps(spec, options: RunOptions, limits: Limits, source: str) -> None:
+    """The spec, and this session's overrides of it, within the caps in force."""
+    check_limits(spec, limits, source=source, session=[
+        ("budget.max_full_evaluations", "--max-full-evaluations", options.max_full_evaluations),
+        ("budget.max_hours", "--max-hours", options.max_hours),
+        ("execution.workers", "--workers", options.workers)])
 
 
 def frozen_spec(spec) -> dict:
@@ -90,9 +100,12 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
     spec_dir = str(Path(spec_file).resolve().parent) if spec_file else None
     spec_from_frozen(data, spec_dir, check_paths=False)  # the frozen form must read back (it always should)
     options = options or RunOptions()
+    limits = options.limits or Limits()
+    check_caps(spec, options, limits, spec_file or "spec")
     _check_local_workers(spec.execution.workers if options.workers is None else options.workers,
                          options.ray_address or spec.execution.ray_address)
-    store = RunStore.create(run_dir, {"spec": data, "spec_file": spec_file, "spec_dir": spec_dir})
+    store = RunStore.create(run_dir, {"spec": data, "spec_file": spec_file, "spec_dir": spec_dir,
+                                      "limits": limits.overrides()})
     try:
         (run_dir / "spec.yaml").write_text(
             "# the spec this run was started with (frozen; `autocompress resume` reads it)\n"
@@ -111,6 +124,7 @@ def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say
     try:
         options = options or RunOptions()
         spec = spec_from_frozen(store.meta("spec"), store.meta("spec_dir"), confine=options.data_roots)
+        check_caps(spec, options, store.limits_in_force(options.limits), str(store.run_dir))
         return _Driver(store, spec, "resume", options, say, on_progress, on_end).run()
     finally:
         store.close()

@@ -44,6 +44,7 @@ from filelock import FileLock, Timeout
 
 from autocompress.atomic import atomic_write
 from autocompress.errors import UserInputError
+from autocompress.limits import Limits
 from autocompress.search import Constraints, Result
 
 log = logging.getLogger("autocompress.store")
@@ -546,6 +547,11 @@ class RunStore:
         if state == "running" and not self.driver_alive():
             return "interrupted"  # the driver died without ending its session (killed)
         return state
+
+    def limits_in_force(self, given: Limits | None = None) -> Limits:
+        """The caps a later session of the run works under: those ``given`` now over those
+        the run started with (a run started with a raised cap resumes and fine-tunes under it)."""
+        return (given or Limits()).merged(self.meta("limits"))
 
     def constraints(self) -> Constraints | None:
         """The run's constraints (None until its baseline accuracy is measured)."""

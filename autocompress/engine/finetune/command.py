@@ -27,6 +27,7 @@ from autocompress.engine.finetune.training import (
 from autocompress.engine.pipeline import build_candidate, channel_groups, priced
 from autocompress.engine.session import Session
 from autocompress.errors import AutocompressError, UserInputError
+from autocompress.limits import Limits, check_limits
 from autocompress.search import paired_counts, unpack
 
 Say = Callable[[str], None]
@@ -69,18 +70,18 @@ def _frozen_with(store, overrides: list[str]) -> dict:
 
 def finetune_run(store, points: list[str] | None = None, *, overrides: list[str] = (), workers: int | None = None,
                  address: str | None = None, restart: bool = False, confine: list[str] | None = None,
-                 say: Say = print, progress: bool = True, check: Callable | None = None) -> list[dict]:
+                 say: Say = print, progress: bool = True, limits: Limits | None = None) -> list[dict]:
     """Fine-tune ``points`` (the spec's selection by default) of the run whose store is
     open for writing; return their entries (also kept in the store and in pareto.json).
-    ``check(spec)`` vets the spec with the settings in force before anything runs."""
+    The spec, with the settings in force, is checked against ``limits`` (over the caps the
+    run started with) before anything runs."""
     from autocompress.engine.pareto_file import pareto_document, write_pareto
     from autocompress.engine.worker import spec_from_frozen
 
     data = _frozen_with(store, list(overrides) + ([] if workers is None else [f"finetune.workers={workers}"]))
     spec = spec_from_frozen(data, store.meta("spec_dir"), confine=confine)
     settings = spec.finetune
-    if check is not None:
-        check(spec)  # the caps on what a spec may ask for (autocompress.limits, above this layer)
+    check_limits(spec, store.limits_in_force(limits), source=f"{store.run_dir} (finetune settings)")
     document = pareto_document(store)
     if document["baseline"] is None:
         raise UserInputError(f"{store.run_dir}: the search has not measured its baseline yet; nothing to fine-tune")
@@ -234,10 +235,10 @@ def _paired_with(base: dict | None, per_image) -> tuple[int | None, int | None]:
 def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: list[str] = (),
              workers: int | None = None, address: str | None = None, restart: bool = False,
              confine: list[str] | None = None, say: Say = print, progress: bool = True,
-             check: Callable | None = None) -> list[dict]:
+             limits: Limits | None = None) -> list[dict]:
     """Fine-tune points of a finished (or stopped) run: see :func:`finetune_run`."""
     from autocompress.engine.store import RunStore
 
     with RunStore.open_writer(run_dir) as store:  # refused while the search (or another finetune) runs
         return finetune_run(store, points, overrides=overrides, workers=workers, address=address, restart=restart,
-                            confine=confine, say=say, progress=progress, check=check)
+                            confine=confine, say=say, progress=progress, limits=limits)
