@@ -101,33 +101,33 @@ def test_train_reference_list(capsys):
 
 @pytest.mark.slow
 def test_demo_spec_searches_as_before_and_reuses_the_cached_reference(reference_cache, tmp_path, monkeypatch, cli):
-    """The README's demo (`make demo` = `autocompress search` on the demo spec), on a budget
-    of 10 full evaluations: the reference's baseline, a Pareto front and a feasible best
-    point that saves at least 80 % of the memory, with its config in pareto.json; then
-    `evaluate` on the same cache gives the baseline again without training.
+    """The README's demo command (`make demo` = `autocompress search` on the demo spec), on
+    a budget of 3 full evaluations: the cached reference is used (no training), its
+    baseline is the reference's, the Pareto table and pareto.json come out with a front and
+    each point's config; then `evaluate` on the same cache gives the baseline again without
+    training.
 
-    Which candidates the search meets depends on float rounding (another CPU or torch build
-    can flip one image of a candidate, and greedy then walks elsewhere), so the front is
-    checked for what it must be anywhere, not for its ids; exactness is checked where it is
-    the point (replay, resume and export: test_engine.py)."""
+    What the demo finds is checked elsewhere: that greedy (and every strategy) reaches the
+    demo's target on this reference, in tests/test_search.py. Which candidates a search
+    meets depends on float rounding (another CPU or torch build can flip one image of a
+    candidate, and greedy then walks elsewhere), so no id is pinned here; exactness is
+    checked where it is the point (replay, resume and export: test_engine.py)."""
     env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
-    first = run_cli("search", str(DEMO_SPEC), "--run-dir", str(tmp_path / "run"), "--max-full-evaluations", "10",
+    first = run_cli("search", str(DEMO_SPEC), "--run-dir", str(tmp_path / "run"), "--max-full-evaluations", "3",
                     env=env)
     assert first.returncode == 0, first.stderr
     assert "training reference model" not in first.stderr
     baseline = re.search(r"baseline (\d+\.\d+) % top-1, ([\d,]+) bytes", first.stderr)
     assert float(baseline.group(1)) == pytest.approx(99.44, abs=0.28)  # within one of the 360 images
     assert baseline.group(2) == "661,808"  # counted, not computed in floats: exact
-    assert "Pareto set" in first.stdout and "best feasible point:" in first.stdout
+    assert "Pareto set" in first.stdout and "pareto.json:" in first.stdout
     document = json.loads((tmp_path / "run" / "pareto.json").read_text())
-    assert document["statistics"]["full_evaluations"] == 10 and document["baseline"]["memory_bytes"] == 661808
+    assert document["statistics"]["full_evaluations"] == 3 and document["baseline"]["memory_bytes"] == 661808
     points = document["points"]
-    assert points and all(p["memory_bytes"] < 661808 for p in points)
+    assert points and all(p["memory_bytes"] < 661808 and set(p["config"]) == {"prune", "bits"} for p in points)
     assert [p["memory_bytes"] for p in points] == sorted(p["memory_bytes"] for p in points)
     accuracies = [p["accuracy"] for p in points]
     assert all(a < b for a, b in zip(accuracies, accuracies[1:])), accuracies  # a front: more memory, more accuracy
-    best = next(p for p in points if p["id"] == document["best"])
-    assert best["feasible"] and best["memory_saving"] >= 0.8 and set(best["config"]) == {"prune", "bits"}
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
     second = cli("evaluate", str(DEMO_SPEC))
     assert second.returncode == 0, second.stderr

@@ -288,14 +288,14 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
 
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_the_uninterrupted_pareto_set(tmp_path):
-    spec = tiny_spec(tmp_path, **{"space.granularity": "block", "budget.max_full_evaluations": 14,
+    spec = tiny_spec(tmp_path, **{"space.granularity": "block", "budget.max_full_evaluations": 9,
                                   "data.validation.limit": 120})
     done = subprocess.run([sys.executable, str(REPO / "experiments" / "engine" / "kill_and_resume.py"), "--spec",
-                           str(spec), "--kill-after", "5", "--workers", "0", "--budget", "14", "--keep",
+                           str(spec), "--kill-after", "4", "--workers", "0", "--budget", "9", "--keep",
                            str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.stdout, done.stderr
     report = json.loads(done.stdout)
-    assert report["full_evaluations_at_kill"] >= 5
+    assert report["full_evaluations_at_kill"] >= 4
     assert report["same_pareto_set"], report
     assert report["duplicate_full_evaluations"] == []
     assert report["full_evaluations"]["uninterrupted"] == report["full_evaluations"]["killed_and_resumed"]
@@ -303,53 +303,39 @@ def test_sigkill_and_resume_gives_the_uninterrupted_pareto_set(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # Ray clusters of their own: one at a time
-def test_ray_workers_survive_a_killed_worker(tmp_path):
-    """Two Ray actors; one SIGKILLs itself at its 2nd full evaluation (fault injection):
-    it is replaced, the candidate retried, the search finishes and counts the retry."""
-    # decided on the measured drop: on 40 images no bound is within the limit, and the gate, calibrated on the
-    # bounds, would end the search before the 2nd full evaluation the fault waits for
-    spec = tiny_spec(tmp_path, **{"budget.max_full_evaluations": 5, "constraints.accuracy.confidence": None})
+def test_demo_on_two_ray_workers_survives_a_killed_worker_and_measures_what_the_driver_process_measures(
+        reference_cache, monkeypatch, tmp_path):
+    """The digits demo on a local Ray with 2 actors (4 full evaluations, one rate and one
+    bit-width for the whole network: what is checked is where they run). One actor SIGKILLs
+    itself at its 2nd full evaluation (fault injection): it is replaced, the candidate
+    retried, the search finishes and counts the retry. The baseline an actor measures and a
+    candidate's accuracy, summed over the shards the two actors validated, are exactly what
+    this process measures for them in one pass."""
+    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache), "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
     run = tmp_path / "run"
-    env = {**os.environ, "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
-    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(spec), "--run-dir", str(run),
-                           "--workers", "2"], capture_output=True, text=True, timeout=HANG_GUARD, env=env, cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
+                           "--workers", "2", "--max-full-evaluations", "4", "--set", "space.granularity=network"],
+                          capture_output=True, text=True, timeout=HANG_GUARD, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "retried after a worker died" in done.stdout
     document = json.loads((run / "pareto.json").read_text())
-    assert document["statistics"]["retries"] == 1 and document["statistics"]["workers_replaced"] == 1
-    assert document["statistics"]["executor"] == "ray" and document["statistics"]["workers"] == 2
-    assert document["statistics"]["full_evaluations"] == 5 and document["statistics"]["failed"] == 0
-    with RunStore.open_reader(run) as store:
-        retried = [r for r in store.records(("full",)) if r.attempts == 2]
-        assert len(retried) == 1  # the retried candidate's result is recorded once, from its second attempt
-        assert {w["name"] for w in store.workers()} == {"worker-0", "worker-1"}
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # Ray clusters of their own: one at a time
-def test_demo_on_two_ray_workers_measures_what_the_driver_process_measures(reference_cache, monkeypatch, tmp_path):
-    """The digits demo on a local Ray with 2 actors (6 full evaluations): the baseline an actor
-    measures and a candidate's accuracy, summed over the shards the two actors validated,
-    are exactly what this process measures for them in one pass."""
-    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
-    run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
-                           "--workers", "2", "--max-full-evaluations", "6"], capture_output=True, text=True,
-                          timeout=HANG_GUARD, env=env, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    document = json.loads((run / "pareto.json").read_text())
-    assert document["statistics"]["workers"] == 2 and document["statistics"]["executor"] == "ray"
-    assert {k: document["baseline"][k] for k in ("accuracy", "memory_bytes")} == {
-        "accuracy": pytest.approx(99.444444), "memory_bytes": 661808}
+    statistics = document["statistics"]
+    assert statistics["workers"] == 2 and statistics["executor"] == "ray"
+    assert statistics["retries"] == 1 and statistics["workers_replaced"] == 1 and statistics["failed"] == 0
+    assert statistics["full_evaluations"] == 4
     with RunStore.open_reader(run) as store:
         fulls = store.records(("full",))
-    assert 0 < len(fulls) <= 6 and {w for r in fulls for w in r.worker.split(",")} <= {"worker-0", "worker-1"}
+        assert {w["name"] for w in store.workers()} == {"worker-0", "worker-1"}
+    assert len([r for r in fulls if r.attempts == 2]) == 1  # the retried candidate: recorded once, its 2nd attempt
+    assert {w for r in fulls for w in r.worker.split(",")} <= {"worker-0", "worker-1"}
     # a full validation is sharded over both workers (greedy asks one at a time, with both idle)
-    assert all(r.worker == "worker-0,worker-1" for r in fulls), [r.worker for r in fulls]
+    assert all(sorted(r.worker.split(",")) == ["worker-0", "worker-1"] for r in fulls), [r.worker for r in fulls]
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
     from autocompress.engine import Worker, channel_groups
 
     session = Session.open(load_spec(DEMO_SPEC), say=lambda _m: None)
+    assert session.evaluate(session.model).accuracy == document["baseline"]["accuracy"]
+    assert document["baseline"]["memory_bytes"] == 661808
     here = Worker(session, channel_groups(session))
     assert here.full(fulls[-1].candidate).accuracy == fulls[-1].result.accuracy
 

@@ -260,7 +260,9 @@ def test_the_shipped_reference_scores_its_recorded_accuracy_on_the_real_test_set
 
     result = json.loads(done.stdout)["evaluation"]
     meta = reference_metadata("fmnist-spikformer")
-    assert result["total"] == 10_000 and result["correct"] == meta["test_correct"]
+    # the count recorded when the weights were made, within 5 of the 10,000 images: another CPU's float
+    # rounding may flip an image or two at a spike threshold (exact on the machine that made them)
+    assert result["total"] == 10_000 and abs(result["correct"] - meta["test_correct"]) <= 5
     assert result["correct"] >= 100 * meta["recipe"]["min_accuracy"]  # the recipe's target: 89 % top-1
 
 

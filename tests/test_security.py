@@ -461,7 +461,7 @@ def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     first = servers("--max-concurrent", "2", env=env)
-    body = tiny(**{"name": "r"})
+    body = tiny(**{"name": "r", "budget.max_full_evaluations": 2})
     r = first.post("/v1/searches", json=body).json()["id"]
     waiting = lambda search_id: (runs / search_id / "fault-waiting").exists()  # noqa: E731
     wait_for(lambda: waiting(r))
@@ -469,7 +469,8 @@ def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, 
     first.wait(r, ("cancelled",), timeout=HANG_GUARD)
     (runs / r / "fault-waiting").unlink()
 
-    ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}"})).json()["id"] for i in range(3)]
+    ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}", "budget.max_full_evaluations": 2})).json()["id"]
+           for i in range(3)]
     wait_for(lambda: sum(waiting(i) for i in ids) == 2)
     resumed = first.post(f"/v1/searches/{r}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] == "queued"

@@ -28,18 +28,18 @@ def test_submit_the_demo_poll_fetch_pareto_and_a_model(servers, reference_cache,
     server = servers(env={"AUTOCOMPRESS_CACHE": str(reference_cache)})
     demo = yaml.safe_load(DEMO_SPEC.read_text())
     demo["space"]["granularity"] = "network"
-    demo["budget"]["max_full_evaluations"] = 5
+    demo["budget"]["max_full_evaluations"] = 3
     created = server.post("/v1/searches", content=yaml.safe_dump(demo), headers={"content-type": "application/yaml"})
     assert created.status_code == 201, created.text
     search_id = created.json()["id"]
     assert created.headers["location"] == created.json()["url"] == f"/v1/searches/{search_id}"
     status = server.wait(search_id, ("done", "failed"))
     assert status["state"] == "done", status
-    assert status["progress"]["full_evaluations"] == 5 and status["best"] is not None
+    assert status["progress"]["full_evaluations"] == 3 and status["best"] is not None
     # validation as the service shows it: images read, and how many candidates were stopped early
     progress = status["progress"]
-    assert 0 <= progress["early_stopped"] <= 5 and progress["validation_images"] <= 5 * 360
-    assert progress["validation_images"] == 5 * 360 or progress["early_stopped"] > 0
+    assert 0 <= progress["early_stopped"] <= 3 and progress["validation_images"] <= 3 * 360
+    assert progress["validation_images"] == 3 * 360 or progress["early_stopped"] > 0
 
     pareto = server.get(f"/v1/searches/{search_id}/pareto")
     assert pareto.status_code == 200
@@ -134,7 +134,7 @@ def test_restart_lists_the_running_search_and_resume_completes_it(servers, tmp_p
     """The first service's job is held in its 3rd full evaluation (fault injection), so it is
     still running when the service restarts and when its driver is killed."""
     first = servers(env={"AUTOCOMPRESS_FAULT_INJECT": "wait-on-full:3"})
-    data = tiny(**{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 300,
+    data = tiny(**{"strategy": {"name": "random", "seed": 0}, "budget.max_full_evaluations": 8,
                    "data.validation.limit": 300})
     search_id = first.post("/v1/searches", json=data).json()["id"]
     wait_for((first.runs / search_id / "fault-waiting").exists)
@@ -179,8 +179,8 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
         wait_for((server.runs / search_id / "fault-waiting").exists)
         (server.runs / search_id / "fault-release").write_text("go")
 
-    a = server.post("/v1/searches", json=tiny(**{"budget.max_full_evaluations": 6})).json()["id"]
-    b = server.post("/v1/searches", json=tiny(**{"name": "second", "budget.max_full_evaluations": 6})).json()["id"]
+    a = server.post("/v1/searches", json=tiny(**{"budget.max_full_evaluations": 3})).json()["id"]
+    b = server.post("/v1/searches", json=tiny(**{"name": "second", "budget.max_full_evaluations": 3})).json()["id"]
     assert server.get(f"/v1/searches/{b}").json()["state"] == "queued"
     assert server.get(f"/v1/searches/{b}/pareto").status_code == 409
     for search_id in (a, b):
@@ -191,7 +191,7 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
     assert [s["id"] for s in server.get("/v1/searches").json()["searches"]] == [b, a]  # newest first
 
     # cancel a running search (held in its 2nd full evaluation): the run directory stays, and resuming completes it
-    c = server.post("/v1/searches", json=tiny(**{"name": "third", "budget.max_full_evaluations": 6})).json()["id"]
+    c = server.post("/v1/searches", json=tiny(**{"name": "third", "budget.max_full_evaluations": 3})).json()["id"]
     wait_for((server.runs / c / "fault-waiting").exists)
     assert server.get(f"/v1/searches/{c}").json()["state"] == "running"
     assert server.delete(f"/v1/searches/{c}").status_code == 200
