@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -25,3 +26,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = None) -> Path:
+    """``data`` as JSON at ``path``, written atomically (:func:`atomic_write`)."""
+    text = json.dumps(data, indent=indent)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from autocompress.console import progress_bar as console_progress_bar
 from autocompress.data import DataBundle
 from autocompress.errors import UserInputError
 from autocompress.models import SViT
@@ -54,13 +55,7 @@ def progress_bar(enabled: bool, total: int, description: str, unit: str = "image
     """A transient rich progress bar on stderr (a context whose value is None when not ``enabled``)."""
     if not enabled:
         return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-    )
+    progress = console_progress_bar("{task.description}", unit)
     progress.add_task(description, total=total)
     return progress
 

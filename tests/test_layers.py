@@ -14,7 +14,7 @@ PACKAGE = REPO / "autocompress"
 # Lowest first: a part may import only the parts before it. A top-level module is a part
 # of its own; a package (with its submodules) is one part.
 LAYERS = [
-    "version", "vocabulary", "errors", "atomic", "cachedir", "confine", "documents",
+    "version", "vocabulary", "errors", "atomic", "console", "cachedir", "confine", "documents",
     "data", "search", "recipes", "spec",
     "models", "compress", "proxy", "evaluation", "reference", "limits",
     "engine", "report", "service", "cli", "__main__", "__init__",

@@ -12,13 +12,11 @@ from autocompress.cli.common import say
 def progress_display(budget_hint: int):
     """A live display of a search's progress (a line every 10 s when stderr is not a terminal)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autocompress.console import progress_bar
 
     console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("full evaluations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
-    )
+    progress = progress_bar("full evaluations", "{task.fields[status]}", enabled=console.is_terminal)
     task = progress.add_task("search", total=budget_hint, status="starting")
     last_line = [time.monotonic()]
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autocompress.atomic import atomic_write_json
 from autocompress.data.transforms import EvalTransform, center_crop, resize_shorter
 
 log = logging.getLogger("autocompress.data")
@@ -187,9 +188,7 @@ def _build(samples, image_size, transform, folder: Path, *, workers: int, say) -
         np.save(folder / "readable.npy", readable)
         meta = {"format": FORMAT, "count": count, "shape": list(shape), "labels": [int(l) for _, l in samples],
                 "sources": [p for p, _ in samples], "seconds": time.perf_counter() - start}
-        tmp = folder / f"meta.json.partial-{os.getpid()}"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, folder / "meta.json")  # last: its presence says the cache is complete
+        atomic_write_json(folder / "meta.json", meta)  # last: its presence says the cache is complete
     finally:
         partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - start

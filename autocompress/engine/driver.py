@@ -10,7 +10,6 @@ are reused (nothing is evaluated twice), tasks that were in flight are asked for
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from autocompress.atomic import atomic_write
+from autocompress.atomic import atomic_write_json
 from autocompress.engine.executors import RayExecutor
 from autocompress.engine.pareto_file import pareto_document, write_pareto
 from autocompress.engine.pipeline import Setup
@@ -227,7 +226,7 @@ def _write_splits(run_dir: Path, session) -> None:
                     "files": data.validation_sources(held)} if len(held) else None,
         "calibration": {"images": int(len(data.calibration_labels)), "sources": list(data.calibration_sources)},
     }
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=1)))
+    atomic_write_json(path, document, indent=1)
 
 
 def _too_few_images(constraints: Constraints, selection: int, held: int) -> list[str]:

@@ -7,12 +7,11 @@ while the search runs: the set so far) and the HTTP service. Schema in the READM
 from __future__ import annotations
 
 import base64
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
-from autocompress.atomic import atomic_write
+from autocompress.atomic import atomic_write_json
 from autocompress.engine.progress import Progress, best_summary
 from autocompress.search import Result, paired_counts, pareto_set, unpack
 
@@ -367,4 +366,4 @@ def recommendation_line(document: dict) -> str:
 
 
 def write_pareto(path: str | os.PathLike, document: dict) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2)))
+    return atomic_write_json(path, document, indent=2)

@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import psutil
 from filelock import FileLock, Timeout
 
-from autocompress.atomic import atomic_write
+from autocompress.atomic import atomic_write_json
 from autocompress.errors import UserInputError
 from autocompress.limits import Limits
 from autocompress.search import Constraints, Result
@@ -217,8 +217,7 @@ class RunStore:
             raise StoreError(f"run directory {run_dir}: cannot take its driver lock ({error.strerror or error}); "
                              "a search needs a writable run directory (status, pareto and report only read it)") from None
         try:
-            atomic_write(run_dir / DRIVER_NAME, lambda tmp: Path(tmp).write_text(json.dumps(
-                {**identity(), "since": time.time()})))
+            atomic_write_json(run_dir / DRIVER_NAME, {**identity(), "since": time.time()})
         except BaseException:
             lock.release()
             raise

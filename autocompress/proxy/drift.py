@@ -96,6 +96,19 @@ def kept_channels(
     return cut
 
 
+def on_kept_channels(name: str, reference: torch.Tensor, candidate: torch.Tensor,
+                     cut: Mapping[str, tuple[tuple[int, ...], set[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's reference and candidate potentials, side by side on the channels the
+    candidate kept: for a pruned layer (in ``cut``), both viewed with the channels on axis 2
+    and the reference's removed channels dropped; any other layer as it is."""
+    if name not in cut:
+        return reference, candidate
+    axes, removed = cut[name]
+    reference = channel_view(reference, axes)
+    keep = torch.tensor(sorted(set(range(reference.shape[2])) - removed), dtype=torch.long, device=reference.device)
+    return reference.index_select(2, keep), channel_view(candidate, axes)
+
+
 _SLICE = 1 << 22  # values compared at a time (32 MiB per float64 copy)
 _PEAK_FACTOR = 3  # peak memory of a recording forward pass / the potentials it records
 
@@ -111,12 +124,7 @@ class _Sums:
 
 def _accumulate(sums: dict[str, _Sums], name: str, v_ref: torch.Tensor, v_cand: torch.Tensor,
                 cut: Mapping[str, tuple[tuple[int, ...], set[int]]]) -> None:
-    if name in cut:
-        axes, removed = cut[name]
-        v_ref = channel_view(v_ref, axes)
-        keep = torch.tensor(sorted(set(range(v_ref.shape[2])) - removed), dtype=torch.long)
-        v_ref = v_ref.index_select(2, keep)
-        v_cand = channel_view(v_cand, axes)
+    v_ref, v_cand = on_kept_channels(name, v_ref, v_cand, cut)
     if v_cand.shape != v_ref.shape:
         raise ValueError(
             f"neuron layer {name}: candidate potentials {tuple(v_cand.shape)} do not match the reference "

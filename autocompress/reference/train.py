@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
-from autocompress.atomic import atomic_write
+from autocompress.console import progress_bar
+from autocompress.atomic import atomic_write, atomic_write_json
 from autocompress.data import DataBundle, TensorImageDataset, digits_split
 from autocompress.errors import CheckpointError
 from autocompress.evaluation import evaluate_accuracy
@@ -121,10 +122,6 @@ def train_classifier(
     logits averaged over time steps, optional random-shift (and flip) augmentation.
     ``after_epoch(epoch)`` is called after each epoch (1-based), the model in eval mode,
     inside ``torch.random.fork_rng``: what it draws does not change the training."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(labels) // batch_size)
@@ -132,11 +129,8 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
-    bar = Progress(
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), MofNCompleteColumn(), BarColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not progress, transient=True,
-    )
+    bar = progress_bar("epoch {task.fields[epoch]}/{task.fields[epochs]}", "loss {task.fields[loss]:.3f}",
+                       enabled=progress, remaining=True)
     with bar:
         task = bar.add_task("train", total=epochs * steps_per_epoch, loss=float("nan"), epoch=1, epochs=epochs)
         for epoch in range(epochs):
@@ -201,7 +195,7 @@ def train_reference(name: str, *, progress: bool = True, say: Callable[[str], No
     }
     path = reference_path(name)
     atomic_write(path, lambda tmp: torch.save(model.net.state_dict(), tmp))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(metadata, indent=2)))
+    atomic_write_json(path.with_suffix(".json"), metadata, indent=2)
     say(f"reference model '{name}': test accuracy {result.accuracy:.2f} % after {seconds:.0f} s; cached at {path}")
     if result.accuracy < recipe.min_accuracy:
         say(f"warning: '{name}' reached {result.accuracy:.2f} %, below the recipe's target of {recipe.min_accuracy} %")

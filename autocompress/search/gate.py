@@ -26,6 +26,17 @@ class GateDecision:
     threshold: float | None
 
 
+def isotonic_drops(observed, at) -> list[float]:
+    """The accuracy drop an increasing (isotonic) fit of drop on signal over ``observed``
+    ``(signal, drop)`` pairs predicts at each of ``at`` (clipped to the observed range): the
+    fit the gate's threshold and the strategies' drift-to-drop estimates share."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit([s for s, _ in observed],
+                                                                         [d for _, d in observed])
+    return [float(p) for p in fit.predict(list(at))]
+
+
 @dataclass
 class Gate:
     threshold: float | str  # a number, or "auto"
@@ -46,12 +57,8 @@ class Gate:
         """The auto threshold the observed points give (see the module docstring)."""
         if len(self.points) < self.min_points:
             return None
-        from sklearn.isotonic import IsotonicRegression
-
         drifts = sorted({d for d, _ in self.points})
-        fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
-            [d for d, _ in self.points], [a for _, a in self.points])
-        predicted = fit.predict(drifts)
+        predicted = isotonic_drops(self.points, drifts)
         limit = self.max_drop_points * (1 + self.margin)
         clear = [drift for drift, drop in zip(drifts, predicted) if drop > limit]
         if not clear:

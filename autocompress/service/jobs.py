@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from autocompress.atomic import atomic_write
+from autocompress.atomic import atomic_write_json
 from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
 from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
@@ -72,7 +72,7 @@ SEE_LOG = "; the service's operator finds the details in the job log of the run 
 
 
 def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    atomic_write_json(path, data, indent=2)
 
 
 def _read_json(path: Path) -> dict:

@@ -16,7 +16,6 @@ service. It
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from autocompress.atomic import atomic_write
+from autocompress.atomic import atomic_write_json
 from autocompress.errors import ERROR_FILE_ENV
 
 EXIT_NAME, LOG_NAME, ERROR_NAME = "exit.json", "job.log", "error.json"
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         except InterruptedError:  # pragma: no cover - wait() retries on EINTR itself
             continue
-    atomic_write(run_dir / EXIT_NAME, lambda tmp: Path(tmp).write_text(json.dumps(
-        {"ticket": args.ticket, "exit_code": code, "ended_at": time.time()})))
+    atomic_write_json(run_dir / EXIT_NAME, {"ticket": args.ticket, "exit_code": code, "ended_at": time.time()})
     return 0
 
 

@@ -17,14 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autocompress.atomic import atomic_write
-from autocompress.compress.groups import channel_view
+from autocompress.atomic import atomic_write, atomic_write_json
 from autocompress.compress.qat import prepare_qat, train_mode
 from autocompress.engine.pipeline import build_candidate
 from autocompress.engine.session import Session
 from autocompress.errors import CheckpointError, UserInputError
 from autocompress.evaluation import progress_bar
-from autocompress.proxy.drift import kept_channels, recording_potentials
+from autocompress.proxy.drift import kept_channels, on_kept_channels, recording_potentials
 
 Say = Callable[[str], None]
 
@@ -113,12 +112,7 @@ def membrane_loss(student: dict, teacher: dict, cut: dict) -> torch.Tensor | Non
         v_s = student.get(name)
         if v_s is None:
             continue
-        if name in cut:
-            axes, removed = cut[name]
-            v_t = channel_view(v_t, axes)
-            keep = torch.tensor(sorted(set(range(v_t.shape[2])) - removed), dtype=torch.long, device=v_t.device)
-            v_t = v_t.index_select(2, keep)
-            v_s = channel_view(v_s, axes)
+        v_t, v_s = on_kept_channels(name, v_t, v_s, cut)
         power = v_t.pow(2).mean()
         if power > 0:
             losses.append((v_s - v_t).pow(2).mean() / power)
@@ -133,7 +127,7 @@ def _seed(settings, epoch: int, rank: int) -> None:
 
 
 def _write_progress(directory: Path, progress: dict) -> None:
-    atomic_write(directory / PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps(progress)))
+    atomic_write_json(directory / PROGRESS, progress)
 
 
 def read_checkpoint(path: Path) -> dict | None:

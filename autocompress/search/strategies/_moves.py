@@ -3,6 +3,7 @@ drift or accuracy drop, added), and predicting an accuracy drop from the signal.
 
 from __future__ import annotations
 
+from autocompress.search.gate import isotonic_drops
 from autocompress.search.results import Result
 
 _EPSILON = 1e-6
@@ -51,7 +52,4 @@ def predicted_drops(observed, signals) -> list[float] | None:
     usable = [(s, d) for s, d in observed if s is not None]
     if len({s for s, _ in usable}) < 2:
         return None
-    from sklearn.isotonic import IsotonicRegression
-
-    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit([s for s, _ in usable], [d for _, d in usable])
-    return [float(p) for p in fit.predict(list(signals))]
+    return isotonic_drops(usable, signals)
