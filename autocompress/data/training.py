@@ -38,9 +38,33 @@ from autocompress.errors import DataError
 log = logging.getLogger("autocompress.data")
 
 
+def shift_and_flip(batch: torch.Tensor, max_shift: int, generator: torch.Generator | None = None, flip: bool = False,
+                   background: float | None = None) -> torch.Tensor:
+    """The small-image augmentation (the reference models' recipes, fine-tuning on digits
+    and Fashion-MNIST): each image of ``batch`` [N, C, H, W] translated by up to
+    ``max_shift`` pixels, padded with ``background`` (default: the batch's smallest value),
+    and with ``flip`` mirrored with probability 1/2; drawn from ``generator`` (default:
+    torch's global generator)."""
+    if max_shift > 0:
+        size = batch.shape[-1]
+        fill = float(batch.min()) if background is None else background
+        padded = F.pad(batch, [max_shift] * 4, value=fill)
+        offsets = torch.randint(0, 2 * max_shift + 1, (len(batch), 2), generator=generator)
+        shifted = torch.empty_like(batch)
+        # one slice per distinct offset ((2s+1)^2 of them), not one per image
+        for dy, dx in offsets.unique(dim=0).tolist():
+            rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().squeeze(1)
+            shifted[rows] = padded[rows, :, dy: dy + size, dx: dx + size]
+        batch = shifted
+    if flip:
+        mirrored = torch.rand(len(batch), generator=generator) < 0.5
+        batch = torch.where(mirrored.view(-1, 1, 1, 1), batch.flip(-1), batch)
+    return batch
+
+
 class _Tensors(Dataset):
     """In-memory training images: random one-pixel shifts (background padding), and
-    horizontal flips with ``flip``, when augmenting."""
+    horizontal flips with ``flip``, when augmenting (:func:`shift_and_flip`)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, flip: bool = False):
         self.images, self.labels, self.augment, self.flip = images, labels, augment, flip
@@ -52,12 +76,7 @@ class _Tensors(Dataset):
     def __getitem__(self, index: int):
         image = self.images[index]
         if self.augment:
-            size = image.shape[-1]
-            padded = F.pad(image, [1, 1, 1, 1], value=self.background)
-            dy, dx = random.randint(0, 2), random.randint(0, 2)
-            image = padded[:, dy:dy + size, dx:dx + size]
-            if self.flip and random.random() < 0.5:
-                image = image.flip(-1)
+            image = shift_and_flip(image[None], 1, flip=self.flip, background=self.background)[0]
         return image, int(self.labels[index])
 
 

@@ -39,13 +39,19 @@ def _point(result: Result, candidate: dict | None) -> dict:
     }
 
 
-def _paired(measured: dict, base: dict, images: int) -> tuple[int | None, int | None]:
-    """``(worse, better)``: held-out images the baseline got right and the point wrong, and
-    the reverse (None for a measurement of a version that kept no per-image correctness)."""
-    if "per_image" not in measured or "per_image" not in base:
+def paired_with_baseline(base: dict | None, per_image, images: int) -> tuple[int | None, int | None]:
+    """``(worse, better)``: images the baseline got right and a model wrong, and the
+    reverse, from the baseline's stored measurement and the model's per-image correctness
+    (None where either kept none: a measurement of an earlier version)."""
+    if not base or "per_image" not in base or per_image is None:
         return None, None
-    return paired_counts(unpack(base64.b64decode(base["per_image"]), images),
-                         unpack(base64.b64decode(measured["per_image"]), images))
+    return paired_counts(unpack(base64.b64decode(base["per_image"]), images), per_image)
+
+
+def _paired(measured: dict, base: dict, images: int) -> tuple[int | None, int | None]:
+    """``paired_with_baseline`` for a stored held-out measurement."""
+    mine = unpack(base64.b64decode(measured["per_image"]), images) if "per_image" in measured else None
+    return paired_with_baseline(base, mine, images)
 
 
 def _held_out(point: dict, held: dict | None, constraints) -> None:

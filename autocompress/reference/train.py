@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
+from autocompress.data.training import shift_and_flip
 from autocompress.console import progress_bar
 from autocompress.atomic import atomic_write, atomic_write_json
 from autocompress.data import DataBundle, TensorImageDataset, digits_split
@@ -94,25 +95,6 @@ def _training_data(recipe: ReferenceRecipe, data_root: Path | None = None,
     return train_x, train_y, test
 
 
-def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
-    """Random translation by up to ``max_shift`` pixels, padding with the background value;
-    with ``flip``, a horizontal flip of half the images (drawn from the same generator)."""
-    if max_shift > 0:
-        size = batch.shape[-1]
-        padded = F.pad(batch, [max_shift] * 4, value=float(batch.min()))
-        offsets = torch.randint(0, 2 * max_shift + 1, (len(batch), 2), generator=generator)
-        shifted = torch.empty_like(batch)
-        # one slice per distinct offset ((2s+1)^2 of them), not one per image
-        for dy, dx in offsets.unique(dim=0).tolist():
-            rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().squeeze(1)
-            shifted[rows] = padded[rows, :, dy: dy + size, dx: dx + size]
-        batch = shifted
-    if flip:
-        mirrored = torch.rand(len(batch), generator=generator) < 0.5
-        batch = torch.where(mirrored.view(-1, 1, 1, 1), batch.flip(-1), batch)
-    return batch
-
-
 def train_classifier(
     model, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
     weight_decay: float, max_shift: int = 0, flip: bool = False, seed: int = 0, progress: bool = False,
@@ -139,7 +121,7 @@ def train_classifier(
             total_loss = 0.0
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(model(_shift(images[index], max_shift, generator, flip)), labels[index])
+                loss = F.cross_entropy(model(shift_and_flip(images[index], max_shift, generator, flip)), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -3,7 +3,6 @@ result measured once on the exported file and kept in the run store."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -13,6 +12,7 @@ from autocompress.compress import export_compressed, footprint
 from autocompress.compress.export import load_compressed
 from autocompress.compress.qat import freeze_qat, prepare_qat
 from autocompress.engine.finetune.ray_train import train_on_ray
+from autocompress.engine.pareto_file import paired_with_baseline
 from autocompress.engine.finetune.training import (
     CHECKPOINT,
     FINETUNE_DIR,
@@ -28,7 +28,6 @@ from autocompress.engine.pipeline import build_candidate, channel_groups, priced
 from autocompress.engine.session import Session
 from autocompress.errors import AutocompressError, UserInputError
 from autocompress.limits import Limits, check_limits
-from autocompress.search import paired_counts, unpack
 
 Say = Callable[[str], None]
 
@@ -196,7 +195,7 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
     from autocompress.proxy.energy import count_activity
 
     energy = priced(session, count_activity(loaded.to(session.device), session.data.calibration.to(session.device)))
-    worse, better = _paired_with(store.meta("baseline"), measured.per_image)
+    worse, better = paired_with_baseline(store.meta("baseline"), measured.per_image, len(measured.per_image))
     upper = constraints.drop_upper(worse, better, measured.total)
     result = {"accuracy": measured.accuracy, "images": measured.total,
               "accuracy_drop": constraints.baseline_accuracy - measured.accuracy, "drop_upper": upper,
@@ -213,7 +212,7 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
         measured_held = session.evaluate(loaded, indices=held)
         before = saved["results"].get(job.point)
         drop = None if base is None else base["accuracy"] - measured_held.accuracy
-        worse, better = _paired_with(base, measured_held.per_image)
+        worse, better = paired_with_baseline(base, measured_held.per_image, len(measured_held.per_image))
         upper = constraints.drop_upper(worse, better, measured_held.total)
         result["holdout"] = {
             "accuracy": measured_held.accuracy, "images": measured_held.total,
@@ -222,14 +221,6 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
             "feasible": None if drop is None else result["feasible"] and (upper if upper is not None else drop)
             <= constraints.max_drop_points + 1e-9}
     return result
-
-
-def _paired_with(base: dict | None, per_image) -> tuple[int | None, int | None]:
-    """``(worse, better)`` of a tuned model's per-image correctness against the baseline's
-    as the run stored it (None where it kept none)."""
-    if not base or "per_image" not in base:
-        return None, None
-    return paired_counts(unpack(base64.b64decode(base["per_image"]), len(per_image)), per_image)
 
 
 def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: list[str] = (),
