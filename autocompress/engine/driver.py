@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import yaml
 
 from autocompress.atomic import atomic_write_json
 from autocompress.engine.executors import RayExecutor
+from autocompress.engine.holdout import measure_holdout
 from autocompress.engine.pareto_file import pareto_document, write_pareto
 from autocompress.engine.pipeline import Setup
 from autocompress.engine.progress import Progress
@@ -29,7 +29,6 @@ from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
 from autocompress.limits import Limits, check_limits
 from autocompress.search import (
-    Candidate,
     Completion,
     Constraints,
     EarlyStopping,
@@ -37,28 +36,13 @@ from autocompress.search import (
     LocalExecutor,
     SearchLoop,
     StopReason,
-    Task,
     default_shard_images,
     drive,
-    pack,
     shard_bounds,
     unpack,
 )
 
 Say = Callable[[str], None]
-BASELINE = "baseline"  # the base model's entry among the held-out results
-
-
-class _Base:
-    """The base model as a held-out task's candidate."""
-
-    id = BASELINE
-
-    @staticmethod
-    def to_dict() -> None:
-        return None
-
-
 @dataclass
 class RunOptions:
     """Overrides of the spec's execution and budget for one session of a run."""
@@ -382,62 +366,8 @@ class _Driver:
         stopped_by = drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
         held = setup.session.holdout_order()
         if len(held):
-            self._measure_holdout(len(held), plan["shard_images"])
+            measure_holdout(self.store, self.executor, len(held), plan["shard_images"], self.say, on_idle=self.idle)
         return stopped_by
-
-    def _measure_holdout(self, images: int, shard_images: int) -> None:
-        """Measure the base model and every Pareto point not measured yet on the held-out
-        split (sharded over the workers like a full evaluation); each point is kept in the
-        store as soon as all its shards are in, so a resume measures only what is left."""
-        store, say = self.store, self.say
-        saved = store.meta("holdout") or {"images": images, "results": {}}
-        if saved["images"] != images:
-            raise AutocompressError(f"{store.run_dir}: the held-out split has {images} images now but had "
-                                    f"{saved['images']} before (the data changed); start a new run")
-        configs = {r.result.candidate_id: r.candidate for r in store.records(("full",))}
-        wanted = [BASELINE] + [p["id"] for p in pareto_document(store)["points"]]
-        # measured by a version that kept no per-image correctness: again, for the paired held-out test
-        todo = [cid for cid in wanted if "per_image" not in saved["results"].get(cid, {})]
-        if not todo:
-            return
-        say(f"measuring {'the baseline and ' if BASELINE in todo else ''}"
-            f"{len(todo) - (BASELINE in todo)} Pareto point(s) on the held-out split ({images:,} images the search "
-            "never saw)")
-        shards = shard_bounds(images, shard_images)
-        queue = [Task(key=i, candidate=_Base() if cid == BASELINE else Candidate.from_dict(configs[cid]),
-                      stage="holdout", shard=shard)
-                 for i, (cid, shard) in enumerate((cid, shard) for cid in todo for shard in shards)]
-        counts: dict[str, list[int]] = {cid: [0, 0, 0] for cid in todo}  # correct, readable, shards done
-        bits: dict[str, dict[int, np.ndarray]] = {cid: {} for cid in todo}  # per-image correctness by shard
-        failed: set[str] = set()
-        running = 0
-        while queue or running:
-            while queue and self.executor.free() > 0:
-                self.executor.submit(queue.pop(0))
-                running += 1
-            for done in self.executor.wait(timeout=1.0):
-                running -= 1
-                cid = done.task.candidate.id
-                if done.outcome.error is not None:
-                    if cid not in failed:
-                        failed.add(cid)
-                        store.event("failed", f"held-out evaluation of {cid}: {done.outcome.error}")
-                        say(f"warning: the held-out evaluation of {cid} failed: {done.outcome.error}")
-                    continue
-                count = counts[cid]
-                count[0] += done.outcome.correct
-                count[1] += done.outcome.total
-                count[2] += 1
-                shard = done.task.shard
-                bits[cid][shard[0]] = unpack(done.outcome.per_image, shard[1] - shard[0])
-                if count[2] == len(shards) and cid not in failed:
-                    accuracy = 100.0 * count[0] / count[1] if count[1] else 0.0
-                    per_image = np.concatenate([bits[cid][start] for start in sorted(bits[cid])])
-                    saved["results"][cid] = {"accuracy": accuracy, "correct": count[0], "total": count[1],
-                                             "per_image": base64.b64encode(pack(per_image)).decode("ascii")}
-                    store.set_meta("holdout", saved)
-                    say(f"held-out: {cid} {accuracy:.2f} % top-1 ({count[1]:,} images)")
-            self.idle()
 
     def run(self) -> dict:
         store = self.store
