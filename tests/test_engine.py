@@ -428,3 +428,31 @@ def test_every_entry_point_enforces_the_caps_and_a_run_keeps_the_caps_it_started
     # within the caps, with the run's own raised T cap: resume goes on (to its budget of 2)
     document = resume_search(tmp_path / "run", options=RunOptions(max_full_evaluations=2), **quiet)
     assert document["statistics"]["sessions"] == 2
+
+
+def test_the_run_store_meta_is_typed_checked_when_written_and_migrated_when_read(tmp_path):
+    """Every meta key has a model (autocompress.engine.meta): a value of the wrong shape or a
+    key without a model fails where it is written; what an older version wrote is read in
+    today's layout; get/put are the typed form."""
+    import pydantic
+
+    from autocompress.engine.meta import META_MODELS, Budget, Holdout
+
+    with RunStore.create(tmp_path / "run", {"spec": {"name": "old", "strategy": {"name": "greedy"}}}) as store:
+        with pytest.raises(KeyError, match="no model"):
+            store.set_meta("budgte", {"max_full_evaluations": 3})
+        with pytest.raises(pydantic.ValidationError):
+            store.set_meta("budget", {"max_hours": 2})  # max_full_evaluations missing
+        store.put(Budget(max_full_evaluations=7))
+        assert store.get(Budget).max_full_evaluations == 7 and store.meta("budget") == {"max_full_evaluations": 7}
+        # written by versions before a setting existed: read with the value that keeps their behaviour
+        store.db.execute("INSERT OR REPLACE INTO meta VALUES ('constraints', ?)", (json.dumps(
+            {"baseline_accuracy": 90.0, "baseline_bytes": 10, "max_drop_points": 1.0}),))
+        assert store.constraints().confidence is None
+        spec = store.meta("spec")
+        assert spec["compression"]["importance"] == "l2" and spec["strategy"]["min_step_share"] == 0.0
+        # held-out results of a version that kept no per-image bits read back without them
+        store.set_meta("holdout", {"images": 4, "results": {"baseline": {"accuracy": 50.0, "correct": 2, "total": 4}}})
+        assert "per_image" not in store.meta("holdout")["results"]["baseline"]
+        assert store.get(Holdout).results["baseline"].correct == 2
+    assert {"spec", "budget", "execution", "validation", "baseline", "holdout", "finetune", "limits"} <= set(META_MODELS)

@@ -20,6 +20,7 @@ import yaml
 
 from autocompress.atomic import atomic_write_json
 from autocompress.engine.executors import RayExecutor
+from autocompress.engine.meta import Budget, Execution, ValidationPlan
 from autocompress.engine.holdout import measure_holdout
 from autocompress.engine.pareto_file import pareto_document, write_pareto
 from autocompress.engine.pipeline import Setup
@@ -124,10 +125,10 @@ def _check_local_workers(workers: int, address: str | None) -> None:
 
 def _budget(store: RunStore, spec, options: RunOptions) -> tuple[int, float | None]:
     """The run's budget: the spec's, unless a session raised (or lowered) it; kept in the store."""
-    saved = store.meta("budget") or {}
-    max_full = options.max_full_evaluations or saved.get("max_full_evaluations") or spec.budget.max_full_evaluations
-    max_hours = options.max_hours or saved.get("max_hours") or spec.budget.max_hours
-    store.set_meta("budget", {"max_full_evaluations": max_full, "max_hours": max_hours})
+    saved = store.get(Budget)
+    max_full = options.max_full_evaluations or (saved and saved.max_full_evaluations) or spec.budget.max_full_evaluations
+    max_hours = options.max_hours or (saved and saved.max_hours) or spec.budget.max_hours
+    store.put(Budget(max_full_evaluations=max_full, max_hours=max_hours))
     return max_full, max_hours
 
 
@@ -147,11 +148,10 @@ def _store_lost(store: RunStore) -> None:
 
 def _execution(store: RunStore, spec, options: RunOptions) -> tuple[int, str | None]:
     """Workers and Ray address: the spec's, unless a session overrode them (a resume keeps them)."""
-    saved = store.meta("execution") or {}
-    workers = options.workers if options.workers is not None else saved.get("workers", spec.execution.workers)
-    address = options.ray_address if options.ray_address is not None else saved.get(
-        "ray_address", spec.execution.ray_address)
-    store.set_meta("execution", {"workers": workers, "ray_address": address})
+    saved = store.get(Execution) or Execution(workers=spec.execution.workers, ray_address=spec.execution.ray_address)
+    workers = options.workers if options.workers is not None else saved.workers
+    address = options.ray_address if options.ray_address is not None else saved.ray_address
+    store.put(Execution(workers=workers, ray_address=address))
     return workers, address
 
 
@@ -159,17 +159,18 @@ def _validation_plan(store: RunStore, spec, count: int) -> dict:
     """The run's validation order and shards, fixed when it starts (a resume with other
     workers shards and stops early exactly as before); a run started by a version without
     them gets them now."""
-    plan = store.meta("validation")
+    plan = store.get(ValidationPlan)
     if plan is None:
-        plan = {"images": count, "order_seed": spec.evaluation.order_seed,
-                "shard_images": spec.evaluation.shard_images or default_shard_images(count, spec.data.batch_size)}
-        store.set_meta("validation", plan)
-    elif plan["images"] != count:
+        plan = ValidationPlan(images=count, order_seed=spec.evaluation.order_seed,
+                              shard_images=spec.evaluation.shard_images or default_shard_images(count,
+                                                                                                spec.data.batch_size))
+        store.put(plan)
+    elif plan.images != count:
         raise AutocompressError(
             f"{store.run_dir}: the search's validation images (the selection split, with a held-out one) number "
-            f"{count} now but were {plan['images']} when this run started (the data changed); its results cannot "
+            f"{count} now but were {plan.images} when this run started (the data changed); its results cannot "
             "be compared. Start a new run with `autocompress search`")
-    return plan
+    return plan.model_dump(mode="json")
 
 
 def _check_autocast(measured: dict, spec) -> None:

@@ -14,7 +14,8 @@ no run. The writer notices the file being deleted or replaced under it and stops
 Tables:
 
 - ``meta``: key -> JSON value (format, the frozen spec, the space fingerprint, the
-  baseline, budget overrides, ...);
+  baseline, budget overrides, ...), one pydantic model a key with the migrations of
+  older layouts (:mod:`autocompress.engine.meta`);
 - ``evaluations``: the journal, one row per completed probe, full evaluation, gate
   rejection or failure, in the order they happened. Each row is committed (and
   fsynced) before the strategy hears of it, so a kill loses at most the tasks in
@@ -23,6 +24,11 @@ Tables:
   counters, updated as it goes (a heartbeat for ``status``);
 - ``workers``: what each worker is doing now;
 - ``events``: worker deaths, retries, interrupts.
+
+Who drives a run and whether it still runs is :mod:`autocompress.engine.liveness`. This
+module stays one file (about 530 lines) on purpose: its tables share one connection, one
+transaction discipline and one check that the file is still the one opened, which a split
+would spread over modules that must then agree on them.
 """
 
 from __future__ import annotations
@@ -37,12 +43,18 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypeVar, Iterator
 
-import psutil
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from autocompress.atomic import atomic_write_json
+from autocompress.engine.liveness import (  # noqa: F401 (identity_alive, process_started: the engine exports them)
+    DRIVER_NAME,
+    identity_alive,
+    process_started,
+    read_driver,
+    take_driver_lock,
+)
+from autocompress.engine.meta import MetaRecord, read_meta, written_meta
 from autocompress.errors import UserInputError
 from autocompress.limits import Limits
 from autocompress.search import Constraints, Result
@@ -51,40 +63,14 @@ log = logging.getLogger("autocompress.store")
 
 FORMAT = "autocompress-run-v1"
 DB_NAME = "store.sqlite"
-LOCK_NAME = "driver.lock"
-DRIVER_NAME = "driver.json"
 CREATING_NAME = ".store-creating.sqlite"
-REMOTE_STALE_SECONDS = 60.0  # a driver on another host is alive while it heartbeats within this
+
+T = TypeVar("T", bound=MetaRecord)
 
 
 class StoreError(UserInputError):
     """A run store that cannot be used (damaged, unreadable, deleted or replaced)."""
 
-
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None if there is none."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
-def identity() -> dict:
-    """This process as liveness checks know it: pid, host, start time."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "process_started": process_started(os.getpid())}
-
-
-def identity_alive(who: dict | None, *, heartbeat_at: float | None = None) -> bool:
-    """Whether the process ``who`` names still runs. On this host: the pid exists and
-    started when recorded (a reused pid does not count). On another host: its heartbeat
-    is recent."""
-    if not who or not who.get("pid"):
-        return False
-    if who.get("host") != socket.gethostname():
-        return heartbeat_at is not None and time.time() - heartbeat_at < REMOTE_STALE_SECONDS
-    started = process_started(int(who["pid"]))
-    recorded = who.get("process_started")
-    return started is not None and (recorded is None or abs(started - recorded) < 1.0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,15 +122,6 @@ _ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound":
 
 def is_run_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / DB_NAME).is_file()
-
-
-def read_driver(run_dir: str | os.PathLike) -> dict | None:
-    """What ``driver.json`` says of the run's driver (None when there is none)."""
-    try:
-        data = json.loads((Path(run_dir) / DRIVER_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -204,39 +181,22 @@ class RunStore:
     # ------------------------------------------------------------------ opening
 
     @staticmethod
-    def _lock(run_dir: Path) -> FileLock:
-        lock = FileLock(run_dir / LOCK_NAME)
+    def _lock(run_dir: Path):
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise UserInputError(
-                f"run directory {run_dir} is in use by another autocompress driver{RunStore._holder(run_dir)}; "
-                "wait for it to finish, stop it (Ctrl-C), or use another run directory"
-            ) from None
+            return take_driver_lock(run_dir, command_of=RunStore._last_command)
         except OSError as error:
             raise StoreError(f"run directory {run_dir}: cannot take its driver lock ({error.strerror or error}); "
                              "a search needs a writable run directory (status, pareto and report only read it)") from None
-        try:
-            atomic_write_json(run_dir / DRIVER_NAME, {**identity(), "since": time.time()})
-        except BaseException:
-            lock.release()
-            raise
-        return lock
 
     @staticmethod
-    def _holder(run_dir: Path) -> str:
-        who = read_driver(run_dir)
-        if not who or not identity_alive(who, heartbeat_at=who.get("since")):
-            return " (a process that has not said who it is yet)"
-        command = ""
+    def _last_command(run_dir: Path, pid: int) -> str | None:
+        """The command of the run's last session, when ``pid`` runs it."""
         try:
             with RunStore.open_reader(run_dir) as reader:
                 row = reader.db.execute("SELECT pid, command FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
-            if row and row[0] == who["pid"]:
-                command = f"`{row[1]}`, "
         except UserInputError:  # no store yet: the holder is creating it
-            pass
-        return f" ({command}pid {who['pid']} on {who['host']})"
+            return None
+        return row[1] if row and row[0] == pid else None
 
     @staticmethod
     def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -299,7 +259,7 @@ class RunStore:
                 if statement.strip():
                     db.execute(statement)
             for key, value in {"format": FORMAT, "created_at": time.time(), **meta}.items():
-                db.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+                db.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(written_meta(key, value))))
             db.execute("COMMIT")
         finally:
             db.close()
@@ -390,11 +350,22 @@ class RunStore:
     # ------------------------------------------------------------------ meta
 
     def meta(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, read through its model in :mod:`autocompress.engine.meta`
+        (what an older version wrote comes back in today's layout), as plain JSON."""
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else read_meta(key, json.loads(row[0]))
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        """Write ``key``, its value checked against its model first."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(written_meta(key, value))))
+
+    def get(self, model: type[T]) -> T | None:
+        """The typed value of ``model.KEY`` (None when the run has none)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (model.KEY,)).fetchone()
+        return None if row is None else model.model_validate(json.loads(row[0]))
+
+    def put(self, value: MetaRecord) -> None:
+        self.set_meta(value.KEY, value)
 
     # ------------------------------------------------------------------ sessions
 

@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from autocompress.engine.meta import migrate_frozen_spec
 from autocompress.cachedir import cache_dir
 from autocompress.compress import footprint
 from autocompress.engine.pipeline import build_candidate, channel_groups, priced
@@ -33,21 +34,6 @@ FAULT_MARKER = "fault-injected"
 FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
 
 
-# Settings added after runs existed, whose defaults change what a run does: a frozen spec
-# from before them (it holds every setting of its day, so a missing key is one of these)
-# resumes as it started, with the behaviour of its day.
-_SETTINGS_OF_OLDER_RUNS = {
-    "compression": {"fold_batchnorm": False, "mse_clipping": False, "recalibrate_batchnorm": False,
-                    "importance": "l2", "bias_correction": False},
-    "proxy": {"logits": False},  # the drift's logits term: a run mixing both definitions would rank and gate on two scales
-    "space": {"outside_blocks": "stage"},  # block granularity's dimensions: a resumed walk must see the same ones
-}
-_STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
-                                    "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False},
-                                    "greedy": {"min_step_share": 0.0, "free_share": 0.0, "max_failed_trades": 0},
-                                    "beam": {"min_step_share": 0.0}}
-
-
 def injected_fault(*kinds: str) -> tuple[str, int] | None:
     """``(kind, N)`` when :data:`FAULT_ENV` asks for one of ``kinds`` (``KIND:N``)."""
     kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
@@ -65,19 +51,6 @@ def kill_once(folder: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _as_started(data: dict) -> dict:
-    data = dict(data)
-    for key, value in _SETTINGS_OF_OLDER_RUNS.items():  # key by key: a section may predate some of its settings
-        if key not in data:
-            data[key] = dict(value)
-        elif isinstance(data[key], dict):
-            data[key] = {**value, **data[key]}
-    strategy = data.get("strategy")
-    if isinstance(strategy, dict) and strategy.get("name") in _STRATEGY_SETTINGS_OF_OLDER_RUNS:
-        data["strategy"] = {**_STRATEGY_SETTINGS_OF_OLDER_RUNS[strategy["name"]], **strategy}
-    return data
-
-
 def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bool = True,
                      confine: list[str] | None = None):
     """The spec a run directory froze (paths already absolute), with the behaviour of the
@@ -86,7 +59,7 @@ def spec_from_frozen(data: dict, spec_dir: str | None = None, *, check_paths: bo
     ``confine``: see :func:`autocompress.spec.validate_spec`."""
     from autocompress.spec import validate_spec
 
-    return validate_spec(_as_started(data), base_dir=spec_dir, source="the run's frozen spec",
+    return validate_spec(migrate_frozen_spec(data), base_dir=spec_dir, source="the run's frozen spec",
                          check_paths=check_paths, confine=confine)
 
 
