@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from autocompress.errors import SpecError, UserInputError
+from autocompress.spec import family_info
 
 __all__ = ["LIMITS", "Limits", "check_limits", "finetune_sizes"]
 
@@ -120,8 +121,8 @@ def _sizes(spec) -> list[tuple[str, str, Any]]:
     """``(limit name, field path, value)`` for every size the spec sets."""
     sizes: list[tuple[str, str, Any]] = []
     model = spec.model
-    if model.family == "custom":
-        if model.time_steps is not None:
+    if not family_info(model.family).sized:  # a custom factory's args are its own: only its time steps
+        if getattr(model, "time_steps", None) is not None:
             sizes.append(("model.T", "model.time_steps", model.time_steps))
     else:
         for field in ("T", "image_size", "embed_dims", "depths", "num_heads", "num_classes", "in_channels",

@@ -13,14 +13,8 @@ FULL_PRECISION = 32
 BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, FULL_PRECISION)  # the weight bit-widths a search may choose
 QUANTIZED_BITS = tuple(b for b in BITS_CHOICES if b != FULL_PRECISION)
 
-# The built-in model families -> the search space each searches by default
-# (search_spaces/<name>.yaml); ``custom`` models name theirs in space.file.
-FAMILY_SPACES = {
-    "spikformer_imagenet": "spikformer",
-    "spikformer_cifar": "spikformer",
-    "spikingjelly_spikformer": "spikformer",  # the same module paths as the official Spikformers
-    "spike_driven_transformer": "spike_driven_transformer",
-}
+# Model families are declared in autocompress.spec.model (the built-in ones) and by
+# autocompress.models.register_family; ``custom`` models name their space in space.file.
 CUSTOM_FAMILY = "custom"
 
 # Old family names that still build what they built -> the name that says what it is.

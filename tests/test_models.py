@@ -171,16 +171,103 @@ def test_baseline_footprint_counts_parameters_and_buffers(tmp_path):
 
 
 def test_every_family_is_one_name_everywhere():
-    """The families the spec accepts are the ones the registry builds: the built-in ones of
-    the vocabulary (each with a default search space file), their aliases, and custom."""
+    """The families the spec accepts are the ones the registry builds: the declared ones
+    (each built-in with a default search space file), their aliases, and custom."""
     from typing import get_args
 
     from autocompress.engine.space_file import default_space_file
-    from autocompress.spec import ModelSpec
-    from autocompress.vocabulary import CUSTOM_FAMILY, FAMILY_ALIASES, FAMILY_SPACES
+    from autocompress.spec import family_info
+    from autocompress.spec import family_names as declared
+    from autocompress.spec.model import model_section_union
+    from autocompress.vocabulary import FAMILY_ALIASES
 
-    union = get_args(get_args(ModelSpec)[0])
+    union = get_args(get_args(model_section_union())[0])
     in_spec = {tag for member in union for tag in get_args(member.model_fields["family"].annotation)}
-    assert in_spec == set(family_names()) == set(FAMILY_SPACES) | set(FAMILY_ALIASES) | {CUSTOM_FAMILY}
-    for family in set(FAMILY_SPACES) | set(FAMILY_ALIASES):
-        assert default_space_file(family).is_file()
+    assert in_spec == set(family_names()) == set(declared()) | set(FAMILY_ALIASES)
+    for family in set(declared()) | set(FAMILY_ALIASES):
+        assert default_space_file(family).is_file() and family_info(family).space
+
+
+def test_a_family_registered_in_a_test_validates_groups_loads_its_layout_and_searches(tmp_path, capsys):
+    """One registration (timm's @register_model style) gives a family everything: the spec
+    accepts it with its args and checks them against the data and the caps, its default
+    search space, its checkpoint converter and channel-group discovery; then validate,
+    groups and a short search run on it through the CLI and the engine."""
+    import json
+
+    import yaml
+    from pydantic import BaseModel, ConfigDict
+    from spikingjelly.activation_based.model import Spikformer
+
+    from autocompress.cli import main
+    from autocompress.compress.rules import _spikformer_mlp
+    from autocompress.engine import start_search
+    from autocompress.errors import SpecError
+    from autocompress.models import register_family
+    from autocompress.spec import family_info, spec_json_schema
+
+    class VariantArgs(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        T: int = 2
+        in_channels: int = 1
+        image_size: int = 16
+        num_classes: int = 10
+        embed_dims: int = 16
+        num_heads: int = 2
+        mlp_ratio: float = 2.0
+        depths: int = 1
+
+    seen = []
+
+    def counting_mlp_rule(walk, module, path):  # the built-in rule, counted: the registered rule is consulted
+        seen.append(path("fc1_conv"))
+        _spikformer_mlp(walk, module, path)
+
+    from spikingjelly.activation_based.model.spikformer import SpikformerMLP
+
+    class VariantMLP(SpikformerMLP):
+        pass
+
+    def from_variant_layout(state):  # its checkpoints prefix every name with "variant."
+        if not all(key.startswith("variant.") for key in state):
+            return None
+        return {key[len("variant."):]: value for key, value in state.items()}, "renamed from the variant layout"
+
+    @register_family("test_variant_spikformer", args=VariantArgs, space="spikformer", converter=from_variant_layout,
+                     block_rules=((VariantMLP, counting_mlp_rule),))
+    def build(model_spec):
+        a = model_spec.args
+        net = Spikformer(T=a.T, in_channels=a.in_channels, img_size_h=a.image_size, img_size_w=a.image_size,
+                         patch_size=4, num_classes=a.num_classes, embed_dims=a.embed_dims, num_heads=a.num_heads,
+                         mlp_ratio=a.mlp_ratio, depths=a.depths)
+        for module in net.modules():
+            if type(module) is SpikformerMLP:
+                module.__class__ = VariantMLP
+        return net
+
+    assert family_info("test_variant_spikformer").space == "spikformer"
+    assert "test_variant_spikformer" in json.dumps(spec_json_schema())
+    data = make_spec_data(**{"model": {"family": "test_variant_spikformer", "args": {}},
+                             "budget.max_full_evaluations": 2, "space.granularity": "network"})
+    # its args are checked against the data (digits: 1 channel) and the caps
+    with pytest.raises(SpecError, match="in_channels"):
+        validate_spec({**data, "model": {"family": "test_variant_spikformer", "args": {"in_channels": 3}}},
+                      base_dir=tmp_path)
+    spec = validate_spec(data, base_dir=tmp_path)
+    torch.manual_seed(0)
+    model = create_model(spec.model)
+    torch.save({f"variant.{k}": v for k, v in model.net.state_dict().items()}, tmp_path / "variant.pt")
+    data["model"]["checkpoint"] = "variant.pt"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
+
+    assert main(["validate", str(tmp_path / "spec.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["groups", str(tmp_path / "spec.yaml"), "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)
+    assert seen and {"mlp", "residual"} <= {g["kind"] for g in groups["groups"]}, groups  # through its own rule
+    spec = validate_spec(yaml.safe_load((tmp_path / "spec.yaml").read_text()), base_dir=tmp_path)
+    said = []
+    document = start_search(spec, run_dir=tmp_path / "run", say=said.append)
+    assert any("renamed from the variant layout" in line for line in said), said  # its converter loaded the weights
+    assert document["statistics"]["full_evaluations"] == 2 and document["baseline"]["memory_bytes"] > 0
+    assert document["statistics"]["dimensions"] == 2  # the spikformer space at network granularity

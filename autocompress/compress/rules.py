@@ -135,11 +135,15 @@ RULES: tuple[tuple[str, Callable[[_Walk, nn.Module, Callable[[str], str]], None]
 
 def structural_groups(net: nn.Module, *, residual: bool = True) -> list[ChannelGroup]:
     """Groups of a Spikformer or Spike-driven Transformer network, in module order."""
+    from autocompress.models import registered_block_rules
+
     classes = sj_classes()
+    # a registered family's rules first: they may refine a built-in block type (a subclass of it)
+    rules = registered_block_rules() + [(classes[block], rule) for block, rule in RULES]
     walk = _Walk(net)
     for path, module in net.named_modules():
-        for block, rule in RULES:
-            if isinstance(module, classes[block]):
+        for block_class, rule in rules:
+            if isinstance(module, block_class):
                 rule(walk, module, lambda name, path=path: join(path, name))
                 break
     if residual and walk.stream:

@@ -10,16 +10,16 @@ import yaml
 
 from autocompress.documents import parse_yaml
 from autocompress.errors import UserInputError
-from autocompress.vocabulary import FAMILY_SPACES, canonical_family
+from autocompress.spec import family_info
 from autocompress.search import SearchSpace, SpaceDefinition
 
 
 def default_space_file(family: str) -> Traversable:
     """The family's default space, ``autocompress/search_spaces/<name>.yaml``: package data,
     read through importlib.resources, so it is found wherever (and however) the package is installed."""
-    name = f"{FAMILY_SPACES.get(canonical_family(family), family)}.yaml"
-    resource = resources.files("autocompress") / "search_spaces" / name
-    if not resource.is_file():
+    space = family_info(family).space  # the family's registration names it
+    resource = resources.files("autocompress") / "search_spaces" / f"{space}.yaml" if space else None
+    if resource is None or not resource.is_file():
         raise UserInputError(f"space.file: no default search space for family '{family}'; give space.file")
     return resource
 

@@ -4,10 +4,12 @@ Spikformer), custom factories, and checkpoints."""
 from autocompress.models._spikingjelly import BaseNode
 from autocompress.models._registry import (
     create_model,
+    family_converter,
     family_names,
     import_factory,
     parameter_count,
     register_family,
+    registered_block_rules,
 )
 from autocompress.models.checkpoint import inspect_checkpoint, load_checkpoint, read_checkpoint, read_state_dict
 from autocompress.models.svit import SViT
@@ -18,6 +20,7 @@ __all__ = [
     "SViT",
     "canonical_family",
     "create_model",
+    "family_converter",
     "family_names",
     "import_factory",
     "inspect_checkpoint",
@@ -26,4 +29,5 @@ __all__ = [
     "read_checkpoint",
     "read_state_dict",
     "register_family",
+    "registered_block_rules",
 ]

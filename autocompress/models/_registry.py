@@ -19,18 +19,54 @@ log = logging.getLogger("autocompress.models")
 
 # family name -> builder taking the validated model spec, returning the bare network
 _FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+# family name -> its checkpoint converter: (state dict) -> (state dict in the builder's names, summary) or None
+_CONVERTERS: dict[str, Callable[[dict], tuple[dict, str] | None]] = {}
+# (module class, rule): how channel-group discovery walks a block type a registered family brings
+_BLOCK_RULES: list[tuple[type, Callable]] = []
 
 
-def register_family(name: str) -> Callable:
-    """Register a builder ``(model_spec) -> nn.Module`` under a family name."""
+def register_family(name: str, *, args: type | None = None, space: str | None = None, sized: bool = True,
+                    converter: Callable[[dict], tuple[dict, str] | None] | None = None,
+                    block_rules: tuple[tuple[type, Callable], ...] = (), doc: str | None = None) -> Callable:
+    """Register a builder ``(model_spec) -> nn.Module`` under a family name (timm's
+    ``@register_model`` style). The one registration gives everything a family needs:
+
+    - ``args`` (a pydantic model of its arguments): the spec accepts ``model.family: name``
+      with them (:func:`autocompress.spec.declare_family`): its union, its JSON Schema, the
+      checks of a ``sized`` family's SViT sizes against the data, and the caps on them;
+    - ``space``: its default search space, a name under ``autocompress/search_spaces`` (None:
+      specs must give ``space.file``);
+    - ``converter``: turns a checkpoint of the family's own layout into the builder's names
+      (``load_checkpoint`` calls it; None from it: the names are already the builder's);
+    - ``block_rules``: ``(module class, rule)`` pairs for channel-group discovery of block
+      types the built-in rules do not know (a rule as in :mod:`autocompress.compress.rules`).
+
+    The built-in families declare their spec sections in :mod:`autocompress.spec.model`
+    (validating a spec must not import torch) and register only their builders here."""
+    if args is not None:
+        from autocompress.spec.model import declare_family  # the module: a plug-in may register while it loads
+
+        declare_family(name, args, space=space, sized=sized, doc=doc)
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is already registered")
         _FAMILIES[name] = builder
+        if converter is not None:
+            _CONVERTERS[name] = converter
+        _BLOCK_RULES.extend(block_rules)
         return builder
 
     return decorate
+
+
+def family_converter(family: str | None) -> Callable[[dict], tuple[dict, str] | None] | None:
+    return _CONVERTERS.get(family) if family else None
+
+
+def registered_block_rules() -> list[tuple[type, Callable]]:
+    """The channel-group rules registered families brought (after the built-in ones)."""
+    return list(_BLOCK_RULES)
 
 
 def family_names() -> list[str]:

@@ -150,9 +150,16 @@ def load_checkpoint(net: nn.Module, path: str | os.PathLike, *, family: str | No
     Returns what the conversion did, in one line (None when the names were already
     autocompress's); names the first mismatches when the weights do not fit. A ``custom``
     model takes the names as they are (it may be the official code itself)."""
+    from autocompress.models._registry import family_converter
+
     checkpoint = read_checkpoint(path, ema=ema)
     state, summary = checkpoint.state, None
-    layout = convert.detect_layout(state) if family != "custom" else None
+    hook = family_converter(family)
+    if hook is not None:  # a registered family's own layout
+        converted = hook(state)
+        if converted is not None:
+            state, summary = converted
+    layout = convert.detect_layout(state) if family != "custom" and hook is None else None
     if layout is not None:
         fits = convert.FAMILY_OF_LAYOUT[layout]
         if family is not None and family != fits:

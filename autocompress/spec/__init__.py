@@ -32,7 +32,7 @@ from autocompress.spec.loading import (
     validate_spec,
 )
 from autocompress.spec.messages import format_validation_errors
-from autocompress.spec.model import CustomModel, ModelSpec
+from autocompress.spec.model import CustomModel, FamilyInfo, ModelSpec, declare_family, family_info, family_names
 from autocompress.spec.sections import (
     BudgetSpec,
     ConstraintsSpec,
@@ -48,6 +48,7 @@ __all__ = [
     "CalibrationSpec",
     "ConstraintsSpec",
     "CustomModel",
+    "FamilyInfo",
     "DataSpec",
     "EvaluationSpec",
     "FieldError",
@@ -60,6 +61,9 @@ __all__ = [
     "TransformSpec",
     "ValidationSpec",
     "apply_overrides",
+    "declare_family",
+    "family_info",
+    "family_names",
     "format_validation_errors",
     "load_spec",
     "parse_spec_text",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import (
     Field,
@@ -18,7 +18,7 @@ from autocompress.recipes import check_reference_fits
 from autocompress.search import strategy_options
 from autocompress.spec.data import DataSpec
 from autocompress.spec.fields import FieldError, Strict
-from autocompress.spec.model import ModelSpec, OfficialSpikformerArgs, SpikeDrivenTransformerArgs, SpikformerArgs
+from autocompress.spec.model import ModelSpec, family_info, model_section_union, on_families_changed
 from autocompress.spec.sections import (
     BudgetSpec,
     CompressionSpec,
@@ -68,11 +68,12 @@ class Spec(Strict):
                              f"{self.data.batch_size}: a shard is whole batches, so that a sharded validation batches "
                              f"exactly as one pass does; use {max(1, round(shard / self.data.batch_size)) * self.data.batch_size}")
         args = self.model.args
-        if isinstance(args, (SpikformerArgs, OfficialSpikformerArgs, SpikeDrivenTransformerArgs)):
+        if family_info(self.model.family).sized:  # its args are the SViT sizes: they must fit the data
             if "image_size" not in args.model_fields_set:  # unset: the data's size (one --set changes both)
                 args.image_size = self.data.image_size
                 try:
-                    args._shapes_fit()
+                    if hasattr(args, "_shapes_fit"):
+                        args._shapes_fit()
                 except ValueError as error:
                     raise ValueError(f"data.image_size {self.data.image_size} does not fit the model "
                                      f"(model.args.image_size follows it): {error}") from None
@@ -122,3 +123,15 @@ def _check_folder_channels(in_channels: int, data: DataSpec) -> None:
                "set data.transform.mean and std to three values each, or an RGB preset")
         raise FieldError("data.transform", f"model.args.in_channels is {in_channels}, but data.transform normalises "
                                            f"{have}-channel images; {fix}")
+
+
+def _rebuild_spec() -> None:
+    """A family declared after import (``autocompress.models.register_family``): the spec's
+    ``model`` section becomes the union of every declared family, and the schema with it."""
+    field = Spec.model_fields["model"]
+    field.annotation = get_args(model_section_union())[0]  # the Union inside Annotated[..., Field(discriminator)]
+    field.discriminator = "family"
+    Spec.model_rebuild(force=True)
+
+
+on_families_changed(_rebuild_spec)

@@ -15,7 +15,7 @@ from pydantic import (
 from autocompress.documents import short_repr
 from autocompress.spec.document import Spec
 from autocompress.spec.fields import FieldError
-from autocompress.spec.model import ModelSpec
+from autocompress.spec.model import model_section_union
 from autocompress.spec.sections import StrategySpec
 
 
@@ -35,7 +35,9 @@ def _tags(union: Any, field: str) -> set[str]:
 
 # Discriminated unions put the tag into the error location (model.spikformer.args...);
 # users never wrote that tag as a key, so it is dropped from the printed path.
-_UNION_TAGS = {"model": _tags(ModelSpec, "family"), "strategy": _tags(StrategySpec, "name")}
+def _union_tags() -> dict[str, set[str]]:
+    """The tags, read when an error is formatted: a family declared later is one of them."""
+    return {"model": _tags(model_section_union(), "family"), "strategy": _tags(StrategySpec, "name")}
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -69,7 +71,8 @@ _UNION_MEMBER_LABEL = re.compile(r"^(float|int|str|bool|none)$|[\[\]'-]")
 
 def _format_path(loc: tuple) -> str:
     parts = [p for p in loc if isinstance(p, int) or not _UNION_MEMBER_LABEL.search(str(p))]
-    if len(parts) >= 2 and parts[0] in _UNION_TAGS and parts[1] in _UNION_TAGS[parts[0]]:
+    tags = _union_tags()
+    if len(parts) >= 2 and parts[0] in tags and parts[1] in tags[parts[0]]:
         del parts[1]
     text = ""
     for part in parts:
@@ -99,7 +102,7 @@ def format_validation_errors(error: ValidationError) -> list[tuple[str, str]]:
             message = f"'{ctx.get('tag')}' is not a known {loc[0] if loc else ''} {field}; allowed: {ctx.get('expected_tags')}"
             loc = loc + (field,)
         elif kind == "union_tag_not_found":
-            message = f"required key '{ctx.get('discriminator', '').strip(chr(39))}' is missing; allowed values: {', '.join(sorted(_UNION_TAGS.get(loc[0], [])))}"
+            message = f"required key '{ctx.get('discriminator', '').strip(chr(39))}' is missing; allowed values: {', '.join(sorted(_union_tags().get(loc[0], [])))}"
         elif kind == "literal_error":
             message = f"{short_repr(value)} is not allowed; allowed: {ctx.get('expected')}"
         elif kind in ("value_error", "assertion_error"):

@@ -3,23 +3,25 @@ factory, and the ``ModelSpec`` union."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import (
+    BaseModel,
     Field,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
     ValidationInfo,
     field_validator,
+    create_model,
     model_validator,
 )
 
 from autocompress.spec.fields import Strict, resolve_path
-from autocompress.vocabulary import (
-    REFERENCE_PREFIX,
-)
+from autocompress.vocabulary import CUSTOM_FAMILY, REFERENCE_PREFIX, canonical_family
 
 
 class _ModelBase(Strict):
@@ -200,8 +202,98 @@ class CustomModel(_ModelBase):
         return self
 
 
-ModelSpec = Annotated[
-    Union[SpikformerImageNetModel, SpikformerCIFARModel, SpikeDrivenTransformerModel, SpikingJellySpikformerModel,
-          CustomModel],
-    Field(discriminator="family"),
-]
+# --------------------------------------------------------------------------- the family registry
+
+# What the spec checks of a sized family's args: the SViT sizes, against the data and the caps.
+SIZED_ARGS = ("T", "in_channels", "image_size", "num_classes", "embed_dims", "num_heads", "mlp_ratio", "depths")
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A model family as the spec knows it (torch-free): the pydantic class of its ``model``
+    section, its default search space (``autocompress/search_spaces/<space>.yaml``, or a
+    file), and whether its args are the SViT sizes (:data:`SIZED_ARGS`) that the spec checks
+    against the data and the caps. Its builder, checkpoint converter and channel-group rules
+    are registered with it by :func:`autocompress.models.register_family`."""
+
+    name: str
+    section: type[_ModelBase]
+    space: str | None
+    sized: bool = True
+
+
+_FAMILIES: dict[str, FamilyInfo] = {}
+_LISTENERS: list[Callable[[], None]] = []  # rebuild what is made from the union (the Spec model)
+
+
+def declare_family(name: str, args: type[BaseModel] | None = None, *, section: type[_ModelBase] | None = None,
+                   space: str | None, sized: bool = True, doc: str | None = None) -> FamilyInfo:
+    """Make ``model.family: name`` a valid spec: its section is ``section``, or one made of
+    ``args`` (``model: {family: name, args: {...}, checkpoint, ema}``). ``space`` names the
+    default search space (None: the spec must give space.file). Specs validated after this
+    accept the family; the JSON Schema lists it."""
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} is already declared")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"model family {name!r}: lower-case letters, digits and '_'")
+    if section is None:
+        if args is None:
+            raise ValueError(f"model family {name!r}: give its args model (or its whole section)")
+        missing = [f for f in SIZED_ARGS if sized and f not in args.model_fields]
+        if missing:
+            raise ValueError(f"model family {name!r}: a sized family's args need {', '.join(missing)}")
+        section = create_model(f"{''.join(w.title() for w in name.split('_'))}Model", __base__=_ModelBase,
+                               __doc__=doc or f"The {name} family.", family=(Literal[name], ...),
+                               args=(args, Field(default_factory=args)))
+    info = FamilyInfo(name, section, space, sized)
+    _FAMILIES[name] = info
+    for rebuild in _LISTENERS:
+        rebuild()
+    return info
+
+
+def family_info(name: str) -> FamilyInfo:
+    """The declared family ``name`` (an old alias names its family)."""
+    return _FAMILIES[canonical_family(name)]
+
+
+def family_names() -> list[str]:
+    return list(_FAMILIES)
+
+
+def model_section_union() -> Any:
+    """The spec's ``model`` section: one of the declared families' sections, by ``family``."""
+    sections = tuple(dict.fromkeys(info.section for info in _FAMILIES.values()))
+    return Annotated[Union[sections], Field(discriminator="family")]  # type: ignore[valid-type]
+
+
+def on_families_changed(rebuild: Callable[[], None]) -> None:
+    _LISTENERS.append(rebuild)
+
+
+declare_family("spikformer_imagenet", section=SpikformerImageNetModel, space="spikformer")
+declare_family("spikformer_cifar", section=SpikformerCIFARModel, space="spikformer")
+declare_family("spike_driven_transformer", section=SpikeDrivenTransformerModel, space="spike_driven_transformer")
+# the same module paths as the official Spikformers, so their space; 'spikformer' is its earlier name
+declare_family("spikingjelly_spikformer", section=SpikingJellySpikformerModel, space="spikformer")
+declare_family(CUSTOM_FAMILY, section=CustomModel, space="custom", sized=False)
+
+
+
+def _load_plugins() -> None:
+    """Families other packages register (``autocompress.models.register_family``) from a
+    module they declare under the entry-point group ``autocompress.families``: loaded with
+    the spec, so that ``model.family`` accepts them. A broken plug-in is logged, not fatal."""
+    import logging
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="autocompress.families"):
+        try:
+            entry.load()
+        except Exception as error:
+            logging.getLogger("autocompress").warning("model family plug-in %s (%s) did not load: %s",
+                                                      entry.name, entry.value, error)
+
+
+_load_plugins()
+ModelSpec = model_section_union()  # the families declared so far (specs validate against the registry's union)
