@@ -1,8 +1,20 @@
 """The compression service: an HTTP API over run directories, with searches run as
-local processes or Ray Jobs."""
+local processes or Ray Jobs.
 
-from autocompress.service.app import ServiceConfig, create_app
-from autocompress.service.jobs import JobManager
-from autocompress.service.token import check_token, write_token_file
+Its names load on first use: a job's supervisor (``python -m autocompress.service.supervisor``)
+imports this package and must not pay for FastAPI at every job start."""
 
-__all__ = ["JobManager", "ServiceConfig", "check_token", "create_app", "write_token_file"]
+_SOURCES = {
+    "ServiceConfig": "app", "create_app": "app", "JobManager": "jobs",
+    "check_token": "token", "write_token_file": "token",
+}
+
+__all__ = sorted(_SOURCES)  # noqa: PLE0605 (the names _SOURCES maps)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'autocompress.service' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"autocompress.service.{_SOURCES[name]}"), name)
