@@ -90,7 +90,7 @@ def tiny_spec(tmp_path: Path, **overrides) -> Path:
 
 
 def test_search_status_pareto_export_and_load(tmp_path, capsys):
-    spec = tiny_spec(tmp_path)
+    spec = tiny_spec(tmp_path, **{"output.report": True})
     run = tmp_path / "run"
     assert main(["search", str(spec), "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out

@@ -226,6 +226,7 @@ def test_a_search_fine_tunes_its_best_point_when_asked(tmp_path, capsys):
     data = make_spec_data(**{"space.granularity": "network", "strategy": {"name": "greedy", "seed": 0},
                              "budget.max_full_evaluations": 4, "model.args.depths": 2, "model.args.embed_dims": 32,
                              "model.checkpoint": str(FIXTURES / "tiny" / "spikformer.pt"),
+                             "output.report": True,
                              "finetune": {"auto": True, "epochs": 1, "batch_size": 16,
                                           "points": {"near_misses_within": None},
                                           "data": {"images_per_epoch": 32}},

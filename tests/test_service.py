@@ -188,6 +188,8 @@ def test_max_concurrent_one_runs_searches_one_after_the_other_and_cancel_keeps_t
         assert server.wait(search_id, ("done", "failed"))["state"] == "done"
     with RunStore.open_reader(server.runs / a) as first, RunStore.open_reader(server.runs / b) as second:
         assert first.sessions()[-1]["ended_at"] <= second.sessions()[0]["started_at"]
+    # output.report: false (make_spec_data's): no report.html at the end, so the service has none to give
+    assert not (server.runs / a / "report.html").exists() and server.get(f"/v1/searches/{a}/report").status_code == 404
     assert [s["id"] for s in server.get("/v1/searches").json()["searches"]] == [b, a]  # newest first
 
     # cancel a running search (held in its 2nd full evaluation): the run directory stays, and resuming completes it

@@ -143,7 +143,7 @@ def test_early_stopped_candidates_are_recorded_and_shown_as_such(tmp_path, cli):
         # plain rounding: its 2-bit moves collapse the tiny model, which is what is to be stopped here
         "compression.mse_clipping": False, "compression.recalibrate_batchnorm": False,
         # 7 dimensions: within 8 full validations the walk reaches moves that collapse the model
-        "space.outside_blocks": "stage"}))
+        "space.outside_blocks": "stage", "output.report": True}))
     run = tmp_path / "run"
     done = cli("search", str(spec), "--run-dir", str(run))
     assert done.returncode == 0, done.stderr

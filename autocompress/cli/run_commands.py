@@ -23,11 +23,15 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _draw_report(run_dir: Path) -> None:
-    """report.html and its PNGs, after the search (whichever way it ended); a report that
-    cannot be drawn never fails the search."""
+    """report.html and its PNGs, after the search (whichever way it ended), unless the run's
+    spec says ``output.report: false``; a report that cannot be drawn never fails the search."""
+    from autocompress.engine import RunStore
     from autocompress.report import build_report
 
     try:
+        with RunStore.open_reader(run_dir) as store:
+            if not (store.meta("spec").get("output") or {}).get("report", True):
+                return
         build_report(run_dir)
     except Exception as error:  # e.g. no baseline measured yet
         say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")

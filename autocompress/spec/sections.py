@@ -308,6 +308,8 @@ class FinetuneSpec(Strict):
 
 class OutputSpec(Strict):
     run_dir: Path | None = Field(default=None, description="where the run is stored; default runs/<name>-<date>-<time> beside the spec")
+    report: bool = Field(True, description="draw report.html and its plots when a search or resume ends (about a "
+                                           "second and a half for a small run; `autocompress report` draws it later)")
 
     @field_validator("run_dir")
     @classmethod
