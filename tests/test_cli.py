@@ -102,7 +102,7 @@ def test_train_reference_list(capsys):
 @pytest.mark.slow
 def test_demo_spec_searches_as_before_and_reuses_the_cached_reference(reference_cache, tmp_path, monkeypatch, cli):
     """The README's demo command (`make demo` = `autocompress search` on the demo spec), on
-    a budget of 3 full evaluations: the cached reference is used (no training), its
+    a budget of 3 full evaluations at network granularity: the cached reference is used (no training), its
     baseline is the reference's, the Pareto table and pareto.json come out with a front and
     each point's config; then `evaluate` on the same cache gives the baseline again without
     training.
@@ -113,8 +113,9 @@ def test_demo_spec_searches_as_before_and_reuses_the_cached_reference(reference_
     candidate, and greedy then walks elsewhere), so no id is pinned here; exactness is
     checked where it is the point (replay, resume and export: test_engine.py)."""
     env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache)}
+    # one rate and one bit-width for the network (2 dimensions, not 13): fewer probes, the same command
     first = run_cli("search", str(DEMO_SPEC), "--run-dir", str(tmp_path / "run"), "--max-full-evaluations", "3",
-                    env=env)
+                    "--set", "space.granularity=network", env=env)
     assert first.returncode == 0, first.stderr
     assert "training reference model" not in first.stderr
     baseline = re.search(r"baseline (\d+\.\d+) % top-1, ([\d,]+) bytes", first.stderr)
