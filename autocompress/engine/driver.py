@@ -44,6 +44,8 @@ from autocompress.search import (
 )
 
 Say = Callable[[str], None]
+
+
 @dataclass
 class RunOptions:
     """Overrides of the spec's execution and budget for one session of a run."""
