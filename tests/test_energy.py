@@ -50,6 +50,20 @@ def test_the_counter_matches_a_hand_count():
     assert activity.energy_mj() == pytest.approx((45 * 0.9 + 186 * 4.6) * 1e-9)
 
 
+def test_events_are_counted_only_on_spike_counts():
+    """Binary spikes count their ones; counts (a residual stream's sums) their sum; anything
+    graded, negative or integer-typed is real-valued (None: dense multiply-accumulates)."""
+    from autocompress.proxy.energy import _events
+
+    assert _events(torch.tensor([0.0, 1.0, 1.0, 0.0])) == 2.0
+    assert _events(torch.zeros(3)) == 0.0
+    assert _events(torch.tensor([0.0, 1.0, 0.5])) is None  # within [0, 1] but not binary
+    assert _events(torch.tensor([1.0, 0.999999])) is None
+    assert _events(torch.tensor([0.0, 2.0, 3.0])) == 5.0 and _events(torch.tensor([0.0, 2.5])) is None
+    assert _events(torch.tensor([-1.0, 1.0])) is None and _events(torch.tensor([0, 1])) is None
+    assert _events(torch.empty(0)) is None
+
+
 def test_pruning_a_layers_consumers_changes_the_synops_as_expected():
     """Pruning half of block 0's MLP hidden channels: fc1 keeps its input spikes and loses half
     its outputs (its SOPs halve exactly); fc2 keeps the spikes of the kept channels only."""

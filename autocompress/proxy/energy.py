@@ -51,14 +51,16 @@ _MATMULS = {"matmul", "__matmul__", "bmm"}
 def _events(x: torch.Tensor) -> float | None:
     """The spikes ``x`` carries: its sum when it holds spike counts (non-negative
     integers, as 0/1 spikes, or their sum on a residual stream), else None. Binary
-    tensors (the common case) take the cheaper path."""
+    tensors (the common case) take the cheaper path: within [0, 1], every non-zero value
+    is a 1 when as many values equal 1 as are non-zero (two counts, exact)."""
     if not x.is_floating_point() or x.numel() == 0:
         return None
     low, high = torch.aminmax(x)
     if low < 0:
         return None
     if high <= 1:
-        return float(x.count_nonzero()) if bool(((x == 0) | (x == 1)).all()) else None
+        nonzero = int(x.count_nonzero())
+        return float(nonzero) if nonzero == int((x == 1).count_nonzero()) else None
     if not bool((x == torch.round(x)).all()):
         return None
     return float(x.sum(dtype=torch.float64))
