@@ -28,13 +28,31 @@ EventHook = Callable[[str, str], None]  # (kind, message)
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
 
 
+def starts_local_ray(address: str | None) -> bool:
+    """Whether :func:`connect_ray` would start a Ray of its own on this machine (no
+    address, not inside a Ray Job, none started in this process yet)."""
+    import ray
+
+    return not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+
+
+def refuse_local_workers(field: str, workers: int, cpus: int) -> None:
+    """A local Ray gets this machine's CPUs and one actor takes one: more workers are
+    refused before Ray starts (its start alone takes seconds)."""
+    if workers > cpus:
+        raise UserInputError(
+            f"{field}: {workers} workers need {workers} CPUs, but this machine has {cpus}; lower --workers "
+            f"({field}), or add nodes to a cluster and join it with --ray-address")
+
+
 def connect_ray(address: str | None, local_cpus: int | None = None, *, local_logs: bool = True):
     """``(ray, started)``: Ray joined at ``address`` (a cluster), or inside a Ray Job the
     cluster it runs on, or else a local Ray of ``local_cpus`` CPUs (this machine's by
-    default) started now; ``started`` says whether this call started it (and so whoever
-    called it shuts it down). ``local_logs`` false keeps a local Ray's actor logs out of
-    this process's output (Ray Train's controller polls the state API, which a local Ray
-    without its dashboard does not serve, and says so every second)."""
+    default) started now, even when a cluster runs on this machine (``ray.init()`` alone
+    would join the last one ``ray start`` made); ``started`` says whether this call started
+    it (and so whoever called it shuts it down). ``local_logs`` false keeps a local Ray's
+    actor logs out of this process's output (Ray Train's controller polls the state API,
+    which a local Ray without its dashboard does not serve, and says so every second)."""
     import ray
 
     if ray.is_initialized():
@@ -45,7 +63,8 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
     else:  # a local Ray sized to this machine: more workers than CPUs are refused by the callers
-        options.update(include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1, log_to_driver=local_logs)
+        options.update(address="local", include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1,
+                       log_to_driver=local_logs)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -97,6 +116,8 @@ class RayExecutor:
             raise
 
     def _connect(self, address: str | None, workers: int) -> None:
+        if starts_local_ray(address):
+            refuse_local_workers("execution.workers", workers, self.local_cpus)
         self.ray, self._started_ray = connect_ray(address, self.local_cpus)
         self._local = self._started_ray and not address and not os.environ.get("RAY_ADDRESS")
 
