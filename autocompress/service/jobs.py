@@ -67,6 +67,7 @@ ERROR_SUMMARIES = {
     "UserInputError": "the job refused its input",
     "AutocompressError": "the search failed",
 }
+LAUNCH_PATIENCE = 600.0  # seconds a job may wait for a cluster that cannot take it yet (its job agent starting)
 UNEXPECTED = "the job failed unexpectedly"
 SEE_LOG = "; the service's operator finds the details in the job log of the run directory"
 
@@ -174,6 +175,13 @@ class RayJobsLauncher:
         if job.get("ray_job"):
             self.client.stop_job(job["ray_job"])
 
+    @staticmethod
+    def transient(error: Exception) -> bool:
+        """A submission the cluster refused for now: its job agent is not up yet (a head
+        that has just started says "No available agent to submit job, please try again
+        later"), or it cannot be reached for the moment."""
+        return "try again later" in str(error) or isinstance(error, ConnectionError)
+
 
 # --------------------------------------------------------------------------- the manager
 
@@ -185,6 +193,8 @@ class Queued:
     command: Command = field(compare=False)
     ticket: str = field(compare=False)
     args: tuple[str, ...] = field(default=(), compare=False)  # finetune: --point and --set options
+    first_refused: float | None = field(default=None, compare=False)  # the launcher's first transient refusal
+    next_try: float = field(default=0.0, compare=False)
 
 
 class JobManager:
@@ -301,13 +311,15 @@ class JobManager:
             waiting = []
             for item in self.queue:
                 run_dir = self.runs_dir / item.search_id
-                if len(self.running) >= self.max_concurrent or self._alive(run_dir, _read_json(run_dir / JOB)):
-                    waiting.append(item)  # no slot, or its previous job is still ending
-                else:
-                    self._launch(item)
+                if (len(self.running) >= self.max_concurrent or time.time() < item.next_try
+                        or self._alive(run_dir, _read_json(run_dir / JOB))):
+                    waiting.append(item)  # no slot, its previous job is still ending, or the cluster said wait
+                elif not self._launch(item):
+                    waiting.append(item)
             self.queue = waiting
 
-    def _launch(self, item: Queued) -> None:
+    def _launch(self, item: Queued) -> bool:
+        """Start ``item``'s job; False when the launcher refused it for now (it stays queued)."""
         run_dir = self.runs_dir / item.search_id
         command = "resume" if is_run_dir(run_dir) else "search"  # a search that got as far as its store resumes
         if item.command == "finetune":
@@ -315,10 +327,24 @@ class JobManager:
         argv = ([command, str(run_dir / REQUEST), "--run-dir", str(run_dir), *self.search_options]
                 if command == "search" else [command, str(run_dir), *item.args]) + self.job_options
         job = {"ticket": item.ticket, "command": command, "started_at": time.time()}
+        before = _read_json(run_dir / JOB)  # an earlier job's (a resume's): kept while this one waits
         _write_json(run_dir / JOB, job)  # before the start: a restart then knows this ticket was launched
         try:
             process, started = self.launcher.start(run_dir, argv, item.ticket)
         except Exception as error:
+            now = time.time()
+            transient = getattr(self.launcher, "transient", None)
+            if transient is not None and transient(error) and now - (item.first_refused or now) < LAUNCH_PATIENCE:
+                if item.first_refused is None:
+                    item.first_refused = now
+                    log.warning("the job of %s waits: %s (trying again for up to %.0f s)", item.search_id, error,
+                                LAUNCH_PATIENCE)
+                item.next_try = now + min(30.0, 1.0 + (now - item.first_refused) / 4)
+                if before:  # not launched: it stays queued as it was
+                    _write_json(run_dir / JOB, before)
+                else:
+                    (run_dir / JOB).unlink(missing_ok=True)
+                return False
             log.error("could not start the job of %s: %s", item.search_id, error)
             _write_json(run_dir / JOB, {**job, "ended_at": time.time(), "exit_code": 3, "error": "could not start"})
         else:
@@ -327,6 +353,7 @@ class JobManager:
             if process is not None:
                 self.children.append(process)
         (run_dir / QUEUE).unlink(missing_ok=True)
+        return True
 
     def _enqueue(self, search_id: str, command: Command, args: tuple[str, ...] = ()) -> None:
         item = Queued(time.time(), search_id, command, secrets.token_hex(4), tuple(args))
