@@ -201,27 +201,6 @@ def test_finetune_settings_are_validated():
     assert validate_spec(make_spec_data()).finetune.auto is False
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # Ray clusters of their own: one at a time
-def test_finetune_on_two_ray_train_workers(searched, tmp_path):
-    """Data-parallel fine-tuning (Ray Train's TorchTrainer, DDP on gloo): two workers take
-    half of each global batch; rank 0 checkpoints; the driver reports and measures."""
-    _, original, point = searched
-    run = tmp_path / "run"
-    shutil.copytree(original, run)
-    done = subprocess.run([sys.executable, "-m", "autocompress", "finetune", str(run), "--point", point["id"],
-                           "--epochs", "1", "--workers", "2", *QUICK], capture_output=True, text=True,
-                          timeout=HANG_GUARD, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{point['id']}: epoch 1/1: loss" in done.stderr
-    entry = json.loads((run / "pareto.json").read_text())["tuned"]["finetuned"][point["id"]]
-    assert entry["state"] == "done" and entry["workers"] == 2
-    state = read_checkpoint(tune_dir(run, point["id"]) / CHECKPOINT)
-    history = json.loads(state["history"])
-    assert state["epoch"] == 1 and history[0]["images"] == 64  # 2 workers x 32 images: the global batch of 16 split
-    assert autocompress.load(tune_dir(run, point["id"]) / "tuned.safetensors") is not None
-
-
 def test_a_search_fine_tunes_its_best_point_when_asked(tmp_path, capsys):
     data = make_spec_data(**{"space.granularity": "network", "strategy": {"name": "greedy", "seed": 0},
                              "budget.max_full_evaluations": 4, "model.args.depths": 2, "model.args.embed_dims": 32,

@@ -180,7 +180,7 @@ def test_each_strategy_finds_the_target_on_the_digits_reference(reference_cache,
     through the driver every search takes."""
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
     spec = load_spec(DEMO_SPEC, overrides=[f"strategy.name={strategy}", "strategy.seed=0", "space.granularity=network",
-                                           "budget.max_full_evaluations=60"])
+                                           "budget.max_full_evaluations=60", "output.report=false"])
     document = start_search(spec, run_dir=tmp_path / "run", say=lambda _m: None)
     assert document["statistics"]["full_evaluations"] <= 60
     best = next((p for p in document["points"] if p["id"] == document["best"]), None)

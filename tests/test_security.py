@@ -447,8 +447,9 @@ def drivers_alive(runs: Path) -> set[str]:
 @pytest.mark.slow
 def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, tmp_path):
     """Every search, a queued resume too, ends done exactly once; never more than two
-    drivers alive. Jobs are held at their first full evaluation (fault injection) so
-    which are running and which queued at the restart does not depend on speed."""
+    drivers alive; a cancelled search keeps its run and resumes. Jobs are held at their
+    first full evaluation (fault injection) so which are running and which queued at the
+    restart does not depend on speed."""
     runs = tmp_path / "runs"
     env = {"AUTOCOMPRESS_FAULT_INJECT": "wait-on-full:1"}
     peak, stop = [0], threading.Event()
@@ -465,8 +466,14 @@ def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, 
     r = first.post("/v1/searches", json=body).json()["id"]
     waiting = lambda search_id: (runs / search_id / "fault-waiting").exists()  # noqa: E731
     wait_for(lambda: waiting(r))
+    assert first.get(f"/v1/searches/{r}").json()["state"] == "running"
     assert first.delete(f"/v1/searches/{r}").status_code == 200
     first.wait(r, ("cancelled",), timeout=HANG_GUARD)
+    wait_for(lambda: first.get(f"/v1/searches/{r}").json()["job"].get("exit_code") is not None, timeout=HANG_GUARD)
+    assert first.get(f"/v1/searches/{r}").json()["job"]["exit_code"] == 130  # stopped cleanly (SIGTERM)
+    with RunStore.open_reader(runs / r) as store:  # the run directory stays, for a resume
+        assert store.sessions()[-1]["state"] == "interrupted"
+    assert first.delete(f"/v1/searches/{r}").status_code == 409  # nothing left to cancel
     (runs / r / "fault-waiting").unlink()
 
     ids = [first.post("/v1/searches", json=tiny(**{"name": f"s{i}", "budget.max_full_evaluations": 2})).json()["id"]
@@ -474,8 +481,12 @@ def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, 
     wait_for(lambda: sum(waiting(i) for i in ids) == 2)
     resumed = first.post(f"/v1/searches/{r}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] == "queued"
-    states = {s["id"]: s["state"] for s in first.get("/v1/searches").json()["searches"]}
+    listed = first.get("/v1/searches").json()["searches"]
+    assert [s["id"] for s in listed] == [*reversed(ids), r]  # newest first
+    states = {s["id"]: s["state"] for s in listed}
     assert sorted(states.values()).count("running") == 2 and sorted(states.values()).count("queued") == 2
+    queued = [i for i in ids if states[i] == "queued"]
+    assert len(queued) == 1 and first.get(f"/v1/searches/{queued[0]}/pareto").status_code == 409  # no store yet
     first.kill()
     assert (runs / r / "queue.json").is_file()  # the queued resume is on disk
 
@@ -501,6 +512,8 @@ def test_searches_beyond_two_slots_queue_and_survive_a_sigkill_restart(servers, 
         assert job["exit_code"] == 0  # the real exit, also of the jobs that outlived the first service
         jobs.append((job["started_at"], json.loads((runs / search_id / "exit.json").read_text())["ended_at"]))
     assert most_at_once(intervals) <= 2 and most_at_once(jobs) <= 2  # driver sessions; whole jobs
+    # output.report: false (make_spec_data's): no report.html at the end, so the service has none to give
+    assert not (runs / r / "report.html").exists() and second.get(f"/v1/searches/{r}/report").status_code == 404
     server = psutil.Process(second.process.pid)  # every supervisor it started is reaped
     wait_for(lambda: all(child.status() != psutil.STATUS_ZOMBIE for child in server.children()), timeout=HANG_GUARD)
 
@@ -528,6 +541,57 @@ class FakeLauncher:
 
     def stop(self, run_dir, job):
         self.stopped.append(job["ticket"])  # asked to stop; it exits when the test says so
+
+
+class RefusingLauncher(FakeLauncher):
+    """A cluster whose job agent is not up yet: it refuses ``refusals`` submissions first."""
+
+    def __init__(self, refusals: int):
+        super().__init__()
+        self.refusals = refusals
+
+    def start(self, run_dir, argv, ticket):
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job, please "
+                               "try again later..")
+        return super().start(run_dir, argv, ticket)
+
+    @staticmethod
+    def transient(error):
+        from autocompress.service.jobs import RayJobsLauncher
+
+        return RayJobsLauncher.transient(error)
+
+
+def test_a_cluster_that_cannot_take_a_job_yet_is_tried_again_and_the_search_stays_queued(tmp_path):
+    """A Ray head that has just started refuses submissions until its job agent is up: the
+    search stays queued and is submitted again (the service used to fail it); a refusal that
+    lasts past LAUNCH_PATIENCE, or any other error, fails it."""
+    from autocompress.service.jobs import JOB, LAUNCH_PATIENCE, JobManager
+
+    launcher = RefusingLauncher(refusals=2)
+    jobs = JobManager(tmp_path / "runs", launcher=launcher)
+    search_id = jobs.submit(tiny(), "tiny")
+    jobs.tick()
+    assert jobs.status(search_id)["state"] == "queued" and not (jobs.runs_dir / search_id / JOB).exists()
+    jobs.tick()  # too soon: not tried again
+    assert launcher.refusals == 1
+    jobs.queue[0].next_try = 0.0
+    jobs.tick()
+    assert launcher.refusals == 0 and jobs.status(search_id)["state"] == "queued"
+    jobs.queue[0].next_try = 0.0
+    jobs.tick()
+    assert launcher.started == ["search"] and jobs.status(search_id)["state"] == "running"
+
+    late = RefusingLauncher(refusals=5)
+    jobs = JobManager(tmp_path / "late", launcher=late)
+    search_id = jobs.submit(tiny(), "tiny")
+    jobs.tick()
+    jobs.queue[0].first_refused -= LAUNCH_PATIENCE + 1
+    jobs.queue[0].next_try = 0.0
+    jobs.tick()
+    assert not jobs.queue and jobs.status(search_id)["state"] == "failed"
 
 
 def test_a_resume_never_starts_beside_a_job_or_a_driver_still_alive(tmp_path):
