@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
     The temporary file is removed if ``write`` fails."""
     path = Path(path)

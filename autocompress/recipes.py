@@ -92,7 +92,8 @@ def get_recipe(name: str) -> ReferenceRecipe:
         raise KeyError(f"unknown reference model '{name}'; known: {', '.join(sorted(REFERENCES))}") from None
 
 
-def check_reference_fits(name: str, family: str, args: dict[str, Any], dataset: str, image_size: int) -> None:
+def check_reference_fits(name: str, family: str, args: dict[str, Any], dataset: str,
+                         image_size: int | None) -> None:
     """Raise ValueError unless a spec's model (family, args) and data (dataset, image size)
     are the recipe's."""
     if name not in REFERENCES:

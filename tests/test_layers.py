@@ -1,11 +1,15 @@
 """The package's import graph, every import counted (those inside functions too): no
 cycle, each part imports only the parts below it, and no part reaches into another
-package's private modules."""
+package's private modules; and the public API type-checks (mypy)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import HANG_GUARD, REPO
 
@@ -122,3 +126,13 @@ def test_the_package_never_imports_torchvision_or_torchaudio():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("torchvision", "torchaudio")]
     assert not found, "\n".join(found)
+
+
+def test_the_public_api_type_checks(tmp_path):
+    """mypy on the public API's modules (pyproject.toml's [tool.mypy]: `import autocompress`,
+    the engine's entry points, the spec, the model registry) finds no error."""
+    pytest.importorskip("mypy")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy")], cwd=REPO,
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Success: no issues found in 12 source files" in done.stdout

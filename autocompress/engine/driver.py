@@ -266,6 +266,7 @@ class _Driver:
     def record(self, kind, candidate, result, *, worker: str | None = None, attempts: int = 1) -> None:
         if kind == "gate" and result.candidate_id in self.gated_before:
             return  # decided again while replaying: recorded once
+        assert self.gate is not None, "records come from the loop, which runs with its gate"
         self.store.record(kind, candidate.to_dict(), result, gate_threshold=self.gate.current_threshold(),
                           worker=worker, attempts=attempts)
 
@@ -317,7 +318,7 @@ class _Driver:
             say(f"note: {note}")
         self._check_space(setup.space)
         _write_splits(store.run_dir, setup.session)
-        self.executor = self._executor(setup, proxy)
+        executor = self.executor = self._executor(setup, proxy)
         plan = _validation_plan(store, spec, len(setup.session.evaluation_order()))
         shards = shard_bounds(plan["images"], plan["shard_images"])
         constraints = store.constraints()
@@ -326,7 +327,7 @@ class _Driver:
         pairs = spec.evaluation.early_stopping or spec.constraints.accuracy.confidence is not None
         if constraints is None or (pairs and baseline is None):
             say(f"measuring the baseline accuracy ({plan['images']:,} validation images)")
-            measured = self.executor.baseline()
+            measured = executor.baseline()
             measured = measured if isinstance(measured, dict) else {"accuracy": float(measured)}
             _check_autocast(measured, spec)
             if "per_image" in measured:
@@ -366,10 +367,10 @@ class _Driver:
                f"{constraints.confidence:.0%} confidence")
             + f"; {self.workers or 'no'} "
             f"worker{'s' if self.workers != 1 else ''}" + (f"; replaying {len(prior)} recorded candidates" if prior else ""))
-        stopped_by = drive(self.loop, self.executor, on_completion=self.completed, on_idle=self.idle).stopped_by
+        stopped_by = drive(self.loop, executor, on_completion=self.completed, on_idle=self.idle).stopped_by
         held = setup.session.holdout_order()
         if len(held):
-            measure_holdout(self.store, self.executor, len(held), plan["shard_images"], self.say, on_idle=self.idle)
+            measure_holdout(self.store, executor, len(held), plan["shard_images"], self.say, on_idle=self.idle)
         return stopped_by
 
     def run(self) -> dict:

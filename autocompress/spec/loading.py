@@ -143,7 +143,7 @@ def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: S
         for item in overrides:  # make command-line paths absolute against the working directory
             key = item.partition("=")[0].strip()
             *parents, last = key.split(".")
-            node = data
+            node: Any = data
             for part in parents:
                 node = node.get(part) if isinstance(node, dict) else None
             value = node.get(last) if isinstance(node, dict) else None

@@ -4,7 +4,7 @@ evaluation, budget, execution, fine-tuning, energy, latency and output."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BeforeValidator,
@@ -138,8 +138,12 @@ class SpaceSpec(Strict):
 # --------------------------------------------------------------------------- strategy
 
 
-# Each strategy declares its options model where it is defined (autocompress.search.strategies).
-StrategySpec = Annotated[Union[strategy_options()], Field(discriminator="name")]  # type: ignore[valid-type]
+# Each strategy declares its options model where it is defined (autocompress.search.strategies);
+# a type checker sees their common base, since the union is built from the registry at run time.
+if TYPE_CHECKING:
+    from autocompress.search.base import StrategyOptions as StrategySpec
+else:
+    StrategySpec = Annotated[Union[strategy_options()], Field(discriminator="name")]
 
 # --------------------------------------------------------------------------- the rest
 

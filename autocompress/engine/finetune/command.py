@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from autocompress.compress import export_compressed, footprint
 from autocompress.compress.export import load_compressed
@@ -67,7 +67,7 @@ def _frozen_with(store, overrides: list[str]) -> dict:
     return apply_overrides(data, overrides) if overrides else data
 
 
-def finetune_run(store, points: list[str] | None = None, *, overrides: list[str] = (), workers: int | None = None,
+def finetune_run(store, points: list[str] | None = None, *, overrides: Sequence[str] = (), workers: int | None = None,
                  address: str | None = None, restart: bool = False, confine: list[str] | None = None,
                  say: Say = print, progress: bool = True, limits: Limits | None = None) -> list[dict]:
     """Fine-tune ``points`` (the spec's selection by default) of the run whose store is
@@ -223,7 +223,7 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
     return result
 
 
-def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: list[str] = (),
+def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: Sequence[str] = (),
              workers: int | None = None, address: str | None = None, restart: bool = False,
              confine: list[str] | None = None, say: Say = print, progress: bool = True,
              limits: Limits | None = None) -> list[dict]:
