@@ -136,3 +136,28 @@ def test_the_public_api_type_checks(tmp_path):
                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Success: no issues found in 12 source files" in done.stdout
+
+
+def test_every_name_in_every_all_is_what_it_says():
+    """With every module of the package imported, each name in each module's ``__all__``
+    resolves, to no module (but the two SpikingJelly modules models._spikingjelly passes on),
+    and each of the engine's lazy names to the object its source module defines. A lazy name
+    loses to a submodule of the same name once that is imported: `from autocompress.engine
+    import finetune` used to give the subpackage, not the function."""
+    import importlib
+    import pkgutil
+    import types
+
+    import autocompress
+    from autocompress import engine
+
+    names = ["autocompress"] + [m.name for m in pkgutil.walk_packages(autocompress.__path__, "autocompress.")
+                                if not m.name.endswith("__main__")]  # __main__ runs the command line
+    modules = {name: importlib.import_module(name) for name in names}
+    for name, module in modules.items():
+        for attr in getattr(module, "__all__", ()):
+            value = getattr(module, attr)  # AttributeError: a name __all__ promises and the module lacks
+            passed_on = name == "autocompress.models._spikingjelly" and attr in ("functional", "neuron")
+            assert passed_on or not isinstance(value, types.ModuleType), f"{name}.{attr} is a module"
+    for attr, source in engine._SOURCES.items():
+        assert getattr(engine, attr) is getattr(modules[f"autocompress.engine.{source}"], attr), attr

@@ -3,7 +3,9 @@ driver, the Ray executor, the run store and what is read from it (status, progre
 pareto.json), and export.
 
 Names are imported on first use: the HTTP service reads run stores with this package
-and must start without importing torch.
+and must start without importing torch. Fine-tuning is the subpackage
+``autocompress.engine.finetune`` (``autocompress.finetune`` for users): a lazy name
+``finetune`` here would lose to that subpackage as soon as it is imported.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 _SOURCES = {
     "RunOptions": "driver", "resume_search": "driver", "start_search": "driver",
     "export_point": "exporting",
-    "finetune": "finetune",
     "pareto_document": "pareto_file",
     "Setup": "pipeline", "build_candidate": "pipeline", "channel_groups": "pipeline",
     "Progress": "progress", "session_progress": "progress",
@@ -37,7 +38,6 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # what the names are, for readers and type checkers
     from autocompress.engine.driver import RunOptions, resume_search, start_search  # noqa: F401
     from autocompress.engine.exporting import export_point  # noqa: F401
-    from autocompress.engine.finetune import finetune  # noqa: F401
     from autocompress.engine.pareto_file import pareto_document  # noqa: F401
     from autocompress.engine.pipeline import Setup, build_candidate, channel_groups  # noqa: F401
     from autocompress.engine.progress import Progress, session_progress  # noqa: F401
