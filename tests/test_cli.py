@@ -190,3 +190,16 @@ def test_the_version_is_the_packages(capsys):
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert main(["--version"]) == 0
     assert __version__ == declared and capsys.readouterr().out.strip() == f"autocompress, version {declared}"
+
+
+def test_help_lists_every_command_with_its_whole_first_sentence(capsys):
+    """`autocompress --help`: each command's first sentence in full, wrapped, never cut to
+    '...' (click's default cut 14 of the 15 summaries)."""
+    from autocompress.cli.common import cli
+
+    assert main(["--help"]) == 0
+    listing = " ".join(capsys.readouterr().out.split("Commands:", 1)[1].split())
+    assert "..." not in listing
+    for name, command in cli.commands.items():
+        first = " ".join(command.get_short_help_str(limit=10_000).split())
+        assert f"{name} {first}" in listing, name
