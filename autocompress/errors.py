@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 3
+EXIT_INFEASIBLE = 4  # `search`/`resume --fail-if-infeasible`: the search ended without a feasible point
 EXIT_INTERRUPTED = 130
 
 # Set by whoever supervises a command (the service's jobs): the file where the command
@@ -74,3 +75,9 @@ class DataError(UserInputError):
 
 class ModelError(UserInputError):
     """A model that cannot be built from the spec (bad factory, bad arguments)."""
+
+
+class NoFeasiblePoint(AutocompressError):
+    """A search that ended without a feasible point, when the caller asked that to fail."""
+
+    exit_code = EXIT_INFEASIBLE

@@ -467,3 +467,17 @@ def test_the_run_store_meta_is_typed_checked_when_written_and_migrated_when_read
         assert "per_image" not in store.meta("holdout")["results"]["baseline"]
         assert store.get(Holdout).results["baseline"].correct == 2
     assert {"spec", "budget", "execution", "validation", "baseline", "holdout", "finetune", "limits"} <= set(META_MODELS)
+
+
+def test_fail_if_infeasible_exits_4_when_no_point_is_feasible(tmp_path, capsys):
+    """For scripts: a search that ends without a feasible point exits 4 with
+    --fail-if-infeasible (0 without it), and so does resume; the run is kept either way."""
+    spec = tiny_spec(tmp_path, **{"constraints.memory.min_saving": 0.999, "budget.max_full_evaluations": 2})
+    assert main(["search", str(spec), "--run-dir", str(tmp_path / "plain")]) == 0
+    assert main(["search", str(spec), "--run-dir", str(tmp_path / "run"), "--fail-if-infeasible"]) == 4
+    assert "error: no feasible point (2 full evaluations)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "pareto.json").read_text())["best"] is None
+    assert main(["resume", str(tmp_path / "run"), "--finish", "--fail-if-infeasible"]) == 4
+    feasible = tiny_spec(tmp_path, **{"constraints.memory.min_saving": 0.0, "budget.max_full_evaluations": 2,
+                                      "constraints.accuracy": {"max_drop": 50, "confidence": None}})
+    assert main(["search", str(feasible), "--run-dir", str(tmp_path / "ok"), "--fail-if-infeasible"]) == 0

@@ -1,7 +1,7 @@
 """The ``autocompress`` command line.
 
-Exit codes: 0 done, 2 bad input (spec, paths, checkpoint, data), 3 failed,
-130 interrupted. Errors a user can cause print one clear message, never a traceback
+Exit codes: 0 done, 2 bad input (spec, paths, checkpoint, data), 3 failed, 4 no
+feasible point (``--fail-if-infeasible``), 130 interrupted. Errors a user can cause print one clear message, never a traceback
 (``--debug`` shows it).
 
 The commands live in ``spec_commands`` (spec, model, service) and ``run_commands`` (a search

@@ -11,7 +11,7 @@ import click
 
 from autocompress.cli.common import DATA_ROOTS, LIMIT, SET, cli, execution_options, say
 from autocompress.cli.render import format_energy, print_pareto, progress_display
-from autocompress.errors import AutocompressError
+from autocompress.errors import AutocompressError, NoFeasiblePoint
 
 
 def _interrupt_on_sigterm() -> None:
@@ -55,7 +55,12 @@ def _interrupted(run_dir: Path) -> None:
     raise KeyboardInterrupt
 
 
-def _finish_search(document: dict) -> None:
+FAIL_IF_INFEASIBLE = click.option(
+    "--fail-if-infeasible", is_flag=True,
+    help="Exit 4 when the search ends without a feasible point (for scripts; the run is kept as ever).")
+
+
+def _finish_search(document: dict, fail_if_infeasible: bool = False) -> None:
     print_pareto(document)
     click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
     if (Path(document["run_dir"]) / "report.html").is_file():
@@ -64,6 +69,9 @@ def _finish_search(document: dict) -> None:
 
     if StopReason.parse(document["statistics"]["stopped_by"]) is StopReason.ERROR:
         raise AutocompressError(f"the search failed: {document['statistics']['stopped_by']}")
+    if fail_if_infeasible and document.get("best") is None:
+        raise NoFeasiblePoint(f"no feasible point ({document['statistics']['full_evaluations']} full evaluations); "
+                              f"the near misses are in {Path(document['run_dir']) / 'pareto.json'}")
 
 
 @cli.command()
@@ -74,9 +82,10 @@ def _finish_search(document: dict) -> None:
 @SET
 @LIMIT
 @DATA_ROOTS
+@FAIL_IF_INFEASIBLE
 def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_address: str | None,
            max_full_evaluations: int | None, overrides: tuple[str, ...], limit_items: tuple[str, ...],
-           data_roots: tuple[Path, ...]) -> None:
+           data_roots: tuple[Path, ...], fail_if_infeasible: bool) -> None:
     """Search the spec's space; print the Pareto set and write pareto.json into the run directory.
 
     Every result is stored in the run directory as it completes: `autocompress
@@ -101,7 +110,7 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
                                     say=say, on_progress=update, on_end=_draw_report)
     except KeyboardInterrupt:
         _interrupted(target)
-    _finish_search(document)
+    _finish_search(document, fail_if_infeasible)
 
 
 @cli.command()
@@ -112,8 +121,10 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
               "Pareto points are measured on the held-out split and pareto.json and the report are written.")
 @LIMIT
 @DATA_ROOTS
+@FAIL_IF_INFEASIBLE
 def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
-           max_hours: float | None, finish: bool, limit_items: tuple[str, ...], data_roots: tuple[Path, ...]) -> None:
+           max_hours: float | None, finish: bool, limit_items: tuple[str, ...], data_roots: tuple[Path, ...],
+           fail_if_infeasible: bool) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
     with --max-full-evaluations), or end it now (--finish). Recorded results are reused,
     never evaluated again."""
@@ -136,7 +147,7 @@ def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full
             document = resume_search(run_dir, options=options, say=say, on_progress=update, on_end=_draw_report)
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    _finish_search(document)
+    _finish_search(document, fail_if_infeasible)
 
 
 @cli.command()
