@@ -161,3 +161,22 @@ def test_every_name_in_every_all_is_what_it_says():
             assert passed_on or not isinstance(value, types.ModuleType), f"{name}.{attr} is a module"
     for attr, source in engine._SOURCES.items():
         assert getattr(engine, attr) is getattr(modules[f"autocompress.engine.{source}"], attr), attr
+
+
+def test_import_autocompress_prints_nothing_and_changes_no_global_state():
+    """`import autocompress` in a fresh interpreter: no output, no new logging handler or
+    level, sys.path, the warning filters and torch's settings as they were (torch is not
+    even imported)."""
+    probe = (
+        "import logging, sys, warnings\n"
+        "before = (list(sys.path), logging.getLogger().handlers[:], logging.getLogger().level,\n"
+        "          logging.getLogger('optuna').level, list(warnings.filters))\n"
+        "import autocompress\n"
+        "after = (list(sys.path), logging.getLogger().handlers[:], logging.getLogger().level,\n"
+        "         logging.getLogger('optuna').level, list(warnings.filters))\n"
+        "assert before == after, (before, after)\n"
+        "assert 'torch' not in sys.modules, 'import autocompress imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "" and done.stderr == ""
