@@ -28,14 +28,6 @@ EventHook = Callable[[str, str], None]  # (kind, message)
 WorkerHook = Callable[..., None]  # (name, state=, task=, pid=, node=)
 
 
-def starts_local_ray(address: str | None) -> bool:
-    """Whether :func:`connect_ray` would start a Ray of its own on this machine (no
-    address, not inside a Ray Job, none started in this process yet)."""
-    import ray
-
-    return not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
-
-
 def refuse_local_workers(field: str, workers: int, cpus: int) -> None:
     """A local Ray gets this machine's CPUs and one actor takes one: more workers are
     refused before Ray starts (its start alone takes seconds)."""
@@ -45,14 +37,16 @@ def refuse_local_workers(field: str, workers: int, cpus: int) -> None:
             f"({field}), or add nodes to a cluster and join it with --ray-address")
 
 
-def connect_ray(address: str | None, local_cpus: int | None = None, *, local_logs: bool = True):
+def connect_ray(address: str | None, local_cpus: int | None = None, *, local_logs: bool = True,
+                workers: int = 0, field: str = "execution.workers"):
     """``(ray, started)``: Ray joined at ``address`` (a cluster), or inside a Ray Job the
     cluster it runs on, or else a local Ray of ``local_cpus`` CPUs (this machine's by
     default) started now, even when a cluster runs on this machine (``ray.init()`` alone
     would join the last one ``ray start`` made); ``started`` says whether this call started
     it (and so whoever called it shuts it down). ``local_logs`` false keeps a local Ray's
     actor logs out of this process's output (Ray Train's controller polls the state API,
-    which a local Ray without its dashboard does not serve, and says so every second)."""
+    which a local Ray without its dashboard does not serve, and says so every second).
+    ``workers`` more than a local Ray's CPUs are refused (as ``field``) before it starts."""
     import ray
 
     if ray.is_initialized():
@@ -62,9 +56,10 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
         options["address"] = address
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
-    else:  # a local Ray sized to this machine: more workers than CPUs are refused by the callers
-        options.update(address="local", include_dashboard=False, num_cpus=local_cpus or os.cpu_count() or 1,
-                       log_to_driver=local_logs)
+    else:  # a local Ray sized to this machine
+        cpus = local_cpus or os.cpu_count() or 1
+        refuse_local_workers(field, workers, cpus)
+        options.update(address="local", include_dashboard=False, num_cpus=cpus, log_to_driver=local_logs)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -116,9 +111,7 @@ class RayExecutor:
             raise
 
     def _connect(self, address: str | None, workers: int) -> None:
-        if starts_local_ray(address):
-            refuse_local_workers("execution.workers", workers, self.local_cpus)
-        self.ray, self._started_ray = connect_ray(address, self.local_cpus)
+        self.ray, self._started_ray = connect_ray(address, self.local_cpus, workers=workers)
         self._local = self._started_ray and not address and not os.environ.get("RAY_ADDRESS")
 
     def _check_resources(self, workers: int) -> None:

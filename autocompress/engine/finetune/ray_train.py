@@ -46,11 +46,10 @@ def train_on_ray(job: Job, workers: int, address: str | None, device: str, on_pr
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from autocompress.engine.executors import connect_ray, refuse_local_workers, starts_local_ray
+    from autocompress.engine.executors import connect_ray
 
-    if starts_local_ray(address):
-        refuse_local_workers("finetune.workers", workers, os.cpu_count() or 1)
-    ray, started = connect_ray(address, local_logs=False)  # errors still come back with the exception
+    # errors still come back with the exception; more local workers than CPUs are refused before Ray starts
+    ray, started = connect_ray(address, local_logs=False, workers=workers, field="finetune.workers")
     try:
         resources = ray.cluster_resources()
         gpu = device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
