@@ -14,3 +14,12 @@ def progress_bar(head: str, tail: str, *, enabled: bool = True, remaining: bool 
     if remaining:
         columns.append(TimeRemainingColumn())
     return Progress(*columns, console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+def log_info(message: str) -> None:
+    """The library's default for its ``say`` parameters: the ``autocompress`` logger at INFO, so
+    that a library call prints nothing unless the caller configures logging (the CLI passes
+    its own, which writes to stderr)."""
+    import logging
+
+    logging.getLogger("autocompress").info(message)

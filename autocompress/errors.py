@@ -81,3 +81,13 @@ class NoFeasiblePoint(AutocompressError):
     """A search that ended without a feasible point, when the caller asked that to fail."""
 
     exit_code = EXIT_INFEASIBLE
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM in the CLI) during :func:`autocompress.searching` or :meth:`Run.resume`:
+    a KeyboardInterrupt that says which run directory keeps the finished work
+    (``autocompress.open_run(error.run_dir).resume()`` goes on)."""
+
+    def __init__(self, run_dir) -> None:
+        super().__init__(f"interrupted; every finished evaluation is kept in {run_dir}")
+        self.run_dir = run_dir

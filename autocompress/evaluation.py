@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,19 @@ def precision_context(device: torch.device, autocast: str | None):
     if autocast in (None, "off", "fp32"):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
+
+
+@contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode for the call (fixed shapes, many batches: it picks its kernels
+    once), put back as the caller had it after: process-wide settings are the caller's."""
+    before = torch.backends.cudnn.benchmark
+    if enabled:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -78,15 +91,14 @@ def evaluate_accuracy(
     counts stay on the device: one host sync per evaluation, not per batch."""
     device = torch.device(device)
     model = model.to(device).eval()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes, many batches: let cuDNN pick its kernels once
     hits: list[torch.Tensor] = []  # per batch, on the device
     readable: list[torch.Tensor] = []
     skipped: list[str] = []
     start = time.perf_counter()
     count = len(data.validation) if indices is None else len(indices)
     batches = data.validation_batches(batch_size, workers, device, indices)
-    with progress_bar(progress, count, description) as bar, precision_context(device, autocast):
+    with progress_bar(progress, count, description) as bar, precision_context(device, autocast), \
+            cudnn_benchmark(device.type == "cuda"):
         for images, labels, batch_skipped, batch_readable in batches:
             skipped += batch_skipped
             readable.append(batch_readable)

@@ -215,7 +215,7 @@ def servers(tmp_path):
 
 @dataclass(frozen=True)
 class RayCluster:
-    dashboard: str  # the job server's address (the service's --ray-address)
+    dashboard: str  # the job server's address (the service's --ray-dashboard)
     env: dict  # what a process that joins it needs (token authentication on)
 
 

@@ -13,9 +13,9 @@ import pytest
 from autocompress.cli import main
 from autocompress.engine import RunStore, Session
 from autocompress.engine.pareto_file import measured_only, recommend, recommendation_line
-from autocompress.search import Constraints, Result, drop_upper_bound, paired_counts
-from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
-from autocompress.search.execution import LocalExecutor, drive
+from autocompress.searching import Constraints, Result, drop_upper_bound, paired_counts
+from autocompress.searching.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
+from autocompress.searching.execution import LocalExecutor, drive
 from autocompress.spec import load_spec
 from conftest import make_spec_data, write_spec
 

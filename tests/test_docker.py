@@ -42,7 +42,7 @@ def test_compose_file_parses_and_runs_real_commands():
     serve_args = shlex.split(head.split("exec autocompress serve", 1)[1])
     given = {arg.split("=")[0] for arg in serve_args if arg.startswith("--")}
     assert given <= _options(cli.commands["serve"]), given - _options(cli.commands["serve"])
-    assert {"--ray-address", "--runs-dir", "--data-roots", "--host"} <= given
+    assert {"--ray-dashboard", "--runs-dir", "--data-roots", "--host"} <= given
     assert "AUTOCOMPRESS_TOKEN" in services["head"]["environment"]
     worker = " ".join(services["worker"]["command"])
     assert "ray start --address=head:6379" in worker and "--block" in worker

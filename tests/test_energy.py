@@ -157,8 +157,8 @@ def test_optuna_strategies_take_the_energy_limit_as_a_constraint_and_objective(s
     objective, both studies a third constraint, and every feasible point meets the limit."""
     from dataclasses import replace
 
-    from autocompress.search import LocalExecutor, drive
-    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_loop
+    from autocompress.searching import LocalExecutor, drive
+    from autocompress.searching.conformance import CONSTRAINTS, SyntheticEvaluator, make_loop
 
     class WithEnergy(SyntheticEvaluator):
         def probe(self, candidate):
@@ -183,8 +183,8 @@ def test_prioritized_puts_the_energy_saving_dimensions_first_under_an_energy_lim
     dimension whose sensitivity probe saves much energy goes ahead of larger ones."""
     from dataclasses import replace
 
-    from autocompress.search import Result
-    from autocompress.search.conformance import CONSTRAINTS, make_loop
+    from autocompress.searching import Result
+    from autocompress.searching.conformance import CONSTRAINTS, make_loop
 
     orders = []
     for constraints in (CONSTRAINTS, replace(CONSTRAINTS, baseline_energy_mj=1.0, max_energy_mj=0.9)):

@@ -18,8 +18,8 @@ import autocompress
 from autocompress.cli import main
 from autocompress.engine import RunStore, Session
 from autocompress.errors import UserInputError
-from autocompress.search import Result, TaskOutcome
-from autocompress.search.conformance import make_loop
+from autocompress.searching import Result, TaskOutcome
+from autocompress.searching.conformance import make_loop
 from autocompress.spec import load_spec
 from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
 
@@ -146,7 +146,7 @@ def test_search_status_pareto_export_and_load(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["evaluation"]["accuracy"] == pytest.approx(point["accuracy"], abs=1e-9)
 
     assert main(["export", str(run), "--point", "nope", "--out", str(out_file)]) == 2
-    assert "--point nope: no fully evaluated candidate" in capsys.readouterr().err
+    assert "point nope: no fully evaluated candidate" in capsys.readouterr().err
 
 
 def test_resume_after_the_budget_is_raised(tmp_path, capsys):

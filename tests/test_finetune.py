@@ -105,7 +105,7 @@ def test_a_finetune_killed_mid_epoch_resumes_from_its_last_checkpoint(searched, 
 
     # other settings do not continue it silently
     assert main([args[0], str(killed), *args[1:], "--set", "finetune.lr=0.01"]) == 2
-    assert "was written with other fine-tuning settings; pass --restart" in capsys.readouterr().err
+    assert "was written with other fine-tuning settings; restart (restart=True, --restart)" in capsys.readouterr().err
 
     assert main([args[0], str(killed), *args[1:]]) == 0
     assert "resuming from the checkpoint of epoch 1/3" in capsys.readouterr().err
@@ -130,7 +130,7 @@ def test_bad_points_and_checkpoints_are_clear_errors(searched, tmp_path, capsys)
     assert main(["finetune", str(run), "--point", "0123456789ab"]) == 2
     assert "no fully evaluated candidate with that id" in capsys.readouterr().err
     assert main(["finetune", str(run), "--set", "data.batch_size=4"]) == 2
-    assert "finetune changes only the finetune section" in capsys.readouterr().err
+    assert "fine-tuning changes only the finetune section" in capsys.readouterr().err
     assert main(["export", str(run), "--point", point["id"], "--tuned", "--out", str(tmp_path / "x")]) == 2
     assert "no finished fine-tuning of that point" in capsys.readouterr().err
     broken = tune_dir(run, point["id"]) / CHECKPOINT
@@ -176,7 +176,7 @@ def test_membrane_matching_compares_the_kept_channels_only():
 
 
 def test_points_are_chosen_by_id_best_feasible_and_near_misses():
-    from autocompress.search import Constraints
+    from autocompress.searching import Constraints
 
     spec = validate_spec(make_spec_data())
     constraints = Constraints(baseline_accuracy=99.0, baseline_bytes=1000, max_drop_points=1.5, min_saving=0.5)

@@ -16,8 +16,8 @@ from autocompress.engine.space_file import build_space
 from autocompress.models import create_model
 from autocompress.compress.pruning import mask_network
 from autocompress.proxy import kept_channels, layer_drifts, membrane_drift, record_potentials
-from autocompress.search import Gate
-from autocompress.search import Candidate, Constraints, Result, pareto_set, strategy_names
+from autocompress.searching import Gate
+from autocompress.searching import Candidate, Constraints, Result, pareto_set, strategy_names
 from autocompress.spec import load_spec, validate_spec
 from conftest import DEMO_SPEC, TINY_ARGS, make_spec_data
 
@@ -227,8 +227,8 @@ def test_drift_in_chunks_equals_the_drift_of_the_whole_batch(family, tmp_path):
 
 
 def test_probes_count_against_the_budget_at_the_spec_probe_cost():
-    from autocompress.search import LocalExecutor, drive
-    from autocompress.search.conformance import SyntheticEvaluator, make_loop
+    from autocompress.searching import LocalExecutor, drive
+    from autocompress.searching.conformance import SyntheticEvaluator, make_loop
 
     def spent(cost: float):
         loop = make_loop("greedy", max_full=12)

@@ -180,7 +180,7 @@ def test_job_crash_is_reported_failed_with_a_summary_and_the_log_stays_on_the_se
 
 
 def test_every_stop_reason_is_shown_as_itself_and_an_error_without_its_message():
-    from autocompress.search import StopReason
+    from autocompress.searching import StopReason
 
     for reason in StopReason:
         assert StopReason.parse(reason.value) is reason and StopReason.public(reason.value) == reason.value
@@ -226,7 +226,7 @@ def test_a_search_and_its_finetuning_run_as_ray_jobs_on_a_cluster(servers, ray_c
     taking half of each global batch; rank 0 checkpoints; the driver reports and measures."""
     from autocompress.engine.finetune import CHECKPOINT, read_checkpoint, tune_dir
 
-    server = servers("--ray-address", ray_cluster.dashboard, env=ray_cluster.env)
+    server = servers("--ray-dashboard", ray_cluster.dashboard, env=ray_cluster.env)
     # (decided on the measured drop: the count of full evaluations below is the mechanics', not the 40 images')
     search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1,
                                                          "constraints.accuracy.confidence": None})).json()["id"]

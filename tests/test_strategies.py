@@ -1,4 +1,4 @@
-"""Strategy conformance: the package's suite (autocompress.search.conformance) on every
+"""Strategy conformance: the package's suite (autocompress.searching.conformance) on every
 registered strategy, and on a plug-in strategy registered here the way a third party would."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from autocompress.search import (
+from autocompress.searching import (
     Result,
     Strategy,
     StrategyOptions,
@@ -16,7 +16,7 @@ from autocompress.search import (
     strategy_names,
     strategy_options,
 )
-from autocompress.search.conformance import CHECKS, run
+from autocompress.searching.conformance import CHECKS, run
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -75,8 +75,8 @@ def test_a_plugin_strategy_registers_with_its_options_and_runs_the_suite():
 
 
 def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can_keep_going():
-    from autocompress.search import Constraints, Gate, LocalExecutor, SearchLoop, drive
-    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES, SyntheticEvaluator, make_space
+    from autocompress.searching import Constraints, Gate, LocalExecutor, SearchLoop, drive
+    from autocompress.searching.conformance import BASELINE_ACCURACY, BASELINE_BYTES, SyntheticEvaluator, make_space
 
     def best(min_saving: float, keep: bool):
         constraints = Constraints(BASELINE_ACCURACY, BASELINE_BYTES, 1.5, min_saving)
@@ -95,7 +95,7 @@ def test_prioritized_compresses_when_the_baseline_already_meets_the_goal_and_can
 
 
 def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
-    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+    from autocompress.searching.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
 
     def first_step(full_left: int | None) -> int:
         beam = create_strategy(strategy_options("beam")(name="beam", seed=0, beam_width=4), make_space(), CONSTRAINTS)
@@ -114,8 +114,8 @@ def test_beam_evaluates_fewer_moves_a_step_when_the_budget_is_tight():
 
 
 def _run_synthetic(options, constraints=None, budget: int = 30, threshold: float | str = "auto"):
-    from autocompress.search import Gate, LocalExecutor, SearchLoop, drive
-    from autocompress.search.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
+    from autocompress.searching import Gate, LocalExecutor, SearchLoop, drive
+    from autocompress.searching.conformance import CONSTRAINTS, SyntheticEvaluator, make_space
 
     constraints = constraints or CONSTRAINTS
     strategy = create_strategy(options, make_space(), constraints)
@@ -126,8 +126,8 @@ def _run_synthetic(options, constraints=None, budget: int = 30, threshold: float
 
 @pytest.mark.parametrize("name", ["random", "tpe", "nsga2"])
 def test_sampling_strategies_evaluate_in_full_only_candidates_within_the_memory_limits(name):
-    from autocompress.search import Constraints
-    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES
+    from autocompress.searching import Constraints
+    from autocompress.searching.conformance import BASELINE_ACCURACY, BASELINE_BYTES
 
     constraints = Constraints(BASELINE_ACCURACY, BASELINE_BYTES, 1.5, min_saving=0.4)
     loop, _ = _run_synthetic(strategy_options(name)(name=name, seed=1), constraints)
@@ -160,7 +160,7 @@ def test_a_gated_candidate_is_told_to_optuna_as_an_estimated_violation_not_accur
     """The estimate is fitted to the drop as the search decides it: the measured drop, or,
     where the run decides with confidence (``margin``: each bound that far above its
     measured drop), the upper bound, so it is compared with the limit on one scale."""
-    from autocompress.search.conformance import CONSTRAINTS, make_space
+    from autocompress.searching.conformance import CONSTRAINTS, make_space
 
     options = strategy_options("nsga2")(name="nsga2", seed=0, population_size=4, warm_start=0)
     strategy = create_strategy(options, make_space(), CONSTRAINTS)
@@ -199,7 +199,7 @@ def test_beam_does_not_try_moves_at_least_as_aggressive_as_a_broken_configuratio
 def test_walks_take_a_negligible_move_only_after_every_larger_one(name):
     """A move that saves a sliver of the bytes still to save (a classification head walked notch by
     notch) costs a full evaluation like any other: it waits, however little drift it adds."""
-    from autocompress.search.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
+    from autocompress.searching.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
 
     def first_full(share: float):
         options = strategy_options(name)(name=name, seed=0, min_step_share=share,
@@ -229,7 +229,7 @@ def test_walks_take_a_negligible_move_only_after_every_larger_one(name):
 def _greedy_after_one_step(free_share: float):
     """A greedy walk one accepted step from the baseline (its configuration drifts 0.2),
     with the probes of the next step asked for."""
-    from autocompress.search.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
+    from autocompress.searching.conformance import BASELINE_BYTES, CONSTRAINTS, make_space
 
     walk = create_strategy(strategy_options("greedy")(name="greedy", seed=0, free_share=free_share),
                            make_space(), CONSTRAINTS)
@@ -247,7 +247,7 @@ def _greedy_after_one_step(free_share: float):
 
 def _answer_probes(walk, probes, free: int):
     """The first ``free`` probes add 0.0005 to the drift (free), the others 0.1."""
-    from autocompress.search.conformance import BASELINE_BYTES
+    from autocompress.searching.conformance import BASELINE_BYTES
 
     for i, request in enumerate(probes):
         drift = 0.2005 if i < free else 0.3
@@ -256,7 +256,7 @@ def _answer_probes(walk, probes, free: int):
 
 
 def test_greedy_takes_the_free_moves_of_a_step_in_one_full_evaluation():
-    from autocompress.search.conformance import CONSTRAINTS
+    from autocompress.searching.conformance import CONSTRAINTS
 
     walk, probes = _greedy_after_one_step(0.01)
     assert len(probes) >= 3 and {p.stage for p in probes} == {"probe"}
@@ -275,7 +275,7 @@ def test_greedy_takes_the_free_moves_of_a_step_in_one_full_evaluation():
 
 
 def test_greedy_takes_free_moves_one_at_a_time_when_together_they_break_the_limit():
-    from autocompress.search.conformance import CONSTRAINTS
+    from autocompress.searching.conformance import CONSTRAINTS
 
     walk, probes = _greedy_after_one_step(0.01)
     free = _answer_probes(walk, probes, free=2)
@@ -308,8 +308,8 @@ def _walk_two_dimensions(max_failed_trades: int):
     A's second notch breaks the limit (1.6 points). Trading one notch of B back for it
     fits (1.45 points) and saves 70,000 bytes more. Returns the walk and its full
     evaluations in order."""
-    from autocompress.search.conformance import BASELINE_ACCURACY, BASELINE_BYTES, CONSTRAINTS
-    from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
+    from autocompress.searching.conformance import BASELINE_ACCURACY, BASELINE_BYTES, CONSTRAINTS
+    from autocompress.searching.space import SearchSpace, SpaceDefinition, Unit
 
     units = [Unit("a", "prune", "mlp", 0, 1), Unit("b", "prune", "mlp", 1, 1)]
     space = SearchSpace(units, SpaceDefinition(prune_rates=(0.0, 0.25, 0.5, 0.75), granularity="layer"))
@@ -367,7 +367,7 @@ def test_random_stops_once_its_draws_keep_being_dominated():
 def test_random_counts_draws_the_gate_turns_away_toward_its_stop():
     """A draw the gate turns away comes to no full evaluation either; when it restarted the
     count, random on Fashion-MNIST (one draw in ten turned away) never reached the bound."""
-    from autocompress.search.conformance import make_space
+    from autocompress.searching.conformance import make_space
 
     # a gate that turns every candidate away
     loop, strategy = _run_synthetic(strategy_options("random")(name="random", seed=0, max_skipped=20),

@@ -16,7 +16,7 @@ from autocompress.engine.driver import _check_autocast
 from autocompress.engine.pipeline import Setup
 from autocompress.engine.worker import Worker
 from autocompress.errors import UserInputError
-from autocompress.search import (
+from autocompress.searching import (
     EarlyStopping,
     LocalExecutor,
     Result,
@@ -27,8 +27,8 @@ from autocompress.search import (
     shard_bounds,
     unpack,
 )
-from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
-from autocompress.search.results import Constraints
+from autocompress.searching.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
+from autocompress.searching.results import Constraints
 from autocompress.spec import SpecError, validate_spec
 from conftest import FIXTURES, make_spec_data, write_spec
 
@@ -113,7 +113,7 @@ def test_sharded_search_matches_one_pass_and_early_stopped_results_are_never_poi
         elif result.early_stopped:
             assert not constraints.accuracy_ok(exact[result.candidate_id])
             assert result.feasible is False and result.images < 6_000 and result.drop_bound > 1.5
-    from autocompress.search import pareto_set
+    from autocompress.searching import pareto_set
 
     pareto = pareto_set(loop.all_results(), constraints)
     assert not {r.candidate_id for r in pareto.points + pareto.near_misses} & {r.candidate_id for r in stopped}

@@ -14,8 +14,16 @@ from autocompress.version import __version__
 log = logging.getLogger("autocompress")
 
 
+QUIET = {"on": False}  # --quiet: no messages and no progress display (errors and results still print)
+
+
 def say(message: str) -> None:
-    click.echo(message, err=True)
+    if not QUIET["on"]:
+        click.echo(message, err=True)
+
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (messages stay on "
+                    "stderr).")
 
 
 SET = click.option(
@@ -56,9 +64,13 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="autocompress")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def cli(debug: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No messages and no progress display on stderr; errors and "
+              "results still print.")
+def cli(debug: bool, quiet: bool) -> None:
     """Constraint-driven compression search for Spiking Vision Transformers."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    QUIET["on"] = quiet
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
 EXECUTION_OPTIONS = [

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from autocompress.cli.common import say
+from autocompress.cli.common import QUIET, say
 
 
 def progress_display(budget_hint: int):
@@ -16,7 +16,7 @@ def progress_display(budget_hint: int):
     from autocompress.console import progress_bar
 
     console = Console(stderr=True)
-    progress = progress_bar("full evaluations", "{task.fields[status]}", enabled=console.is_terminal)
+    progress = progress_bar("full evaluations", "{task.fields[status]}", enabled=console.is_terminal and not QUIET["on"])
     task = progress.add_task("search", total=budget_hint, status="starting")
     last_line = [time.monotonic()]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from autocompress.cli.common import DATA_ROOTS, LIMIT, SET, cli, execution_options, say
+from autocompress.cli.common import DATA_ROOTS, JSON, LIMIT, QUIET, SET, cli, execution_options, say
 from autocompress.cli.render import format_energy, print_pareto, progress_display
 from autocompress.errors import AutocompressError, NoFeasiblePoint
 
@@ -20,21 +20,6 @@ def _interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def _draw_report(run_dir: Path) -> None:
-    """report.html and its PNGs, after the search (whichever way it ended), unless the run's
-    spec says ``output.report: false``; a report that cannot be drawn never fails the search."""
-    from autocompress.engine import RunStore
-    from autocompress.report import build_report
-
-    try:
-        with RunStore.open_reader(run_dir) as store:
-            if not (store.meta("spec").get("output") or {}).get("report", True):
-                return
-        build_report(run_dir)
-    except Exception as error:  # e.g. no baseline measured yet
-        say(f"note: no report ({type(error).__name__}: {error}); `autocompress report {run_dir}` retries")
 
 
 def _interrupted(run_dir: Path) -> None:
@@ -60,13 +45,18 @@ FAIL_IF_INFEASIBLE = click.option(
     help="Exit 4 when the search ends without a feasible point (for scripts; the run is kept as ever).")
 
 
-def _finish_search(document: dict, fail_if_infeasible: bool = False) -> None:
-    print_pareto(document)
-    click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
-    if (Path(document["run_dir"]) / "report.html").is_file():
-        click.echo(f"report:      {Path(document['run_dir']) / 'report.html'}")
-    from autocompress.search import StopReason
+def _finish_search(run_dir: Path, fail_if_infeasible: bool = False, as_json: bool = False) -> None:
+    from autocompress.api import open_run
+    from autocompress.searching import StopReason
 
+    document = open_run(run_dir).document()
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        print_pareto(document)
+        click.echo(f"pareto.json: {Path(document['run_dir']) / 'pareto.json'}")
+        if (Path(document["run_dir"]) / "report.html").is_file():
+            click.echo(f"report:      {Path(document['run_dir']) / 'report.html'}")
     if StopReason.parse(document["statistics"]["stopped_by"]) is StopReason.ERROR:
         raise AutocompressError(f"the search failed: {document['statistics']['stopped_by']}")
     if fail_if_infeasible and document.get("best") is None:
@@ -83,34 +73,32 @@ def _finish_search(document: dict, fail_if_infeasible: bool = False) -> None:
 @LIMIT
 @DATA_ROOTS
 @FAIL_IF_INFEASIBLE
+@JSON
 def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_address: str | None,
            max_full_evaluations: int | None, overrides: tuple[str, ...], limit_items: tuple[str, ...],
-           data_roots: tuple[Path, ...], fail_if_infeasible: bool) -> None:
+           data_roots: tuple[Path, ...], fail_if_infeasible: bool, as_json: bool) -> None:
     """Search the spec's space; print the Pareto set and write pareto.json into the run directory.
 
     Every result is stored in the run directory as it completes: `autocompress
     status RUN_DIR` shows progress from another shell, and `autocompress resume
-    RUN_DIR` continues a search that was killed or ran out of budget.
+    RUN_DIR` continues a search that was killed or ran out of budget. With --json the
+    pareto.json document is printed instead of the table.
     """
-    from autocompress.engine import RunOptions, start_search
+    from autocompress.api import search as run_search
+    from autocompress.errors import SearchInterrupted
     from autocompress.limits import Limits
-    from autocompress.spec import load_spec
 
     _interrupt_on_sigterm()
-    limits = Limits.parse(limit_items)
-    spec = load_spec(spec_file, overrides=overrides, confine=[str(p) for p in data_roots] or None)
-    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
-                         data_roots=[str(p) for p in data_roots] or None, limits=limits)  # start_search checks the caps
-    target = (run_dir or spec.output.run_dir).resolve()
-    say(f"run directory: {target}")
-    display, update = progress_display(max_full_evaluations or spec.budget.max_full_evaluations)
+    display, update = progress_display(max_full_evaluations or 1)
     try:
         with display:
-            document = start_search(spec, run_dir=target, options=options, spec_file=str(spec_file.resolve()),
-                                    say=say, on_progress=update, on_end=_draw_report)
-    except KeyboardInterrupt:
-        _interrupted(target)
-    _finish_search(document, fail_if_infeasible)
+            run = run_search(spec_file, run_dir=run_dir, workers=workers, ray_address=ray_address,
+                             max_full_evaluations=max_full_evaluations, overrides=overrides,
+                             limits=Limits.parse(limit_items), data_roots=[str(p) for p in data_roots] or None,
+                             on_progress=update, say=say)
+    except SearchInterrupted as interrupted:
+        _interrupted(Path(interrupted.run_dir))
+    _finish_search(run.run_dir, fail_if_infeasible, as_json)
 
 
 @cli.command()
@@ -122,32 +110,30 @@ def search(spec_file: Path, run_dir: Path | None, workers: int | None, ray_addre
 @LIMIT
 @DATA_ROOTS
 @FAIL_IF_INFEASIBLE
+@JSON
 def resume(run_dir: Path, workers: int | None, ray_address: str | None, max_full_evaluations: int | None,
            max_hours: float | None, finish: bool, limit_items: tuple[str, ...], data_roots: tuple[Path, ...],
-           fail_if_infeasible: bool) -> None:
+           fail_if_infeasible: bool, as_json: bool) -> None:
     """Continue the search of RUN_DIR (killed, interrupted, or out of budget: raise it
     with --max-full-evaluations), or end it now (--finish). Recorded results are reused,
     never evaluated again."""
-    from autocompress.engine import RunOptions, RunStore, resume_search
+    from autocompress.api import open_run
+    from autocompress.errors import SearchInterrupted
     from autocompress.limits import Limits
 
     _interrupt_on_sigterm()
-    if finish:
-        if max_full_evaluations is not None:
-            raise click.UsageError("--finish ends the search at the full evaluations it has; drop "
-                                   "--max-full-evaluations")
-        with RunStore.open_reader(run_dir) as store:
-            max_full_evaluations = max(1, store.counts()["full"])
-    options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
-                         max_hours=max_hours, data_roots=[str(p) for p in data_roots] or None,
-                         limits=Limits.parse(limit_items))  # over the caps the run started with
+    if finish and max_full_evaluations is not None:
+        raise click.UsageError("--finish ends the search at the full evaluations it has; drop --max-full-evaluations")
+    run = open_run(run_dir)
     display, update = progress_display(max_full_evaluations or 1)
     try:
         with display:
-            document = resume_search(run_dir, options=options, say=say, on_progress=update, on_end=_draw_report)
-    except KeyboardInterrupt:
-        _interrupted(run_dir)
-    _finish_search(document, fail_if_infeasible)
+            run.resume(max_full_evaluations=max_full_evaluations, max_hours=max_hours, finish=finish, workers=workers,
+                       ray_address=ray_address, limits=Limits.parse(limit_items),
+                       data_roots=[str(p) for p in data_roots] or None, on_progress=update, say=say)
+    except SearchInterrupted:
+        _interrupted(run.run_dir)
+    _finish_search(run.run_dir, fail_if_infeasible, as_json)
 
 
 @cli.command()
@@ -228,7 +214,8 @@ def pareto(run_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir: Path) -> None:
+@JSON
+def report(run_dir: Path, as_json: bool) -> None:
     """Write report.html (plots embedded) and the PNGs into RUN_DIR (also while it runs)."""
     from autocompress.engine import RunStore
     from autocompress.errors import UserInputError
@@ -239,9 +226,13 @@ def report(run_dir: Path) -> None:
         path = build_report(run_dir)
     except ValueError as error:
         raise UserInputError(str(error)) from None
-    click.echo(f"report: {path}")
     names = list(PLOTS) + (["energy"] if (Path(run_dir) / "energy.png").is_file() else [])
-    click.echo("plots:  " + ", ".join(str(Path(run_dir) / f"{name}.png") for name in names))
+    plots = [str(Path(run_dir) / f"{name}.png") for name in names]
+    if as_json:
+        click.echo(json.dumps({"report": str(path), "plots": plots}, indent=2))
+        return
+    click.echo(f"report: {path}")
+    click.echo("plots:  " + ", ".join(plots))
 
 
 @cli.command()
@@ -257,52 +248,59 @@ def report(run_dir: Path) -> None:
               help="Override a finetune setting of the run's spec, e.g. --set finetune.lr=1e-3 (repeatable).")
 @LIMIT
 @DATA_ROOTS
+@JSON
 def finetune(run_dir: Path, point_ids: tuple[str, ...], epochs: int | None, workers: int | None,
              ray_address: str | None, restart: bool, overrides: tuple[str, ...], limit_items: tuple[str, ...],
-             data_roots: tuple[Path, ...]) -> None:
+             data_roots: tuple[Path, ...], as_json: bool) -> None:
     """Recovery fine-tuning of compressed candidates of RUN_DIR: quantization-aware
     training with distillation from the uncompressed model, the candidate's structure
     and bit-widths kept. Prints each point's accuracy before and after; `export
     --tuned` writes the tuned model. A killed fine-tuning resumes from its last epoch
     when run again."""
-    from autocompress.engine.finetune import finetune as run_finetune
+    from autocompress.api import open_run
     from autocompress.engine.finetune import held_out_text
     from autocompress.limits import Limits
 
     _interrupt_on_sigterm()
-    limits = Limits.parse(limit_items)
     overrides = tuple(overrides) + ((f"finetune.epochs={epochs}",) if epochs else ())
-    entries = run_finetune(run_dir, list(point_ids) or None, overrides=list(overrides), workers=workers,
-                           address=ray_address, restart=restart, say=say,
-                           confine=[str(p) for p in data_roots] or None,
-                           limits=limits)
-    for entry in entries:
+    tuned = open_run(run_dir).finetune(list(point_ids) or None, workers=workers, ray_address=ray_address,
+                                       restart=restart, limits=Limits.parse(limit_items), overrides=overrides,
+                                       data_roots=[str(p) for p in data_roots] or None,
+                                       progress=not (as_json or QUIET["on"]), say=say)
+    if as_json:
+        click.echo(json.dumps([t.details for t in tuned], indent=2))
+        return
+    for entry in (t.details for t in tuned):
         point = entry["id"]
         held = held_out_text(entry)
         click.echo(f"{point}: {entry['memory_bytes']:,} bytes, top-1 {entry['accuracy_before']:.2f} % -> "
                    f"{entry['accuracy']:.2f} % (drop {entry['accuracy_drop_before']:+.2f} -> "
                    f"{entry['accuracy_drop']:+.2f}), feasible {'yes' if entry['feasible_before'] else 'no'} -> "
                    f"{'yes' if entry['feasible'] else 'no'}{held}")
-    if entries:
+    if tuned:
         click.echo(f"pareto.json: {Path(run_dir) / 'pareto.json'} (\"tuned\" block); export a tuned point with "
                    f"`autocompress export {run_dir} --point ID --tuned --out FILE`")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--point", "point_id", required=True, help="The candidate id (a Pareto point's `id`).")
+@click.option("--point", "point_id", help="The candidate id (a Pareto point's `id`); default: the recommended point.")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="The file to write.")
 @click.option("--tuned", is_flag=True, help="The point's fine-tuned model (`autocompress finetune`) instead of "
               "the search's.")
-def export(run_dir: Path, point_id: str, out_file: Path, tuned: bool) -> None:
+@JSON
+def export(run_dir: Path, point_id: str | None, out_file: Path, tuned: bool, as_json: bool) -> None:
     """Write the packed compressed model of a fully evaluated candidate (safetensors).
 
     Load it with `autocompress.load(FILE)` (weights only, no pickle), or evaluate it
     with `autocompress evaluate SPEC --model FILE`.
     """
-    from autocompress.engine import export_point
+    from autocompress.api import open_run
 
-    info = export_point(run_dir, point_id, out_file, say=say, tuned=tuned)
+    info = open_run(run_dir).export(point_id, out_file, tuned=tuned, say=say).details
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
     if info.get("tuned"):
         click.echo(f"wrote {info['path']}: {info['file_bytes']:,} bytes (footprint {info['memory_bytes']:,}); "
                    f"fine-tuned accuracy {info['accuracy']:.2f} % top-1 (untuned {info['accuracy_before']:.2f} %)")

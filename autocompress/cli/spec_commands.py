@@ -8,26 +8,46 @@ from pathlib import Path
 
 import click
 
-from autocompress.cli.common import LIMIT, SET, cli, load_checked_spec, say
+from autocompress.cli.common import JSON, LIMIT, QUIET, SET, cli, load_checked_spec, say
 
 
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
 @SET
 @LIMIT
-def validate(spec_file: Path, overrides: tuple[str, ...], limit_items: tuple[str, ...]) -> None:
-    """Check a constraint spec; print `ok`, or every error (exit 2)."""
-    load_checked_spec(spec_file, overrides, limit_items)
-    click.echo("ok")
+@JSON
+def validate(spec_file: Path, overrides: tuple[str, ...], limit_items: tuple[str, ...], as_json: bool) -> None:
+    """Check a constraint spec; print `ok`, or every error (exit 2).
+
+    With --json: {"ok": true, "spec": NAME}, or {"ok": false, "errors": [{"field", "message"}]}
+    and exit 2.
+    """
+    from autocompress.errors import SpecError
+
+    try:
+        spec = load_checked_spec(spec_file, overrides, limit_items)
+    except SpecError as error:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"ok": False, "spec_file": str(spec_file),
+                               "errors": [{"field": path, "message": message} for path, message in error.issues]},
+                              indent=2))
+        raise click.exceptions.Exit(error.exit_code) from None
+    click.echo(json.dumps({"ok": True, "spec_file": str(spec_file), "spec": spec.name}, indent=2) if as_json else "ok")
 
 
 @cli.command()
 @LIMIT
-def limits(limit_items: tuple[str, ...]) -> None:
+@JSON
+def limits(limit_items: tuple[str, ...], as_json: bool) -> None:
     """List the caps on what a spec may ask for, with the values in force."""
     from autocompress.limits import LIMITS, Limits, number
 
     values = Limits.parse(limit_items)
+    if as_json:
+        click.echo(json.dumps({name: {"value": values[name], "description": info.description}
+                               for name, info in LIMITS.items()}, indent=2))
+        return
     for name, info in LIMITS.items():
         click.echo(f"{name:<28} {number(values[name]):>15}  {info.description}")
 
@@ -45,7 +65,8 @@ def schema(indent: int) -> None:
 @click.argument("name_or_spec", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the reference models and whether they are trained.")
 @click.option("--force", is_flag=True, help="Train again even when a cached model exists.")
-def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) -> None:
+@JSON
+def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool, as_json: bool) -> None:
     """Train a reference model (by NAME, or the one a SPEC names as reference:NAME).
 
     A reference whose weights ship with autocompress is used as shipped; --force trains it
@@ -57,12 +78,20 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
     from autocompress.vocabulary import REFERENCE_PREFIX
 
     if list_only or name_or_spec is None:
+        listed = []
         for name, recipe in sorted(REFERENCES.items()):
             path = available_reference(name)
             meta = reference_metadata(name)
             kind = "shipped" if path == shipped_path(name) else "trained"
+            listed.append({"name": name, "description": recipe.description, "state": kind if meta else "not trained",
+                           "test_accuracy": meta["test_accuracy"] if meta else None,
+                           "path": str(path) if path else None})
+            if as_json:
+                continue
             state = f"{kind}, {meta['test_accuracy']:.2f} % test accuracy" if meta else "not trained"
             click.echo(f"{name}: {recipe.description} [{state}] {path or 'not trained'}")
+        if as_json:
+            click.echo(json.dumps(listed, indent=2))
         return
     name, data_root = name_or_spec, None
     if name not in REFERENCES:
@@ -73,17 +102,22 @@ def train_reference_cmd(name_or_spec: str | None, list_only: bool, force: bool) 
         if not checkpoint.startswith(REFERENCE_PREFIX):
             raise click.BadParameter(f"the spec {name} does not name a reference model (model.checkpoint: reference:NAME)")
         name = checkpoint[len(REFERENCE_PREFIX):]
+    shown = not (as_json or QUIET["on"])
     if force:
-        train_reference(name, say=say, data_root=data_root)
+        train_reference(name, progress=shown, say=say, data_root=data_root)
+        path = available_reference(name)
     else:
-        path = ensure_reference(name, say=say, data_root=data_root)
-        meta = reference_metadata(name)
+        path = ensure_reference(name, progress=shown, say=say, data_root=data_root)
+    meta = reference_metadata(name)
+    if as_json:
+        click.echo(json.dumps({"name": name, "test_accuracy": meta["test_accuracy"], "path": str(path)}, indent=2))
+    elif not force:
         click.echo(f"reference model '{name}': {meta['test_accuracy']:.2f} % test accuracy, checkpoint {path}")
 
 
 @cli.command()
 @click.argument("spec_file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@JSON
 @click.option("--model", "model_file", type=click.Path(path_type=Path),
               help="Evaluate this exported model (from `autocompress export`) instead of the spec's model.")
 @click.option("--split", type=click.Choice(["all", "selection", "holdout"]), default="all", show_default=True,
@@ -99,10 +133,7 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, split: str
     A reference model named by the spec (reference:NAME) is trained first if it is
     not cached yet.
     """
-    from autocompress.compress import footprint as model_footprint
-    from autocompress.compress import load_compressed
-    from autocompress.engine import Session
-
+    from autocompress.api import evaluate as run_evaluate
     from autocompress.errors import UserInputError
 
     spec = load_checked_spec(spec_file, overrides, limit_items)
@@ -110,15 +141,9 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, split: str
     if split != "all" and not held:
         raise UserInputError(f"--split {split}: {spec_file} holds no validation images out "
                              "(data.validation.holdout is 0), so every image is in one split: use --split all")
-    session = Session.open(spec, progress=not as_json, say=say)
-    for note in session.data.notes:
-        say(f"note: {note}")
-    model = None
-    if model_file is not None:
-        model = load_compressed(model_file).to(session.device)
-    indices = {"all": None, "selection": session.evaluation_order(), "holdout": session.holdout_order()}[split]
-    result = session.evaluate(model, indices=indices, progress=not as_json)
-    footprint = session.footprint() if model is None else model_footprint(model)
+    result = run_evaluate(spec, model_file, split=split, progress=not (as_json or QUIET["on"]),  # type: ignore[arg-type]
+                          say=say)
+    footprint = result.footprint_bytes
     described = {
         "all": "all validation images" + (
             f" (a search decides on the selection split, {1 - held:.0%}, and reports the held-out one, {held:.0%}: "
@@ -131,18 +156,19 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, split: str
     }[split]
     if as_json:
         click.echo(json.dumps({
-            "spec": spec.name, "model": spec.model.family, "checkpoint": session.checkpoint,
+            "spec": spec.name, "model": spec.model.family, "checkpoint": result.checkpoint,
             "exported_model": str(model_file) if model_file else None,
-            "device": str(session.device), "data": session.data.description, "split": split,
-            "evaluation": result.to_dict(), "footprint_bytes": footprint,
+            "device": result.device, "data": result.data, "split": split,
+            "evaluation": {"accuracy": result.accuracy, "correct": result.correct, "total": result.total,
+                           "seconds": result.seconds, "skipped": result.skipped}, "footprint_bytes": footprint,
         }, indent=2))
         return
     click.echo(f"spec:          {spec.name}")
     click.echo(f"model:         {spec.model.family} ({model_file or spec.model.checkpoint or 'no checkpoint'})")
-    click.echo(f"checkpoint:    {session.checkpoint}")
-    click.echo(f"data:          {session.data.description}")
+    click.echo(f"checkpoint:    {result.checkpoint}")
+    click.echo(f"data:          {result.data}")
     click.echo(f"split:         {described}")
-    click.echo(f"device:        {session.device}")
+    click.echo(f"device:        {result.device}")
     click.echo(f"test accuracy: {result.accuracy:.2f} % top-1 ({result.correct}/{result.total} images, {result.seconds:.1f} s)")
     if result.skipped:
         click.echo(f"skipped:       {len(result.skipped)} unreadable images (first: {result.skipped[0]})")
@@ -240,8 +266,10 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_ite
 @click.option("--data-roots", "data_roots", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Folders that submitted specs may read (checkpoints, data, space files); repeat for several. "
                    "Relative paths in specs are read from the first.")
-@click.option("--ray-address", help="Run searches as Ray Jobs on this cluster (its dashboard address, e.g. "
-                                    "http://head:8265) instead of local processes.")
+@click.option("--ray-dashboard", "ray_dashboard", metavar="URL",
+              help="Run searches as Ray Jobs on the cluster whose dashboard (job server) is at URL, e.g. "
+                   "http://head:8265, instead of local processes. (--ray-address, on search, resume and "
+                   "finetune, is a cluster's GCS address: another thing.)")
 @click.option("--max-concurrent", default=1, show_default=True, type=click.IntRange(min=1),
               help="Searches running at once; the rest wait in the queue.")
 @click.option("--max-workers", type=click.IntRange(min=0), help="Most execution.workers a spec may ask for "
@@ -253,7 +281,7 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_ite
 @click.option("--allow-factory", "allow_factories", multiple=True, metavar="MODULE:FUNCTION",
               help="A custom-model factory that specs may name (it is code, run by the jobs); repeat for several.")
 @LIMIT
-def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ray_address: str | None,
+def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ray_dashboard: str | None,
           max_concurrent: int, max_workers: int | None, token: str | None, max_body_bytes: int,
           allow_factories: tuple[str, ...], limit_items: tuple[str, ...]) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json): submit specs, follow searches, fetch results."""
@@ -287,11 +315,11 @@ def serve(host: str, port: int, runs_dir: Path, data_roots: tuple[Path, ...], ra
         say(f"no --token given: generated one, written to {token_file} (mode 600; send it as "
             "'Authorization: Bearer ...')")
     config = ServiceConfig(runs_dir=runs_dir, token=token, data_roots=[p.resolve() for p in data_roots],
-                           ray_address=ray_address, max_concurrent=max_concurrent, max_body_bytes=max_body_bytes,
+                           ray_address=ray_dashboard, max_concurrent=max_concurrent, max_body_bytes=max_body_bytes,
                            allow_factories=list(allow_factories), limits=limits)
     app = create_app(config)
     app.state.jobs.claim()  # one service per runs folder: refuse now, before listening
     say(f"serving on http://{host}:{port} (runs in {runs_dir}; data roots: "
-        f"{', '.join(map(str, config.data_roots)) or 'none'}; jobs: {'Ray at ' + ray_address if ray_address else 'local'}"
+        f"{', '.join(map(str, config.data_roots)) or 'none'}; jobs: {'Ray Jobs at ' + ray_dashboard if ray_dashboard else 'local'}"
         f", at most {max_concurrent} at once)")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -19,6 +19,7 @@ from typing import Callable
 import yaml
 
 from autocompress.atomic import atomic_write_json
+from autocompress.console import log_info
 from autocompress.engine.executors import RayExecutor
 from autocompress.engine.meta import Budget, Execution, ValidationPlan
 from autocompress.engine.holdout import measure_holdout
@@ -29,7 +30,7 @@ from autocompress.engine.store import RunStore, StoreError
 from autocompress.engine.worker import Worker, spec_from_frozen
 from autocompress.errors import AutocompressError, UserInputError
 from autocompress.limits import Limits, check_limits
-from autocompress.search import (
+from autocompress.searching import (
     Completion,
     Constraints,
     EarlyStopping,
@@ -73,7 +74,7 @@ def frozen_spec(spec) -> dict:
 
 
 def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions | None = None,
-                 spec_file: str | None = None, say: Say = print,
+                 spec_file: str | None = None, say: Say = log_info,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_end: Callable[[Path], None] | None = None) -> dict:
     """Create the run directory and search; return the pareto.json document.
@@ -83,7 +84,8 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
     run_dir = Path(run_dir or spec.output.run_dir).resolve()
     data = frozen_spec(spec)
     data["output"]["run_dir"] = str(run_dir)
-    spec_dir = str(Path(spec_file).resolve().parent) if spec_file else None
+    beside = getattr(spec.model, "_spec_dir", None)  # a custom factory's folder, for a spec given as an object
+    spec_dir = str(Path(spec_file).resolve().parent) if spec_file else (str(beside) if beside else None)
     spec_from_frozen(data, spec_dir, check_paths=False)  # the frozen form must read back (it always should)
     options = options or RunOptions()
     limits = options.limits or Limits()
@@ -101,7 +103,7 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
         store.close()
 
 
-def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say: Say = print,
+def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say: Say = log_info,
                   on_progress: Callable[[Progress], None] | None = None,
                   on_end: Callable[[Path], None] | None = None) -> dict:
     """Continue the search of an existing run directory (``on_progress``, ``on_end``: as
@@ -122,7 +124,7 @@ def _check_local_workers(workers: int, address: str | None) -> None:
     cpus = os.cpu_count() or 1
     if workers > cpus and not address and not os.environ.get("RAY_ADDRESS"):
         raise UserInputError(f"execution.workers: {workers} workers need {workers} CPUs, but this machine has "
-                             f"{cpus}; lower --workers (or execution.workers), or join a cluster with --ray-address")
+                             f"{cpus}; lower the workers (execution.workers, --workers), or join a cluster (execution.ray_address, --ray-address)")
 
 
 def _budget(store: RunStore, spec, options: RunOptions) -> tuple[int, float | None]:
@@ -247,7 +249,7 @@ class _Driver:
         _check_local_workers(self.workers, self.address)
         if self.address and self.workers == 0:
             raise UserInputError("execution.ray_address is set but execution.workers is 0; "
-                                 "give the number of Ray workers (--workers N)")
+                                 "give the number of Ray workers (execution.workers, --workers N)")
         self.max_retries = options.max_retries
         self.data_roots = options.data_roots
         self.max_full, self.max_hours = _budget(store, spec, options)

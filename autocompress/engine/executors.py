@@ -1,6 +1,6 @@
 """The Ray executor: the loop's tasks on a pool of Ray actors (the in-process one is
-:class:`autocompress.search.LocalExecutor`; both have the interface
-:func:`autocompress.search.drive` uses). A task is a candidate config and a stage; a
+:class:`autocompress.searching.LocalExecutor`; both have the interface
+:func:`autocompress.searching.drive` uses). A task is a candidate config and a stage; a
 model or a data set never travels.
 
 The Ray executor keeps one actor per worker (``num_gpus=1`` each on CUDA, one CPU
@@ -20,7 +20,7 @@ from typing import Callable
 
 from autocompress.engine.worker import Worker
 from autocompress.errors import AutocompressError, UserInputError
-from autocompress.search import Completion, Task, TaskOutcome, describe, execute
+from autocompress.searching import Completion, Task, TaskOutcome, describe, execute
 
 log = logging.getLogger("autocompress")
 
@@ -33,8 +33,8 @@ def refuse_local_workers(field: str, workers: int, cpus: int) -> None:
     refused before Ray starts (its start alone takes seconds)."""
     if workers > cpus:
         raise UserInputError(
-            f"{field}: {workers} workers need {workers} CPUs, but this machine has {cpus}; lower --workers "
-            f"({field}), or add nodes to a cluster and join it with --ray-address")
+            f"{field}: {workers} workers need {workers} CPUs, but this machine has {cpus}; lower {field}, or add "
+            "nodes to a cluster and join it (execution.ray_address, --ray-address)")
 
 
 def connect_ray(address: str | None, local_cpus: int | None = None, *, local_logs: bool = True,
@@ -124,7 +124,7 @@ class RayExecutor:
             where = "this machine has" if self._local else "the Ray cluster has"
             raise UserInputError(
                 f"execution.workers: {workers} workers need {workers} {kind}s, but {where} {have:g}; "
-                f"lower --workers (or execution.workers), or add nodes to a cluster and join it with --ray-address"
+                f"lower the workers (execution.workers, --workers), or add nodes to a cluster and join it (execution.ray_address, --ray-address)"
             )
 
     def _spawn(self, name: str) -> None:

@@ -1,6 +1,6 @@
 """The held-out measurement after a search: the base model and every Pareto point not
 measured yet, each on every image of the held-out split, sharded over the workers like a
-full evaluation and run by the same :func:`~autocompress.search.drive` as the search.
+full evaluation and run by the same :func:`~autocompress.searching.drive` as the search.
 
 Each point is kept in the store as soon as all its shards are in, so a resume measures
 only what is left.
@@ -16,7 +16,7 @@ import numpy as np
 
 from autocompress.engine.pareto_file import pareto_document
 from autocompress.errors import AutocompressError
-from autocompress.search import Candidate, SearchStats, StopReason, Task, drive, pack, shard_bounds, unpack
+from autocompress.searching import Candidate, SearchStats, StopReason, Task, drive, pack, shard_bounds, unpack
 
 BASELINE = "baseline"  # the base model's entry among the held-out results
 
@@ -32,7 +32,7 @@ class _Base:
 
 
 class HoldoutLoop:
-    """The held-out tasks as a loop :func:`~autocompress.search.drive` runs: every shard of
+    """The held-out tasks as a loop :func:`~autocompress.searching.drive` runs: every shard of
     every point to measure, a point's figures stored once its last shard is in."""
 
     def __init__(self, store, todo: list[str], configs: dict, images: int, shard_images: int,

@@ -97,7 +97,7 @@ class Holdout(MetaRecord):
 
 
 class StoredConstraints(MetaRecord):
-    """The run's constraints (``autocompress.search.Constraints``), fixed by its baseline."""
+    """The run's constraints (``autocompress.searching.Constraints``), fixed by its baseline."""
 
     KEY: ClassVar[str] = "constraints"
     baseline_accuracy: float

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from autocompress.atomic import atomic_write_json
 from autocompress.engine.progress import Progress, best_summary
-from autocompress.search import Result, paired_counts, pareto_set, unpack
+from autocompress.searching import Result, paired_counts, pareto_set, unpack
 
 FORMAT = "autocompress-pareto-v1"
 

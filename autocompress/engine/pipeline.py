@@ -18,9 +18,10 @@ from autocompress.compress import (
     quantizable_layers,
 )
 from autocompress.compress.pruning import activity_statistics
+from autocompress.console import log_info
 from autocompress.engine.session import Session
 from autocompress.engine.space_file import build_space
-from autocompress.search import Constraints, Gate, SearchSpace, Strategy, create_strategy
+from autocompress.searching import Constraints, Gate, SearchSpace, Strategy, create_strategy
 
 TRACE_IMAGES = 8  # calibration images a custom model's channel groups are traced and verified on
 
@@ -69,7 +70,7 @@ class Setup:
 
     @classmethod
     def open(cls, spec, *, device: str | None = None, progress: bool = False,
-             say: Callable[[str], None] = print) -> Setup:
+             say: Callable[[str], None] = log_info) -> Setup:
         session = Session.open(spec, device=device, progress=progress, say=say)
         groups = channel_groups(session)
         space = build_space(spec, groups, quantizable_layers(session.model.net))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from autocompress.search import SearchLoop, best_feasible
+from autocompress.searching import SearchLoop, best_feasible
 
 
 def best_summary(results) -> dict | None:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from autocompress.compress import baseline_footprint
+from autocompress.console import log_info
 from autocompress.data import DataBundle, holdout_split, load_data, stratified_order
 from autocompress.evaluation import EvaluationResult, evaluate_accuracy, resolve_device
 from autocompress.errors import CheckpointError, DataError, ModelError
@@ -18,7 +19,7 @@ from autocompress.vocabulary import REFERENCE_PREFIX
 
 
 def resolve_checkpoint(spec: Spec, *, train_missing: bool = True, progress: bool = False,
-                       say: Callable[[str], None] = print) -> str | None:
+                       say: Callable[[str], None] = log_info) -> str | None:
     """The checkpoint file of a spec; a ``reference:`` model is trained on first use."""
     checkpoint = spec.model.checkpoint
     if checkpoint is None or not checkpoint.startswith(REFERENCE_PREFIX):
@@ -67,7 +68,7 @@ class Session:
 
     @classmethod
     def open(cls, spec: Spec, *, device: str | None = None, progress: bool = False,
-             say: Callable[[str], None] = print) -> Session:
+             say: Callable[[str], None] = log_info) -> Session:
         """Build the model, load its checkpoint and the data; ``device`` overrides the spec's."""
         device = resolve_device(device or spec.execution.device)
         checkpoint = resolve_checkpoint(spec, progress=progress, say=say)

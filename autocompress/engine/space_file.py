@@ -11,7 +11,7 @@ import yaml
 from autocompress.documents import parse_yaml
 from autocompress.errors import UserInputError
 from autocompress.spec import family_info
-from autocompress.search import SearchSpace, SpaceDefinition
+from autocompress.searching import SearchSpace, SpaceDefinition
 
 
 def default_space_file(family: str) -> Traversable:

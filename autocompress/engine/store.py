@@ -57,7 +57,7 @@ from autocompress.engine.liveness import (  # noqa: F401 (identity_alive, proces
 from autocompress.engine.meta import MetaRecord, read_meta, written_meta
 from autocompress.errors import UserInputError
 from autocompress.limits import Limits
-from autocompress.search import Constraints, Result
+from autocompress.searching import Constraints, Result
 
 log = logging.getLogger("autocompress.store")
 

@@ -1,7 +1,7 @@
 """What an evaluation worker holds and does: the base model with its weights, the
 validation data, the channel groups and the reference membrane potentials, built once;
 then candidates arrive as small configs and numbers go back. The driver runs one in its
-own process (:class:`~autocompress.search.LocalExecutor`); the Ray executor runs one
+own process (:class:`~autocompress.searching.LocalExecutor`); the Ray executor runs one
 per actor.
 """
 
@@ -21,7 +21,7 @@ from autocompress.engine.pipeline import build_candidate, channel_groups, priced
 from autocompress.engine.session import Session
 from autocompress.proxy import ReferencePotentials
 from autocompress.proxy.energy import count_activity, counting
-from autocompress.search import Candidate, pack
+from autocompress.searching import Candidate, pack
 
 log = logging.getLogger("autocompress")
 

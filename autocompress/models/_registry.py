@@ -6,7 +6,8 @@ import importlib
 import logging
 import os
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -159,15 +160,28 @@ def _spike_driven_transformer(model_spec) -> nn.Module:
     )
 
 
+@contextmanager
+def importable(folders: list[str]) -> Iterator[None]:
+    """``folders`` on ``sys.path`` (after the installed packages) for the block only: a
+    custom factory's module, and what it imports while it builds the network, are found;
+    the caller's ``sys.path`` is as it was afterwards."""
+    added = [folder for folder in dict.fromkeys(folders) if folder not in sys.path]
+    sys.path.extend(added)
+    try:
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
+
+
 def import_factory(path: str, search_dirs: list[str] | None = None) -> Callable[..., nn.Module]:
     """Import ``package.module:function``; ``search_dirs`` and the working directory
-    are importable too (after the installed packages)."""
+    are importable too (after the installed packages), while it is imported."""
     module_name, _, attribute = path.partition(":")
-    for folder in [*(search_dirs or []), os.getcwd()]:
-        if folder not in sys.path:
-            sys.path.append(folder)
     try:
-        module = importlib.import_module(module_name)
+        with importable([*(search_dirs or []), os.getcwd()]):
+            module = importlib.import_module(module_name)
     except ImportError as error:
         raise ModelError(f"model.factory: cannot import module '{module_name}' ({error}); is it installed or in the working directory?") from None
     factory = getattr(module, attribute, None)
@@ -179,9 +193,11 @@ def import_factory(path: str, search_dirs: list[str] | None = None) -> Callable[
 @register_family("custom")
 def _custom(model_spec) -> nn.Module:
     spec_dir = getattr(model_spec, "_spec_dir", None)
-    factory = import_factory(model_spec.factory, [str(spec_dir)] if spec_dir else None)
+    folders = [str(spec_dir)] if spec_dir else []
+    factory = import_factory(model_spec.factory, folders)
     try:
-        net = factory(**model_spec.args)
+        with importable([*folders, os.getcwd()]):  # what the factory imports as it builds
+            net = factory(**model_spec.args)
     except TypeError as error:
         raise ModelError(f"model.args: the factory {model_spec.factory} does not accept these arguments: {error}") from None
     if not isinstance(net, nn.Module):

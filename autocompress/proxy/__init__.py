@@ -1,4 +1,4 @@
-"""The membrane-potential-drift proxy (the gate that acts on it is :mod:`autocompress.search.gate`)."""
+"""The membrane-potential-drift proxy (the gate that acts on it is :mod:`autocompress.searching.gate`)."""
 
 from autocompress.proxy.drift import (
     ReferencePotentials,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
+from autocompress.console import log_info
 from autocompress.data.training import shift_and_flip
 from autocompress.console import progress_bar
 from autocompress.atomic import atomic_write, atomic_write_json
@@ -135,7 +136,7 @@ def train_classifier(
     model.eval()
 
 
-def train_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print,
+def train_reference(name: str, *, progress: bool = False, say: Callable[[str], None] = log_info,
                     data_root: Path | None = None) -> dict:
     """Train reference model ``name`` from its recipe (CPU), cache it, return its metadata.
     ``data_root``: where its data set's files are (default: the data set's default root)."""
@@ -197,7 +198,7 @@ def reference_metadata(name: str) -> dict | None:
     return None if path is None else _read_json(path.with_suffix(".json"))
 
 
-def ensure_reference(name: str, *, progress: bool = True, say: Callable[[str], None] = print,
+def ensure_reference(name: str, *, progress: bool = False, say: Callable[[str], None] = log_info,
                      data_root: Path | None = None) -> Path:
     """The checkpoint of reference ``name``: shipped, cached, or trained now when neither is there."""
     path = available_reference(name)

@@ -34,7 +34,7 @@ from autocompress.atomic import atomic_write  # noqa: E402
 from autocompress.engine import RunStore, pareto_document  # noqa: E402
 from autocompress.engine.pareto_file import recommendation_line  # noqa: E402
 from autocompress.vocabulary import energy_unit  # noqa: E402
-from autocompress.search import hypervolume, pareto_front  # noqa: E402
+from autocompress.searching import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
 
 MB = 1e6

@@ -34,7 +34,7 @@ from autocompress.version import __version__
 from autocompress.engine import RunStore, is_run_dir, pareto_document
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits, finetune_sizes
-from autocompress.search import StopReason
+from autocompress.searching import StopReason
 from autocompress.service.jobs import (
     ERROR_SUMMARIES,
     UNEXPECTED,

@@ -45,7 +45,7 @@ from autocompress.engine import RunStore, identity_alive, is_run_dir, process_st
 from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
 from autocompress.errors import ERROR_FILE_ENV, UserInputError
-from autocompress.search import StopReason
+from autocompress.searching import StopReason
 from autocompress.service.supervisor import ERROR_NAME, EXIT_NAME
 
 log = logging.getLogger("autocompress.service")

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from autocompress.recipes import check_reference_fits
-from autocompress.search import strategy_options
+from autocompress.searching import strategy_options
 from autocompress.spec.data import DataSpec
 from autocompress.spec.fields import FieldError, Strict
 from autocompress.spec.model import ModelSpec, family_info, model_section_union, on_families_changed

@@ -7,14 +7,12 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from autocompress.documents import DocumentError, parse_json, parse_yaml
 from autocompress.errors import SpecError
@@ -130,29 +128,73 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
     return data
 
 
+def _absolute_paths(data: dict[str, Any], keys: Sequence[str]) -> None:
+    """The path fields among ``keys`` (dotted) made absolute against the working directory,
+    as any path given on a command line or in a call is read."""
+    for key in keys:
+        *parents, last = key.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(last) if isinstance(node, dict) else None
+        if key in PATH_FIELDS and isinstance(value, str) and value and not value.startswith(REFERENCE_PREFIX) \
+                and "\x00" not in value:
+            node[last] = os.path.abspath(os.path.expanduser(value))
+
+
+def _plain(value: Any) -> Any:
+    """A section object as the fields it was given (pydantic: those set explicitly), paths as
+    strings, mappings and lists element by element."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, os.PathLike) else value
+
+
+def _dotted(value: Any, prefix: str) -> list[str]:
+    if not isinstance(value, dict) or not value:
+        return [prefix]
+    return [key for name, item in value.items() for key in _dotted(item, f"{prefix}.{name}")]
+
+
+def merge_sections(data: dict[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed overrides on a parsed spec, the Python API's ``--set``: each top-level key of
+    ``sections`` names a section of the spec; a mapping or a section object
+    (:class:`BudgetSpec`, ...) is merged field by field into the spec's section (a
+    section object contributes the fields it was given), any other value replaces it.
+    Relative paths read from the working directory. Returns a new mapping."""
+    merged = copy.deepcopy(data)
+
+    def merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    update = {str(key): _plain(value) for key, value in sections.items()}
+    merge(merged, update)
+    _absolute_paths(merged, [key for name, value in update.items() for key in _dotted(value, name)])
+    return merged
+
+
 def load_spec(path: str | os.PathLike, *, check_paths: bool = True, overrides: Sequence[str] = (),
-              confine: Sequence[str | os.PathLike] | None = None) -> Spec:
-    """Read and validate a spec file, with ``--set`` overrides applied first; raise
-    :class:`SpecError` listing every problem. Relative paths in overrides are read from
-    the working directory, like any path on a command line. ``confine``: see
-    :func:`validate_spec`."""
+              confine: Sequence[str | os.PathLike] | None = None, sections: Mapping[str, Any] | None = None) -> Spec:
+    """Read and validate a spec file, with ``--set`` overrides (``KEY.PATH=VALUE``) and
+    typed ``sections`` (:func:`merge_sections`) applied first; raise :class:`SpecError`
+    listing every problem. Relative paths in overrides are read from the working
+    directory, like any path on a command line. ``confine``: see :func:`validate_spec`."""
     path = Path(path)
     data = read_spec_file(path)
     if overrides:
         data = apply_overrides(data, overrides)
-        for item in overrides:  # make command-line paths absolute against the working directory
-            key = item.partition("=")[0].strip()
-            *parents, last = key.split(".")
-            node: Any = data
-            for part in parents:
-                node = node.get(part) if isinstance(node, dict) else None
-            value = node.get(last) if isinstance(node, dict) else None
-            if key in PATH_FIELDS and isinstance(value, str) and value and not value.startswith(REFERENCE_PREFIX) \
-                    and "\x00" not in value:
-                node[last] = os.path.abspath(os.path.expanduser(value))
+        _absolute_paths(data, [item.partition("=")[0].strip() for item in overrides])
+    if sections:
+        data = merge_sections(data, sections)
     return validate_spec(data, base_dir=path.parent, source=str(path), check_paths=check_paths, confine=confine)
-
-
 
 
 def spec_json_schema() -> dict[str, Any]:

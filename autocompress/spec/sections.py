@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from autocompress.search import strategy_options
+from autocompress.searching import strategy_options
 from autocompress.spec.fields import Seed, Strict, resolve_path
 from autocompress.vocabulary import (
     BITS_CHOICES,
@@ -138,10 +138,10 @@ class SpaceSpec(Strict):
 # --------------------------------------------------------------------------- strategy
 
 
-# Each strategy declares its options model where it is defined (autocompress.search.strategies);
+# Each strategy declares its options model where it is defined (autocompress.searching.strategies);
 # a type checker sees their common base, since the union is built from the registry at run time.
 if TYPE_CHECKING:
-    from autocompress.search.base import StrategyOptions as StrategySpec
+    from autocompress.searching.base import StrategyOptions as StrategySpec
 else:
     StrategySpec = Annotated[Union[strategy_options()], Field(discriminator="name")]
 

@@ -172,8 +172,8 @@ class SearchRun:
     document: dict  # pareto.json
     fulls: list  # Result of each full evaluation, in order
     at: list  # seconds from the start of the run to each of them
-    pareto: object  # autocompress.search.ParetoSet
-    constraints: object = None  # autocompress.search.Constraints
+    pareto: object  # autocompress.searching.ParetoSet
+    constraints: object = None  # autocompress.searching.Constraints
     probe_at: list = None  # seconds from the start of the run to each probe
 
     @property
@@ -229,7 +229,7 @@ def run_search(spec, overrides: dict | None = None) -> SearchRun:
     import tempfile
 
     from autocompress.engine import RunStore, start_search
-    from autocompress.search import pareto_set
+    from autocompress.searching import pareto_set
     from autocompress.spec import validate_spec
 
     data = overridden(spec, overrides)

@@ -44,7 +44,7 @@ from autocompress.engine import RunStore
 from autocompress.engine.executors import RayExecutor
 from autocompress.engine.space_file import build_space
 from autocompress.models import create_model
-from autocompress.search import (
+from autocompress.searching import (
     Constraints,
     Gate,
     SearchLoop,

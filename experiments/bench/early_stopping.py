@@ -13,7 +13,7 @@ wrong stops at ImageNet scale.
   at 60 full validations; the synthetic rows and the wrong stops are left to the digits
   section (they do not depend on the data).
 - Synthetic: 50,000 images in 98 shards of 512, the conformance landscape image by image
-  (:class:`autocompress.search.conformance.PerImageEvaluator`: a baseline at 90 %, each
+  (:class:`autocompress.searching.conformance.PerImageEvaluator`: a baseline at 90 %, each
   candidate's errors a seeded set with 6 % discordant images), random and NSGA-II
   proposals (which validate collapsed candidates) and greedy; modelled GPU time at 350
   images/s.
@@ -30,9 +30,9 @@ import time
 import numpy as np
 
 from _results import bench_spec, data_argument, publish, run_search, section
-from autocompress.search import Constraints, LocalExecutor, drive
-from autocompress.search.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
-from autocompress.search.early import EarlyStopping, shard_bounds
+from autocompress.searching import Constraints, LocalExecutor, drive
+from autocompress.searching.conformance import BASELINE_BYTES, PerImageEvaluator, make_loop
+from autocompress.searching.early import EarlyStopping, shard_bounds
 
 RATE = 350.0  # images/s: Spikformer-8-512, FP32, one A100 (experiments/bench/cluster_scaling.py)
 
@@ -93,7 +93,7 @@ def synthetic_rows() -> list[dict]:
             drive(loop, LocalExecutor(evaluator))
             runs[early] = (loop, evaluator)
         (off, off_ev), (on, on_ev) = runs[False], runs[True]
-        from autocompress.search import pareto_set
+        from autocompress.searching import pareto_set
 
         off_points = pareto_set(off.all_results(), off.constraints).points
         on_points = pareto_set(on.all_results(), on.constraints).points

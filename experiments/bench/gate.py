@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from _results import DATA, bench_spec, data_argument, overridden, publish, section
-from autocompress.search import strategy_names
+from autocompress.searching import strategy_names
 from autocompress.spec import validate_spec
 
 MODES = (("ranking + gate", {}), ("ranking only", {"proxy.gate": False}), ("no proxy", {"proxy.enabled": False}))

@@ -18,7 +18,7 @@ from _results import DIGITS_SPEC, publish
 from autocompress.engine import Setup
 from autocompress.engine.driver import frozen_spec
 from autocompress.engine.executors import RayExecutor
-from autocompress.search import (
+from autocompress.searching import (
     Constraints,
     Gate,
     SearchLoop,

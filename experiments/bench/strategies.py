@@ -31,7 +31,7 @@ from pathlib import Path
 
 from _results import Keep, bench_spec, data_argument, publish, run_search, section
 from plain_optuna import best_feasible, plain_optuna
-from autocompress.search import pareto_set, strategy_names, strategy_options
+from autocompress.searching import pareto_set, strategy_names, strategy_options
 
 BUDGET_AWARE = {"beam"}
 DETERMINISTIC = {"greedy", "beam", "prioritized"}

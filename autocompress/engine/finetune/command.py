@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from autocompress.compress import export_compressed, footprint
 from autocompress.compress.export import load_compressed
 from autocompress.compress.qat import freeze_qat, prepare_qat
+from autocompress.console import log_info
 from autocompress.engine.finetune.ray_train import train_on_ray
 from autocompress.engine.pareto_file import paired_with_baseline
 from autocompress.engine.finetune.training import (
@@ -56,20 +57,23 @@ def select_points(document: dict, settings, constraints, requested: list[str] | 
     return list(dict.fromkeys(chosen))
 
 
-def _frozen_with(store, overrides: list[str]) -> dict:
-    from autocompress.spec import apply_overrides
+def _frozen_with(store, overrides: list[str], sections: Mapping[str, Any] | None = None) -> dict:
+    from autocompress.spec import apply_overrides, merge_sections
 
     data = store.meta("spec")
     bad = [item for item in overrides if not item.strip().startswith("finetune.")]
+    bad += [f"{name}=..." for name in sections or {} if name != "finetune"]
     if bad:
-        raise UserInputError(f"--set {bad[0]!r}: finetune changes only the finetune section of the run's spec "
-                             "(--set finetune.KEY=VALUE); the rest is what the search ran with")
-    return apply_overrides(data, overrides) if overrides else data
+        raise UserInputError(f"{bad[0]!r}: fine-tuning changes only the finetune section of the run's spec "
+                             "(--set finetune.KEY=VALUE; settings= in Python); the rest is what the search ran with")
+    data = apply_overrides(data, overrides) if overrides else data
+    return merge_sections(data, sections) if sections else data
 
 
-def finetune_run(store, points: list[str] | None = None, *, overrides: Sequence[str] = (), workers: int | None = None,
+def finetune_run(store, points: list[str] | None = None, *, overrides: Sequence[str] = (),
+                 sections: Mapping[str, Any] | None = None, workers: int | None = None,
                  address: str | None = None, restart: bool = False, confine: list[str] | None = None,
-                 say: Say = print, progress: bool = True, limits: Limits | None = None) -> list[dict]:
+                 say: Say = log_info, progress: bool = False, limits: Limits | None = None) -> list[dict]:
     """Fine-tune ``points`` (the spec's selection by default) of the run whose store is
     open for writing; return their entries (also kept in the store and in pareto.json).
     The spec, with the settings in force, is checked against ``limits`` (over the caps the
@@ -77,7 +81,8 @@ def finetune_run(store, points: list[str] | None = None, *, overrides: Sequence[
     from autocompress.engine.pareto_file import pareto_document, write_pareto
     from autocompress.engine.worker import spec_from_frozen
 
-    data = _frozen_with(store, list(overrides) + ([] if workers is None else [f"finetune.workers={workers}"]))
+    data = _frozen_with(store, list(overrides) + ([] if workers is None else [f"finetune.workers={workers}"]),
+                        sections)
     spec = spec_from_frozen(data, store.meta("spec_dir"), confine=confine)
     settings = spec.finetune
     check_limits(spec, store.limits_in_force(limits), source=f"{store.run_dir} (finetune settings)")
@@ -93,7 +98,7 @@ def finetune_run(store, points: list[str] | None = None, *, overrides: Sequence[
         record = records.get(point)
         if record is None or record.result.early_stopped or record.result.error:
             front = ", ".join(p["id"] for p in document["points"]) or "none yet"
-            raise UserInputError(f"--point {point}: no fully evaluated candidate with that id in {store.run_dir} "
+            raise UserInputError(f"point {point}: no fully evaluated candidate with that id in {store.run_dir} "
                                  f"(early-stopped candidates have no exact accuracy); the Pareto points are: {front}")
     session = Session.open(spec, progress=progress, say=say)
     groups = channel_groups(session)
@@ -120,7 +125,7 @@ def _finetune_one(store, session, groups, spec, data, record, *, restart, addres
     elif previous and previous.get("state") == "done" and previous.get("settings") == job.settings_key() \
             and (directory / TUNED).is_file():
         say(f"{point}: already fine-tuned with these settings ({previous['accuracy_before']:.2f} % -> "
-            f"{previous['accuracy']:.2f} %); --restart trains it again")
+            f"{previous['accuracy']:.2f} %); restart=True (--restart) trains it again")
         return previous
     constraints = store.constraints()
     before = record.result.accuracy
@@ -224,12 +229,13 @@ def _measure(session, groups, job: Job, store, constraints, untuned) -> dict:
 
 
 def finetune(run_dir: str | os.PathLike, points: list[str] | None = None, *, overrides: Sequence[str] = (),
+             sections: Mapping[str, Any] | None = None,
              workers: int | None = None, address: str | None = None, restart: bool = False,
-             confine: list[str] | None = None, say: Say = print, progress: bool = True,
+             confine: list[str] | None = None, say: Say = log_info, progress: bool = False,
              limits: Limits | None = None) -> list[dict]:
     """Fine-tune points of a finished (or stopped) run: see :func:`finetune_run`."""
     from autocompress.engine.store import RunStore
 
     with RunStore.open_writer(run_dir) as store:  # refused while the search (or another finetune) runs
-        return finetune_run(store, points, overrides=overrides, workers=workers, address=address, restart=restart,
+        return finetune_run(store, points, overrides=overrides, sections=sections, workers=workers, address=address, restart=restart,
                             confine=confine, say=say, progress=progress, limits=limits)

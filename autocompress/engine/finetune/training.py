@@ -140,9 +140,9 @@ def read_checkpoint(path: Path) -> dict | None:
         if "Weights only load failed" in reason:  # never loaded otherwise: no pickle from a run directory
             reason = "not a torch file of tensors and plain containers"
         raise CheckpointError(f"fine-tuning checkpoint {path} cannot be read ({reason}); delete it (or pass "
-                              "--restart) to fine-tune from the start") from None
+                              "restart=True, --restart) to fine-tune from the start") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an autocompress fine-tuning checkpoint; delete it (or pass --restart)")
+        raise CheckpointError(f"{path} is not an autocompress fine-tuning checkpoint; delete it (or restart: restart=True, --restart)")
     return state
 
 
@@ -201,8 +201,8 @@ def train_candidate(session: Session, groups, job: Job, *, rank: int = 0, world:
     state = read_checkpoint(directory / CHECKPOINT)
     if state is not None:
         if state["settings"] != job.settings_key():
-            raise UserInputError(f"{directory / CHECKPOINT} was written with other fine-tuning settings; pass "
-                                 "--restart to start over with the new ones (or set them back to continue)")
+            raise UserInputError(f"{directory / CHECKPOINT} was written with other fine-tuning settings; restart "
+                                 "(restart=True, --restart) to start over with the new ones (or set them back to continue)")
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

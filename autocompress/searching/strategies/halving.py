@@ -28,11 +28,11 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from autocompress.search.base import Strategy, StrategyOptions, register_strategy
-from autocompress.search.results import Request, Result
-from autocompress.search.space import Config
-from autocompress.search.strategies._moves import predicted_drops
-from autocompress.search.strategies._sensitivity import Sensitivity
+from autocompress.searching.base import Strategy, StrategyOptions, register_strategy
+from autocompress.searching.results import Request, Result
+from autocompress.searching.space import Config
+from autocompress.searching.strategies._moves import predicted_drops
+from autocompress.searching.strategies._sensitivity import Sensitivity
 
 _MAX_DRAWS = 2000
 

@@ -38,10 +38,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from autocompress.search.base import Strategy, StrategyOptions, register_strategy
-from autocompress.search.results import Request, Result
-from autocompress.search.space import Config
-from autocompress.search.strategies._moves import baseline_result, move_score, negligible
+from autocompress.searching.base import Strategy, StrategyOptions, register_strategy
+from autocompress.searching.results import Request, Result
+from autocompress.searching.space import Config
+from autocompress.searching.strategies._moves import baseline_result, move_score, negligible
 
 
 class WalkOptions(StrategyOptions):

@@ -116,7 +116,7 @@ class Constraints:
         paired comparison with the baseline; None without a confidence or a comparison."""
         if self.confidence is None or worse is None or better is None or not images:
             return None
-        from autocompress.search.early import drop_upper_bound
+        from autocompress.searching.early import drop_upper_bound
 
         return drop_upper_bound(worse, better, images, self.confidence)
 

@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from autocompress.search.base import Strategy, StrategyOptions, register_strategy
-from autocompress.search.results import Request, Result
-from autocompress.search.space import Config
+from autocompress.searching.base import Strategy, StrategyOptions, register_strategy
+from autocompress.searching.results import Request, Result
+from autocompress.searching.space import Config
 
 
 class PrioritizedOptions(StrategyOptions):

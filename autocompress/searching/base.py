@@ -1,9 +1,9 @@
 """The strategy contract: ask, tell, done. A strategy registers by name with its own
-options model (the spec's ``strategy`` section); :mod:`autocompress.search.conformance`
+options model (the spec's ``strategy`` section); :mod:`autocompress.searching.conformance`
 checks any registered strategy against this contract.
 
-A strategy proposes :class:`~autocompress.search.results.Request` s over a
-:class:`~autocompress.search.space.SearchSpace` and learns from the results told back.
+A strategy proposes :class:`~autocompress.searching.results.Request` s over a
+:class:`~autocompress.searching.space.SearchSpace` and learns from the results told back.
 Its state must follow from its seed and the results told, in order: replaying the
 same results rebuilds the same strategy and the same next requests (the run store
 relies on this to resume). It must tolerate requests that are never answered (the
@@ -20,8 +20,8 @@ from typing import Annotated, Any, Callable, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autocompress.search.results import Constraints, Request, Result
-from autocompress.search.space import Config, SearchSpace
+from autocompress.searching.results import Constraints, Request, Result
+from autocompress.searching.space import Config, SearchSpace
 
 
 class StrategyOptions(BaseModel):

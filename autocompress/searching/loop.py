@@ -2,7 +2,7 @@
 
 The loop turns a strategy's requests into *tasks* (a proxy evaluation ``probe`` or a
 ``full`` evaluation) with :meth:`SearchLoop.tasks` and takes their outcomes with
-:meth:`SearchLoop.complete`; :func:`autocompress.search.execution.drive` runs them on
+:meth:`SearchLoop.complete`; :func:`autocompress.searching.execution.drive` runs them on
 an executor. A result is kept by candidate id, so no candidate is fully evaluated
 twice. The budget counts full evaluations and, at ``probe_cost`` each, probes. A
 ``probe`` computes the proxy only (without a proxy it becomes a full evaluation); a
@@ -12,7 +12,7 @@ With ``shards`` a full evaluation is split into tasks over disjoint ranges of th
 validation order; idle workers take the shards of the evaluations in flight before
 anything new is asked, so a strategy that waits for one result at a time still keeps
 every worker busy. The shards' correct counts are summed (the result is the one a single
-pass gives). With ``early_stopping`` (:mod:`autocompress.search.early`) the contiguous
+pass gives). With ``early_stopping`` (:mod:`autocompress.searching.early`) the contiguous
 prefix of finished shards is compared with the baseline image by image after each shard;
 when it is enabled, a candidate that is certainly infeasible stops there, and shards of
 it still running are ignored when they complete. The paired counts (images worse and
@@ -33,11 +33,11 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Mapping, Sequence
 
-from autocompress.search.base import Strategy
-from autocompress.search.early import EarlyStopping, unpack
-from autocompress.search.gate import Gate
-from autocompress.search.results import Constraints, Request, Result
-from autocompress.search.stops import StopReason
+from autocompress.searching.base import Strategy
+from autocompress.searching.early import EarlyStopping, unpack
+from autocompress.searching.gate import Gate
+from autocompress.searching.results import Constraints, Request, Result
+from autocompress.searching.stops import StopReason
 
 
 @dataclass
@@ -78,7 +78,7 @@ class TaskOutcome:
     error: str | None = None
     correct: int | None = None
     total: int | None = None
-    per_image: bytes | None = None  # autocompress.search.early.pack(bool per image)
+    per_image: bytes | None = None  # autocompress.searching.early.pack(bool per image)
     energy: dict | None = None  # a probe's spikes and energy per image (autocompress.proxy.energy summary)
 
 

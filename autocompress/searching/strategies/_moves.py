@@ -3,8 +3,8 @@ drift or accuracy drop, added), and predicting an accuracy drop from the signal.
 
 from __future__ import annotations
 
-from autocompress.search.gate import isotonic_drops
-from autocompress.search.results import Result
+from autocompress.searching.gate import isotonic_drops
+from autocompress.searching.results import Result
 
 _EPSILON = 1e-6
 

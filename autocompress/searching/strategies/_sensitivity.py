@@ -12,8 +12,8 @@ between them filled in, each probed so that seeds are chosen on measured footpri
 
 from __future__ import annotations
 
-from autocompress.search.results import Request, Result
-from autocompress.search.space import Config, SearchSpace
+from autocompress.searching.results import Request, Result
+from autocompress.searching.space import Config, SearchSpace
 
 
 class Sensitivity:

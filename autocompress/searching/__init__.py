@@ -3,8 +3,8 @@ the loop, the executor-driving loop and the Pareto set. Pure logic: no torch, no
 no files.
 """
 
-from autocompress.search import strategies as _strategies  # noqa: F401  (registers them)
-from autocompress.search.base import (
+from autocompress.searching import strategies as _strategies  # noqa: F401  (registers them)
+from autocompress.searching.base import (
     Strategy,
     StrategyOptions,
     create_strategy,
@@ -12,7 +12,7 @@ from autocompress.search.base import (
     strategy_names,
     strategy_options,
 )
-from autocompress.search.early import (
+from autocompress.searching.early import (
     EarlyStopping,
     default_shard_images,
     drop_lower_bound,
@@ -22,10 +22,10 @@ from autocompress.search.early import (
     shard_bounds,
     unpack,
 )
-from autocompress.search.execution import Completion, LocalExecutor, describe, drive, execute
-from autocompress.search.gate import Gate
-from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
-from autocompress.search.results import (
+from autocompress.searching.execution import Completion, LocalExecutor, describe, drive, execute
+from autocompress.searching.gate import Gate
+from autocompress.searching.loop import SearchLoop, SearchStats, Task, TaskOutcome
+from autocompress.searching.results import (
     Constraints,
     ParetoSet,
     Request,
@@ -35,8 +35,8 @@ from autocompress.search.results import (
     pareto_front,
     pareto_set,
 )
-from autocompress.search.space import Candidate, Dimension, SearchSpace, SpaceDefinition, Unit
-from autocompress.search.stops import StopReason
+from autocompress.searching.space import Candidate, Dimension, SearchSpace, SpaceDefinition, Unit
+from autocompress.searching.stops import StopReason
 
 __all__ = [
     "Candidate",

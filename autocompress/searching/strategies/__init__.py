@@ -1,7 +1,7 @@
 """The registered strategies. Importing this package imports every module in it (a new
 strategy is one file here) and the strategies other packages declare under the entry-point
 group ``autocompress.strategies``; each registers itself with
-:func:`autocompress.search.base.register_strategy`."""
+:func:`autocompress.searching.base.register_strategy`."""
 
 import importlib
 import logging

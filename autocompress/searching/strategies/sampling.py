@@ -27,16 +27,17 @@ it never enters the Pareto set (only fully evaluated results do).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from autocompress.search.base import Strategy, StrategyOptions, register_strategy
-from autocompress.search.results import Request, Result
-from autocompress.search.space import Config
-from autocompress.search.strategies._moves import predicted_drops
-from autocompress.search.strategies._sensitivity import Sensitivity
+from autocompress.searching.base import Strategy, StrategyOptions, register_strategy
+from autocompress.searching.results import Request, Result
+from autocompress.searching.space import Config
+from autocompress.searching.strategies._moves import predicted_drops
+from autocompress.searching.strategies._sensitivity import Sensitivity
 
 _MAX_DRAWS = 1000
 _WARM_START = Field(8, ge=0, le=256, description="trials seeded from per-dimension sensitivity probes before the "
@@ -170,6 +171,20 @@ class RandomStrategy(_Sampling):
             self.front.append((result.memory_bytes, result.drift))
 
 
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines (a study created, each trial told) held back for the call, and its
+    log level put back after: a search changes no process-wide setting of the caller's."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
 class _OptunaStrategy(_Sampling):
     directions: list[str]
 
@@ -178,13 +193,13 @@ class _OptunaStrategy(_Sampling):
         import optuna
         from optuna.distributions import IntDistribution
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.distributions = {dim.name: IntDistribution(0, len(dim.choices) - 1) for dim in self.space.dims}
         # each quantity the constraints limit besides memory (energy, latency) is one more objective of a
         # multi-objective study, and a constraint of every study
         self.extra = [o for o in self.constraints.objectives() if o != "memory_bytes"]
         directions = list(self.directions) + (["minimize"] * len(self.extra) if len(self.directions) > 1 else [])
-        self.study = optuna.create_study(directions=directions, sampler=self._sampler())
+        with quiet_optuna():
+            self.study = optuna.create_study(directions=directions, sampler=self._sampler())
         self.pending: dict[Config, list] = {}  # trials asked, by configuration, oldest first
         self.distinct: set[Config] = set()
         self.repeats = 0
@@ -247,7 +262,8 @@ class _OptunaStrategy(_Sampling):
             return
         trial = trials.pop(0)
         if result.error is not None or result.memory_bytes is None:
-            self.study.tell(trial, state=TrialState.FAIL)
+            with quiet_optuna():
+                self.study.tell(trial, state=TrialState.FAIL)
             return
         fraction = result.memory_bytes / self.constraints.baseline_bytes
         if result.evaluated:  # judged as the search judges it: the drop's upper bound where there is one
@@ -268,7 +284,8 @@ class _OptunaStrategy(_Sampling):
             trial.set_constraint(name, ratio - 1 if value is not None else 1.0)
             extra.append(ratio if value is not None else 10.0)
         values = self._values(accuracy, fraction)
-        self.study.tell(trial, (*values, *extra) if isinstance(values, tuple) else values)
+        with quiet_optuna():
+            self.study.tell(trial, (*values, *extra) if isinstance(values, tuple) else values)
 
 
 @register_strategy("tpe", TPEOptions)

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from autocompress.search.early import pack
-from autocompress.search.loop import SearchLoop, SearchStats, Task, TaskOutcome
-from autocompress.search.stops import StopReason
+from autocompress.searching.early import pack
+from autocompress.searching.loop import SearchLoop, SearchStats, Task, TaskOutcome
+from autocompress.searching.stops import StopReason
 
 
 class Evaluator(Protocol):

@@ -1,8 +1,8 @@
-"""The strategy conformance suite: the contract of :mod:`autocompress.search.base`,
+"""The strategy conformance suite: the contract of :mod:`autocompress.searching.base`,
 checked on any registered strategy, built-in or a plug-in's (the way Optuna ships its
 sampler test cases). Each check raises AssertionError with what broke::
 
-    from autocompress.search.conformance import CHECKS
+    from autocompress.searching.conformance import CHECKS
     for check in CHECKS:
         check("my_strategy")
 
@@ -22,14 +22,14 @@ from typing import Callable
 
 import numpy as np
 
-from autocompress.search.base import create_strategy, strategy_options
-from autocompress.search.early import EarlyStopping, pack, shard_bounds
-from autocompress.search.execution import LocalExecutor, drive, execute
-from autocompress.search.gate import Gate
-from autocompress.search.loop import SearchLoop
-from autocompress.search.results import Constraints, Result
-from autocompress.search.space import SearchSpace, SpaceDefinition, Unit
-from autocompress.search.stops import StopReason
+from autocompress.searching.base import create_strategy, strategy_options
+from autocompress.searching.early import EarlyStopping, pack, shard_bounds
+from autocompress.searching.execution import LocalExecutor, drive, execute
+from autocompress.searching.gate import Gate
+from autocompress.searching.loop import SearchLoop
+from autocompress.searching.results import Constraints, Result
+from autocompress.searching.space import SearchSpace, SpaceDefinition, Unit
+from autocompress.searching.stops import StopReason
 
 BASELINE_ACCURACY = 90.0
 BASELINE_BYTES = 1_000_000
