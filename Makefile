@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean fashion-mnist
+.PHONY: demo test install clean fashion-mnist docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,11 @@ test: $(STAMP)
 	$(BIN)/ruff check autocompress tests .ci
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# The documentation site (docs/, MkDocs Material) into site/: the references generated from the
+# code first, then the build with warnings as errors (tests/test_docs.py builds it too).
+docs: $(STAMP)
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache experiments/digits/runs
+	rm -rf $(VENV) .pytest_cache experiments/digits/runs site

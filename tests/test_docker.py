@@ -25,7 +25,7 @@ def test_dockerfile_copies_existing_files_and_installs_as_the_readme_says():
         for source in line.split()[:-1]:
             assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
     assert INSTALL in text
-    assert INSTALL in (REPO / "README.md").read_text(), "the README must document the image's install command"
+    assert INSTALL in (REPO / "docs" / "guide" / "cluster.md").read_text(), "the cluster guide must document the image's install command"
     assert 'ENTRYPOINT ["tini", "--", "autocompress"]' in text
 
 

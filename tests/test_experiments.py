@@ -110,3 +110,26 @@ def test_bench_results_hold_every_benchmark_with_its_command():
         section = text.split(f"<!-- bench:{name} -->")[1].split(f"<!-- /bench:{name} -->")[0]
         assert f"Re-run: `python experiments/bench/{name}.py" in section and "Machine: " in section
         assert (REPO / "experiments" / "bench" / f"{name}.py").is_file()
+
+
+def test_init_writes_a_spec_that_validates_and_searches_unedited(fake_imagenet, tmp_path, cli):
+    """`autocompress init` on an official-layout Spikformer checkpoint (timm-style, random
+    weights) and an ImageNet-layout folder: the spec it writes validates and searches 3 full
+    evaluations as written; a second init refuses to overwrite it."""
+    val, checkpoints = fake_imagenet
+    spec = tmp_path / "my.yaml"
+    done = cli("init", "--checkpoint", str(checkpoints["spikformer_imagenet"]), "--data", str(val), "--out", str(spec))
+    assert done.returncode == 0, done.stderr
+    text = spec.read_text()
+    data = yaml.safe_load(text)
+    assert data["model"]["family"] == "spikformer_imagenet" and data["data"]["dataset"] == "imagefolder"
+    assert data["model"]["args"]["embed_dims"] == 16 and data["data"]["transform"]["preset"] == "spikformer_imagenet"
+    assert "# " in text and str(val) in text
+    assert cli("validate", str(spec)).stdout == "ok\n"
+    run = tmp_path / "run"
+    done = cli("search", str(spec), "--run-dir", str(run), "--max-full-evaluations", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["state"] == "done" and document["statistics"]["full_evaluations"] == 3
+    again = cli("init", "--checkpoint", str(checkpoints["spikformer_imagenet"]), "--data", str(val), "--out", str(spec))
+    assert again.returncode == 2 and "--force" in again.stderr

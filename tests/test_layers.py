@@ -21,7 +21,7 @@ PACKAGE = REPO / "autocompress"
 LAYERS = [
     "version", "vocabulary", "errors", "atomic", "console", "cachedir", "confine", "documents",
     "data", "searching", "recipes", "spec",
-    "models", "compress", "proxy", "evaluation", "reference", "limits",
+    "models", "compress", "proxy", "evaluation", "reference", "limits", "scaffold",
     "engine", "report", "api", "service", "cli", "__main__", "__init__",
 ]
 

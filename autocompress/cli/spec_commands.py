@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from autocompress.vocabulary import TRANSFORM_PRESETS
 from autocompress.cli.common import JSON, LIMIT, QUIET, SET, cli, load_checked_spec, say
 
 
@@ -175,6 +176,37 @@ def evaluate(spec_file: Path, as_json: bool, model_file: Path | None, split: str
     click.echo(f"footprint:     {footprint} bytes ({footprint / 2**20:.3f} MiB, parameters and buffers at their stored dtype)")
 
 
+@cli.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Your model's checkpoint (an official Spikformer / Spike-driven Transformer file, or a state dict).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Your validation data: an ImageNet-layout folder (DIR/<class>/<image>), CIFAR-10's or "
+                   "Fashion-MNIST's folder.")
+@click.option("--preset", type=click.Choice(TRANSFORM_PRESETS), help="The evaluation preprocessing (default: the "
+              "one the checkpoint's family was published with).")
+@click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights (state_dict_ema).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("autocompress.yaml"),
+              show_default=True, help="The spec file to write.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@JSON
+def init(checkpoint: Path, data_dir: Path, preset: str | None, ema: bool, out_file: Path, force: bool,
+         as_json: bool) -> None:
+    """Write a complete, commented spec for your checkpoint and data, validated.
+
+    The model section is read from the checkpoint (as inspect-checkpoint does), the data
+    section from the folder; constraints, strategy, budget, calibration batch and held-out
+    split are chosen for the data's size. Search with `autocompress search OUT`.
+    """
+    from autocompress.scaffold import write_spec
+
+    path = write_spec(checkpoint, data_dir, out_file, preset=preset, ema=ema, force=force)
+    if as_json:
+        click.echo(json.dumps({"spec_file": str(path)}, indent=2))
+        return
+    click.echo(f"wrote {path} (validated); next: `autocompress evaluate {out_file}` for the baseline, "
+               f"`autocompress search {out_file}` to search")
+
+
 @cli.command("inspect-checkpoint")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--ema", is_flag=True, help="Describe the EMA weights (state_dict_ema) instead of the model weights.")
@@ -260,7 +292,7 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_ite
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Where each submitted search gets its run directory.")
 @click.option("--data-roots", "data_roots", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
@@ -277,7 +309,8 @@ def groups(spec_file: Path, as_json: bool, overrides: tuple[str, ...], limit_ite
 @click.option("--token", envvar="AUTOCOMPRESS_TOKEN", help="Bearer token clients must send (or set "
               "AUTOCOMPRESS_TOKEN). Required off loopback, at least 32 random characters; on loopback one is "
               "generated when not given.")
-@click.option("--max-body-bytes", default=256 * 1024, show_default=True, type=click.IntRange(min=1024, max=16 << 20))
+@click.option("--max-body-bytes", default=256 * 1024, show_default=True, type=click.IntRange(min=1024, max=16 << 20),
+              help="Largest request body accepted (a spec); larger ones get 413.")
 @click.option("--allow-factory", "allow_factories", multiple=True, metavar="MODULE:FUNCTION",
               help="A custom-model factory that specs may name (it is code, run by the jobs); repeat for several.")
 @LIMIT

@@ -17,6 +17,27 @@ from autocompress.searching import Result, paired_counts, pareto_set, unpack
 
 FORMAT = "autocompress-pareto-v1"
 
+# What each top-level key of pareto.json holds: docs/reference/pareto-json.md is generated from this
+# (tests/test_docs.py checks that a run's document has exactly these keys).
+FORMAT_DOC: dict[str, str] = {
+    "format": "the format's name and version: `autocompress-pareto-v1`",
+    "spec": "the spec's name",
+    "run_dir": "the run directory (absolute)",
+    "state": "`running`, `done`, `interrupted` (killed or Ctrl-C: resume it) or `failed`",
+    "baseline": "`accuracy` (top-1 %), `memory_bytes` of the uncompressed model; `energy_mj`, `synops`, `macs`, `firing_rate` per image, `latency_ms`, `latency_batch_ms` (null unless `latency.measure`) (see \"Spikes and energy\"; null for runs of earlier versions)",
+    "constraints": "`max_drop_points` (absolute, after converting a relative limit), `accuracy` (as in the spec), `min_saving`, `max_bytes`, `energy` (as in the spec, or null), `max_energy_mj` (the energy limit in force), `max_latency_ms`",
+    "best": "id of the recommended point, or null: with a held-out split, once it is measured, the point the held-out test recommends (see \"Selection and held-out accuracy\"); else the best feasible point",
+    "best_selection": "id of the best feasible point on the selection images (the same as `best` without a held-out split), or null",
+    "points": "the Pareto set of every fully evaluated candidate of the run (validated on every image), smallest memory first: `id` (for `export --point`), `accuracy` (top-1 %), `accuracy_drop` (points), `drop_upper` (the upper confidence bound on the drop that feasibility was decided on; null with `accuracy.confidence: null` and for runs stored before the field existed), `memory_bytes`, `memory_saving` (fraction), `feasible`, `proxy` (the membrane-potential drift; null with the proxy off), `gate` (`pass`, or `off`), `images` (validation images the accuracy is over; null for runs stored before the field existed), `energy_mj`, `energy_saving`, `synops`, `firing_rate` (per image, from the candidate's probe), `latency_ms`, `latency_batch_ms`, `config` (`prune`: group -> rate, `bits`: layer -> bit-width; units not named keep the baseline)",
+    "near_misses": "when nothing is feasible, the evaluated points closest to feasible, same fields",
+    "holdout": "null without a held-out split (and until the search measures it); else `images`, `fraction`, `baseline_accuracy` (the base model on the held-out images), `confidence`, `decided` (every point the test reaches is measured), `nearest` (the first point that failed the held-out test: its `id` and held-out figures; null when none did), and every point gets `holdout`: `accuracy`, `accuracy_drop` (against that baseline), `images`, `worse`/`better` (held-out images the baseline got right and the point wrong, and the reverse), `drop_upper` (the drop's upper bound there), `feasible` (selection-feasible, and within the limit on the held-out images as the search decides: the bound); null until measured",
+    "early_stopped": "candidates whose validation stopped early as certainly infeasible (never points): `id`, `images` (validated before the stop), `accuracy_estimate`, `accuracy_drop_at_least` (the bound, points), `memory_bytes`, `memory_saving`, `proxy`",
+    "tuned": "null until a point is fine-tuned; else `finetuned`: per point id, `state` (`running`, `interrupted`, `done`), `epoch`, `epochs`, `accuracy_before`, `accuracy` (the tuned file's, on the same validation items as the search's), `accuracy_drop`, `feasible_before`, `feasible`, `images`, `holdout` (with a held-out split: the tuned `accuracy`, `accuracy_before`, `accuracy_drop` there), `memory_bytes` (unchanged), `energy_mj_before`, `energy_mj`, `synops`, `firing_rate` (the tuned model's spikes and energy, counted again: training changes the firing rates), `file`, `file_bytes`, `seconds`, `workers`; `points`: the tuned front, the Pareto set of every full evaluation with each fine-tuned candidate at its tuned accuracy (each with `tuned: true/false`); `best`: its best feasible point; `hypervolume`. Each Pareto point or near miss that was fine-tuned also carries its `tuned` entry",
+    "hypervolume": "the area the Pareto points dominate in (memory saving, accuracy / baseline accuracy), both in [0, 1], against (0, 0): 1.0 would be a model of no size at the baseline's accuracy, the baseline itself scores 0",
+    "sensitivity": "every candidate that moved one search dimension alone (probed or fully evaluated): `dimension`, `kind` (`prune` or `bits`), `choice` (rate or bit-width), `memory_bytes`, `proxy` (drift), `accuracy_drop` (null unless fully evaluated on every image); by dimension, least aggressive first",
+    "statistics": "`full_evaluations` (including those of earlier sessions, and those stopped early), `early_stopped`, `validation_images` (images read by full evaluations), `validation` (`images`, `order_seed`, `shard_images` of the run), `proxy_evaluations`, `gated_out`, `failed`, `retries` (tasks sent again after their worker died), `workers_replaced`, `wall_seconds` (all sessions), `stopped_by` (one of `autocompress.searching.StopReason`: `strategy finished`, `strategy asked nothing`, `full-evaluation budget`, `probe budget`, `time budget`, `interrupted`, or `error: MESSAGE` for a failed session; the HTTP service shows `error` without the message), `max_full_evaluations`, `sessions`, `strategy`, `seed`, `granularity`, `dimensions`, `workers`, `executor` (`in-process` or `ray`)",
+}
+
 
 def _point(result: Result, candidate: dict | None) -> dict:
     return {
@@ -159,7 +180,7 @@ def _tuned(document: dict, results: list[Result], candidates: dict, tuned: dict,
 
 
 def _baseline_energy(store) -> dict:
-    """The uncompressed model's spikes and energy per image (runs of versions before 0.17: none)."""
+    """The uncompressed model's spikes and energy per image (none for runs stored before energy was counted)."""
     energy = store.meta("baseline_energy") or {}
     return {"energy_mj": energy.get("energy_mj"), "synops": energy.get("synops"), "macs": energy.get("macs"),
             "firing_rate": energy.get("firing_rate"), "latency_ms": energy.get("latency_ms"),

@@ -54,6 +54,11 @@ def register_strategy(name: str, options: type[StrategyOptions]) -> Callable[[ty
     return decorate
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy registered under ``name``."""
+    return _STRATEGIES[name][0]
+
+
 def strategy_names() -> list[str]:
     return sorted(_STRATEGIES)
 

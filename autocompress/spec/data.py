@@ -74,9 +74,11 @@ class TransformSpec(Strict):
         ),
     )
     crop_fraction: float | None = Field(default=None, gt=0.05, le=1.0, description="timm's crop_pct")
-    interpolation: Literal["bilinear", "bicubic"] | None = None
-    mean: Annotated[list[float], Field(min_length=1, max_length=4)] | None = None
-    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = None
+    interpolation: Literal["bilinear", "bicubic"] | None = Field(None, description="resize interpolation")
+    mean: Annotated[list[float], Field(min_length=1, max_length=4)] | None = Field(
+        None, description="per-channel mean subtracted after scaling to [0, 1]")
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = Field(
+        None, description="per-channel standard deviation divided by")
 
 
 MAX_CLASSES = 100_000  # names in data.classes or data.classes_file
@@ -84,7 +86,8 @@ MAX_CLASS_NAME = 255  # a folder name's length
 
 
 class DataSpec(Strict):
-    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
+    dataset: Literal[tuple(DATASETS)] = Field(  # type: ignore[valid-type]
+        "digits", description="digits (embedded, scikit-learn), fashion_mnist, cifar10, or imagefolder (ImageNet layout)")
     root: Path | None = Field(
         default=None,
         description=(
@@ -97,9 +100,9 @@ class DataSpec(Strict):
         default=None, description="input resolution; default 16 (digits), 28 (fashion_mnist), 32 (cifar10), "
                                   "224 (imagefolder)"
     )
-    validation: ValidationSpec = Field(default_factory=ValidationSpec)
-    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
-    batch_size: PositiveInt = 128
+    validation: ValidationSpec = Field(default_factory=ValidationSpec, description="which validation images, and the held-out split")
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec, description="the proxy's calibration batch")
+    batch_size: PositiveInt = Field(128, description="evaluation batch size")
     workers: NonNegativeInt = Field(0, description="data-loading worker processes")
     class_index: Literal["auto", "folders", "imagenet"] = Field(
         default="auto",

@@ -45,20 +45,21 @@ class Spec(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)] = Field(
         description="run name: letters, digits, '.', '_' and '-'"
     )
-    model: ModelSpec
-    data: DataSpec = Field(default_factory=DataSpec)
-    constraints: ConstraintsSpec
-    space: SpaceSpec = Field(default_factory=SpaceSpec)
-    strategy: StrategySpec = Field(default_factory=lambda: strategy_options("greedy")(name="greedy"))
-    proxy: ProxySpec = Field(default_factory=ProxySpec)
-    compression: CompressionSpec = Field(default_factory=CompressionSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
-    energy: EnergySpec = Field(default_factory=EnergySpec)
-    latency: LatencySpec = Field(default_factory=LatencySpec)
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    model: ModelSpec = Field(description="the network to compress: its family, sizes and checkpoint")
+    data: DataSpec = Field(default_factory=DataSpec, description="the validation data, its preprocessing, the calibration batch and the held-out split")
+    constraints: ConstraintsSpec = Field(description="what a compressed model must meet: accuracy kept, memory saved, and optionally energy and latency")
+    space: SpaceSpec = Field(default_factory=SpaceSpec, description="the search space: per-group pruning rates and per-layer bit-widths")
+    strategy: StrategySpec = Field(default_factory=lambda: strategy_options("greedy")(name="greedy"),
+                                   description="how candidates are proposed (greedy, beam, prioritized, tpe, nsga2, random, halving)")
+    proxy: ProxySpec = Field(default_factory=ProxySpec, description="the membrane-drift gate in front of full validation")
+    compression: CompressionSpec = Field(default_factory=CompressionSpec, description="how a candidate is built (importance, clipping, folding)")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="full validation: sharding, early stopping, precision")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec, description="when the search stops")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="where it runs: workers, Ray cluster, device")
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="recovery fine-tuning of near misses (autocompress finetune)")
+    energy: EnergySpec = Field(default_factory=EnergySpec, description="the energy model: picojoules per operation")
+    latency: LatencySpec = Field(default_factory=LatencySpec, description="latency measurement of candidates")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="the run directory and the report")
 
     @model_validator(mode="after")
     def _model_fits_data(self, info: ValidationInfo) -> Spec:

@@ -64,13 +64,13 @@ class SpikformerArgs(Strict):
     """Arguments of SpikingJelly 2.0's ``Spikformer`` (defaults: Spikformer-8-512, ImageNet)."""
 
     T: PositiveInt = Field(4, description="time steps")
-    in_channels: PositiveInt = 3
-    image_size: PositiveInt = 224
-    patch_size: Literal[4, 16] = 16
-    num_classes: PositiveInt = 1000
-    embed_dims: PositiveInt = 512
-    num_heads: PositiveInt = 8
-    mlp_ratio: PositiveFloat = 4.0
+    in_channels: PositiveInt = Field(3, description="input image channels (3: RGB, 1: grayscale)")
+    image_size: PositiveInt = Field(224, description="input resolution in pixels (square images); when not given, data.image_size")
+    patch_size: Literal[4, 16] = Field(16, description="the stem's patch size: 16 (ImageNet) or 4 (CIFAR)")
+    num_classes: PositiveInt = Field(1000, description="outputs of the classification head")
+    embed_dims: PositiveInt = Field(512, description="embedding width: the channels of every block (a multiple of 8 and of num_heads)")
+    num_heads: PositiveInt = Field(8, description="attention heads")
+    mlp_ratio: PositiveFloat = Field(4.0, description="the MLP's hidden width over embed_dims")
     depths: PositiveInt = Field(8, description="number of transformer blocks")
 
     @model_validator(mode="after")
@@ -83,8 +83,8 @@ class SpikformerArgs(Strict):
 
 class OfficialSpikformerArgs(Strict):
     T: PositiveInt = Field(4, description="time steps (the official code uses 4)")
-    in_channels: PositiveInt = 3
-    mlp_ratio: PositiveFloat = 4.0
+    in_channels: PositiveInt = Field(3, description="input image channels (3: RGB, 1: grayscale)")
+    mlp_ratio: PositiveFloat = Field(4.0, description="the MLP's hidden width over embed_dims")
     _patch = 16
 
     @model_validator(mode="after")
@@ -101,10 +101,10 @@ class SpikformerImageNetArgs(OfficialSpikformerArgs):
     defaults: Spikformer-8-512 with 8 heads, 224x224, as the official code fixes them). The stem
     pools four times (16x16 patches)."""
 
-    image_size: PositiveInt = 224
-    num_classes: PositiveInt = 1000
-    embed_dims: PositiveInt = 512
-    num_heads: PositiveInt = 8
+    image_size: PositiveInt = Field(224, description="input resolution in pixels (square images); when not given, data.image_size")
+    num_classes: PositiveInt = Field(1000, description="outputs of the classification head")
+    embed_dims: PositiveInt = Field(512, description="embedding width: the channels of every block (a multiple of 8 and of num_heads)")
+    num_heads: PositiveInt = Field(8, description="attention heads")
     depths: PositiveInt = Field(8, description="number of transformer blocks")
 
 
@@ -112,10 +112,10 @@ class SpikformerCIFARArgs(OfficialSpikformerArgs):
     """Arguments of the official Spikformer CIFAR model (ZK-Zhou/spikformer cifar10/model.py, also
     CIFAR-100; defaults: Spikformer-4-384, 32x32). The stem pools twice (4x4 patches)."""
 
-    image_size: PositiveInt = 32
-    num_classes: PositiveInt = 10
-    embed_dims: PositiveInt = 384
-    num_heads: PositiveInt = 12
+    image_size: PositiveInt = Field(32, description="input resolution in pixels (square images); when not given, data.image_size")
+    num_classes: PositiveInt = Field(10, description="outputs of the classification head")
+    embed_dims: PositiveInt = Field(384, description="embedding width: the channels of every block (a multiple of 8 and of num_heads)")
+    num_heads: PositiveInt = Field(12, description="attention heads")
     depths: PositiveInt = Field(4, description="number of transformer blocks")
     _patch = 4
 
@@ -125,12 +125,12 @@ class SpikeDrivenTransformerArgs(Strict):
     use pooling_stat '0011' at 32x32)."""
 
     T: PositiveInt = Field(4, description="time steps")
-    in_channels: PositiveInt = 3
-    image_size: PositiveInt = 224
-    num_classes: PositiveInt = 1000
-    embed_dims: PositiveInt = 384
-    num_heads: PositiveInt = 8
-    mlp_ratio: PositiveFloat = 4.0
+    in_channels: PositiveInt = Field(3, description="input image channels (3: RGB, 1: grayscale)")
+    image_size: PositiveInt = Field(224, description="input resolution in pixels (square images); when not given, data.image_size")
+    num_classes: PositiveInt = Field(1000, description="outputs of the classification head")
+    embed_dims: PositiveInt = Field(384, description="embedding width: the channels of every block (a multiple of 8 and of num_heads)")
+    num_heads: PositiveInt = Field(8, description="attention heads")
+    mlp_ratio: PositiveFloat = Field(4.0, description="the MLP's hidden width over embed_dims")
     depths: PositiveInt = Field(8, description="number of transformer blocks")
     pooling_stat: Annotated[str, Field(pattern=r"^[01]{4}$")] = Field(
         "1111", description="which of the four stem stages downsample by 2 ('1') or not ('0')"
@@ -149,36 +149,36 @@ class SpikingJellySpikformerModel(_ModelBase):
     of the official Spikformer checkpoints: use spikformer_imagenet / spikformer_cifar for those.
     'spikformer', its earlier name, is still accepted."""
 
-    family: Literal["spikingjelly_spikformer", "spikformer"]
-    args: SpikformerArgs = Field(default_factory=SpikformerArgs)
+    family: Literal["spikingjelly_spikformer", "spikformer"] = Field(description="the model family (the network to build); each family has its own args")
+    args: SpikformerArgs = Field(default_factory=SpikformerArgs, description="the network's sizes")
 
 
 class SpikformerImageNetModel(_ModelBase):
     """The official Spikformer ImageNet network; loads the authors' checkpoints."""
 
-    family: Literal["spikformer_imagenet"]
-    args: SpikformerImageNetArgs = Field(default_factory=SpikformerImageNetArgs)
+    family: Literal["spikformer_imagenet"] = Field(description="the model family (the network to build); each family has its own args")
+    args: SpikformerImageNetArgs = Field(default_factory=SpikformerImageNetArgs, description="the network's sizes")
 
 
 class SpikformerCIFARModel(_ModelBase):
     """The official Spikformer CIFAR-10/100 network; loads the authors' checkpoints."""
 
-    family: Literal["spikformer_cifar"]
-    args: SpikformerCIFARArgs = Field(default_factory=SpikformerCIFARArgs)
+    family: Literal["spikformer_cifar"] = Field(description="the model family (the network to build); each family has its own args")
+    args: SpikformerCIFARArgs = Field(default_factory=SpikformerCIFARArgs, description="the network's sizes")
 
 
 class SpikeDrivenTransformerModel(_ModelBase):
     """Spike-driven Transformer v1 as the official code computes it; loads the authors' checkpoints."""
 
-    family: Literal["spike_driven_transformer"]
-    args: SpikeDrivenTransformerArgs = Field(default_factory=SpikeDrivenTransformerArgs)
+    family: Literal["spike_driven_transformer"] = Field(description="the model family (the network to build); each family has its own args")
+    args: SpikeDrivenTransformerArgs = Field(default_factory=SpikeDrivenTransformerArgs, description="the network's sizes")
 
 
 class CustomModel(_ModelBase):
     """A user model: ``factory`` is ``package.module:function`` returning an ``nn.Module``
     whose spiking neurons are SpikingJelly neurons."""
 
-    family: Literal["custom"]
+    family: Literal["custom"] = Field(description="the model family (the network to build); each family has its own args")
     factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = Field(
         description=(
             "import path of the model factory, 'package.module:function'; modules beside "

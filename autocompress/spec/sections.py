@@ -30,7 +30,7 @@ class AccuracyConstraint(Strict):
         description="largest allowed top-1 accuracy drop: points (absolute) or percent of the baseline (relative), "
                     "0 to 100",
     )
-    kind: Literal["absolute", "relative"] = "absolute"
+    kind: Literal["absolute", "relative"] = Field("absolute", description="absolute: max_drop is in top-1 points; relative: a fraction of the baseline's accuracy")
     confidence: float | None = Field(
         default=0.95, gt=0.5, lt=1,
         description="a candidate is accuracy-feasible only when the upper confidence bound on its drop, at this "
@@ -72,8 +72,8 @@ class LatencyConstraint(Strict):
 
 
 class ConstraintsSpec(Strict):
-    accuracy: AccuracyConstraint
-    memory: MemoryConstraint
+    accuracy: AccuracyConstraint = Field(description="the accuracy a compressed model may lose")
+    memory: MemoryConstraint = Field(description="the memory it must save")
     energy: EnergyConstraint | None = Field(
         default=None, description="a limit on the energy estimate per image (spikes and operations counted on the "
                                   "calibration batch; the energy section prices them)")
@@ -106,7 +106,7 @@ class SpaceSpec(Strict):
     file: Path | None = Field(
         default=None, description="a search_spaces/*.yaml file; inline choices below override its choices"
     )
-    granularity: Literal["network", "stage", "block", "layer"] = "block"
+    granularity: Literal["network", "stage", "block", "layer"] = Field("block", description="how many layers share one pruning rate and one bit-width: the whole network, a stage, a block or each layer")
     outside_blocks: Literal["unit", "stage"] = Field(
         "unit", description="at block granularity, the units outside the transformer blocks (stem layers and channel "
                             "groups, the head): a dimension each (unit), or one per stage (stage: runs before 2026-12-03)")
@@ -157,7 +157,7 @@ def _auto_or_non_negative(value: Any) -> Any:
 
 
 class ProxySpec(Strict):
-    metric: Literal["membrane_drift"] = "membrane_drift"
+    metric: Literal["membrane_drift"] = Field("membrane_drift", description="the proxy: how far the compressed model's membrane potentials drift from the baseline's on the calibration batch")
     threshold: Annotated[Literal["auto"] | Annotated[float, Field(ge=0)], BeforeValidator(_auto_or_non_negative)] = Field(
         "auto", description="gate threshold on the drift: a number, or 'auto' to calibrate it online"
     )
@@ -215,8 +215,8 @@ class EvaluationSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    max_full_evaluations: PositiveInt = 60
-    max_hours: PositiveFloat | None = None
+    max_full_evaluations: PositiveInt = Field(60, description="full validations the search may run (the main cost)")
+    max_hours: PositiveFloat | None = Field(None, description="wall-clock limit of the search in hours (over all sessions); null: none")
     max_probes: PositiveInt | None = Field(
         None, description="at most this many probes (proxy evaluations on the calibration batch) in a run, earlier "
                           "sessions included; the search then stops with `probe budget`. null: 100 x "
@@ -272,7 +272,7 @@ class DistillationSpec(Strict):
     logits: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="weight of the distillation loss on the uncompressed model's logits (KL divergence at "
                          "the temperature, times T^2); the cross-entropy on the labels gets 1 - this")
-    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(4.0, description="softmax temperature of the distillation loss")
     membrane: Annotated[float, Field(ge=0, le=1000)] = Field(
         1.0, description="weight of matching the membrane potentials of the kept channels to the uncompressed "
                          "model's (each neuron layer's mean squared difference over the teacher's mean square); "
@@ -283,21 +283,21 @@ class FinetuneSpec(Strict):
     """Recovery fine-tuning of compressed candidates (``autocompress finetune``)."""
 
     auto: bool = Field(False, description="fine-tune the selected points when the search ends")
-    points: FinetunePointsSpec = Field(default_factory=FinetunePointsSpec)
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = Field(64, description="training images per step (per worker with finetune.workers)")
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    points: FinetunePointsSpec = Field(default_factory=FinetunePointsSpec, description="which points are fine-tuned when none are named")
+    epochs: PositiveInt = Field(10, description="training epochs per point")
+    batch_size: PositiveInt = Field(64, description="training images per step, over all workers (each of finetune.workers trains on its share)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="the optimizer")
     lr: Annotated[float, Field(gt=0, le=10)] = Field(5e-4, description="peak learning rate")
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="the optimizer's weight decay")
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd only")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up")
-    warmup_epochs: NonNegativeInt = 0
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of linear learning-rate warm-up before the cosine decay")
     seed: Seed = 0
     validate_every: NonNegativeInt = Field(
         1, description="epochs between validation accuracies shown as progress (0: only at the end); the last "
                        "epoch is always the result, whatever these say")
-    data: FinetuneDataSpec = Field(default_factory=FinetuneDataSpec)
-    distillation: DistillationSpec = Field(default_factory=DistillationSpec)
+    data: FinetuneDataSpec = Field(default_factory=FinetuneDataSpec, description="the training data")
+    distillation: DistillationSpec = Field(default_factory=DistillationSpec, description="knowledge distillation from the uncompressed model")
     workers: NonNegativeInt = Field(
         0, description="0 trains in this process; N >= 1 trains data-parallel on N Ray Train workers (one per GPU "
                        "with a GPU device), on execution.ray_address")

@@ -40,7 +40,7 @@ _MAX_DRAWS = 2000
 class HalvingOptions(StrategyOptions):
     """Screen pools of candidates by their probe, validate the most promising in full."""
 
-    name: Literal["halving"]
+    name: Literal["halving"] = Field(description="the strategy (each takes its own options besides seed)")
     pool_size: Annotated[int, Field(ge=2, le=4096, description="candidates probed per round after the first")] = 24
     eta: Annotated[int, Field(ge=1, le=64, description="one candidate in eta of a round is validated in full")] = 3
     parents: Annotated[int, Field(ge=1, le=64, description="smallest feasible points mutated into a new pool")] = 4

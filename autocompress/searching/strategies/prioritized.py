@@ -29,8 +29,10 @@ from autocompress.searching.space import Config
 class PrioritizedOptions(StrategyOptions):
     """PrimeSVT: sensitivity per unit, then prune largest-first under the constraints."""
 
-    name: Literal["prioritized"]
-    sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    name: Literal["prioritized"] = Field(description="the strategy (each takes its own options besides seed)")
+    sensitivity_rates: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        description="how far along each dimension's choices it is probed alone, to rank the dimensions by sensitivity")
     keep_compressing: bool = Field(
         True, description="go on through every dimension after the memory goal is met (false: stop there, as "
                           "PrimeSVT does)")

@@ -47,7 +47,7 @@ _WARM_START = Field(8, ge=0, le=256, description="trials seeded from per-dimensi
 class RandomOptions(StrategyOptions):
     """Uniform sampling: the baseline every other strategy is measured against."""
 
-    name: Literal["random"]
+    name: Literal["random"] = Field(description="the strategy (each takes its own options besides seed)")
     skip_dominated: bool = Field(
         True, description="with the proxy on, do not validate a proposal that a feasible point already evaluated "
                           "dominates at the probe (no larger and no more drift): it is predicted to be no better")
@@ -61,8 +61,8 @@ class RandomOptions(StrategyOptions):
 class TPEOptions(StrategyOptions):
     """Optuna's TPE sampler over the space."""
 
-    name: Literal["tpe"]
-    n_startup_trials: PositiveInt = 10
+    name: Literal["tpe"] = Field(description="the strategy (each takes its own options besides seed)")
+    n_startup_trials: PositiveInt = Field(10, description="random trials before TPE models the results")
     warm_start: int = _WARM_START
     conformance_settings = {"n_startup_trials": 5, "warm_start": 3}
 
@@ -70,8 +70,8 @@ class TPEOptions(StrategyOptions):
 class NSGA2Options(StrategyOptions):
     """Optuna's NSGA-II, multi-objective over accuracy and memory."""
 
-    name: Literal["nsga2"]
-    population_size: Annotated[int, Field(ge=2)] = 20
+    name: Literal["nsga2"] = Field(description="the strategy (each takes its own options besides seed)")
+    population_size: Annotated[int, Field(ge=2)] = Field(20, description="NSGA-II's population (trials a generation)")
     warm_start: int = _WARM_START
     conformance_settings = {"population_size": 6, "warm_start": 3}
 

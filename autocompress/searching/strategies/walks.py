@@ -55,7 +55,7 @@ class WalkOptions(StrategyOptions):
 class GreedyOptions(WalkOptions):
     """AQ4SViT-Greedy generalised to pruning and quantization."""
 
-    name: Literal["greedy"]
+    name: Literal["greedy"] = Field(description="the strategy (each takes its own options besides seed)")
     free_share: float = Field(
         0.01, ge=0, lt=1,
         description="a move whose added drift is at most this share of the current configuration's drift is free; "
@@ -71,8 +71,8 @@ class GreedyOptions(WalkOptions):
 class BeamOptions(WalkOptions):
     """AQ4SViT-Beam: the greedy moves, keeping the best ``beam_width`` configurations."""
 
-    name: Literal["beam"]
-    beam_width: PositiveInt = 4
+    name: Literal["beam"] = Field(description="the strategy (each takes its own options besides seed)")
+    beam_width: PositiveInt = Field(4, description="configurations kept at each step")
     conformance_settings = {"beam_width": 3}
 
 
