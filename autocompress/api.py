@@ -23,7 +23,8 @@ defaults; the CLI (``autocompress search`` ...) is a thin layer over these funct
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -149,18 +150,18 @@ class Evaluation:
     data: str  # what was read, in words
 
 
-def _spec_data(spec: Any) -> tuple[dict[str, Any], Path, str, str | None]:
-    """(parsed data, base folder of its relative paths, source name, spec file) of a spec
-    given as a path, a :class:`Spec` or a mapping."""
+def _spec_data(spec: Any) -> tuple[dict[str, Any], Path, str]:
+    """(parsed data, base folder of its relative paths, source name) of a spec given as a
+    path, a :class:`Spec` or a mapping."""
     from autocompress.spec import Spec, read_spec_file
 
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
-        return read_spec_file(path), path.resolve().parent, str(path), str(path.resolve())
+        return read_spec_file(path), path.resolve().parent, str(path)
     if isinstance(spec, Spec):  # paths in it are absolute; a custom factory may live beside its spec
-        return spec.model_dump(mode="json"), getattr(spec.model, "_spec_dir", None) or Path.cwd(), spec.name, None
+        return spec.model_dump(mode="json"), getattr(spec.model, "_spec_dir", None) or Path.cwd(), spec.name
     if isinstance(spec, Mapping):
-        return dict(spec), Path.cwd(), "spec", None
+        return dict(spec), Path.cwd(), "spec"
     raise TypeError(f"spec: a path, an autocompress.spec.Spec or a mapping, not {type(spec).__name__}")
 
 
@@ -169,10 +170,7 @@ def validate(spec: Any, *, check_paths: bool = True, **sections: Any) -> Spec:
     overrides ``sections`` merged in (:func:`autocompress.spec.merge_sections`: e.g.
     ``budget={"max_full_evaluations": 3}`` or ``budget=BudgetSpec(max_full_evaluations=3)``),
     validated; raises :class:`autocompress.errors.SpecError` listing every problem."""
-    data, base, source, _ = _spec_data(spec)
-    if sections:
-        data = merge_sections(data, sections)
-    return validate_spec(data, base_dir=base, source=source, check_paths=check_paths)
+    return _checked(spec, (), sections, None, check_paths)[0]
 
 
 def draw_report(run_dir: PathLike, say: Say = log_info) -> Path | None:
@@ -191,8 +189,15 @@ def draw_report(run_dir: PathLike, say: Say = log_info) -> Path | None:
         return None
 
 
-def _report_after(run_dir: Path, say: Say) -> None:
-    draw_report(run_dir, say)
+@contextmanager
+def _interruptible(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C in a search or resume raises :class:`SearchInterrupted`, naming the run directory."""
+    try:
+        yield
+    except SearchInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise SearchInterrupted(run_dir) from None
 
 
 class Run:
@@ -276,13 +281,9 @@ class Run:
                 max_full_evaluations = max(1, store.counts()["full"])
         options = RunOptions(workers=workers, ray_address=ray_address, max_full_evaluations=max_full_evaluations,
                              max_hours=max_hours, data_roots=data_roots, limits=limits)
-        try:
+        with _interruptible(self.run_dir):
             resume_search(self.run_dir, options=options, say=say, on_progress=on_progress,
-                          on_end=lambda run_dir: _report_after(run_dir, say))
-        except SearchInterrupted:
-            raise
-        except KeyboardInterrupt:
-            raise SearchInterrupted(self.run_dir) from None
+                          on_end=lambda run_dir: draw_report(run_dir, say))
         return self
 
     def export(self, point: str | Point | None = None, path: PathLike | None = None, *, tuned: bool = False,
@@ -351,21 +352,21 @@ def open_run(run_dir: PathLike) -> Run:
     return Run(run_dir)
 
 
-def _checked(spec: Any, overrides: Sequence[str], sections: Mapping[str, Any],
-             data_roots: list[str] | None) -> tuple[Spec, str | None]:
-    """The validated spec and the file it came from."""
-    from autocompress.spec import Spec, load_spec
+def _checked(spec: Any, overrides: Sequence[str], sections: Mapping[str, Any], data_roots: list[str] | None,
+             check_paths: bool = True) -> tuple[Spec, str | None]:
+    """The validated spec and the file it came from; a :class:`Spec` with nothing to change
+    is taken as it is (it was validated when it was made)."""
+    from autocompress.spec import Spec, apply_overrides, load_spec
 
     if isinstance(spec, (str, os.PathLike)):
-        return load_spec(spec, overrides=overrides, sections=sections, confine=data_roots), str(Path(spec).resolve())
+        return (load_spec(spec, overrides=overrides, sections=sections, confine=data_roots, check_paths=check_paths),
+                str(Path(spec).resolve()))
     if isinstance(spec, Spec) and not overrides and not sections and data_roots is None:
         return spec, None
-    from autocompress.spec import apply_overrides
-
-    data, base, source, _ = _spec_data(spec)
+    data, base, source = _spec_data(spec)
     data = apply_overrides(data, overrides) if overrides else data
     data = merge_sections(data, sections) if sections else data
-    return validate_spec(data, base_dir=base, source=source, confine=data_roots), None
+    return validate_spec(data, base_dir=base, source=source, confine=data_roots, check_paths=check_paths), None
 
 
 def search(spec: Any, *, run_dir: PathLike | None = None, workers: int | None = None,
@@ -392,13 +393,9 @@ def search(spec: Any, *, run_dir: PathLike | None = None, workers: int | None = 
                          max_hours=max_hours, data_roots=data_roots, limits=limits)
     target = Path(run_dir if run_dir is not None else str(checked.output.run_dir)).resolve()
     say(f"run directory: {target}")
-    try:
+    with _interruptible(target):
         start_search(checked, run_dir=target, options=options, spec_file=spec_file, say=say,
-                     on_progress=on_progress, on_end=lambda folder: _report_after(folder, say))
-    except SearchInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise SearchInterrupted(target) from None
+                     on_progress=on_progress, on_end=lambda folder: draw_report(folder, say))
     return Run(target)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +34,22 @@ class DataFound:
     images: int  # validation images
     classes: int
     train_root: Path | None = None  # a training folder beside it (recovery fine-tuning)
-    notes: list[str] = field(default_factory=list)
 
 
 def inspect_data(root: str | os.PathLike[str]) -> DataFound:
     """Which dataset layout ``root`` is, and how many validation images and classes it holds."""
+    from autocompress.data.cifar10 import holds_cifar10
+    from autocompress.data.fashion_mnist import SPLITS, holds_fashion_mnist
     from autocompress.data.imagefolder import scan_image_folder
 
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise UserInputError(f"--data {root}: not a folder; give an ImageNet-layout validation folder "
                              "(DIR/<class>/<image>), CIFAR-10's folder or Fashion-MNIST's")
-    if (path / "cifar-10-batches-bin").is_dir() or (path / "cifar-10-batches-py").is_dir():
-        return DataFound("cifar10", path, 10_000, 10)
-    if (path / "t10k-images-idx3-ubyte").is_file() or (path / "t10k-images-idx3-ubyte.gz").is_file():
-        return DataFound("fashion_mnist", path, 10_000, 10)
+    if holds_cifar10(path):
+        return DataFound("cifar10", path, 10_000, DATASETS["cifar10"].classes or 10)  # its test batch
+    if holds_fashion_mnist(path):
+        return DataFound("fashion_mnist", path, SPLITS["test"][2], DATASETS["fashion_mnist"].classes or 10)
     classes, samples = scan_image_folder(path, where="--data")
     found = DataFound("imagefolder", path, len(samples), len(classes))
     for name in ("train", "training"):

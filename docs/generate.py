@@ -57,8 +57,6 @@ def _bounds(field: Any) -> str:
             value = getattr(meta, name, None)
             if value is not None:
                 said.append(f"{sign} {value}")
-    if typing.get_origin(field.annotation) is typing.Annotated or "PositiveInt" in str(field.annotation):
-        pass
     text = str(field.annotation)
     if "PositiveInt" in text or "PositiveFloat" in text:
         said.append("> 0")

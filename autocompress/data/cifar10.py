@@ -78,12 +78,23 @@ def _read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
+def _releases(root: Path) -> tuple[Path, Path]:
+    """Where the binary and the Python release's test batch would be under ``root``."""
+    return root / "cifar-10-batches-bin" / "test_batch.bin", root / "cifar-10-batches-py" / "test_batch"
+
+
+def holds_cifar10(root: Path) -> bool:
+    """Whether ``root`` holds a CIFAR-10 release this module reads."""
+    return any(path.is_file() for path in _releases(root))
+
+
 def _batch_reader(root: Path):
     """``read(name)`` for the release found under ``root``, or a DataError naming the layout."""
-    binary, python = root / "cifar-10-batches-bin", root / "cifar-10-batches-py"
-    if (binary / "test_batch.bin").is_file():
+    binary_test, python_test = _releases(root)
+    binary, python = binary_test.parent, python_test.parent
+    if binary_test.is_file():
         return lambda name: _read_binary_batch(binary / f"{name}.bin")
-    if (python / "test_batch").is_file():
+    if python_test.is_file():
         return lambda name: _read_python_batch(python / name)
     raise DataError(
         f"data.root: no CIFAR-10 under {root}: expected {binary}/test_batch.bin (binary release) or "

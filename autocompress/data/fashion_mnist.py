@@ -40,10 +40,19 @@ SPLITS = {  # split -> (images file, labels file, the published count)
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # unsigned bytes, 3 and 1 dimensions
 
 
+def _present(root: Path, stem: str) -> Path | None:
+    return next((root / name for name in (f"{stem}.gz", stem) if (root / name).is_file()), None)
+
+
+def holds_fashion_mnist(root: Path) -> bool:
+    """Whether ``root`` holds Fashion-MNIST's test images (the validation set this module reads)."""
+    return _present(root, SPLITS["test"][0]) is not None
+
+
 def _find(root: Path, stem: str) -> Path:
-    for name in (f"{stem}.gz", stem):
-        if (root / name).is_file():
-            return root / name
+    found = _present(root, stem)
+    if found is not None:
+        return found
     raise DataError(f"data.root: {root / stem}.gz (or {stem}) not found; Fashion-MNIST needs its four IDX files: "
                     f"{HOW_TO_GET}")
 

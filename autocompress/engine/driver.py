@@ -76,7 +76,7 @@ def frozen_spec(spec) -> dict:
 def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions | None = None,
                  spec_file: str | None = None, say: Say = log_info,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_end: Callable[[Path], None] | None = None) -> dict:
+                 on_end: Callable[[Path], object] | None = None) -> dict:
     """Create the run directory and search; return the pareto.json document.
     ``on_progress`` gets the progress after each completed task; ``on_end`` gets the run
     directory once pareto.json is written, however the session ended (the CLI draws the
@@ -105,7 +105,7 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
 
 def resume_search(run_dir: str | Path, *, options: RunOptions | None = None, say: Say = log_info,
                   on_progress: Callable[[Progress], None] | None = None,
-                  on_end: Callable[[Path], None] | None = None) -> dict:
+                  on_end: Callable[[Path], object] | None = None) -> dict:
     """Continue the search of an existing run directory (``on_progress``, ``on_end``: as
     :func:`start_search`)."""
     store = RunStore.open_writer(Path(run_dir).resolve())
@@ -242,7 +242,7 @@ class _Driver:
     result in the store, and leave pareto.json when it ends, however it ends."""
 
     def __init__(self, store: RunStore, spec, command: str, options: RunOptions, say: Say,
-                 on_progress: Callable[[Progress], None] | None, on_end: Callable[[Path], None] | None):
+                 on_progress: Callable[[Progress], None] | None, on_end: Callable[[Path], object] | None):
         self.store, self.spec, self.command, self.say = store, spec, command, say
         self.on_progress, self.on_end = on_progress, on_end
         self.workers, self.address = _execution(store, spec, options)
