@@ -34,6 +34,10 @@ TINY_SDT = {
 }
 TINY_OFFICIAL_SPIKFORMER = {k: v for k, v in TINY_SPIKFORMER.items() if k != "patch_size"}
 # spikformer: SpikingJelly's Spikformer under its old name; spikformer_cifar: the official CIFAR network
+# compress_model's operators alone, as the tests of the operators call it: no MSE clipping, no BatchNorm
+# folding or recalibration, and (PLAIN) L2 importance; its defaults are the spec's compensation
+NO_COMPENSATION = {"clip": False, "fold": None, "recalibrate": None}
+PLAIN = {"importance": "l2", **NO_COMPENSATION}
 TINY_ARGS = {"spikformer": TINY_SPIKFORMER, "spikformer_cifar": TINY_OFFICIAL_SPIKFORMER,
              "spike_driven_transformer": TINY_SDT}
 

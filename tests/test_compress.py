@@ -27,7 +27,7 @@ from autocompress.errors import CheckpointError
 from autocompress.models import create_model
 from autocompress.proxy import membrane_drift, record_potentials
 from autocompress.spec import validate_spec
-from conftest import TINY_ARGS, make_spec_data, tiny_trained_model
+from conftest import NO_COMPENSATION, PLAIN, TINY_ARGS, make_spec_data, tiny_trained_model
 
 FAMILIES = sorted(TINY_ARGS)
 IMAGES = digits_split(16)[2][:12]  # a fixed input: real digits
@@ -88,7 +88,7 @@ def test_a_miscoupled_group_fails_verification(trained):
 def test_pruned_model_is_physically_smaller(trained, family):
     model = trained[family]
     groups = find_channel_groups(model)
-    pruned = compress_model(model, prune={g.name: 0.5 for g in groups.groups}, groups=groups)
+    pruned = compress_model(model, **PLAIN, prune={g.name: 0.5 for g in groups.groups}, groups=groups)
     before = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert after < 0.6 * before
@@ -101,7 +101,7 @@ def test_pruned_model_is_physically_smaller(trained, family):
 def test_rate_zero_and_32_bits_are_bit_identical(trained, family):
     model = trained[family]
     groups = find_channel_groups(model)
-    same = compress_model(model, prune={g.name: 0.0 for g in groups.groups},
+    same = compress_model(model, **PLAIN, prune={g.name: 0.0 for g in groups.groups},
                           bits={layer: 32 for layer in quantizable_layers(model.net)}, groups=groups)
     with torch.inference_mode():
         assert torch.equal(same(IMAGES), model(IMAGES))
@@ -120,7 +120,7 @@ def test_vbp_compensation_brings_outputs_closer(trained, family, kind):
         reference = model(test_x)
         errors = {}
         for compensate in (True, False):
-            pruned = compress_model(model, prune=mlp, importance="variance", compensate=compensate,
+            pruned = compress_model(model, **NO_COMPENSATION, prune=mlp, importance="variance", compensate=compensate,
                                     calibration=calibration, groups=groups)
             errors[compensate] = float((pruned(test_x) - reference).norm())
     assert errors[True] < errors[False]
@@ -130,7 +130,7 @@ def test_vbp_compensation_brings_outputs_closer(trained, family, kind):
 def test_vbp_adds_a_bias_where_the_next_layer_has_none(trained):
     model = trained["spikformer"]  # Spikformer's fc2 has no bias
     calibration = digits_split(16)[0][:64]
-    pruned = compress_model(model, prune={"blocks.0.mlp.hidden": 0.5}, importance="variance", calibration=calibration)
+    pruned = compress_model(model, **NO_COMPENSATION, prune={"blocks.0.mlp.hidden": 0.5}, importance="variance", calibration=calibration)
     assert pruned.compression.biased == ["blocks.0.mlp.fc2.0"]
     assert pruned.net.get_submodule("blocks.0.mlp.fc2.0").bias is not None
 
@@ -147,23 +147,23 @@ def test_activation_importance_weighs_the_variance_by_the_weights_the_channel_fe
     column = weight[:, consumer.position(3)].flatten()
     assert score[3] == pytest.approx(float(variance[3]) * float(column.pow(2).sum()))
     lively = int(torch.argsort(score)[-1])
-    removed = set(compress_model(model, prune={group.name: 0.5}, importance="activation", calibration=calibration,
+    removed = set(compress_model(model, **NO_COMPENSATION, prune={group.name: 0.5}, importance="activation", calibration=calibration,
                                  groups=groups).pruned_channels[group.name])
     assert lively not in removed and len(removed) == group.channels // 2
     # a channel both scores remove is kept by this one once the weights it feeds grow a thousandfold
-    by_variance = set(compress_model(model, prune={group.name: 0.5}, importance="variance", calibration=calibration,
+    by_variance = set(compress_model(model, **NO_COMPENSATION, prune={group.name: 0.5}, importance="variance", calibration=calibration,
                                      groups=groups).pruned_channels[group.name])
     quiet = min(c for c in removed & by_variance if variance[c] > 0)
     heavier = copy.deepcopy(model)
     with torch.no_grad():
         heavier.net.get_submodule(consumer.module).weight[:, consumer.position(quiet)] *= 1000
     for importance, removes in (("activation", False), ("variance", True)):
-        now = compress_model(heavier, prune={group.name: 0.5}, importance=importance, calibration=calibration,
+        now = compress_model(heavier, **NO_COMPENSATION, prune={group.name: 0.5}, importance=importance, calibration=calibration,
                              groups=groups).pruned_channels[group.name]
         assert (quiet in now) == removes
-    assert compress_model(model, bits={"head": 4}, importance="activation").compression.bits == {"head": 4}  # no pruning
+    assert compress_model(model, **NO_COMPENSATION, bits={"head": 4}, importance="activation").compression.bits == {"head": 4}  # no pruning
     with pytest.raises(ValueError, match="activation-based pruning needs the calibration batch"):
-        compress_model(model, prune={group.name: 0.5}, importance="activation")
+        compress_model(model, **NO_COMPENSATION, prune={group.name: 0.5}, importance="activation")
 
 
 def test_bias_correction_restores_each_quantized_layers_mean_output_and_exports(trained, tmp_path):
@@ -179,7 +179,7 @@ def test_bias_correction_restores_each_quantized_layers_mean_output_and_exports(
         x = inputs["x"]  # what the layer sees: only this layer is quantized, so it sees the same in every copy
         means = {}
         for correct in (None, calibration):
-            compressed = compress_model(model, bits={layer: 2}, correct=correct)
+            compressed = compress_model(model, **PLAIN, bits={layer: 2}, correct=correct)
             with torch.inference_mode():
                 means[correct is not None] = compressed.net.get_submodule(layer)(x).double().flatten(0, -2).mean(0) \
                     if layer == "head" else compressed.net.get_submodule(layer)(x).double().movedim(1, -1).flatten(0, -2).mean(0)
@@ -229,7 +229,7 @@ def test_export_then_load_is_exact_and_sized_by_the_footprint(trained, family, c
     groups = find_channel_groups(model)
     layers = sorted(quantizable_layers(model.net))
     bits = {layer: config["bits"][i % len(config["bits"])] for i, layer in enumerate(layers)}
-    compressed = compress_model(model, prune={g.name: config["prune"] for g in groups.groups}, bits=bits, groups=groups)
+    compressed = compress_model(model, **PLAIN, prune={g.name: config["prune"] for g in groups.groups}, bits=bits, groups=groups)
     path = tmp_path / "model.safetensors"
     size = export_compressed(compressed, path)
     loaded = load_compressed(path)
@@ -271,7 +271,7 @@ def test_custom_qkformer_gets_verified_groups_and_exports(tmp_path, monkeypatch)
     for group in report.groups:  # every offered group passed prune == mask
         assert verify_group(model, group, IMAGES) is None
     bits = {layer: 4 for layer in quantizable_layers(model.net)}
-    compressed = compress_model(model, prune={name: 0.5 for name in names}, bits=bits, groups=report)
+    compressed = compress_model(model, **PLAIN, prune={name: 0.5 for name in names}, bits=bits, groups=report)
     path = tmp_path / "qkformer.safetensors"
     export_compressed(compressed, path)
     with torch.inference_mode():
@@ -282,7 +282,7 @@ def test_custom_qkformer_gets_verified_groups_and_exports(tmp_path, monkeypatch)
     reference = record_potentials(model, IMAGES)
     by_name = report.by_name()
     for name in names:
-        one = compress_model(model, prune={name: 0.5}, groups=report)
+        one = compress_model(model, **PLAIN, prune={name: 0.5}, groups=report)
         assert 0.0 <= membrane_drift(reference, one, IMAGES, by_name, one.pruned_channels) <= 1.0
     assert membrane_drift(reference, compressed, IMAGES, by_name, compressed.pruned_channels) > 0.0
 
@@ -293,7 +293,7 @@ def test_group_sizes_match_what_pruning_removes(trained, family):
     total = sum(p.numel() for p in model.parameters())
     groups = find_channel_groups(model)
     for group in groups.groups:
-        pruned = compress_model(model, prune={group.name: 0.5}, groups=groups)
+        pruned = compress_model(model, **PLAIN, prune={group.name: 0.5}, groups=groups)
         removed = total - sum(p.numel() for p in pruned.parameters())
         share = (group.channels - group.keep_count(0.5) * group.heads) / group.channels
         if group.kind == "residual":  # a layer on both sides of the stream loses rows and columns
@@ -330,9 +330,9 @@ def test_membrane_quantization_is_optional_and_exported(trained, family, tmp_pat
     model = trained[family]
     with torch.inference_mode():
         reference = model(IMAGES)
-        assert torch.equal(compress_model(model, neuron_bits=32)(IMAGES), reference)  # off: untouched
-        fine = compress_model(model, neuron_bits=16)
-        coarse = compress_model(model, neuron_bits=4)
+        assert torch.equal(compress_model(model, **PLAIN, neuron_bits=32)(IMAGES), reference)  # off: untouched
+        fine = compress_model(model, **PLAIN, neuron_bits=16)
+        coarse = compress_model(model, **PLAIN, neuron_bits=4)
         fine_error = float((fine(IMAGES) - reference).abs().max())
         coarse_error = float((coarse(IMAGES) - reference).abs().max())
     assert fine_error < coarse_error and coarse_error > 0
@@ -382,8 +382,8 @@ def test_every_batchnorm_folds_exactly_and_the_export_keeps_it(trained, family, 
 
     groups = find_channel_groups(model)
     layers = sorted(quantizable_layers(model.net))
-    compressed = compress_model(model, prune={g.name: 0.25 for g in groups.groups}, bits={l: 3 for l in layers},
-                                groups=groups, fold=folds, clip=True, recalibrate=IMAGES)
+    compressed = compress_model(model, importance="l2", prune={g.name: 0.25 for g in groups.groups},
+                                bits={l: 3 for l in layers}, groups=groups, fold=folds, clip=True, recalibrate=IMAGES)
     assert set(compressed.compression.folded) == set(norms)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in compressed.net.modules())
     path = tmp_path / "model.safetensors"
@@ -412,12 +412,37 @@ def test_batchnorm_recalibration_is_deterministic_and_follows_the_compressed_mod
     groups = find_channel_groups(model)
     layers = sorted(quantizable_layers(model.net))
     config = dict(prune={g.name: 0.25 for g in groups.groups}, bits={l: 2 for l in layers}, groups=groups)
-    plain = compress_model(model, **config)
-    first = compress_model(model, **config, recalibrate=IMAGES)
-    second = compress_model(model, **config, recalibrate=IMAGES)
+    plain = compress_model(model, **PLAIN, **config)
+    first = compress_model(model, **{**config, **PLAIN, "recalibrate": IMAGES})
+    second = compress_model(model, **{**config, **PLAIN, "recalibrate": IMAGES})
     means = lambda m: [b.running_mean.clone() for b in m.net.modules()  # noqa: E731
                        if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
     assert all(torch.equal(a, b) for a, b in zip(means(first), means(second)))
     assert any(not torch.allclose(a, b) for a, b in zip(means(first), means(plain)))
     with torch.inference_mode():
         assert torch.equal(first(IMAGES), second(IMAGES))
+
+
+def test_compress_model_defaults_are_the_specs(trained):
+    """Called with a calibration batch and nothing else, compress_model builds what the search
+    builds with the spec's compression defaults: variance importance, MSE clipping, BatchNorm
+    recalibration on the batch and folding of the BatchNorms found foldable on it."""
+    from autocompress.compress import foldable_batchnorms
+    from autocompress.spec.sections import CompressionSpec
+
+    model = trained["spikformer"]
+    groups = find_channel_groups(model)
+    config = dict(prune={g.name: 0.25 for g in groups.groups}, bits={l: 4 for l in quantizable_layers(model.net)},
+                  groups=groups, calibration=IMAGES)
+    defaults = CompressionSpec()
+    assert (defaults.importance, defaults.mse_clipping, defaults.fold_batchnorm, defaults.recalibrate_batchnorm) == \
+        ("variance", True, True, True)
+    default = compress_model(model, **config)
+    spelled = compress_model(model, **config, importance="variance", clip=True,
+                             fold=foldable_batchnorms(model, IMAGES), recalibrate=IMAGES)
+    assert default.compression.importance == "variance" and default.compression.folded
+    assert default.compression.folded == spelled.compression.folded
+    assert torch.equal(default(IMAGES), spelled(IMAGES))
+    plain = compress_model(model, **config, **PLAIN)
+    assert not plain.compression.folded and not torch.equal(default(IMAGES), plain(IMAGES))
+

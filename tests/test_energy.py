@@ -9,7 +9,7 @@ from torch import nn
 
 from autocompress.compress import compress_model
 from autocompress.proxy.energy import counting
-from conftest import tiny_trained_model
+from conftest import PLAIN, tiny_trained_model
 
 
 class _Wrapped(nn.Module):
@@ -69,8 +69,8 @@ def test_pruning_a_layers_consumers_changes_the_synops_as_expected():
     its outputs (its SOPs halve exactly); fc2 keeps the spikes of the kept channels only."""
     model = tiny_trained_model("spikformer")
     images = torch.randn(6, 1, 16, 16)
-    base = compress_model(model, calibration=images)  # nothing pruned: the same network
-    pruned = compress_model(model, prune={"blocks.0.mlp.hidden": 0.5}, calibration=images)
+    base = compress_model(model, **PLAIN, calibration=images)  # nothing pruned: the same network
+    pruned = compress_model(model, **PLAIN, prune={"blocks.0.mlp.hidden": 0.5}, calibration=images)
     width = model.net.blocks[0].mlp.fc1[0].weight.shape[0]
     kept = sorted(set(range(width)) - set(pruned.pruned_channels["blocks.0.mlp.hidden"]))
     hidden = {}
@@ -94,7 +94,7 @@ def test_pruning_a_layers_consumers_changes_the_synops_as_expected():
 def test_bit_aware_energy_prices_integer_accumulates_by_width():
     model = tiny_trained_model("spikformer")
     images = torch.randn(4, 1, 16, 16)
-    quantized = compress_model(model, bits={"blocks.0.mlp.fc2.0": 4}, calibration=images)
+    quantized = compress_model(model, **PLAIN, bits={"blocks.0.mlp.fc2.0": 4}, calibration=images)
     with torch.inference_mode(), counting(quantized, len(images)) as activity:
         quantized(images)
     op = activity.ops["blocks.0.mlp.fc2.0"]

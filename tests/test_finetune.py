@@ -28,7 +28,7 @@ from autocompress.engine.finetune import (
 from autocompress.engine.worker import FAULT_ENV
 from autocompress.errors import CheckpointError, SpecError
 from autocompress.spec import load_spec, validate_spec
-from conftest import FIXTURES, HANG_GUARD, REPO, make_spec_data, tiny_trained_model, write_spec
+from conftest import FIXTURES, HANG_GUARD, PLAIN, REPO, make_spec_data, tiny_trained_model, write_spec
 
 QUICK = ["--set", "finetune.data.images_per_epoch=64", "--set", "finetune.batch_size=16"]  # 4 steps an epoch
 
@@ -147,8 +147,8 @@ def test_the_straight_through_quantizer_passes_gradients_and_freezes_onto_the_ex
     model = tiny_trained_model("spikformer")
     images = torch.randn(4, 1, 16, 16)
     bits = {"head": 2, "blocks.0.mlp.fc1.0": 4}
-    compressed = compress_model(model, bits=bits, calibration=images)
-    reference = compress_model(model, bits=bits, calibration=images)
+    compressed = compress_model(model, **PLAIN, bits=bits, calibration=images)
+    reference = compress_model(model, **PLAIN, bits=bits, calibration=images)
     prepare_qat(compressed, clip=False)
     compressed.train()
     compressed(images).sum().backward()

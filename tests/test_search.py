@@ -19,7 +19,7 @@ from autocompress.proxy import kept_channels, layer_drifts, membrane_drift, reco
 from autocompress.searching import Gate
 from autocompress.searching import Candidate, Constraints, Result, pareto_set, strategy_names
 from autocompress.spec import load_spec, validate_spec
-from conftest import DEMO_SPEC, TINY_ARGS, make_spec_data
+from conftest import DEMO_SPEC, PLAIN, TINY_ARGS, make_spec_data
 
 CALIBRATION = digits_split(16)[0][:16]
 
@@ -130,7 +130,7 @@ def test_drift_is_zero_for_the_reference_and_grows_with_compression(family, tmp_
     assert len(reference) == len(model.spiking_neurons())
     assert membrane_drift(reference, model, CALIBRATION) == pytest.approx(0.0, abs=1e-9)
     layers = quantizable_layers(model.net)
-    drifts = [membrane_drift(reference, compress_model(model, bits={k: b for k in layers}), CALIBRATION)
+    drifts = [membrane_drift(reference, compress_model(model, **PLAIN, bits={k: b for k in layers}), CALIBRATION)
               for b in (16, 4, 2)]
     assert 0 <= drifts[0] < drifts[1] < drifts[2]
 
@@ -143,7 +143,7 @@ def test_the_logits_term_sees_a_quantized_head_that_moves_no_potential(tmp_path)
     from conftest import tiny_trained_model
 
     model = tiny_trained_model("spikformer")  # trained: its neurons fire, so the head sees features
-    head_only = compress_model(model, bits={"head": 2})
+    head_only = compress_model(model, **PLAIN, bits={"head": 2})
     without = ReferencePotentials(model, CALIBRATION, logits=False)
     with_logits = ReferencePotentials(model, CALIBRATION, logits=True)
     assert without.drift(head_only) == pytest.approx(0.0, abs=1e-9)
@@ -160,7 +160,7 @@ def test_pruned_layers_are_compared_on_their_kept_channels(family, tmp_path):
     groups = find_channel_groups(model)
     reference = record_potentials(model, CALIBRATION)
     for group in groups.groups:  # every kind, the residual stream included
-        pruned = compress_model(model, prune={group.name: 0.5}, groups=groups)
+        pruned = compress_model(model, **PLAIN, prune={group.name: 0.5}, groups=groups)
         cut = kept_channels(groups.by_name(), pruned.pruned_channels)
         assert cut, group.name
         # against the unpruned reference: the kept channels line up (a mismatch raises ValueError)
@@ -214,7 +214,7 @@ def test_drift_in_chunks_equals_the_drift_of_the_whole_batch(family, tmp_path):
     model = create_model(validate_spec(make_spec_data(family, **{"model.args.depths": 2}), base_dir=tmp_path).model)
     groups = find_channel_groups(model)
     name = next(g.name for g in groups.groups if g.kind == "mlp")
-    candidate = compress_model(model, prune={name: 0.5}, bits={k: 4 for k in quantizable_layers(model.net)},
+    candidate = compress_model(model, **PLAIN, prune={name: 0.5}, bits={k: 4 for k in quantizable_layers(model.net)},
                                groups=groups)
     whole = ReferencePotentials(model, CALIBRATION)
     chunked = ReferencePotentials(model, CALIBRATION, budget_bytes=3 * whole.bytes_per_image * 5)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 
 from autocompress.compress.discovery import find_channel_groups
-from autocompress.compress.folding import fold_batchnorms, recalibrate_batchnorms
+from autocompress.compress.folding import fold_batchnorms, foldable_batchnorms, recalibrate_batchnorms
 from autocompress.compress.groups import GroupReport
 from autocompress.compress.neurons import quantize_neurons
 from autocompress.compress.pruning import (
@@ -35,6 +35,7 @@ from autocompress.compress.quantization import (
     fake_quantize,
     quantizable_layers,
 )
+from autocompress.spec.sections import CompressionSpec
 
 
 @dataclass
@@ -56,18 +57,25 @@ def compress_model(
     *,
     prune: Mapping[str, float] | None = None,
     bits: Mapping[str, int] | None = None,
-    importance: Importance = "l2",
+    importance: Importance | None = None,
     compensate: bool | None = None,
     groups: GroupReport | None = None,
     calibration: torch.Tensor | None = None,
     neuron_bits: int | None = None,
-    fold: list[tuple[str, str]] | None = None,
-    clip: bool = False,
-    recalibrate: torch.Tensor | None = None,
+    fold: list[tuple[str, str]] | None | Literal["auto"] = "auto",
+    clip: bool | None = None,
+    recalibrate: torch.Tensor | None | Literal["auto"] = "auto",
     statistics: dict | None = None,
     correct: torch.Tensor | None = None,
 ):
     """A compressed copy of ``model`` (an :class:`~autocompress.models.SViT`).
+
+    The defaults are the spec's ``compression`` section's (:class:`~autocompress.spec.sections.CompressionSpec`,
+    read here, so that the two cannot differ): variance importance, MSE clipping, and with
+    a ``calibration`` batch BatchNorm recalibration on it and folding of the BatchNorms
+    checked foldable on it (``groups.folds`` when the caller found them already). Without a
+    calibration batch nothing is recalibrated or folded, and pruning needs
+    ``importance="l2"`` (or ``statistics``).
 
     ``importance="variance"`` (VBP) needs the ``calibration`` batch (or its
     ``statistics``, :func:`~autocompress.compress.pruning.activity_statistics`, computed
@@ -86,13 +94,22 @@ def compress_model(
     The order: prune, quantize, correct biases, recalibrate, fold (a folded row stays on
     its channel's grid, scaled).
     """
+    defaults = CompressionSpec()
+    importance = defaults.importance if importance is None else importance
+    clip = defaults.mse_clipping if clip is None else clip
+    if isinstance(recalibrate, str):  # "auto"
+        recalibrate = calibration if defaults.recalibrate_batchnorm else None
     prune, bits = dict(prune or {}), dict(bits or {})
     if importance not in ("l2", "variance", "activation"):
         raise ValueError(f"importance must be 'l2', 'variance' or 'activation', got {importance!r}")
     if importance != "l2" and prune and calibration is None and statistics is None:
-        raise ValueError(f"{importance}-based pruning needs the calibration batch")
+        raise ValueError(f"{importance}-based pruning needs the calibration batch (calibration=images), or "
+                         "importance='l2'")
     if groups is None:
         groups = find_channel_groups(model, example=calibration)
+    if isinstance(fold, str):  # "auto"
+        fold = None if not defaults.fold_batchnorm or calibration is None else (
+            groups.folds or foldable_batchnorms(model, calibration))
     by_name = groups.by_name()
     unknown = sorted(set(prune) - set(by_name))
     if unknown:

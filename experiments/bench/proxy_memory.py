@@ -43,7 +43,7 @@ def child(mode: str, size: int, budget_gib: float) -> dict:
     images = torch.randn(size, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     groups = find_channel_groups(model)
     mlp = next(g.name for g in groups.groups if g.kind == "mlp")
-    candidate = compress_model(model, prune={mlp: 0.5}, bits={k: 4 for k in quantizable_layers(model.net)},
+    candidate = compress_model(model, importance="l2", clip=False, prune={mlp: 0.5}, bits={k: 4 for k in quantizable_layers(model.net)},
                                groups=groups)
     start = time.perf_counter()
     budget = 1 << 62 if mode == "kept" else int(budget_gib * 2**30)

@@ -59,7 +59,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for rate in (0.0, 0.25, 0.5):
             for bits in (32, 8, 4, 3, 2):
-                compressed = compress_model(model, prune={name: rate for name in mlp},
+                compressed = compress_model(model, importance="l2", clip=False, fold=None, recalibrate=None,
+                                            prune={name: rate for name in mlp},
                                             bits={layer: bits for layer in layers}, groups=groups)
                 accuracy = evaluate_accuracy(compressed, data).accuracy
                 size = footprint(compressed)
@@ -72,8 +73,9 @@ def main() -> int:
     for rate in (0.25, 0.5, 0.75):
         prune = {name: rate for name in mlp}
         accuracies = [
-            evaluate_accuracy(compress_model(model, prune=prune, importance=imp, compensate=comp,
-                                             calibration=data.calibration, groups=groups), data).accuracy
+            evaluate_accuracy(compress_model(model, prune=prune, importance=imp, compensate=comp, clip=False,
+                                             fold=None, recalibrate=None, calibration=data.calibration,
+                                             groups=groups), data).accuracy
             for imp, comp in (("l2", None), ("variance", True), ("variance", False))
         ]
         vbp.append(f"| {rate:.0%} | " + " | ".join(f"{a:.2f} %" for a in accuracies) + " |")
