@@ -109,11 +109,12 @@ def test_the_readme_is_short_and_links_only_existing_docs():
         assert (REPO / target).is_file(), target
 
 
-def test_the_python_api_quick_start_runs_as_written(tmp_path):
+def test_the_python_api_quick_start_runs_as_written(tmp_path, reference_cache):
     """The first Python block of docs/python-api.md, run from a copy of the repository's
-    digits spec in a fresh interpreter: it prints the state and the points, writes the
-    model, and a library call changed no process-wide setting (Optuna's log level, sys.path,
-    the root logger) and printed nothing of its own."""
+    digits spec in a fresh interpreter (the digits reference cached, as after `make demo`):
+    it prints the state and the points, writes the model, and a library call changed no
+    process-wide setting (Optuna's log level, sys.path, the root logger) and printed nothing
+    of its own."""
     block = re.search(r"```python\n(.*?)```", (DOCS / "python-api.md").read_text(), re.S).group(1)
     (tmp_path / "experiments" / "digits").mkdir(parents=True)
     shutil.copy(REPO / "experiments" / "digits" / "spec.yaml", tmp_path / "experiments" / "digits")
@@ -127,10 +128,11 @@ def test_the_python_api_quick_start_runs_as_written(tmp_path):
         "assert before == after, (before, after)\n"
         "print('RUN_DIR', run.run_dir)\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=HANG_GUARD, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=HANG_GUARD,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "AUTOCOMPRESS_CACHE": str(reference_cache)})
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert lines[0] == "done" and done.stderr.strip() == "", (done.stdout, done.stderr[-2000:])  # one blank line: not yet traced
+    assert lines[0] == "done" and done.stderr == "", (done.stdout, done.stderr[-2000:])
     assert re.fullmatch(r"\d+\.\d\d % on \d+ images, [\d,]+ bytes", lines[-2]), lines
     assert (tmp_path / "model.safetensors").is_file()
     run_dir = lines[-1].split(" ", 1)[1]
