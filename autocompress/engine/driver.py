@@ -78,9 +78,9 @@ def start_search(spec, *, run_dir: str | Path | None = None, options: RunOptions
                  on_progress: Callable[[Progress], None] | None = None,
                  on_end: Callable[[Path], object] | None = None) -> dict:
     """Create the run directory and search; return the pareto.json document.
-    ``on_progress`` gets the progress after each completed task; ``on_end`` gets the run
-    directory once pareto.json is written, however the session ended (the CLI draws the
-    report there)."""
+    ``on_progress`` gets the progress when the session starts and after each completed task;
+    ``on_end`` gets the run directory once pareto.json is written, however the session ended
+    (the CLI and the API draw the report there)."""
     run_dir = Path(run_dir or spec.output.run_dir).resolve()
     data = frozen_spec(spec)
     data["output"]["run_dir"] = str(run_dir)
@@ -380,6 +380,8 @@ class _Driver:
         store.begin_session(self.command, workers=self.workers, executor="ray" if self.workers else "in-process",
                             max_full_evaluations=self.max_full)
         store.start_heartbeat()
+        if self.on_progress is not None:  # the budget and the stored count, before the setup's minutes
+            self.on_progress(self.progress())
         state, stopped_by = "failed", str(StopReason.ERROR)
         try:
             state, stopped_by = "done", self._search()
