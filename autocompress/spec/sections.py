@@ -224,7 +224,8 @@ class BudgetSpec(Strict):
                           "evaluation)")
     probe_cost: Annotated[float, Field(ge=0, le=1)] = Field(
         0.0, description="what one probe counts for against max_full_evaluations, in full evaluations (0: probes "
-                         "are not counted; ImageNet: about 0.003, a 64-image probe against a 50,000-image validation)")
+                         "are not counted; ImageNet: a few thousandths: a probe builds the candidate and runs the 32 "
+                         "calibration images of the ImageNet specs, a full evaluation reads 50,000 images)")
 
 
 class ExecutionSpec(Strict):
