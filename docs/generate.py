@@ -155,7 +155,9 @@ def _options(command: Any, ctx: Any) -> list[str]:
             continue
         names = ", ".join(f"`{o}`" for o in param.opts + param.secondary_opts)
         kind = "flag" if param.is_flag else (param.metavar or param.type.name.upper())
-        default = "" if param.default in (None, False, ()) or param.is_flag else f"`{param.default}`"
+        # to_info_dict, not .default: click 8.3 stores an UNSET sentinel there for "no default", 8.1 None
+        value = param.to_info_dict().get("default")
+        default = "" if value in (None, False, ()) or param.is_flag else f"`{value}`"
         rows.append(f"| {names} | {_cell(kind)} | {default} | {_cell(param.help or '')} |")
     if not rows:
         return []

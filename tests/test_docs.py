@@ -42,6 +42,9 @@ def test_the_generated_references_are_current():
     generator = _generator()
     stale = [name for name, build in generator.PAGES.items() if (DOCS / "reference" / name).read_text() != build()]
     assert not stale, f"stale references (run `make docs`): {stale}"
+    # no Python repr leaks into a page (click 8.3's UNSET default printed as `Sentinel.UNSET` once)
+    leaks = [name for name in generator.PAGES if re.search(r"Sentinel\.|object at 0x|<class '", (DOCS / "reference" / name).read_text())]
+    assert not leaks, f"Python reprs in {leaks}"
 
 
 def _models(annotation) -> list[type[BaseModel]]:
