@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -85,10 +85,12 @@ def evaluate_accuracy(
     description: str = "evaluating",
     indices: Sequence[int] | None = None,
     autocast: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvaluationResult:
     """Top-1 accuracy (percent) over ``data.validation`` (or its items ``indices``, in that
     order), deterministic, batched; ``per_image`` says which items were right. Correct
-    counts stay on the device: one host sync per evaluation, not per batch."""
+    counts stay on the device: one host sync per evaluation, not per batch.
+    ``should_stop``, asked before each batch, ends it with :class:`EvaluationCancelled`."""
     device = torch.device(device)
     model = model.to(device).eval()
     hits: list[torch.Tensor] = []  # per batch, on the device
@@ -100,6 +102,8 @@ def evaluate_accuracy(
     with progress_bar(progress, count, description) as bar, precision_context(device, autocast), \
             cudnn_benchmark(device.type == "cuda"):
         for images, labels, batch_skipped, batch_readable in batches:
+            if should_stop is not None and should_stop():
+                raise EvaluationCancelled(f"{description}: cancelled after {len(readable)} batches")
             skipped += batch_skipped
             readable.append(batch_readable)
             if len(labels):
@@ -119,6 +123,11 @@ def evaluate_accuracy(
         accuracy=100.0 * correct / total if total else 0.0, correct=correct, total=total,
         seconds=time.perf_counter() - start, skipped=skipped, per_image=per_image,
     )
+
+
+class EvaluationCancelled(Exception):
+    """An evaluation stopped between batches because ``should_stop`` said so (its result is
+    no longer wanted: the candidate's validation was decided without it)."""
 
 
 @torch.inference_mode()

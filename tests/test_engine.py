@@ -21,7 +21,7 @@ from autocompress.errors import UserInputError
 from autocompress.searching import Result, TaskOutcome
 from autocompress.searching.conformance import make_loop
 from autocompress.spec import load_spec
-from conftest import DEMO_SPEC, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
+from conftest import DEMO_SPEC, FIXTURES, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
 
 
 # --------------------------------------------------------------------------- loop level
@@ -287,18 +287,29 @@ def test_status_from_another_process_and_a_second_driver_refused_and_ctrl_c(tmp_
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_gives_the_uninterrupted_pareto_set(tmp_path):
-    spec = tiny_spec(tmp_path, **{"space.granularity": "block", "budget.max_full_evaluations": 9,
-                                  "data.validation.limit": 120})
+def test_sigkill_while_stopped_on_both_sides_and_resume_gives_the_uninterrupted_journal(tmp_path):
+    """Killed once validations stopped early as infeasible and as feasible are stored
+    (estimates, not completed yet): the resumed run's journal (every full evaluation in
+    order, the completions in place) and Pareto set are the uninterrupted run's. A trained
+    tiny model whose 2-bit moves collapse it, every probe a full validation, a low stopping
+    confidence so that 12 shards of 20 images decide both ways."""
+    spec = tiny_spec(tmp_path, **{
+        "model.args.depths": 2, "model.args.embed_dims": 32, "model.checkpoint": str(FIXTURES / "tiny" / "spikformer.pt"),
+        "data.validation.limit": 240, "data.batch_size": 20, "proxy.enabled": False, "space.granularity": "block",
+        "space.outside_blocks": "stage", "constraints.accuracy.max_drop": 3.0, "constraints.accuracy.confidence": None,
+        "evaluation.confidence": 0.7, "compression.mse_clipping": False, "compression.recalibrate_batchnorm": False})
     done = subprocess.run([sys.executable, str(REPO / "experiments" / "engine" / "kill_and_resume.py"), "--spec",
-                           str(spec), "--kill-after", "4", "--workers", "0", "--budget", "9", "--keep",
-                           str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=HANG_GUARD)
+                           str(spec), "--kill-after", "3", "--stopped-on-both-sides", "--workers", "0", "--budget", "6",
+                           "--keep", str(tmp_path / "runs"), "--json"], capture_output=True, text=True,
+                          timeout=HANG_GUARD)
     assert done.stdout, done.stderr
     report = json.loads(done.stdout)
-    assert report["full_evaluations_at_kill"] >= 4
-    assert report["same_pareto_set"], report
+    assert report["stopped_sides_at_kill"] == ["feasible", "infeasible"] and report["estimates_at_kill"] >= 2
+    assert report["same_journal"] and report["same_pareto_set"], report
     assert report["duplicate_full_evaluations"] == []
     assert report["full_evaluations"]["uninterrupted"] == report["full_evaluations"]["killed_and_resumed"]
+    sides = {side for *_, side, _estimate in report["journal_resumed"]}
+    assert sides >= {"infeasible", "feasible"} and report["ok"]
 
 
 @pytest.mark.xdist_group("ray")

@@ -110,15 +110,21 @@ def print_pareto(document: dict) -> None:
     click.echo(f"{stats['strategy']} (seed {stats['seed']}, {stats['granularity']} granularity, "
                f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
                f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
-               f"{stats.get('early_stopped', 0)} stopped early ({stats.get('validation_images', 0):,} validation images "
+               f"{stats.get('early_stopped', 0)} stopped early ({stats.get('stopped_feasible', 0)} as feasible, "
+               f"{stats.get('completed', 0)} of them completed; {stats.get('validation_images', 0):,} validation images "
                f"read), {stats['failed']} failed, {stats['retries']} retried after a worker died, "
                f"{stats['wall_seconds']:.0f} s; "
                f"stopped by {stats['stopped_by']} (state: {document['state']})")
     stopped = document.get("early_stopped") or []
-    if stopped:
-        click.echo("stopped early (certainly infeasible, accuracy estimated, never a point): "
-                   + ", ".join(f"{p['id']} after {p['images']:,} images (drop >= {p['accuracy_drop_at_least']:.2f})"
-                               for p in stopped[:5]) + (f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""))
+    for side, words, bound in (("infeasible", "certainly infeasible", "at_least"),
+                               ("feasible", "certainly feasible, never a point even at its best", "at_most")):
+        some = [p for p in stopped if p.get("side", "infeasible") == side]
+        if some:
+            sign = ">=" if bound == "at_least" else "<="
+            click.echo(f"stopped early ({words}; accuracy estimated, never a point): "
+                       + ", ".join(f"{p['id']} after {p['images']:,} images (drop {sign} "
+                                   f"{_number(p.get('accuracy_drop_' + bound))})" for p in some[:5])
+                       + (f" and {len(some) - 5} more" if len(some) > 5 else ""))
     from autocompress.engine.pareto_file import recommendation_line
 
     confidence = (document.get("constraints") or {}).get("accuracy", {}).get("confidence")
@@ -129,3 +135,7 @@ def print_pareto(document: dict) -> None:
                                            "the limit)")
                    + "; data.validation.holdout keeps images out for a figure on fresh ones")
     click.echo(recommendation_line(document))
+
+
+def _number(value) -> str:
+    return "?" if value is None else f"{value:.2f}"

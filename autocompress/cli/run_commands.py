@@ -155,7 +155,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"session:    {report['sessions']} (`{report['command']}`, pid {report['pid']} on {report['host']}, "
                f"{report['executor']}, {report['worker_count']} workers), last update {report['updated_ago']:.0f} s ago")
     click.echo(f"full:       {p.full_evaluations} of {p.max_full_evaluations or '?'} "
-               f"(stored: {report['stored']['full']}); stopped early {p.early_stopped}; "
+               f"(stored: {report['stored']['full']}); stopped early {p.early_stopped} ({p.stopped_feasible} as "
+               f"feasible, {p.completed} completed); "
                f"{p.validation_images:,} validation images read")
     click.echo(f"proxy:      {p.proxy_evaluations}; gated out {p.gated_out}; failed {p.failed}; "
                f"retried {report['retries']}; in flight {p.in_flight}")
@@ -306,7 +307,8 @@ def export(run_dir: Path, point_id: str | None, out_file: Path, tuned: bool, as_
                    f"fine-tuned accuracy {info['accuracy']:.2f} % top-1 (untuned {info['accuracy_before']:.2f} %)")
         return
     if info["early_stopped"]:
-        accuracy = (f"validation stopped early as certainly infeasible: about {info['accuracy']:.2f} % top-1, "
+        side = "feasible" if info.get("stop") == "feasible" else "infeasible"
+        accuracy = (f"validation stopped early as certainly {side}: about {info['accuracy']:.2f} % top-1, "
                     f"estimated on {info['images']:,} images")
     else:
         accuracy = f"recorded accuracy {info['accuracy']:.2f} % top-1"

@@ -266,6 +266,9 @@ class _Driver:
                                 workers_replaced=len(self.store.events("worker-replaced")), max_full=self.max_full)
 
     def record(self, kind, candidate, result, *, worker: str | None = None, attempts: int = 1) -> None:
+        if kind == "completed":  # a validation stopped as feasible, now over every image: replaces the estimate
+            self.store.complete(result, worker=worker)
+            return
         if kind == "gate" and result.candidate_id in self.gated_before:
             return  # decided again while replaying: recorded once
         assert self.gate is not None, "records come from the loop, which runs with its gate"
@@ -326,7 +329,7 @@ class _Driver:
         constraints = store.constraints()
         baseline = store.meta("baseline")
         # the baseline's per-image correctness: what early stopping and a decision with confidence compare with
-        pairs = spec.evaluation.early_stopping or spec.constraints.accuracy.confidence is not None
+        pairs = spec.evaluation.early_stopping != "off" or spec.constraints.accuracy.confidence is not None
         if constraints is None or (pairs and baseline is None):
             say(f"measuring the baseline accuracy ({plan['images']:,} validation images)")
             measured = executor.baseline()
@@ -345,7 +348,8 @@ class _Driver:
         if pairs and baseline is not None and shards:
             early = EarlyStopping(unpack(base64.b64decode(baseline["per_image"]), plan["images"]), shards,
                                   constraints.max_drop_points, spec.evaluation.confidence,
-                                  enabled=spec.evaluation.early_stopping and len(shards) > 1)
+                                  mode=spec.evaluation.early_stopping if len(shards) > 1 else "off",
+                                  decision_confidence=constraints.confidence)
         for warning in _too_few_images(constraints, plan["images"], len(setup.session.holdout_order())):
             say(f"warning: {warning}")
             store.event("warning", warning)
@@ -363,7 +367,7 @@ class _Driver:
             f"full evaluations" + (f" (a probe counts {spec.budget.probe_cost:g})" if spec.budget.probe_cost else "")
             + f"; proxy {'on' if proxy else 'off'}; validation in {len(shards)} shard"
             f"{'s' if len(shards) != 1 else ''} of {plan['shard_images']} images, early stopping "
-            f"{'on' if early is not None and early.enabled else 'off'}"
+            f"{early.mode if early is not None else 'off'}"
             + ("" if constraints.confidence is None else
                f"; feasible when the drop is within {constraints.max_drop_points:g} points at "
                f"{constraints.confidence:.0%} confidence")
@@ -411,7 +415,8 @@ class _Driver:
         unused = stats["stored_probes"] - stats["proxy_evaluations"] if self.spec.proxy.enabled else 0
         stored = f" ({stats['stored_probes']} stored; {unused} not asked for again after the resume)" if unused > 0 else ""
         self.say(f"search ended ({stats['stopped_by']}): {stats['full_evaluations']} full evaluations "
-                 f"({stats['early_stopped']} stopped early), "
+                 f"({stats['early_stopped']} stopped early, {stats['stopped_feasible']} of them as feasible, "
+                 f"{stats['completed']} completed; {stats['validation_images']:,} validation images), "
                  f"{stats['proxy_evaluations']} proxy evaluations{stored}, {stats['gated_out']} gated out, "
                  f"{stats['failed']} failed, {stats['retries']} retried, {stats['wall_seconds']:.0f} s")
         if state == "done" and self.spec.finetune.auto and document["baseline"] is not None:

@@ -204,6 +204,17 @@ class RayExecutor:
         self.on_event("failed", f"{describe(task)}: {message}")
         return [Completion(task, TaskOutcome(error=message), name, attempt)]
 
+    def cancel(self, tasks: list[Task]) -> None:
+        """Cancel running tasks whose results are no longer wanted (shards of a validation
+        stopped early): each ends at its next batch, its worker free for the next task."""
+        keys = {task.key for task in tasks}
+        for ref, (task, _name, _attempt) in list(self.running.items()):
+            if task.key in keys:
+                try:
+                    self.ray.cancel(ref)
+                except Exception as error:  # finished meanwhile, or an older Ray: it runs to its end
+                    log.debug("cancelling %s: %s", describe(task), error)
+
     def baseline(self):
         name = next(iter(self.actors))
         try:
@@ -229,6 +240,7 @@ class _RayWorker:
     def __init__(self, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str, run_dir: str):
         # one CPU per actor (num_cpus=1): one intra-op thread, so actors do not fight over cores
         self.worker = Worker.from_frozen(spec_data, spec_dir, proxy=proxy, device=device, threads=1, run_dir=run_dir)
+        self.worker.should_stop = self._cancelled  # a shard of a validation decided without it ends early
 
     def info(self) -> dict:
         return self.worker.info()
@@ -238,6 +250,15 @@ class _RayWorker:
 
     def run(self, stage: str, candidate: dict, shard: tuple[int, int] | None = None) -> TaskOutcome:
         return execute(self.worker, stage, candidate, shard)
+
+    @staticmethod
+    def _cancelled() -> bool:
+        """Whether the driver cancelled the task this actor runs (ray.cancel sets a flag a
+        threaded actor's task reads; Ray before 2.4x has no flag: the shard runs to its end)."""
+        import ray
+
+        is_canceled = getattr(ray.get_runtime_context(), "is_canceled", None)
+        return bool(is_canceled()) if is_canceled is not None else False
 
 
 def _cause(error: Exception) -> str:

@@ -47,7 +47,7 @@ def export_point(run_dir: str | os.PathLike, point_id: str, out: str | os.PathLi
     point = next((p for p in document["points"] if p["id"] == point_id), None)
     return {"path": str(Path(out).resolve()), "file_bytes": size, "memory_bytes": footprint(model),
             "accuracy": record.result.accuracy, "pareto": point is not None,
-            "early_stopped": record.result.early_stopped, "images": record.result.images,
+            "early_stopped": record.result.early_stopped, "stop": record.result.stop, "images": record.result.images,
             "holdout": None if point is None else point.get("holdout"), "recommended": point_id == document["best"],
             "limit": (document.get("constraints") or {}).get("max_drop_points")}
 

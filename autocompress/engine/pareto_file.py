@@ -31,11 +31,11 @@ FORMAT_DOC: dict[str, str] = {
     "points": "the Pareto set of every fully evaluated candidate of the run (validated on every image), smallest memory first: `id` (for `export --point`), `accuracy` (top-1 %), `accuracy_drop` (points), `drop_upper` (the upper confidence bound on the drop that feasibility was decided on; null with `accuracy.confidence: null` and for runs stored before the field existed), `memory_bytes`, `memory_saving` (fraction), `feasible`, `proxy` (the membrane-potential drift; null with the proxy off), `gate` (`pass`, or `off`), `images` (validation images the accuracy is over; null for runs stored before the field existed), `energy_mj`, `energy_saving`, `synops`, `firing_rate` (per image, from the candidate's probe), `latency_ms`, `latency_batch_ms`, `config` (`prune`: group -> rate, `bits`: layer -> bit-width; units not named keep the baseline)",
     "near_misses": "when nothing is feasible, the evaluated points closest to feasible, same fields",
     "holdout": "null without a held-out split (and until the search measures it); else `images`, `fraction`, `baseline_accuracy` (the base model on the held-out images), `confidence`, `decided` (every point the test reaches is measured), `nearest` (the first point that failed the held-out test: its `id` and held-out figures; null when none did), and every point gets `holdout`: `accuracy`, `accuracy_drop` (against that baseline), `images`, `worse`/`better` (held-out images the baseline got right and the point wrong, and the reverse), `drop_upper` (the drop's upper bound there), `feasible` (selection-feasible, and within the limit on the held-out images as the search decides: the bound); null until measured",
-    "early_stopped": "candidates whose validation stopped early as certainly infeasible (never points): `id`, `images` (validated before the stop), `accuracy_estimate`, `accuracy_drop_at_least` (the bound, points), `memory_bytes`, `memory_saving`, `proxy`",
+    "early_stopped": "candidates whose validation stopped early and stays an estimate (never points): `id`, `side` (`infeasible`: certainly beyond the accuracy limit; `feasible`: certainly within it, and not a point, best or near miss even at its most optimistic, so never completed), `images` (validated before the stop), `accuracy_estimate`, `accuracy_drop_at_least` and `accuracy_drop_at_most` (anytime-valid bounds on the drop over the whole selection set, points, each at evaluation.confidence), `memory_bytes`, `memory_saving`, `proxy`. A candidate stopped as feasible that would be reported is validated on its remaining images and is an exact point instead",
     "tuned": "null until a point is fine-tuned; else `finetuned`: per point id, `state` (`running`, `interrupted`, `done`), `epoch`, `epochs`, `accuracy_before`, `accuracy` (the tuned file's, on the same validation items as the search's), `accuracy_drop`, `feasible_before`, `feasible`, `images`, `holdout` (with a held-out split: the tuned `accuracy`, `accuracy_before`, `accuracy_drop` there), `memory_bytes` (unchanged), `energy_mj_before`, `energy_mj`, `synops`, `firing_rate` (the tuned model's spikes and energy, counted again: training changes the firing rates), `file`, `file_bytes`, `seconds`, `workers`; `points`: the tuned front, the Pareto set of every full evaluation with each fine-tuned candidate at its tuned accuracy (each with `tuned: true/false`); `best`: its best feasible point; `hypervolume`. Each Pareto point or near miss that was fine-tuned also carries its `tuned` entry",
     "hypervolume": "the area the Pareto points dominate in (memory saving, accuracy / baseline accuracy), both in [0, 1], against (0, 0): 1.0 would be a model of no size at the baseline's accuracy, the baseline itself scores 0",
     "sensitivity": "every candidate that moved one search dimension alone (probed or fully evaluated): `dimension`, `kind` (`prune` or `bits`), `choice` (rate or bit-width), `memory_bytes`, `proxy` (drift), `accuracy_drop` (null unless fully evaluated on every image); by dimension, least aggressive first",
-    "statistics": "`full_evaluations` (including those of earlier sessions, and those stopped early), `early_stopped`, `validation_images` (images read by full evaluations), `validation` (`images`, `order_seed`, `shard_images` of the run), `proxy_evaluations`, `gated_out`, `failed`, `retries` (tasks sent again after their worker died), `workers_replaced`, `wall_seconds` (all sessions), `stopped_by` (one of `autocompress.searching.StopReason`: `strategy finished`, `strategy asked nothing`, `full-evaluation budget`, `probe budget`, `time budget`, `interrupted`, or `error: MESSAGE` for a failed session; the HTTP service shows `error` without the message), `max_full_evaluations`, `sessions`, `strategy`, `seed`, `granularity`, `dimensions`, `workers`, `executor` (`in-process` or `ray`)",
+    "statistics": "`full_evaluations` (including those of earlier sessions, and those stopped early), `early_stopped` (validations stopped early on either side, completed ones included), `stopped_feasible` (of them, as certainly within the limit), `completed` (of those, validated on their remaining images because they would be reported), `validation_images` (images read by full evaluations), `validation` (`images`, `order_seed`, `shard_images` of the run), `proxy_evaluations`, `gated_out`, `failed`, `retries` (tasks sent again after their worker died), `workers_replaced`, `wall_seconds` (all sessions), `stopped_by` (one of `autocompress.searching.StopReason`: `strategy finished`, `strategy asked nothing`, `full-evaluation budget`, `probe budget`, `time budget`, `interrupted`, or `error: MESSAGE` for a failed session; the HTTP service shows `error` without the message), `max_full_evaluations`, `sessions`, `strategy`, `seed`, `granularity`, `dimensions`, `workers`, `executor` (`in-process` or `ray`)",
 }
 
 
@@ -188,12 +188,16 @@ def _baseline_energy(store) -> dict:
 
 
 def _stopped(result: Result) -> dict:
-    """An early-stopped candidate: certainly infeasible, its accuracy an estimate."""
+    """An early-stopped candidate: certainly on one side of the limit, its accuracy an estimate."""
+    infeasible = result.stop != "feasible"  # stored before the feasible side stopped: infeasible
     return {
         "id": result.candidate_id,
+        "side": "infeasible" if infeasible else "feasible",
         "images": result.images,
         "accuracy_estimate": result.accuracy,
-        "accuracy_drop_at_least": result.drop_bound,
+        "accuracy_drop_at_least": result.drop_low if result.drop_low is not None else (
+            result.drop_bound if infeasible else None),
+        "accuracy_drop_at_most": result.drop_high,
         "memory_bytes": result.memory_bytes,
         "memory_saving": result.memory_saving,
         "proxy": result.drift,
@@ -317,7 +321,9 @@ def pareto_document(store) -> dict:
         "retries": len(store.events("retry")),
         "workers_replaced": len(store.events("worker-replaced")),
         "wall_seconds": round(progress.wall_seconds, 3),
-        "early_stopped": sum(r.early_stopped for r in results),
+        "early_stopped": sum(r.early_stopped or r.stop is not None for r in results),
+        "stopped_feasible": sum(r.stop == "feasible" for r in results),
+        "completed": sum(r.stop == "feasible" and not r.early_stopped for r in results),
         "validation_images": sum(r.images or 0 for r in results),
         "validation": store.meta("validation"),
         "stopped_by": progress.stopped_by,

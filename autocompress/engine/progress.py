@@ -30,7 +30,9 @@ class Progress:
     retries: int = 0
     workers_replaced: int = 0
     wall_seconds: float = 0.0
-    early_stopped: int = 0  # full evaluations stopped early as certainly infeasible (among full_evaluations)
+    early_stopped: int = 0  # full evaluations stopped early, either side (among full_evaluations)
+    stopped_feasible: int = 0  # ... of them as certainly within the limit
+    completed: int = 0  # stopped as feasible, then validated on every image (they would be reported)
     validation_images: int = 0  # images read by full evaluations
     stopped_by: str = ""
     in_flight: int = 0
@@ -43,7 +45,8 @@ class Progress:
         return cls(full_evaluations=stats.full_evaluations, proxy_evaluations=stats.probes,
                    gated_out=stats.gated_out, failed=stats.failed, cached=stats.cached, replayed=stats.replayed,
                    retries=retries, workers_replaced=workers_replaced, wall_seconds=loop.elapsed(),
-                   early_stopped=stats.early_stopped, validation_images=stats.validation_images,
+                   early_stopped=stats.early_stopped, stopped_feasible=stats.stopped_feasible,
+                   completed=stats.completed, validation_images=stats.validation_images,
                    stopped_by=stats.stopped_by or loop.ended or "", in_flight=loop.in_flight,
                    max_full_evaluations=max_full, best=best_summary(loop.results.values()))
 

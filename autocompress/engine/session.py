@@ -86,14 +86,14 @@ class Session:
         return cls(spec=spec, model=model, data=data, device=device, checkpoint=checkpoint)
 
     def evaluate(self, model: SViT | None = None, *, progress: bool = False, indices=None,
-                 autocast: str | None = None) -> EvaluationResult:
+                 autocast: str | None = None, should_stop=None) -> EvaluationResult:
         """Top-1 of ``model`` (the base model by default) over the validation items
         ``indices`` (all, in item order, by default), under the spec's autocast setting
         unless ``autocast`` says otherwise."""
         return evaluate_accuracy(
             model or self.model, self.data, batch_size=self.spec.data.batch_size,
             workers=self.spec.data.workers, device=self.device, progress=progress, indices=indices,
-            autocast=self.spec.evaluation.autocast if autocast is None else autocast,
+            autocast=self.spec.evaluation.autocast if autocast is None else autocast, should_stop=should_stop,
         )
 
     def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

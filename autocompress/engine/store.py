@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     finished_at REAL NOT NULL,
     images INTEGER, early_stopped INTEGER, drop_bound REAL,
     energy_mj REAL, synops REAL, firing_rate REAL, rates TEXT, latency_ms REAL, latency_batch_ms REAL,
-    worse INTEGER, better INTEGER, drop_upper REAL
+    worse INTEGER, better INTEGER, drop_upper REAL,
+    stop TEXT, positions INTEGER, correct INTEGER, drop_low REAL, drop_high REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_full_evaluation ON evaluations (candidate_id) WHERE kind = 'full';
 CREATE UNIQUE INDEX IF NOT EXISTS one_probe ON evaluations (candidate_id) WHERE kind = 'probe';
@@ -111,13 +112,14 @@ CREATE TABLE IF NOT EXISTS events (
 _RESULT_COLUMNS = ("memory_bytes", "memory_saving", "drift", "gate", "gate_reason", "accuracy",
                    "accuracy_drop", "feasible", "error", "seconds", "images", "early_stopped", "drop_bound",
                    "energy_mj", "synops", "firing_rate", "rates", "latency_ms", "latency_batch_ms", "worse", "better",
-                   "drop_upper")
+                   "drop_upper", "stop", "positions", "correct", "drop_low", "drop_high")
 # columns later versions added to the evaluations table: added to an older store when a
 # session opens it to write; read as NULL from one opened to read
 _ADDED_COLUMNS = {"images": "INTEGER", "early_stopped": "INTEGER", "drop_bound": "REAL",
                   "energy_mj": "REAL", "synops": "REAL", "firing_rate": "REAL", "rates": "TEXT",
                   "latency_ms": "REAL", "latency_batch_ms": "REAL", "worse": "INTEGER", "better": "INTEGER",
-                  "drop_upper": "REAL"}
+                  "drop_upper": "REAL", "stop": "TEXT", "positions": "INTEGER", "correct": "INTEGER",
+                  "drop_low": "REAL", "drop_high": "REAL"}
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -479,6 +481,20 @@ class RunStore:
             (self.session, kind, result.candidate_id, json.dumps(candidate, sort_keys=True), *values,
              gate_threshold, worker, attempts, time.time()),
         )
+
+    def complete(self, result: Result, *, worker: str | None = None) -> None:
+        """Replace a full evaluation stopped early by its completion over every image, in
+        place (its place in the journal kept); durable when this returns."""
+        self._check_intact()
+        values = [json.dumps(result.rates) if c == "rates" and result.rates is not None else getattr(result, c)
+                  for c in _RESULT_COLUMNS]
+        updated = self.db.execute(
+            f"UPDATE evaluations SET {', '.join(c + ' = ?' for c in _RESULT_COLUMNS)}, "
+            "worker = COALESCE(?, worker), finished_at = ? WHERE kind = 'full' AND candidate_id = ?",
+            (*values, worker, time.time(), result.candidate_id),
+        ).rowcount
+        if updated != 1:
+            raise RuntimeError(f"no stopped full evaluation of {result.candidate_id} to complete")
 
     def records(self, kinds: tuple[str, ...] | None = None) -> list[Record]:
         columns = ", ".join("NULL" if c in self._missing else c for c in _RESULT_COLUMNS)

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from typing import Callable
 from pathlib import Path
 
 from autocompress.engine.meta import migrate_frozen_spec
@@ -76,6 +77,7 @@ class Worker:
         self.by_name = self.groups.by_name()
         self.proxy = proxy
         self.run_dir = run_dir
+        self.should_stop: Callable[[], bool] | None = None  # asked between batches of a full evaluation
         self.calibration = session.data.calibration.to(session.device)
         self.full_count = 0
         self._reference = None
@@ -159,7 +161,7 @@ class Worker:
         if shard is None or shard[0] == 0:  # a full evaluation counts once, at its first shard
             self.full_count += 1
             self._maybe_fault()
-        return self.session.evaluate(model, indices=self._positions(shard))
+        return self.session.evaluate(model, indices=self._positions(shard), should_stop=self.should_stop)
 
     def holdout(self, candidate, shard: tuple[int, int] | None = None):
         """The candidate's (the base model's, for ``None``) evaluation over ``shard`` of

@@ -390,13 +390,20 @@ def build_report(run_dir: str | os.PathLike) -> Path:
             + _table(rows, ["id", "epochs", "state", "bytes", "top-1 % before", "top-1 % after", "feasible before",
                             "feasible after", "held-out top-1 % after"]))
     stat_rows = [[k, v] for k, v in stats.items()]
-    stopped = [[p["id"], f"{p['images']:,}", f"{p['accuracy_estimate']:.2f}", f"{p['accuracy_drop_at_least']:+.2f}",
+    def bound(value) -> str:
+        return "-" if value is None else f"{value:+.2f}"
+
+    stopped = [[p["id"], p.get("side", "infeasible"), f"{p['images']:,}", f"{p['accuracy_estimate']:.2f}",
+                bound(p.get("accuracy_drop_at_least")), bound(p.get("accuracy_drop_at_most")),
                 f"{p['memory_bytes']:,}", "-" if p["proxy"] is None else f"{p['proxy']:.4f}"]
                for p in doc.get("early_stopped", [])]
     stopped_section = "" if not stopped else (
-        "<h2>Stopped early</h2><p>Validation stopped once these candidates were certainly infeasible (their "
-        "accuracy is an estimate over the images seen, never a Pareto point).</p>"
-        + _table(stopped, ["id", "images seen", "top-1 % (estimate)", "drop at least (pts)", "bytes", "drift"]))
+        "<h2>Stopped early</h2><p>Validation stopped once these candidates were certainly beyond the accuracy "
+        "limit (infeasible) or certainly within it (feasible); their accuracy is an estimate over the images seen, "
+        "with anytime-valid bounds on the drop over the whole selection set. None is a Pareto point: one stopped "
+        "as feasible that would be a point, the best or a near miss is validated on its remaining images first.</p>"
+        + _table(stopped, ["id", "side", "images seen", "top-1 % (estimate)", "drop at least (pts)",
+                           "drop at most (pts)", "bytes", "drift"]))
     images = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
         f"<figcaption>{name}.png</figcaption></figure>" for name, path in paths.items())

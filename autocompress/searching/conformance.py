@@ -27,7 +27,7 @@ from autocompress.searching.early import EarlyStopping, pack, shard_bounds
 from autocompress.searching.execution import LocalExecutor, drive, execute
 from autocompress.searching.gate import Gate
 from autocompress.searching.loop import SearchLoop
-from autocompress.searching.results import Constraints, Result
+from autocompress.searching.results import Constraints, Result, pareto_set
 from autocompress.searching.space import SearchSpace, SpaceDefinition, Unit
 from autocompress.searching.stops import StopReason
 
@@ -117,9 +117,10 @@ class PerImageEvaluator(SyntheticEvaluator):
     def baseline(self) -> dict:
         return {"accuracy": self.base_accuracy, "total": self.images, "per_image": pack(self.base)}
 
-    def early_stopping(self, shard_images: int, confidence: float = 0.999) -> EarlyStopping:
+    def early_stopping(self, shard_images: int, confidence: float = 0.999, mode: str = "both",
+                       decision_confidence: float | None = None) -> EarlyStopping:
         return EarlyStopping(self.base, shard_bounds(self.images, shard_images), CONSTRAINTS.max_drop_points,
-                             confidence)
+                             confidence, mode=mode, decision_confidence=decision_confidence)  # type: ignore[arg-type]
 
 
 def options(name: str):
@@ -241,9 +242,10 @@ def completes_in_any_order(name: str) -> None:
 
 
 def sharded_in_any_order(name: str) -> None:
-    """Full evaluations in shards, completing out of order, early stopping on: no
-    candidate evaluated twice, every exact accuracy the whole set's, every candidate
-    stopped early infeasible on the whole set."""
+    """Full evaluations in shards, completing out of order, early stopping on both sides:
+    no candidate evaluated twice, every exact accuracy the whole set's, every candidate
+    stopped early on the side of the limit it is on over the whole set, every Pareto point
+    exact."""
     evaluator = PerImageEvaluator(images=6_000)
     constraints = Constraints(evaluator.base_accuracy, BASELINE_BYTES, CONSTRAINTS.max_drop_points,
                               CONSTRAINTS.min_saving)
@@ -260,10 +262,13 @@ def sharded_in_any_order(name: str) -> None:
             continue
         truth = 100.0 * evaluator.correct(candidates[result.candidate_id]).mean()
         if result.early_stopped:
-            assert not constraints.accuracy_ok(truth), f"{name}: {result.candidate_id} stopped early but feasible"
-            assert result.images < evaluator.images and result.drop_bound > constraints.max_drop_points
+            beyond = not constraints.accuracy_ok(truth)
+            assert beyond == (result.stop == "infeasible"), f"{name}: {result.candidate_id} stopped {result.stop}, {truth}"
+            assert result.images < evaluator.images and result.drop_low <= result.accuracy_drop <= result.drop_high
         else:
             assert abs(result.accuracy - truth) < 1e-9, f"{name}: {result.candidate_id} {result.accuracy} != {truth}"
+    front = pareto_set(loop.all_results(), constraints)
+    assert all(p.exact and p.images == evaluator.images for p in front.points), f"{name}: a point is an estimate"
 
 
 CHECKS: tuple[Callable[[str], None], ...] = (

@@ -2,7 +2,8 @@
 and the executor that runs tasks in this process (:class:`LocalExecutor`).
 
 An executor has ``free()`` slots, ``submit(task)``, ``wait(timeout)`` for the tasks
-that completed, ``baseline()`` and ``shutdown()``. The engine adds one that runs tasks
+that completed, ``baseline()`` and ``shutdown()``, and may have ``cancel(tasks)`` (running
+tasks whose results are no longer wanted: they may end early, with any outcome). The engine adds one that runs tasks
 on Ray actors; the driver, the experiments and the tests all go through :func:`drive`.
 """
 
@@ -123,6 +124,9 @@ def drive(loop: SearchLoop, executor, *, on_completion: Callable[[Completion], N
             loop.complete(done.task, done.outcome, worker=done.worker, attempts=done.attempts)
             if on_completion is not None:
                 on_completion(done)
+        obsolete = loop.take_obsolete() if hasattr(loop, "take_obsolete") else []  # (the held-out loop has none)
+        if obsolete and hasattr(executor, "cancel"):  # shards of a validation stopped early: free their workers
+            executor.cancel(obsolete)
         if on_idle is not None:
             on_idle()
     loop.stats.stopped_by = loop.ended or StopReason.STRATEGY_FINISHED

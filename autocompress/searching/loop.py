@@ -34,9 +34,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Mapping, Sequence
 
 from autocompress.searching.base import Strategy
-from autocompress.searching.early import EarlyStopping, unpack
+from autocompress.searching.early import EarlyStopping, Evidence, unpack
 from autocompress.searching.gate import Gate
-from autocompress.searching.results import Constraints, Request, Result
+from autocompress.searching.results import Constraints, Request, Result, pareto_set
 from autocompress.searching.stops import StopReason
 
 
@@ -49,7 +49,9 @@ class SearchStats:
     cached: int = 0
     replayed: int = 0  # probe and full results reused from the run store instead of evaluated
     retries: int = 0  # tasks run again because their worker died (counted by the engine)
-    early_stopped: int = 0  # full evaluations stopped early (certainly infeasible); counted in full_evaluations
+    early_stopped: int = 0  # full evaluations stopped early (either side); counted in full_evaluations
+    stopped_feasible: int = 0  # ... of them stopped as certainly feasible
+    completed: int = 0  # stopped as feasible, then validated on their remaining shards (would be reported)
     validation_images: int = 0  # images read by full evaluations (where recorded)
     seconds: float = 0.0  # wall time, earlier sessions of the run included
     stopped_by: str = ""  # a StopReason's value ("error: ..." for a failed session)
@@ -98,9 +100,11 @@ class _Full:
     seconds: float = 0.0
     workers: set = field(default_factory=set)
     attempts: int = 1
+    evidence: Evidence | None = None  # the sequential tests (None: compare only, or a completion)
+    completing: Result | None = None  # a result stopped as feasible, validated on its remaining shards
 
 
-RecordKind = Literal["probe", "full", "gate", "failed"]
+RecordKind = Literal["probe", "full", "gate", "failed", "completed"]
 
 
 class SearchLoop:
@@ -148,6 +152,9 @@ class SearchLoop:
         self._fulls: dict[str, _Full] = {}  # candidate id -> its full evaluation in flight
         self._parked: dict[str, list[tuple[Request, bool]]] = {}  # requests waiting on that task
         self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
+        self._obsolete: list[Task] = []  # running shards of validations decided without them (to cancel)
+        self._round: deque[Result] = deque()  # candidates stopped as feasible still to complete in this round
+        self._candidates: dict[str, object] = {}  # candidate id -> candidate, of full evaluations (for completions)
         self._next_key = 0
         self._start = time.perf_counter()
 
@@ -160,10 +167,23 @@ class SearchLoop:
 
     @property
     def finished(self) -> bool:
-        return self.ended is not None and not self._busy
+        """Ended, nothing in flight, and nothing stopped as feasible left that would be reported."""
+        if self.ended is None or self._busy:
+            return False
+        return self.ended == StopReason.INTERRUPTED or self.early_stopping is None or not (
+            self._round or self._to_complete())
+
+    def take_obsolete(self) -> list[Task]:
+        """Running tasks whose results are no longer wanted (shards of a validation stopped
+        early), once each: the executor may cancel them so that their workers move on."""
+        out, self._obsolete = self._obsolete, []
+        return out
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._start
+
+    def _remember_candidate(self, candidate) -> None:
+        self._candidates[candidate.id] = candidate
 
     def _remember(self, result: Result) -> Result:
         if result.candidate_id not in self.results:
@@ -216,7 +236,9 @@ class SearchLoop:
         self._parked.setdefault(cid, []).append((request, True))
         if stage == "probe":
             return self._task(request.candidate, stage)
-        self._fulls[cid] = _Full(request.candidate, deque(range(len(self.shards) if self.shards else 1)))
+        evidence = self.early_stopping.start() if self.early_stopping is not None else None
+        self._fulls[cid] = _Full(request.candidate, deque(range(len(self.shards) if self.shards else 1)),
+                                 evidence=evidence)
         return self._next_shard()
 
     def _next_shard(self) -> Task | None:
@@ -268,6 +290,7 @@ class SearchLoop:
         if self.spent() + self._full_in_flight() > self.max_full - 1 + 1e-9:
             self._end(StopReason.FULL_BUDGET)
             return None
+        self._remember_candidate(request.candidate)
         prior = self.prior.get(cid)
         if prior is not None and (prior.evaluated or prior.error is not None):
             self._tell(request, self._replay_full(known, prior, state))
@@ -290,26 +313,45 @@ class SearchLoop:
         if prior.error is not None:
             self.stats.failed += 1
             return self._remember(replace(known, gate=state[0], gate_reason=state[1], error=prior.error))
-        return self._evaluated(known, prior.accuracy, prior.seconds, state, images=prior.images,
-                               early_stopped=prior.early_stopped, drop_bound=prior.drop_bound,
-                               paired=(prior.worse, prior.better))
+        stop = prior.stop if prior.early_stopped else None
+        if prior.early_stopped and stop is None:
+            stop = "infeasible"  # stored before validations stopped on the feasible side
+        result = self._evaluated(known, prior.accuracy, prior.seconds, state, images=prior.images, stop=stop,
+                                 drop_bound=prior.drop_bound, paired=(prior.worse, prior.better),
+                                 stopped_at=(prior.positions, prior.correct, prior.drop_low, prior.drop_high))
+        if prior.stop == "feasible" and not prior.early_stopped:  # stopped, then completed in an earlier session
+            self.stats.early_stopped += 1
+            self.stats.stopped_feasible += 1
+            self.stats.completed += 1
+            result = self._remember(replace(result, stop="feasible"))
+        return result
 
     def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str], *,
-                   images: int | None = None, early_stopped: bool = False, drop_bound: float | None = None,
-                   paired: tuple[int | None, int | None] = (None, None)) -> Result:
+                   images: int | None = None, stop: str | None = None, drop_bound: float | None = None,
+                   paired: tuple[int | None, int | None] = (None, None),
+                   stopped_at: tuple = (None, None, None, None)) -> Result:
+        """A full evaluation decided: exact (``stop`` None) or stopped early on the side ``stop``."""
         self.stats.full_evaluations += 1
-        self.stats.early_stopped += early_stopped
+        self.stats.early_stopped += stop is not None
+        self.stats.stopped_feasible += stop == "feasible"
         self.stats.validation_images += images or 0
         self.full_order.append(known.candidate_id)
         drop = self.constraints.baseline_accuracy - accuracy
         worse, better = paired
-        upper = None if early_stopped else self.constraints.drop_upper(worse, better, images)
-        feasible = False if early_stopped else self.constraints.feasible(accuracy, known.memory_bytes,
-                                                                          known.energy_mj, known.latency_ms, upper)
+        upper = None if stop is not None else self.constraints.drop_upper(worse, better, images)
+        if stop == "infeasible":
+            feasible = False
+        elif stop == "feasible":  # the accuracy is certainly within the limit; the rest is measured
+            feasible = self.constraints.feasible(self.constraints.baseline_accuracy, known.memory_bytes,
+                                                 known.energy_mj, known.latency_ms)
+        else:
+            feasible = self.constraints.feasible(accuracy, known.memory_bytes, known.energy_mj, known.latency_ms, upper)
+        positions, correct, low, high = stopped_at if stop is not None else (None, None, None, None)
         result = replace(known, gate=state[0], gate_reason=state[1], accuracy=accuracy, accuracy_drop=drop,
                          feasible=feasible, seconds=known.seconds + seconds, images=images,
-                         early_stopped=early_stopped, drop_bound=drop_bound, worse=worse, better=better,
-                         drop_upper=upper)
+                         early_stopped=stop is not None, drop_bound=drop_bound, worse=worse, better=better,
+                         drop_upper=upper, stop=stop, positions=positions, correct=correct, drop_low=low,
+                         drop_high=high)
         self.gate.observe(known.drift, drop if upper is None else upper)  # calibrated on the drop feasibility uses
         return self._remember(result)
 
@@ -340,19 +382,24 @@ class SearchLoop:
             if self._ready:
                 request, origin = self._ready.popleft()
             elif self.ended is not None:
-                break
+                task = self._next_completion()
+                if task is None:
+                    break
+                out.append(task)
+                continue
             elif self._queue:
                 request, origin = self._queue.popleft(), False
             else:
                 reason = self._ask_reason()
                 if reason is not None:
                     self._end(reason)
-                    break
+                    continue  # ended: what would be reported may still need completing
                 self.strategy.full_left = int(self.max_full - self.spent() - self._full_in_flight() + 1e-9)
                 requests = self.strategy.ask(free - len(out))
                 if not requests:
                     if not self._busy and not out:
                         self._end(StopReason.STRATEGY_FINISHED if self.strategy.done else StopReason.STRATEGY_ASKED_NOTHING)
+                        continue
                     break  # otherwise: the strategy waits for results in flight
                 self._queue.extend(requests)
                 continue
@@ -407,6 +454,9 @@ class SearchLoop:
         if worker is not None:
             full.workers.add(worker)
         known = self.results[cid]
+        if outcome.error is not None and full.completing is not None:
+            del self._fulls[cid]  # the completion failed: the candidate stays an estimate (a resume tries again)
+            return self._release(cid, full.completing)
         if outcome.error is not None:
             del self._fulls[cid]
             state = self._gate_of.pop(cid)
@@ -422,27 +472,38 @@ class SearchLoop:
             self._record("full", task.candidate, result, self._workers(full), full.attempts)
             return self._release(cid, result)
         full.done[index] = outcome
-        bound = None
-        while full.looked in full.done and bound is None:  # the contiguous prefix, one look per shard
+        side = None
+        while full.looked in full.done and side is None:  # the contiguous prefix, one look per shard
             part = full.done.pop(full.looked)
             full.looked += 1
             full.correct += part.correct
             full.seen += part.total
             if self.early_stopping is not None:
                 start, stop = self.shards[full.looked - 1]
-                worse, better = self.early_stopping.paired(full.looked - 1, unpack(part.per_image, stop - start))
-                full.worse += worse
-                full.better += better
-                bound = self.early_stopping.stops(full.worse, full.better, full.seen, full.looked)
-        if bound is None and full.looked < len(self.shards):
+                per_image = unpack(part.per_image, stop - start)
+                if full.evidence is not None:
+                    side = full.evidence.add(per_image)
+                    full.worse, full.better = full.evidence.worse, full.evidence.better
+                else:  # a completion: counts only
+                    worse, better = self.early_stopping.paired(full.looked - 1, per_image)
+                    full.worse, full.better = full.worse + worse, full.better + better
+        if side is None and full.looked < len(self.shards):
             return None  # shards still to come
         del self._fulls[cid]
+        self._obsolete += [self._tasks[key] for key in full.running if key in self._tasks]  # decided without them
+        if full.completing is not None:
+            return self._completed(task.candidate, full)
         state = self._gate_of.pop(cid)
-        if bound is not None:
-            # the paired estimate over the images seen (the bound is computed from the same counts)
+        if side is not None:
+            evidence = full.evidence
+            assert evidence is not None
+            low, high = evidence.bounds()
+            # the paired estimate over the images seen (the bounds are computed from the same pairs)
             accuracy = self.constraints.baseline_accuracy - 100.0 * (full.worse - full.better) / max(full.seen, 1)
-            result = self._evaluated(known, accuracy, full.seconds, state, images=full.seen, early_stopped=True,
-                                     drop_bound=bound, paired=(full.worse, full.better))
+            result = self._evaluated(known, accuracy, full.seconds, state, images=full.seen, stop=side,
+                                     drop_bound=low if side == "infeasible" else high,
+                                     paired=(full.worse, full.better),
+                                     stopped_at=(evidence.positions, full.correct, low, high))
         else:
             if full.seen == 0:
                 raise RuntimeError("no readable validation image in any shard")
@@ -451,6 +512,70 @@ class SearchLoop:
                                      images=full.seen, paired=paired)
         self._record("full", task.candidate, result, self._workers(full), full.attempts)
         return self._release(cid, result)
+
+    # ------------------------------------------------------------------ completing what would be reported
+
+    def _completed(self, candidate, full: _Full) -> Result:
+        """A candidate stopped as feasible, now validated on every image: its exact result
+        replaces the estimate (the strategy was told the estimate and is not told again)."""
+        stopped = full.completing
+        assert stopped is not None
+        if full.seen == 0:
+            raise RuntimeError("no readable validation image in any shard")
+        accuracy = 100.0 * full.correct / full.seen
+        upper = self.constraints.drop_upper(full.worse, full.better, full.seen)
+        result = replace(stopped, accuracy=accuracy, accuracy_drop=self.constraints.baseline_accuracy - accuracy,
+                         feasible=self.constraints.feasible(accuracy, stopped.memory_bytes, stopped.energy_mj,
+                                                            stopped.latency_ms, upper),
+                         seconds=stopped.seconds + full.seconds, images=full.seen, early_stopped=False,
+                         worse=full.worse, better=full.better, drop_upper=upper)
+        self.stats.completed += 1
+        self.stats.validation_images += full.seen - (stopped.images or 0)
+        self._remember(result)
+        self._record("completed", candidate, result, self._workers(full), full.attempts)
+        return self._release(result.candidate_id, result)
+
+    def _to_complete(self) -> list[Result]:
+        """Candidates stopped as feasible that would be reported: on the Pareto set, the
+        best feasible point or a near miss of the results with each of them counted at the
+        most its bounds allow (its accuracy at the baseline's minus its lower drop bound),
+        so that no candidate whose exact accuracy would make it a point is left an estimate."""
+        stopped = [r for r in self.results.values() if r.stopped_feasible and r.candidate_id not in self._busy]
+        if not stopped:
+            return []
+        base = self.constraints.baseline_accuracy
+        hopeful = {r.candidate_id: replace(r, early_stopped=False, accuracy=base - r.drop_low, accuracy_drop=r.drop_low,
+                                           drop_upper=None) for r in stopped if r.drop_low is not None}
+        merged = [hopeful.get(r.candidate_id, r) for r in self.results.values()]
+        front = pareto_set(merged, self.constraints)
+        reported = {r.candidate_id for r in front.points + front.near_misses}
+        if front.best is not None:
+            reported.add(front.best.candidate_id)
+        return [r for r in stopped if r.candidate_id in reported or r.drop_low is None]
+
+    def _next_completion(self) -> Task | None:
+        """Start completing the next candidate stopped as feasible that would be reported,
+        once the search has ended (not after an interruption). In rounds: a round is every
+        candidate :meth:`_to_complete` names once nothing else is in flight, so which are
+        completed depends on the results alone, not on the number of workers."""
+        if self.ended == StopReason.INTERRUPTED or self.early_stopping is None or self.shards is None:
+            return None
+        if not self._round and not self._busy:
+            self._round.extend(self._to_complete())
+        while self._round:
+            result = self._round.popleft()
+            cid = result.candidate_id
+            positions = result.positions or 0
+            pending = deque(i for i, (start, _) in enumerate(self.shards) if start >= positions)
+            candidate = self._candidates.get(cid)
+            if candidate is None or not pending:
+                continue
+            self._busy[cid] = "full"
+            self._fulls[cid] = _Full(candidate, pending, looked=pending[0], correct=result.correct or 0,
+                                     seen=result.images or 0, worse=result.worse or 0, better=result.better or 0,
+                                     completing=result)
+            return self._next_shard()
+        return None
 
     @staticmethod
     def _workers(full: _Full) -> str | None:

@@ -33,7 +33,14 @@ class Result:
     error: str | None = None
     images: int | None = None  # validation images the accuracy is over (None: recorded before it was counted)
     early_stopped: bool = False  # validation stopped early: accuracy is an estimate over ``images`` images
-    drop_bound: float | None = None  # early stopped: the accuracy drop is at least this (points), at the spec's confidence
+    # early stopped: the bound that decided the stop (points): the drop is at least this when stopped as
+    # infeasible, at most this when stopped as feasible (at evaluation.confidence)
+    drop_bound: float | None = None
+    stop: Literal["infeasible", "feasible"] | None = None  # the side a validation stopped on (kept once completed)
+    positions: int | None = None  # stopped: positions of the validation order read (the rest are completed from there)
+    correct: int | None = None  # stopped: images right among those read
+    drop_low: float | None = None  # stopped: anytime-valid lower and upper bounds on the whole set's drop (points)
+    drop_high: float | None = None
     # the paired comparison with the baseline over the ``images`` read: images the baseline got right and this
     # candidate wrong (worse), and the reverse (better); None where no per-image baseline was compared with
     worse: int | None = None
@@ -53,8 +60,13 @@ class Result:
 
     @property
     def exact(self) -> bool:
-        """Fully evaluated on every validation image (not stopped early)."""
+        """Fully evaluated on every validation image (not stopped early, or completed since)."""
         return self.accuracy is not None and not self.early_stopped
+
+    @property
+    def stopped_feasible(self) -> bool:
+        """Stopped early as certainly within the accuracy limit, not completed (yet)."""
+        return self.early_stopped and self.stop == "feasible"
 
     def to_dict(self) -> dict:
         return asdict(self)

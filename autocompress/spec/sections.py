@@ -193,15 +193,25 @@ class CompressionSpec(Strict):
 
 
 class EvaluationSpec(Strict):
-    """How full validations run: sharded over workers, stopped early when certainly infeasible."""
+    """How full validations run: sharded over workers, stopped once the decision is certain."""
 
-    early_stopping: bool = Field(
-        True, description="stop a candidate's full validation once its accuracy drop is certainly beyond the limit "
-                          "(feasible candidates are always validated on every image)")
+    early_stopping: Literal["both", "infeasible", "off"] = Field(
+        "both", description="stop a candidate's full validation once its accuracy drop is certainly beyond the limit "
+                            "(infeasible), or also once it is certainly within it (both; a candidate stopped so that "
+                            "would be reported is validated on its remaining images before the search reports it, so "
+                            "every reported accuracy is exact), or never (off). true and false, from older specs, "
+                            "read as infeasible and off")
     confidence: float = Field(
         0.999, gt=0.5, lt=1.0,
-        description="early stopping's confidence: a candidate feasible on the whole set is stopped with probability "
-                    "below 1 - confidence")
+        description="early stopping's confidence, each side: a candidate is stopped on the wrong side of the limit "
+                    "(against its whole selection set) with probability below 1 - confidence, however many shards "
+                    "are looked at (an anytime-valid sequential test)")
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _older_booleans(cls, value: object) -> object:
+        # specs (and stored runs) of versions before the two-sided rule: true stopped only the infeasible side
+        return {True: "infeasible", False: "off"}.get(value, value) if isinstance(value, bool) else value
     shard_images: PositiveInt | None = Field(
         None, description="images per shard of a full validation (a multiple of data.batch_size); null: about 128 shards")
     order_seed: Seed = Field(0, description="seed of the class-stratified validation order")

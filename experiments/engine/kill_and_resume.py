@@ -1,13 +1,16 @@
 """Kill a search with SIGKILL mid-way, resume it, and compare with an uninterrupted run.
 
     python experiments/engine/kill_and_resume.py [--spec SPEC] [--kill-after N] [--workers W] [--budget B]
-        [--set KEY=VALUE ...] [--json]
+        [--stopped-on-both-sides] [--set KEY=VALUE ...] [--json]
 
 Runs `autocompress search` twice on the same spec (same strategy and seed): once to
-the end, once killed with SIGKILL after N full evaluations are stored and then
-continued with `autocompress resume`. Prints both Pareto sets and checks that they are
-the same, that the store holds no candidate fully evaluated twice, and that the
-resumed run spent the same number of full evaluations. Exit status 0 when all hold.
+the end, once killed with SIGKILL after N full evaluations are stored (and, with
+--stopped-on-both-sides, once validations stopped early as infeasible and as feasible
+are among them) and then continued with `autocompress resume`. Prints both Pareto sets
+and checks that they are the same, that the journals are (every full evaluation in
+order: id, accuracy, images, the side it stopped on, whether it is still an estimate),
+that the store holds no candidate fully evaluated twice, and that the resumed run spent
+the same number of full evaluations. Exit status 0 when all hold.
 """
 
 from __future__ import annotations
@@ -49,7 +52,29 @@ def _front(run_dir: Path) -> list[tuple]:
 
 def _early_stopped(run_dir: Path) -> list[tuple]:
     document = json.loads((run_dir / "pareto.json").read_text())
-    return [(p["id"], p["images"], round(p["accuracy_drop_at_least"], 6)) for p in document.get("early_stopped", [])]
+    return [(p["id"], p.get("side"), p["images"], round(p["accuracy_drop_at_least"], 6))
+            for p in document.get("early_stopped", [])]
+
+
+def _journal(run_dir: Path) -> list[tuple]:
+    """Every full evaluation in journal order: id, top-1 %, images, the side it stopped on, still an estimate."""
+    with sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True) as connection:
+        rows = connection.execute("SELECT candidate_id, accuracy, images, stop, early_stopped FROM evaluations "
+                                  "WHERE kind = 'full' ORDER BY seq").fetchall()
+    return [(cid, None if accuracy is None else round(accuracy, 6), images, stop, bool(estimate))
+            for cid, accuracy, images, stop, estimate in rows]
+
+
+def _stopped_sides(run_dir: Path) -> set[str]:
+    db = run_dir / "store.sqlite"
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return {side for (side,) in connection.execute(
+                "SELECT DISTINCT stop FROM evaluations WHERE kind = 'full' AND early_stopped = 1")}
+    except sqlite3.OperationalError:
+        return set()
 
 
 def _duplicates(run_dir: Path) -> list[tuple]:
@@ -59,7 +84,7 @@ def _duplicates(run_dir: Path) -> list[tuple]:
 
 
 def kill_and_resume(spec: Path, workdir: Path, *, kill_after: int, workers: int, budget: int,
-                    overrides: tuple[str, ...] = (), say=print) -> dict:
+                    overrides: tuple[str, ...] = (), both_sides: bool = False, say=print) -> dict:
     common = ["--workers", str(workers), "--max-full-evaluations", str(budget)]
     for item in overrides:
         common += ["--set", item]
@@ -71,14 +96,21 @@ def kill_and_resume(spec: Path, workdir: Path, *, kill_after: int, workers: int,
     say(f"run to kill -> {killed} (SIGKILL after {kill_after} stored full evaluations)")
     process = subprocess.Popen(_cli("search", str(spec), "--run-dir", str(killed), *common),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    while _stored_fulls(killed) < kill_after:
+    def ready() -> bool:
+        return _stored_fulls(killed) >= kill_after and (
+            not both_sides or _stopped_sides(killed) >= {"infeasible", "feasible"})
+
+    while not ready():
         if process.poll() is not None:
-            raise RuntimeError(f"the search ended (exit {process.returncode}) before {kill_after} full evaluations")
+            raise RuntimeError(f"the search ended (exit {process.returncode}) before {kill_after} full evaluations"
+                               + (" with validations stopped early on both sides" if both_sides else ""))
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and anything it started, no chance to clean up
     process.wait()
     at_kill = _stored_fulls(killed)
-    say(f"killed with {at_kill} full evaluations stored; resuming")
+    sides_at_kill = sorted(_stopped_sides(killed))
+    journal_at_kill = _journal(killed)
+    say(f"killed with {at_kill} full evaluations stored ({', '.join(sides_at_kill) or 'none'} stopped early); resuming")
     subprocess.run(_cli("resume", str(killed)), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     expected, got = _front(whole), _front(killed)
@@ -91,8 +123,13 @@ def kill_and_resume(spec: Path, workdir: Path, *, kill_after: int, workers: int,
         "early_stopped_uninterrupted": _early_stopped(whole),
         "early_stopped_resumed": _early_stopped(killed),
         "duplicate_full_evaluations": _duplicates(killed),
+        "stopped_sides_at_kill": sides_at_kill,
+        "estimates_at_kill": sum(estimate for *_, estimate in journal_at_kill),
+        "journal_uninterrupted": _journal(whole),
+        "journal_resumed": _journal(killed),
     }
-    report["ok"] = (report["same_pareto_set"] and not report["duplicate_full_evaluations"]
+    report["same_journal"] = report["journal_uninterrupted"] == report["journal_resumed"]
+    report["ok"] = (report["same_pareto_set"] and report["same_journal"] and not report["duplicate_full_evaluations"]
                     and report["early_stopped_uninterrupted"] == report["early_stopped_resumed"]
                     and report["full_evaluations"]["uninterrupted"] == report["full_evaluations"]["killed_and_resumed"])
     return report
@@ -105,6 +142,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--budget", type=int, default=60, help="budget.max_full_evaluations of both runs")
     parser.add_argument("--keep", type=Path, help="keep the two run directories here")
+    parser.add_argument("--stopped-on-both-sides", action="store_true",
+                        help="kill only once validations stopped early as infeasible and as feasible are stored")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a spec override for both runs (as `autocompress search --set`)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -112,7 +151,8 @@ def main() -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="autocompress-kill-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report = kill_and_resume(args.spec, workdir, kill_after=args.kill_after, workers=args.workers, budget=args.budget,
-                             overrides=tuple(args.overrides), say=(lambda _m: None) if args.json else print)
+                             overrides=tuple(args.overrides), both_sides=args.stopped_on_both_sides,
+                             say=(lambda _m: None) if args.json else print)
     if args.json:
         print(json.dumps(report))
         return 0 if report["ok"] else 1
@@ -123,8 +163,10 @@ def main() -> int:
         print(f"  uninterrupted {a}   resumed {b}")
     if len(report["pareto_uninterrupted"]) != len(report["pareto_resumed"]):
         print(f"  sizes differ: {len(report['pareto_uninterrupted'])} vs {len(report['pareto_resumed'])}")
-    print(f"early stopped (id, images, drop at least): uninterrupted {report['early_stopped_uninterrupted']}, "
+    print(f"early stopped (id, side, images, drop at least): uninterrupted {report['early_stopped_uninterrupted']}, "
           f"resumed {report['early_stopped_resumed']}")
+    print(f"stopped early when killed: {', '.join(report['stopped_sides_at_kill']) or 'none'} "
+          f"({report['estimates_at_kill']} estimates stored); same journal: {report['same_journal']}")
     print(f"same Pareto set: {report['same_pareto_set']}; candidates fully evaluated twice: "
           f"{report['duplicate_full_evaluations'] or 'none'}")
     print("OK" if report["ok"] else "MISMATCH")
