@@ -406,6 +406,11 @@ def test_a_run_frozen_before_a_default_changed_resumes_with_the_behaviour_it_sta
     older = spec_from_frozen(data, check_paths=False)  # frozen before the logits term, the shares, trades, stem split
     assert not older.proxy.logits and older.strategy.min_step_share == 0 and older.strategy.free_share == 0
     assert older.strategy.max_failed_trades == 0 and older.space.outside_blocks == "stage"
+    assert today.evaluation.early_stopping == "both"
+    data["evaluation"]["early_stopping"] = True  # frozen when only the infeasible side stopped
+    assert spec_from_frozen(data, check_paths=False).evaluation.early_stopping == "infeasible"
+    del data["evaluation"]["early_stopping"]  # frozen before validations stopped at all
+    assert spec_from_frozen(data, check_paths=False).evaluation.early_stopping == "off"
 
 
 def test_proxy_gate_false_ranks_by_drift_but_rejects_nothing(tmp_path):

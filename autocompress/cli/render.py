@@ -111,7 +111,7 @@ def print_pareto(document: dict) -> None:
                f"{stats['workers']} workers): {stats['full_evaluations']} full evaluations, "
                f"{stats['proxy_evaluations']} proxy evaluations, {stats['gated_out']} gated out, "
                f"{stats.get('early_stopped', 0)} stopped early ({stats.get('stopped_feasible', 0)} as feasible, "
-               f"{stats.get('completed', 0)} of them completed; {stats.get('validation_images', 0):,} validation images "
+               f"{stats.get('completed', 0)} completed; {stats.get('validation_images', 0):,} validation images "
                f"read), {stats['failed']} failed, {stats['retries']} retried after a worker died, "
                f"{stats['wall_seconds']:.0f} s; "
                f"stopped by {stats['stopped_by']} (state: {document['state']})")

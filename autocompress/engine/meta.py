@@ -132,6 +132,9 @@ _SETTINGS_OF_OLDER_RUNS = {
                     "importance": "l2", "bias_correction": False},
     "proxy": {"logits": False},  # the drift's logits term: a run mixing both definitions would rank and gate on two scales
     "space": {"outside_blocks": "stage"},  # block granularity's dimensions: a resumed walk must see the same ones
+    # validations were not stopped before early stopping existed (a frozen `true` or `false` reads as
+    # infeasible or off: the spec's own validator)
+    "evaluation": {"early_stopping": "off"},
 }
 _STRATEGY_SETTINGS_OF_OLDER_RUNS = {"tpe": {"warm_start": 0}, "nsga2": {"warm_start": 0},
                                     "random": {"skip_dominated": False}, "prioritized": {"keep_compressing": False},

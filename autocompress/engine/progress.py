@@ -32,7 +32,7 @@ class Progress:
     wall_seconds: float = 0.0
     early_stopped: int = 0  # full evaluations stopped early, either side (among full_evaluations)
     stopped_feasible: int = 0  # ... of them as certainly within the limit
-    completed: int = 0  # stopped as feasible, then validated on every image (they would be reported)
+    completed: int = 0  # stopped early, then validated on every image (they would be reported)
     validation_images: int = 0  # images read by full evaluations
     stopped_by: str = ""
     in_flight: int = 0

@@ -400,8 +400,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     stopped_section = "" if not stopped else (
         "<h2>Stopped early</h2><p>Validation stopped once these candidates were certainly beyond the accuracy "
         "limit (infeasible) or certainly within it (feasible); their accuracy is an estimate over the images seen, "
-        "with anytime-valid bounds on the drop over the whole selection set. None is a Pareto point: one stopped "
-        "as feasible that would be a point, the best or a near miss is validated on its remaining images first.</p>"
+        "with anytime-valid bounds on the drop over the whole selection set. None is a Pareto point: a stopped "
+        "candidate that would be a point, the best or a near miss is validated on its remaining images first.</p>"
         + _table(stopped, ["id", "side", "images seen", "top-1 % (estimate)", "drop at least (pts)",
                            "drop at most (pts)", "bytes", "drift"]))
     images = "".join(

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Mapping, Sequence
 
 from autocompress.searching.base import Strategy
-from autocompress.searching.early import EarlyStopping, Evidence, unpack
+from autocompress.searching.early import EarlyStopping, Evidence, SequentialTest, unpack
 from autocompress.searching.gate import Gate
 from autocompress.searching.results import Constraints, Request, Result, pareto_set
 from autocompress.searching.stops import StopReason
@@ -51,7 +51,7 @@ class SearchStats:
     retries: int = 0  # tasks run again because their worker died (counted by the engine)
     early_stopped: int = 0  # full evaluations stopped early (either side); counted in full_evaluations
     stopped_feasible: int = 0  # ... of them stopped as certainly feasible
-    completed: int = 0  # stopped as feasible, then validated on their remaining shards (would be reported)
+    completed: int = 0  # stopped early, then validated on their remaining shards (they would be reported)
     validation_images: int = 0  # images read by full evaluations (where recorded)
     seconds: float = 0.0  # wall time, earlier sessions of the run included
     stopped_by: str = ""  # a StopReason's value ("error: ..." for a failed session)
@@ -101,7 +101,10 @@ class _Full:
     workers: set = field(default_factory=set)
     attempts: int = 1
     evidence: Evidence | None = None  # the sequential tests (None: compare only, or a completion)
-    completing: Result | None = None  # a result stopped as feasible, validated on its remaining shards
+    completing: Result | None = None  # a result stopped early, validated on its remaining shards
+    # ... until it is certainly dominated (its drop beyond ``dominated_beyond`` points), when one is set
+    dominated_beyond: float | None = None
+    dominance: SequentialTest | None = None
 
 
 RecordKind = Literal["probe", "full", "gate", "failed", "completed"]
@@ -153,7 +156,7 @@ class SearchLoop:
         self._parked: dict[str, list[tuple[Request, bool]]] = {}  # requests waiting on that task
         self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
         self._obsolete: list[Task] = []  # running shards of validations decided without them (to cancel)
-        self._round: deque[Result] = deque()  # candidates stopped as feasible still to complete in this round
+        self._round: deque[tuple[Result, float | None]] = deque()  # candidates stopped early still to complete in this round
         self._candidates: dict[str, object] = {}  # candidate id -> candidate, of full evaluations (for completions)
         self._next_key = 0
         self._start = time.perf_counter()
@@ -319,11 +322,11 @@ class SearchLoop:
         result = self._evaluated(known, prior.accuracy, prior.seconds, state, images=prior.images, stop=stop,
                                  drop_bound=prior.drop_bound, paired=(prior.worse, prior.better),
                                  stopped_at=(prior.positions, prior.correct, prior.drop_low, prior.drop_high))
-        if prior.stop == "feasible" and not prior.early_stopped:  # stopped, then completed in an earlier session
+        if prior.stop is not None and not prior.early_stopped:  # stopped, then completed in an earlier session
             self.stats.early_stopped += 1
-            self.stats.stopped_feasible += 1
+            self.stats.stopped_feasible += prior.stop == "feasible"
             self.stats.completed += 1
-            result = self._remember(replace(result, stop="feasible"))
+            result = self._remember(replace(result, stop=prior.stop))
         return result
 
     def _evaluated(self, known: Result, accuracy: float, seconds: float, state: tuple[str, str], *,
@@ -484,14 +487,20 @@ class SearchLoop:
                 if full.evidence is not None:
                     side = full.evidence.add(per_image)
                     full.worse, full.better = full.evidence.worse, full.evidence.better
-                else:  # a completion: counts only
-                    worse, better = self.early_stopping.paired(full.looked - 1, per_image)
-                    full.worse, full.better = full.worse + worse, full.better + better
+                else:  # a completion: counts, and the test of being dominated where there is one
+                    d = self.early_stopping.differences(full.looked - 1, per_image)
+                    full.worse += int((d > 0).sum())
+                    full.better += int((d < 0).sum())
+                    if full.dominance is not None and full.dominance.update(d.astype(float))[0] \
+                            and full.looked < len(self.shards):  # (at the last shard it is exact anyway)
+                        side = "dominated"
         if side is None and full.looked < len(self.shards):
             return None  # shards still to come
         del self._fulls[cid]
         self._obsolete += [self._tasks[key] for key in full.running if key in self._tasks]  # decided without them
         if full.completing is not None:
+            if side == "dominated":
+                return self._dominated(task.candidate, full)
             return self._completed(task.candidate, full)
         state = self._gate_of.pop(cid)
         if side is not None:
@@ -516,7 +525,7 @@ class SearchLoop:
     # ------------------------------------------------------------------ completing what would be reported
 
     def _completed(self, candidate, full: _Full) -> Result:
-        """A candidate stopped as feasible, now validated on every image: its exact result
+        """A candidate stopped early, now validated on every image: its exact result
         replaces the estimate (the strategy was told the estimate and is not told again)."""
         stopped = full.completing
         assert stopped is not None
@@ -535,12 +544,47 @@ class SearchLoop:
         self._record("completed", candidate, result, self._workers(full), full.attempts)
         return self._release(result.candidate_id, result)
 
-    def _to_complete(self) -> list[Result]:
-        """Candidates stopped as feasible that would be reported: on the Pareto set, the
-        best feasible point or a near miss of the results with each of them counted at the
-        most its bounds allow (its accuracy at the baseline's minus its lower drop bound),
-        so that no candidate whose exact accuracy would make it a point is left an estimate."""
-        stopped = [r for r in self.results.values() if r.stopped_feasible and r.candidate_id not in self._busy]
+    def _dominated(self, candidate, full: _Full) -> Result:
+        """A completion that showed the candidate certainly dominated by an exact point
+        before its last shard: it stays an estimate, over the images read so far, its lower
+        drop bound raised to what the test showed."""
+        stopped = full.completing
+        assert stopped is not None and full.dominated_beyond is not None
+        accuracy = self.constraints.baseline_accuracy - 100.0 * (full.worse - full.better) / max(full.seen, 1)
+        result = replace(stopped, accuracy=accuracy, accuracy_drop=self.constraints.baseline_accuracy - accuracy,
+                         seconds=stopped.seconds + full.seconds, images=full.seen, worse=full.worse,
+                         better=full.better, positions=self.shards[full.looked - 1][1], correct=full.correct,
+                         drop_low=max(stopped.drop_low if stopped.drop_low is not None else -100.0,
+                                      full.dominated_beyond))
+        self.stats.validation_images += full.seen - (stopped.images or 0)
+        self._remember(result)
+        self._record("completed", candidate, result, self._workers(full), full.attempts)
+        return self._release(result.candidate_id, result)
+
+    def _dominating_accuracy(self, result: Result) -> float | None:
+        """The best exact accuracy among results at least as good as ``result`` in every
+        other objective (memory, and energy and latency where they are objectives)."""
+        names = self.constraints.objectives()
+        best = None
+        for other in self.results.values():
+            if not other.exact or other.candidate_id == result.candidate_id:
+                continue
+            values = [(getattr(other, n), getattr(result, n)) for n in names]
+            if any(a is None or b is None or a > b for a, b in values):
+                continue
+            if best is None or other.accuracy > best:
+                best = other.accuracy
+        return best
+
+    def _to_complete(self) -> list[tuple[Result, float | None]]:
+        """Candidates stopped early that would be reported: on the Pareto set, the best
+        feasible point or a near miss of the results with each of them counted at the most
+        its bounds allow (its accuracy at the baseline's minus its lower drop bound), so
+        that no candidate whose exact accuracy would make it a point is left an estimate.
+        Either side: a collapsed candidate stopped as infeasible can still be the front's
+        smallest point (the reported set is the one validating every image gives)."""
+        stopped = [r for r in self.results.values() if r.early_stopped and r.candidate_id not in self._busy
+                   and r.error is None]
         if not stopped:
             return []
         base = self.constraints.baseline_accuracy
@@ -551,10 +595,24 @@ class SearchLoop:
         reported = {r.candidate_id for r in front.points + front.near_misses}
         if front.best is not None:
             reported.add(front.best.candidate_id)
-        return [r for r in stopped if r.candidate_id in reported or r.drop_low is None]
+        # which of them its estimate says is a point: validated on every image; the others only until
+        # they are certainly dominated by an exact point (a test against that point's accuracy)
+        guessed = {r.candidate_id: replace(r, early_stopped=False, drop_upper=None) for r in stopped}
+        likely = pareto_set([guessed.get(r.candidate_id, r) for r in self.results.values()], self.constraints)
+        points = {r.candidate_id for r in likely.points + likely.near_misses}
+        if likely.best is not None:
+            points.add(likely.best.candidate_id)
+        out: list[tuple[Result, float | None]] = []
+        for r in stopped:
+            if r.candidate_id not in reported and r.drop_low is not None:
+                continue
+            dominating = None if r.candidate_id in points or r.stop == "feasible" and front.best is not None \
+                and front.best.candidate_id == r.candidate_id else self._dominating_accuracy(r)
+            out.append((r, None if dominating is None else self.constraints.baseline_accuracy - dominating))
+        return out
 
     def _next_completion(self) -> Task | None:
-        """Start completing the next candidate stopped as feasible that would be reported,
+        """Start completing the next candidate stopped early that would be reported,
         once the search has ended (not after an interruption). In rounds: a round is every
         candidate :meth:`_to_complete` names once nothing else is in flight, so which are
         completed depends on the results alone, not on the number of workers."""
@@ -563,7 +621,7 @@ class SearchLoop:
         if not self._round and not self._busy:
             self._round.extend(self._to_complete())
         while self._round:
-            result = self._round.popleft()
+            result, beyond = self._round.popleft()
             cid = result.candidate_id
             positions = result.positions or 0
             pending = deque(i for i, (start, _) in enumerate(self.shards) if start >= positions)
@@ -571,9 +629,14 @@ class SearchLoop:
             if candidate is None or not pending:
                 continue
             self._busy[cid] = "full"
+            dominance = None
+            if beyond is not None:  # the images left decide: the drop over all N beyond `beyond`, in their terms
+                total, left = len(self.early_stopping.baseline), len(self.early_stopping.baseline) - positions
+                threshold = (total * beyond / 100 - ((result.worse or 0) - (result.better or 0))) / left
+                dominance = SequentialTest(left, [threshold], "infeasible", self.early_stopping.alpha)
             self._fulls[cid] = _Full(candidate, pending, looked=pending[0], correct=result.correct or 0,
                                      seen=result.images or 0, worse=result.worse or 0, better=result.better or 0,
-                                     completing=result)
+                                     completing=result, dominated_beyond=beyond, dominance=dominance)
             return self._next_shard()
         return None
 

@@ -63,11 +63,6 @@ class Result:
         """Fully evaluated on every validation image (not stopped early, or completed since)."""
         return self.accuracy is not None and not self.early_stopped
 
-    @property
-    def stopped_feasible(self) -> bool:
-        """Stopped early as certainly within the accuracy limit, not completed (yet)."""
-        return self.early_stopped and self.stop == "feasible"
-
     def to_dict(self) -> dict:
         return asdict(self)
 
