@@ -157,7 +157,8 @@ class SearchLoop:
         self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
         self._obsolete: list[Task] = []  # running shards of validations decided without them (to cancel)
         self._round: deque[tuple[Result, float | None]] = deque()  # candidates stopped early still to complete in this round
-        self._candidates: dict[str, object] = {}  # candidate id -> candidate, of full evaluations (for completions)
+        self._candidates: dict[str, object] = {}
+        self._uncompletable: set[str] = set()  # candidate id -> candidate, of full evaluations (for completions)
         self._next_key = 0
         self._start = time.perf_counter()
 
@@ -459,6 +460,8 @@ class SearchLoop:
         known = self.results[cid]
         if outcome.error is not None and full.completing is not None:
             del self._fulls[cid]  # the completion failed: the candidate stays an estimate (a resume tries again)
+            self._uncompletable.add(cid)
+            self._obsolete += [self._tasks[key] for key in full.running if key in self._tasks]
             return self._release(cid, full.completing)
         if outcome.error is not None:
             del self._fulls[cid]
@@ -584,7 +587,7 @@ class SearchLoop:
         Either side: a collapsed candidate stopped as infeasible can still be the front's
         smallest point (the reported set is the one validating every image gives)."""
         stopped = [r for r in self.results.values() if r.early_stopped and r.candidate_id not in self._busy
-                   and r.error is None]
+                   and r.error is None and r.candidate_id not in self._uncompletable]
         if not stopped:
             return []
         base = self.constraints.baseline_accuracy
@@ -626,7 +629,8 @@ class SearchLoop:
             positions = result.positions or 0
             pending = deque(i for i, (start, _) in enumerate(self.shards) if start >= positions)
             candidate = self._candidates.get(cid)
-            if candidate is None or not pending:
+            if candidate is None or not pending:  # (cannot happen: kept out of later rounds, never a spin)
+                self._uncompletable.add(cid)
                 continue
             self._busy[cid] = "full"
             dominance = None
