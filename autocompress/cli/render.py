@@ -116,12 +116,13 @@ def print_pareto(document: dict) -> None:
                f"{stats['wall_seconds']:.0f} s; "
                f"stopped by {stats['stopped_by']} (state: {document['state']})")
     stopped = document.get("early_stopped") or []
-    for side, words, bound in (("infeasible", "certainly infeasible", "at_least"),
-                               ("feasible", "certainly feasible, never a point even at its best", "at_most")):
+    for side, words, bound in (("infeasible", "certainly infeasible; accuracy estimated, never a point", "at_least"),
+                               ("feasible", "certainly feasible; accuracy estimated, not a point even at its best",
+                                "at_most")):
         some = [p for p in stopped if p.get("side", "infeasible") == side]
         if some:
             sign = ">=" if bound == "at_least" else "<="
-            click.echo(f"stopped early ({words}; accuracy estimated, never a point): "
+            click.echo(f"stopped early ({words}): "
                        + ", ".join(f"{p['id']} after {p['images']:,} images (drop {sign} "
                                    f"{_number(p.get('accuracy_drop_' + bound))})" for p in some[:5])
                        + (f" and {len(some) - 5} more" if len(some) > 5 else ""))
