@@ -57,6 +57,10 @@ class HoldoutLoop:
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    def take_obsolete(self) -> list[Task]:
+        """Nothing is ever decided without a shard here: every shard of every point is wanted."""
+        return []
+
     def stop(self, reason: StopReason) -> None:
         self.ended = reason
         self.queue.clear()

@@ -473,8 +473,7 @@ class RunStore:
                worker: str | None = None, attempts: int = 1) -> None:
         """Append one completed evaluation; durable when this returns."""
         self._check_intact()
-        values = [json.dumps(result.rates) if c == "rates" and result.rates is not None else getattr(result, c)
-                  for c in _RESULT_COLUMNS]
+        values = _column_values(result)
         self.db.execute(
             f"INSERT INTO evaluations (session, kind, candidate_id, candidate, {', '.join(_RESULT_COLUMNS)}, "
             f"gate_threshold, worker, attempts, finished_at) VALUES ({', '.join('?' * (len(_RESULT_COLUMNS) + 8))})",
@@ -486,8 +485,7 @@ class RunStore:
         """Replace a full evaluation stopped early by its completion over every image, in
         place (its place in the journal kept); durable when this returns."""
         self._check_intact()
-        values = [json.dumps(result.rates) if c == "rates" and result.rates is not None else getattr(result, c)
-                  for c in _RESULT_COLUMNS]
+        values = _column_values(result)
         updated = self.db.execute(
             f"UPDATE evaluations SET {', '.join(c + ' = ?' for c in _RESULT_COLUMNS)}, "
             "worker = COALESCE(?, worker), finished_at = ? WHERE kind = 'full' AND candidate_id = ?",
@@ -549,6 +547,12 @@ class RunStore:
         counts = {"probe": 0, "full": 0, "gate": 0, "failed": 0}
         counts.update(dict(rows))
         return counts
+
+
+def _column_values(result: Result) -> list:
+    """A result's values for the evaluations table's result columns, in their order."""
+    return [json.dumps(result.rates) if c == "rates" and result.rates is not None else getattr(result, c)
+            for c in _RESULT_COLUMNS]
 
 
 def _unreadable(path: Path, error: Exception) -> str:

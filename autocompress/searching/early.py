@@ -67,8 +67,8 @@ def drop_upper_bound(worse: int, better: int, seen: int, confidence: float) -> f
     (tests/test_confidence.py) it covers the true drop at about its confidence on
     thousands of images, and more often when a few discordant images are all there is,
     where the Agresti-Min and Wald bounds fall to 83-86 % at 0.95; the product of two
-    exact bounds (:func:`drop_lower_bound`, right for a stopping rule that must not be
-    wrong) is 50 % wider on 5,000 images. ``seen`` of 0 gives 100 (nothing known)."""
+    exact Clopper-Pearson bounds (on the discordant share and on the worse share among
+    them) is 50 % wider on 5,000 images. ``seen`` of 0 gives 100 (nothing known)."""
     from scipy.optimize import brentq
     from scipy.stats import norm
 
@@ -211,10 +211,6 @@ class EarlyStopping:
                       if self.mode == "both" else [])
 
     @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-    @property
     def alpha(self) -> float:
         return 1 - self.confidence
 
@@ -226,11 +222,6 @@ class EarlyStopping:
         if len(mine) != len(base):
             raise ValueError(f"shard {shard}: {len(mine)} results for {len(base)} images")
         return base.astype(np.int8) - mine.astype(np.int8)
-
-    def paired(self, shard: int, per_image: np.ndarray) -> tuple[int, int]:
-        """``(worse, better)`` of one shard's per-image correctness against the baseline."""
-        d = self.differences(shard, per_image)
-        return int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0))
 
     def start(self) -> Evidence:
         """The evidence of one candidate's validation, before its first shard."""
@@ -273,8 +264,8 @@ class Evidence:
         validation stops), or None (go on; the last shard never stops: the result is exact)."""
         d = self.rule.differences(self.looked, per_image)
         self.looked += 1
-        self.worse += int(np.count_nonzero(d > 0))
-        self.better += int(np.count_nonzero(d < 0))
+        worse, better = discordant(d)
+        self.worse, self.better = self.worse + worse, self.better + better
         self.chunks.append(d)
         x = d.astype(np.float64)
         side: Side | None = None
@@ -330,6 +321,11 @@ def feasible_cells(baseline: np.ndarray, max_drop_points: float, confidence: flo
     drops = [largest_drop(b) for b in edges]
     # a cell [edges[j], edges[j+1]]: the smaller of its ends' drops (the bound is not assumed monotone)
     return [(edges[j], min(drops[j], drops[j + 1])) for j in range(len(edges) - 1)] or [(0, drops[0])]
+
+
+def discordant(d: np.ndarray) -> tuple[int, int]:
+    """``(worse, better)`` of per-image differences ``d`` (+1 worse, -1 better)."""
+    return int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0))
 
 
 def paired_counts(baseline, candidate) -> tuple[int, int]:

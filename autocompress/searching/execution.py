@@ -124,7 +124,7 @@ def drive(loop: SearchLoop, executor, *, on_completion: Callable[[Completion], N
             loop.complete(done.task, done.outcome, worker=done.worker, attempts=done.attempts)
             if on_completion is not None:
                 on_completion(done)
-        obsolete = loop.take_obsolete() if hasattr(loop, "take_obsolete") else []  # (the held-out loop has none)
+        obsolete = loop.take_obsolete()
         if obsolete and hasattr(executor, "cancel"):  # shards of a validation stopped early: free their workers
             executor.cancel(obsolete)
         if on_idle is not None:

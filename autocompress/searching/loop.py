@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Mapping, Sequence
 
 from autocompress.searching.base import Strategy
-from autocompress.searching.early import EarlyStopping, Evidence, SequentialTest, unpack
+from autocompress.searching.early import EarlyStopping, Evidence, SequentialTest, discordant, unpack
 from autocompress.searching.gate import Gate
 from autocompress.searching.results import Constraints, Request, Result, pareto_set
 from autocompress.searching.stops import StopReason
@@ -492,8 +492,8 @@ class SearchLoop:
                     full.worse, full.better = full.evidence.worse, full.evidence.better
                 else:  # a completion: counts, and the test of being dominated where there is one
                     d = self.early_stopping.differences(full.looked - 1, per_image)
-                    full.worse += int((d > 0).sum())
-                    full.better += int((d < 0).sum())
+                    worse, better = discordant(d)
+                    full.worse, full.better = full.worse + worse, full.better + better
                     if full.dominance is not None and full.dominance.update(d.astype(float))[0] \
                             and full.looked < len(self.shards):  # (at the last shard it is exact anyway)
                         side = "dominated"
@@ -542,10 +542,7 @@ class SearchLoop:
                          seconds=stopped.seconds + full.seconds, images=full.seen, early_stopped=False,
                          worse=full.worse, better=full.better, drop_upper=upper)
         self.stats.completed += 1
-        self.stats.validation_images += full.seen - (stopped.images or 0)
-        self._remember(result)
-        self._record("completed", candidate, result, self._workers(full), full.attempts)
-        return self._release(result.candidate_id, result)
+        return self._continued(candidate, full, result)
 
     def _dominated(self, candidate, full: _Full) -> Result:
         """A completion that showed the candidate certainly dominated by an exact point
@@ -559,7 +556,13 @@ class SearchLoop:
                          better=full.better, positions=self.shards[full.looked - 1][1], correct=full.correct,
                          drop_low=max(stopped.drop_low if stopped.drop_low is not None else -100.0,
                                       full.dominated_beyond))
-        self.stats.validation_images += full.seen - (stopped.images or 0)
+        return self._continued(candidate, full, result)
+
+    def _continued(self, candidate, full: _Full, result: Result) -> Result:
+        """A stopped validation continued (to the end, or until certainly dominated): its
+        images counted, its journal row replaced, the candidate free again."""
+        assert full.completing is not None
+        self.stats.validation_images += full.seen - (full.completing.images or 0)
         self._remember(result)
         self._record("completed", candidate, result, self._workers(full), full.attempts)
         return self._release(result.candidate_id, result)
