@@ -133,3 +133,30 @@ def test_init_writes_a_spec_that_validates_and_searches_unedited(fake_imagenet, 
     assert document["state"] == "done" and document["statistics"]["full_evaluations"] == 3
     again = cli("init", "--checkpoint", str(checkpoints["spikformer_imagenet"]), "--data", str(val), "--out", str(spec))
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_the_early_stopping_ceiling_reads_reported_points_whole_and_stops_the_rest_when_certain(monkeypatch):
+    """The benchmark's ceiling (the best any test can save on a path): reported candidates
+    read whole, one far beyond the limit stopped at the first look, one at the limit read whole."""
+    monkeypatch.syspath_prepend(str(REPO / "experiments" / "bench"))
+    from early_stopping import ceiling
+
+    from autocompress.searching import Constraints
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    base = rng.random(n) < 0.9
+
+    def worse_by(points: float) -> np.ndarray:
+        out = base.copy()
+        out[rng.choice(np.flatnonzero(base), int(points / 100 * n), replace=False)] = False
+        return out
+
+    correct = {"point": worse_by(0.5), "broken": worse_by(30.0), "at-limit": worse_by(1.5)}
+    memory = {"point": 100, "broken": 50, "at-limit": 60}
+    constraints = Constraints(100.0 * base.mean(), 1000, 1.5, 0.8)
+    ids = list(correct)
+    assert ceiling(base, correct, memory, ids, constraints, 250, {"point"}) == n + 250 + n
+    # the at-limit candidate, larger than a more accurate reported point, is dominated early
+    memory["at-limit"] = 200
+    assert n + 250 + 250 <= ceiling(base, correct, memory, ids, constraints, 250, {"point"}) < 3 * n

@@ -192,6 +192,51 @@ def replay(base: np.ndarray, correct: dict[str, np.ndarray], memory: dict[str, i
             "shards": len(shards)}
 
 
+Z_ONE_LOOK = 3.090  # one-sided normal quantile at 0.001: the error each side may make
+
+
+def _first_certain(d: np.ndarray, marks: list[int], threshold: float) -> int:
+    """The first of ``marks`` (images read) at which mean(d[:n]) is above ``threshold`` by
+    Z_ONE_LOOK standard errors (normal approximation, finite-population corrected), as if
+    each look were the only one; all of ``d`` when none."""
+    n_all = len(d)
+    c1 = np.cumsum(d, dtype=np.float64)
+    c2 = np.cumsum(np.square(d, dtype=np.float64))
+    for n in marks:
+        mean = c1[n - 1] / n
+        variance = max(0.0, c2[n - 1] / n - mean * mean) * n / max(1, n - 1)
+        se = math.sqrt(variance / n * (1 - n / n_all)) if n < n_all else 0.0
+        if mean - Z_ONE_LOOK * se > threshold:
+            return n
+    return n_all
+
+
+def ceiling(base: np.ndarray, correct: dict[str, np.ndarray], memory: dict[str, int], ids: list[str],
+            constraints: Constraints, shard_images: int, reported: set[str]) -> int:
+    """Images read by an optimistic oracle: the candidates ``reported`` (the final
+    Pareto points and the best, known in hindsight) read whole, as exact accuracies need;
+    every other one stopped at the first shard boundary where a single-look test at 0.001
+    shows it beyond the limit, or less accurate than a reported point no larger (paired on
+    the same images). It pays nothing for looking after every shard, which an anytime-valid
+    test must: what it saves is about the most any method at this error rate
+    and with exact reported figures can save on this path."""
+    n_all = len(base)
+    marks = [stop for _start, stop in shard_bounds(n_all, shard_images)]
+    base8 = base.astype(np.int8)
+    read = 0
+    for i in ids:
+        if i in reported:
+            read += n_all
+            continue
+        mine = correct[i].astype(np.int8)
+        n = _first_certain(base8 - mine, marks, constraints.max_drop_points / 100)
+        for point in reported:
+            if memory[point] <= memory[i]:
+                n = min(n, _first_certain(correct[point].astype(np.int8) - mine, marks, 0.0))
+        read += n
+    return read
+
+
 def compare(runs: dict) -> tuple[bool, bool]:
     """(same Pareto set as every image, else the same but for candidates stopped as
     infeasible: a collapsed candidate beyond the limit is never a point once stopped)."""
@@ -247,7 +292,8 @@ def path_rows(docs: list[dict], seeds: int, imagenet: bool) -> tuple[list[dict],
         totals = {m: 0 for m in MODES}
         full = same = explained = 0
         stopped = {"infeasible": 0, "feasible": 0}
-        completed = 0
+        completed = bound = 0
+        whole = set()
         differences = []
         shard_share = []
         for seed in range(seeds):
@@ -264,28 +310,34 @@ def path_rows(docs: list[dict], seeds: int, imagenet: bool) -> tuple[list[dict],
             for side in stopped:
                 stopped[side] += runs["both"]["stopped"][side]
             completed += runs["both"]["completed"]
+            reported = {i for i, _ in runs["off"]["points"]} | ({runs["off"]["best"]} if runs["off"]["best"] else set())
+            whole.add(len(reported))
+            bound += ceiling(base, correct, memory, ids, constraints, shard_images, reported)
             shard_share.append(runs["both"]["shards_read"] / (len(ids) * runs["both"]["shards"]))
             print(f"{doc['strategy']} {'imagenet' if imagenet else doc['data']} seed {seed}: "
                   f"{ {m: runs[m]['read'] for m in MODES} } same {s} explained {e}", file=sys.stderr)
         rows.append({"strategy": doc["strategy"], "candidates": len(ids), "seeds": seeds, "full": full,
                      "read": totals, "same": same, "explained": explained, "stopped": stopped,
-                     "completed": completed, "differences": differences,
+                     "completed": completed, "differences": differences, "ceiling": bound,
+                     "reported": "-".join(str(k) for k in sorted(whole)),
                      "images": IMAGENET["images"] if imagenet else doc["images"]})
         shares[doc["strategy"]] = float(np.mean(shard_share))
+        shares[doc["strategy"] + " ceiling"] = bound / full
     return rows, shares
 
 
 def path_table(rows: list[dict]) -> list[str]:
     lines = ["| path | candidates x seeds | images, every image | infeasible side only | both sides | saved (both) "
              "| stopped infeasible / feasible | completed (would be reported) | same Pareto set (ids, exact accuracies) "
-             "| else: differs only by candidates stopped as infeasible |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| else: differs only by candidates stopped as infeasible | ceiling: the best any test can save |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['strategy']} | {r['candidates']} x {r['seeds']} | {r['full']:,} | "
             f"{r['read']['infeasible']:,} ({1 - r['read']['infeasible'] / r['full']:.0%} saved) | {r['read']['both']:,} | "
             f"**{1 - r['read']['both'] / r['full']:.0%}** | {r['stopped']['infeasible']} / {r['stopped']['feasible']} | "
-            f"{r['completed']} | {r['same']} of {r['seeds']} | {r['explained']} of {r['seeds']} |")
+            f"{r['completed']} | {r['same']} of {r['seeds']} | {r['explained']} of {r['seeds']} | "
+            f"{1 - r['ceiling'] / r['full']:.0%} ({r['reported']} of {r['candidates']} read whole) |")
     return lines
 
 
@@ -430,17 +482,27 @@ def main() -> int:
               "validation, its measured efficiency 0.92 at 8 GPUs and 0.83 at 16; then the baseline and the Pareto "
               "points on the 25,000 held out):", "",
               "| GPUs | every image (no split: 50,000) | every image, split | infeasible side (today's share) | "
-              "both sides |", "|---:|---:|---:|---:|---:|"]
+              "both sides | the ceiling's share |", "|---:|---:|---:|---:|---:|---:|"]
     greedy = next((r for r in imagenet if r["strategy"] == "greedy"), imagenet[0])
     share_infeasible = greedy["read"]["infeasible"] / greedy["full"]
     share_both = shares.get("greedy", next(iter(shares.values())))
+    share_ceiling = shares.get("greedy ceiling", share_both)
     for gpus in (1, 8, 16):
         whole = modelled_joint(1.0, None, gpus, selection=50_000)  # no split: nothing held out
         lines.append(f"| {gpus} | {whole / 60:.0f} min | {modelled_joint(1.0, 15, gpus) / 60:.0f} min | "
                      f"{modelled_joint(share_infeasible, 15, gpus) / 60:.0f} min | "
-                     f"**{modelled_joint(share_both, 15, gpus) / 60:.0f} min** |")
-    lines += ["", f"(greedy's share of shards read at ImageNet scale, both sides: {share_both:.0%}; 15 Pareto points "
-              "held out.)"]
+                     f"**{modelled_joint(share_both, 15, gpus) / 60:.0f} min** | "
+                     f"{modelled_joint(share_ceiling, 15, gpus) / 60:.0f} min |")
+    lines += ["", f"(greedy's share of shards read at ImageNet scale, both sides: {share_both:.0%}, the ceiling's "
+              f"{share_ceiling:.0%}; 15 Pareto points held out.)", "",
+              "**The ceiling** (last column of (a) and (b)): an optimistic oracle. It knows the final "
+              "Pareto set in hindsight and reads those candidates whole (their accuracies must be exact); every "
+              "other candidate it stops at the first shard boundary where a single-look normal test at 0.001 shows "
+              "it beyond the limit, or less accurate than a reported point no larger (paired on the same images). "
+              "It pays nothing for looking after every shard, which an anytime-valid test must; and it uses the "
+              "measured-drop rule, the lenient one. What it saves is about the most any method with exact "
+              "reported figures and this error rate can expect to save on these paths (an estimate from above, "
+              "not a theorem: a valid test could be luckier on one path, not on average)."]
     if live:
         lines += ["", "**Live, the real driver** (digits demo; a strategy is told estimates with both sides on):", "",
                   "| case | full validations (off / both) | images read (off / both) | same candidates in the same "

@@ -76,6 +76,7 @@ def measure(spec, extrapolate_to: int | None = None) -> dict:
     full_selection = full / len(order) * selection
     probe = float(np.mean(probes))
     return {"setup": setup_s, "first": first, "probe": probe, "build": build, "drift": drift, "forward": forward,
+            "forwards": 2 if spec.compression.recalibrate_batchnorm else 1,
             "calibration": len(worker.calibration), "validated": len(order), "full": full,
             "selection": selection, "full_selection": full_selection, "share": probe / full_selection,
             "extrapolated": extrapolate_to is not None, "threads": torch.get_num_threads()}
@@ -134,13 +135,26 @@ def main() -> int:
         print(rows[-1], file=sys.stderr)
     lines = ["| model | calibration images | probe (mean of 2) | of it: building the candidate | drift forward with "
              "counting | one plain forward of the calibration batch | full validation of the selection set | "
-             "probe / full validation |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "probe / full validation | floor: the probe's plain forwards / full validation |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows:
         full = (f"{r['full_selection']:,.0f} s ({r['selection']:,} images; measured on {r['validated']}, "
                 f"extrapolated)" if r["extrapolated"] else f"{r['full_selection']:.1f} s ({r['selection']:,} images)")
         lines.append(f"| {name} | {r['calibration']} | {r['probe']:.2f} s | {r['build']:.2f} s | {r['drift']:.2f} s | "
-                     f"{r['forward']:.2f} s | {full} | **{r['share']:.1%}** |")
-    lines += ["", "Target (issue 31): a probe at most 10 % of a full validation of the selection set. Setting the "
+                     f"{r['forward']:.2f} s | {full} | **{r['share']:.1%}** | "
+                     f"{r['forwards']} x {r['forward']:.2f} s = {r['forwards'] * r['forward'] / r['full_selection']:.1%} |")
+    fm = rows[0][1]
+    floor = fm["forwards"] * fm["forward"] / fm["full_selection"]
+    lines += ["", "Target (issue 31): a probe at most 10 % of a full validation of the selection set. The floor: a "
+              "probe with BatchNorm recalibration on (both specs) runs the calibration batch through the candidate "
+              "twice, once to re-estimate its BatchNorm statistics (in chunks of 64, in training mode) and once for "
+              "the drift and the counts (in eval mode, on the re-estimated statistics); the two cannot be one pass "
+              "without changing the statistics and so every recorded drift and accuracy. On Fashion-MNIST the "
+              "spec's 256 calibration images (64 cost 0.7 points after recalibration) against 5,000 selection "
+              f"images put these two passes alone at {floor:.1%} of a validation in this run, leaving "
+              f"{max(0.0, 0.10 - floor):.1%} of it for all the rest, which takes "
+              f"{fm['probe'] / fm['full_selection'] - floor:.1%} (building the candidate: pruning, quantization with "
+              "its clipping search, copies; the spike and operation counting; the drift's float64 sums). Setting the "
               f"model up (the space, the fold check, the reference) is not part of a probe: {rows[0][1]['setup']:.0f} s "
               f"on Fashion-MNIST" + (f", {rows[1][1]['setup']:.0f} s on Spikformer-8-512" if len(rows) > 1 else "")
               + "."]
