@@ -105,7 +105,8 @@ def test_imagenet_spec_runs_on_a_fake_imagenet(spec, fake_imagenet, tmp_path, cl
 
 def test_bench_results_hold_every_benchmark_with_its_command():
     text = (REPO / "experiments" / "bench" / "RESULTS.md").read_text()
-    for name in ("gate", "strategies", "proxy", "eval_overhead", "ray_scaling", "pruned_speed", "proxy_memory"):
+    for name in ("gate", "strategies", "proxy", "eval_overhead", "ray_scaling", "pruned_speed", "proxy_memory",
+                 "early_stopping", "probe_cost", "dashboard"):
         assert f"<!-- bench:{name} -->" in text and f"<!-- /bench:{name} -->" in text, name
         section = text.split(f"<!-- bench:{name} -->")[1].split(f"<!-- /bench:{name} -->")[0]
         assert f"Re-run: `python experiments/bench/{name}.py" in section and "Machine: " in section

@@ -415,6 +415,8 @@ def test_listing_is_paginated_and_opens_only_the_page(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RunStore, "open_reader", classmethod(counting))
     with TestClient(create_app(ServiceConfig(runs_dir=runs, token=TOKEN))) as client:
+        assert client.app.state.jobs.warmed.wait(HANG_GUARD)  # at start each store is read once, beside the loop
+        assert len(opened) == 30
         seen, after = [], None
         while True:
             page = client.get("/v1/searches", params={"limit": 7, **({"after": after} if after else {})},
@@ -425,7 +427,7 @@ def test_listing_is_paginated_and_opens_only_the_page(tmp_path, monkeypatch):
             if after is None:
                 break
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 30
-    assert len(opened) == 30  # each store once over the five pages, never all of them for one page
+    assert len(opened) == 30  # settled: the five pages answered from memory, no store opened again
 
 
 # --------------------------------------------------------------------------- 6: the scheduler across restarts
@@ -799,3 +801,89 @@ def test_data_that_does_not_fit_the_model_is_refused_before_the_first_batch(tmp_
     groups = find_channel_groups(session.model, example=session.data.calibration[:8])
     with pytest.raises(UserInputError, match="nothing but the baseline"):
         build_space(baseline_only, groups, quantizable_layers(session.model.net))
+
+
+# --------------------------------------------------------------------------- the dashboard's static side
+
+
+def test_the_dashboard_is_static_and_every_response_forbids_inline_script(tmp_path):
+    """/ and /dashboard/ serve the page's files without a token (they hold no run data);
+    nothing outside the dashboard folder is reachable through them; every response, the
+    API's included, carries a policy with no inline script; the page's own files use no
+    inline script, handler attribute, style attribute or innerHTML, so the policy costs them
+    nothing."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from autocompress.report.style import REPORT_STYLE, report_style_source
+    from autocompress.service import ServiceConfig, create_app
+    from autocompress.service.app import DASHBOARD
+
+    with TestClient(create_app(ServiceConfig(runs_dir=tmp_path / "runs", token=TOKEN))) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+        assert directives["script-src"] == "'self'" and directives["default-src"] == "'none'"
+        assert "unsafe" not in policy and directives["frame-ancestors"] == "'none'"
+        assert directives["style-src"] == f"'self' {report_style_source()}"
+        for name in ("dashboard.js", "dashboard.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.LICENSE",
+                     "examples/index.json", "examples/digits-demo.yaml"):
+            answer = client.get(f"/dashboard/{name}")
+            assert answer.status_code == 200, name
+            assert answer.headers["x-content-type-options"] == "nosniff"
+        for escape in ("/dashboard/../app.py", "/dashboard/%2e%2e/app.py", "/dashboard/..%2fapp.py",
+                       "/dashboard/vendor/../../jobs.py", "/dashboard//etc/passwd"):
+            answer = client.get(escape)
+            assert answer.status_code == 404, escape
+            assert b"import" not in answer.content and b"root:" not in answer.content
+        api = client.get("/v1/searches")  # no token: refused, with the same headers
+        assert api.status_code == 401 and api.headers["content-security-policy"] == policy
+        assert client.get("/v1/searches", headers=AUTH).headers["content-security-policy"] == policy
+    html = (DASHBOARD / "index.html").read_text()
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/dashboard/vendor/uPlot.iife.min.js" defer>',
+                                                     '<script src="/dashboard/dashboard.js" defer>']
+    assert re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.S) == ["", ""]  # no inline script
+    for text in (html, (DASHBOARD / "dashboard.js").read_text()):
+        assert not re.search(r"\son[a-z]+\s*=", text) and "style=" not in text
+        assert "innerHTML" not in text and "insertAdjacentHTML" not in text and "document.write" not in text
+    # the report's inline sheet is the one the policy's hash allows
+    import autocompress.report.build as build
+
+    assert build.REPORT_STYLE is REPORT_STYLE and "<style>{REPORT_STYLE}</style>" in Path(build.__file__).read_text()
+
+
+def test_a_settled_search_is_read_once_until_one_of_its_files_changes(tmp_path, monkeypatch):
+    """The list of many finished searches (the dashboard polls it) answers a settled search
+    from memory; a change to any file its status comes from reads it again."""
+    from autocompress.service.jobs import CANCELLED, JOB, REQUEST, SUBMITTED, JobManager
+
+    runs = tmp_path / "runs"
+    run_dir = runs / "s-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / REQUEST).write_text(json.dumps({"name": "s"}))
+    (run_dir / SUBMITTED).write_text(json.dumps({"submitted_at": 1000.0}))
+    (run_dir / CANCELLED).write_text("x")
+    jobs = JobManager(runs)
+    jobs.start()
+    try:
+        reads = []
+        real = JobManager._read_status
+
+        def counted(self, search_id):
+            reads.append(search_id)
+            return real(self, search_id)
+
+        monkeypatch.setattr(JobManager, "_read_status", counted)
+        first = jobs.status("s-1")
+        assert first["state"] == "cancelled" and len(reads) == 1
+        first["name"] = "changed by a caller"  # a copy: the memory is not the caller's
+        assert jobs.status("s-1")["name"] == "s" and len(reads) == 1
+        (run_dir / JOB).write_text(json.dumps({"ticket": "t", "command": "search", "exit_code": 1,
+                                               "started_at": 1.0, "ended_at": 2.0}))
+        assert jobs.status("s-1")["job"]["exit_code"] == 1 and len(reads) == 2
+        (run_dir / CANCELLED).unlink()
+        assert jobs.status("s-1")["state"] == "failed" and len(reads) == 3
+    finally:
+        jobs.shutdown()

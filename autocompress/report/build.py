@@ -33,6 +33,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from autocompress.atomic import atomic_write  # noqa: E402
 from autocompress.engine import RunStore, pareto_document  # noqa: E402
 from autocompress.engine.pareto_file import recommendation_line  # noqa: E402
+from autocompress.report.style import REPORT_STYLE  # noqa: E402
 from autocompress.vocabulary import energy_unit  # noqa: E402
 from autocompress.searching import hypervolume, pareto_front  # noqa: E402
 from autocompress.vocabulary import BITS_CHOICES  # noqa: E402
@@ -410,9 +411,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     summary = html.escape(recommendation_line(doc))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>autocompress report: {html.escape(doc['spec'])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}img{{max-width:100%}}
-figure{{margin:1.5em 0}}figcaption{{color:#666;font-size:90%}}</style></head><body>
+<style>{REPORT_STYLE}</style></head><body>
 <h1>{html.escape(doc['spec'])}</h1>
 <p>Run directory <code>{html.escape(str(run_dir.resolve()))}</code>, state <b>{html.escape(doc['state'])}</b>.
 Baseline {c.baseline_accuracy:.2f} % top-1, {c.baseline_bytes:,} bytes. Constraints: accuracy drop at most

@@ -1,6 +1,9 @@
 """The HTTP API (FastAPI): submit constraint specs, follow searches, fetch Pareto sets,
 reports and compressed models. Every endpoint but ``/healthz`` needs the bearer token;
-``/openapi.json`` is one of them.
+``/openapi.json`` is one of them. The dashboard (``/``, its files under ``/dashboard/``) is
+static: a page that asks for the token and then uses these same endpoints, nothing more.
+Every response carries a Content-Security-Policy that allows scripts and styles from this
+server's own files only (and the report's one inline style sheet, by its hash).
 
 A spec is parsed and checked in a worker thread with a time limit, never on the event
 loop, so a hostile body cannot stall the server. What goes back to a client never
@@ -28,12 +31,14 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autocompress.version import __version__
 from autocompress.engine import RunStore, is_run_dir, pareto_document
 from autocompress.errors import AutocompressError, SpecError
 from autocompress.limits import Limits, finetune_sizes
+from autocompress.report.style import report_style_source
 from autocompress.searching import StopReason
 from autocompress.service.jobs import (
     ERROR_SUMMARIES,
@@ -48,6 +53,22 @@ from autocompress.service.submission import Policy, UnsupportedMediaType, check_
 log = logging.getLogger("autocompress.service")
 
 POINT_ID = re.compile(r"[0-9a-f]{6,64}")
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+# Scripts, styles and fetches from this server only; no inline script anywhere (the dashboard has
+# none, a report has none); frames: only the dashboard's sandboxed srcdoc frame of a report,
+# whose one inline style sheet is allowed by its hash; nothing may frame these pages.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; "
+    f"style-src 'self' {report_style_source()}; img-src 'self' data:; connect-src 'self'; "
+    "frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 CONCURRENT_CHECKS = 2  # specs parsed and checked at once; more wait their turn without holding the GIL
 
 
@@ -107,10 +128,15 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # parameter counts need torch: import it now, beside the loop, rather than in the first request
-        threading.Thread(target=importlib.import_module, args=("autocompress.models",), daemon=True).start()
+        def prepare() -> None:
+            # first the settled searches' status, so that the first listing after a start answers from memory;
+            # then torch (parameter counts need it), beside the loop, rather than in the first submission
+            jobs.warm()
+            importlib.import_module("autocompress.models")
+
         app.state.checks = anyio.CapacityLimiter(CONCURRENT_CHECKS)
         jobs.start()
+        threading.Thread(target=prepare, daemon=True).start()
         yield
         jobs.shutdown()
 
@@ -118,6 +144,20 @@ def create_app(config: ServiceConfig, jobs: JobManager | None = None) -> FastAPI
                   openapi_url=None, description="Constraint-driven compression search for Spiking Vision Transformers")
     app.state.jobs = jobs
     guard = [Depends(authorized)]
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        """The dashboard's page: static, no data in it (it asks for the token, then calls the API)."""
+        return FileResponse(DASHBOARD / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
 
     def known(search_id: str) -> Path:
         if not jobs.exists(search_id):

@@ -23,6 +23,7 @@ still run, counts them, and records their real exit when they end.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -42,6 +43,8 @@ from typing import Literal
 
 from autocompress.atomic import atomic_write_json
 from autocompress.engine import RunStore, identity_alive, is_run_dir, process_started, read_driver, session_progress
+from autocompress.engine.liveness import DRIVER_NAME
+from autocompress.engine.store import DB_NAME
 from autocompress.engine.pareto_file import run_best
 from autocompress.engine.status import finetune_status
 from autocompress.errors import ERROR_FILE_ENV, UserInputError
@@ -211,6 +214,8 @@ class JobManager:
         self.running: set[str] = set()  # searches whose job is alive (adopted ones included)
         self.children: list[subprocess.Popen] = []  # supervisors we started, reaped when they end
         self.submitted: dict[str, float] = {}  # search id -> submitted_at, newest first when sorted
+        self._settled: dict[str, tuple[tuple, dict]] = {}  # search id -> (its files' key, its status), see status()
+        self.warmed = threading.Event()  # set once warm() has read every search known at start
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -430,7 +435,39 @@ class JobManager:
 
     def status(self, search_id: str) -> dict:
         """What a client may know of a search: state, progress, best point, job times,
-        and for a failed job a summary that cannot carry text from files."""
+        and for a failed job a summary that cannot carry text from files.
+
+        A settled search (ended, neither queued nor alive) is read once and then answered
+        from memory while none of the files its answer comes from has changed (their size
+        and modification time), so that listing many finished searches does not open every
+        run store on every request; anything queued, alive or running is read afresh."""
+        run_dir = self.runs_dir / search_id
+        with self.lock:
+            queued = any(item.search_id == search_id for item in self.queue)
+            alive = search_id in self.running
+        key = None if queued or alive else _files_key(run_dir)
+        cached = self._settled.get(search_id)
+        if key is not None and cached is not None and cached[0] == key:
+            return copy.deepcopy(cached[1])
+        out = self._read_status(search_id)
+        if key is not None and out["state"] in SETTLED and _files_key(run_dir) == key:
+            self._settled[search_id] = (key, copy.deepcopy(out))
+        return out
+
+    def warm(self) -> None:
+        """Read every known search's status once (the settled ones stay in memory)."""
+        with self.lock:
+            known = sorted(self.submitted, key=lambda i: self.submitted[i], reverse=True)
+        for search_id in known:
+            if self._stop.is_set():
+                return
+            try:
+                self.status(search_id)
+            except Exception as error:  # noqa: BLE001 (a damaged run is reported when it is asked for)
+                log.debug("status of %s not cached: %s", search_id, error)
+        self.warmed.set()
+
+    def _read_status(self, search_id: str) -> dict:
         run_dir = self.runs_dir / search_id
         request = _read_json(run_dir / REQUEST)
         with self.lock:  # tick() ends a job (running, then job.json's exit status) under this lock: one view of both
@@ -477,6 +514,26 @@ class JobManager:
             kind = _read_json(run_dir / ERROR_NAME).get("kind")
             out["error"] = ERROR_SUMMARIES.get(kind, UNEXPECTED) + SEE_LOG
         return out
+
+
+SETTLED = ("done", "failed", "cancelled", "interrupted")
+# what a settled search's status is read from: the request, the job record and its exit, the error kind,
+# the cancel marker, the queue file and the run store (its WAL holds the last writes until a checkpoint)
+_STATUS_FILES = (REQUEST, JOB, EXIT_NAME, ERROR_NAME, CANCELLED, QUEUE, DRIVER_NAME, DB_NAME,
+                 DB_NAME + "-wal")
+
+
+def _files_key(run_dir: Path) -> tuple:
+    """Each status file's (size, modification time in ns), or None where it is missing."""
+    key = []
+    for name in _STATUS_FILES:
+        try:
+            info = os.stat(run_dir / name)
+        except OSError:
+            key.append(None)
+        else:
+            key.append((info.st_size, info.st_mtime_ns))
+    return tuple(key)
 
 
 class Conflict(Exception):
