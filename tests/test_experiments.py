@@ -161,3 +161,23 @@ def test_the_early_stopping_ceiling_reads_reported_points_whole_and_stops_the_re
     # the at-limit candidate, larger than a more accurate reported point, is dominated early
     memory["at-limit"] = 200
     assert n + 250 + 250 <= ceiling(base, correct, memory, ids, constraints, 250, {"point"}) < 3 * n
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_check_on_the_cpu_in_its_dry_run():
+    """experiments/bench/gpu_check.py is the one script a lent GPU runs; its dry run is the
+    same code on the CPU with tiny sizes, so it cannot rot between GPU sessions."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "experiments/bench/gpu_check.py", "--dry-run"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    checks = [row.split(" | ")[0][2:] for row in rows]
+    assert [c for c in checks if c.startswith("validation, ")] == [
+        "validation, fp32", "validation, fp32, channels_last", "validation, bf16", "validation, bf16, channels_last",
+        "validation, fp16", "validation, fp16, channels_last"]
+    assert {"decoded cache: pinned, non-blocking reads", "a probe's peak memory, 4 calibration images",
+            "a probe's peak memory, 8 calibration images", "energy counter on the device against the CPU"} <= set(checks)
+    assert "FAILED" not in done.stdout and "dry run on the CPU" in done.stdout
