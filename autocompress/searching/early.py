@@ -157,7 +157,7 @@ def _rejects(chunks: list[np.ndarray], total: int, delta: float, side: Side, alp
     """Whether the test of ``delta`` rejects after ``chunks`` (at any of their looks: the
     running intersection of the confidence sequence, as valid as its last look)."""
     test = SequentialTest(total, np.array([delta]), side, alpha)
-    return any([bool(test.update(d.astype(np.float64))[0]) for d in chunks])
+    return any(bool(test.update(d.astype(np.float64))[0]) for d in chunks)  # a rejection stands: stop there
 
 
 def sequential_bounds(chunks: list[np.ndarray], total: int, alpha: float) -> tuple[float, float]:

@@ -110,6 +110,14 @@ class _Full:
 RecordKind = Literal["probe", "full", "gate", "failed", "completed"]
 
 
+def _reported_ids(front) -> set[str]:
+    """The ids a Pareto set reports: its points, its near misses and its best point."""
+    ids = {r.candidate_id for r in front.points + front.near_misses}
+    if front.best is not None:
+        ids.add(front.best.candidate_id)
+    return ids
+
+
 class SearchLoop:
     def __init__(
         self,
@@ -157,8 +165,8 @@ class SearchLoop:
         self._gate_of: dict[str, tuple[str, str]] = {}  # gate state of a full evaluation in flight
         self._obsolete: list[Task] = []  # running shards of validations decided without them (to cancel)
         self._round: deque[tuple[Result, float | None]] = deque()  # candidates stopped early still to complete in this round
-        self._candidates: dict[str, object] = {}
-        self._uncompletable: set[str] = set()  # candidate id -> candidate, of full evaluations (for completions)
+        self._candidates: dict[str, object] = {}  # candidate id -> candidate, of full evaluations (for completions)
+        self._uncompletable: set[str] = set()  # candidates stopped early whose completion failed: left estimates
         self._next_key = 0
         self._start = time.perf_counter()
 
@@ -185,9 +193,6 @@ class SearchLoop:
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._start
-
-    def _remember_candidate(self, candidate) -> None:
-        self._candidates[candidate.id] = candidate
 
     def _remember(self, result: Result) -> Result:
         if result.candidate_id not in self.results:
@@ -294,7 +299,7 @@ class SearchLoop:
         if self.spent() + self._full_in_flight() > self.max_full - 1 + 1e-9:
             self._end(StopReason.FULL_BUDGET)
             return None
-        self._remember_candidate(request.candidate)
+        self._candidates[cid] = request.candidate
         prior = self.prior.get(cid)
         if prior is not None and (prior.evaluated or prior.error is not None):
             self._tell(request, self._replay_full(known, prior, state))
@@ -598,16 +603,12 @@ class SearchLoop:
                                            drop_upper=None) for r in stopped if r.drop_low is not None}
         merged = [hopeful.get(r.candidate_id, r) for r in self.results.values()]
         front = pareto_set(merged, self.constraints)
-        reported = {r.candidate_id for r in front.points + front.near_misses}
-        if front.best is not None:
-            reported.add(front.best.candidate_id)
+        reported = _reported_ids(front)
         # which of them its estimate says is a point: validated on every image; the others only until
         # they are certainly dominated by an exact point (a test against that point's accuracy)
         guessed = {r.candidate_id: replace(r, early_stopped=False, drop_upper=None) for r in stopped}
-        likely = pareto_set([guessed.get(r.candidate_id, r) for r in self.results.values()], self.constraints)
-        points = {r.candidate_id for r in likely.points + likely.near_misses}
-        if likely.best is not None:
-            points.add(likely.best.candidate_id)
+        points = _reported_ids(pareto_set([guessed.get(r.candidate_id, r) for r in self.results.values()],
+                                          self.constraints))
         out: list[tuple[Result, float | None]] = []
         for r in stopped:
             if r.candidate_id not in reported and r.drop_low is not None:

@@ -456,8 +456,7 @@ class JobManager:
 
     def warm(self) -> None:
         """Read every known search's status once (the settled ones stay in memory)."""
-        with self.lock:
-            known = sorted(self.submitted, key=lambda i: self.submitted[i], reverse=True)
+        known, _ = self.ids(len(self.submitted))  # newest first, as a listing asks for them
         for search_id in known:
             if self._stop.is_set():
                 return

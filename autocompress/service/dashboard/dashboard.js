@@ -115,11 +115,15 @@
     return response;
   }
 
-  async function getJSON(path, options) {
+  async function answered(path, options) {
+    // the response of a request that succeeded; else an ApiError with the service's own message
     const response = await api(path, options);
-    const body = await response.json().catch(() => null);
-    if (!response.ok) throw new ApiError(response.status, body);
-    return body;
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    return response;
+  }
+
+  async function getJSON(path, options) {
+    return (await answered(path, options)).json().catch(() => null);
   }
 
   function failed(error) {
@@ -407,9 +411,7 @@
   async function download(path, filename, button) {
     button.disabled = true;
     try {
-      const response = await api(path);
-      if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
-      const blob = await response.blob();
+      const blob = await (await answered(path)).blob();
       const link = el("a", { href: URL.createObjectURL(blob), download: filename });
       document.body.append(link);
       link.click();
@@ -547,9 +549,7 @@
         }));
       }
       buttons.push(button("Open report", null, async () => {
-        const response = await api(`${path}/report`);
-        if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
-        const page = await response.text();
+        const page = await (await answered(`${path}/report`)).text();
         // sandbox="": no scripts, no forms, an opaque origin (it cannot read this tab's token)
         report.replaceChildren(el("h2", { text: "Report" }),
           el("iframe", { class: "report", id: "report-frame", sandbox: "", srcdoc: page, title: "report" }));
