@@ -121,7 +121,7 @@ def test_a_digits_search_submitted_through_the_form_runs_ends_and_matches_the_ap
            .find_element("xpath", "..")).select_by_value("digits-demo.yaml")
     spec = until(browser, lambda d: d.find_element("id", "spec").get_property("value"))
     assert spec == DEMO_SPEC.read_text()
-    edited = spec.replace("max_full_evaluations: 60", "max_full_evaluations: 3")
+    edited = spec.replace("max_full_evaluations: 60", "max_full_evaluations: 2")
     assert edited != spec
     textarea = browser.find_element("id", "spec")
     browser.execute_script("arguments[0].value = arguments[1]", textarea, edited)  # as a paste would leave it
