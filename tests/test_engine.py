@@ -328,10 +328,11 @@ def test_demo_on_two_ray_workers_survives_a_killed_worker_and_measures_what_the_
         reference_cache, monkeypatch, tmp_path):
     """The digits demo on a local Ray with 2 actors (4 full evaluations, one rate and one
     bit-width for the whole network: what is checked is where they run). One actor SIGKILLs
-    itself at its 2nd full evaluation (fault injection): it is replaced, the candidate
-    retried, the search finishes and counts the retry. The baseline an actor measures and a
-    candidate's accuracy, summed over the shards the two actors validated, are exactly what
-    this process measures for them in one pass."""
+    itself at its 2nd full evaluation (fault injection): its shard is sent again to the other
+    at once (a replacement is asked for without waiting: tests/test_cluster.py waits for one
+    on a real two-node cluster), the search finishes and counts the retry. The baseline an
+    actor measures and a candidate's accuracy, summed over the shards the two actors
+    validated, are exactly what this process measures for them in one pass."""
     env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache), "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
@@ -343,15 +344,15 @@ def test_demo_on_two_ray_workers_survives_a_killed_worker_and_measures_what_the_
     document = json.loads((run / "pareto.json").read_text())
     statistics = document["statistics"]
     assert statistics["workers"] == 2 and statistics["executor"] == "ray"
-    assert statistics["retries"] == 1 and statistics["workers_replaced"] == 1 and statistics["failed"] == 0
-    assert statistics["full_evaluations"] == 4
+    assert statistics["retries"] == 1 and statistics["failed"] == 0 and statistics["full_evaluations"] == 4
     with RunStore.open_reader(run) as store:
         fulls = store.records(("full",))
         assert {w["name"] for w in store.workers()} == {"worker-0", "worker-1"}
+        assert len(store.events("worker-died")) == 1
     assert len([r for r in fulls if r.attempts == 2]) == 1  # the retried candidate: recorded once, its 2nd attempt
     assert {w for r in fulls for w in r.worker.split(",")} <= {"worker-0", "worker-1"}
-    # a full validation is sharded over both workers (greedy asks one at a time, with both idle)
-    assert all(sorted(r.worker.split(",")) == ["worker-0", "worker-1"] for r in fulls), [r.worker for r in fulls]
+    # the first full validation is sharded over both workers (greedy asks one at a time, with both idle)
+    assert sorted(fulls[0].worker.split(",")) == ["worker-0", "worker-1"], [r.worker for r in fulls]
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
     from autocompress.engine import Worker, channel_groups
 

@@ -215,38 +215,3 @@ def test_serve_refuses_an_open_host_without_a_token(tmp_path):
     done = subprocess.run([sys.executable, "-m", "autocompress", "serve", "--host", "0.0.0.0", "--runs-dir",
                            str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert done.returncode == 2 and "give --token" in done.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # no two Ray tests at once
-def test_a_search_and_its_finetuning_run_as_ray_jobs_on_a_cluster(servers, ray_cluster):
-    """The service on a Ray cluster (its job server, token auth on): the search is a Ray Job
-    whose driver runs its evaluations on a Ray actor; the fine-tuning the service then queues
-    is a Ray Job too, data-parallel on two Ray Train workers (TorchTrainer, DDP on gloo), each
-    taking half of each global batch; rank 0 checkpoints; the driver reports and measures."""
-    from autocompress.engine.finetune import CHECKPOINT, read_checkpoint, tune_dir
-
-    server = servers("--ray-dashboard", ray_cluster.dashboard, env=ray_cluster.env)
-    # (decided on the measured drop: the count of full evaluations below is the mechanics', not the 40 images')
-    search_id = server.post("/v1/searches", json=tiny(**{"execution.workers": 1,
-                                                         "constraints.accuracy.confidence": None})).json()["id"]
-    status = server.wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
-    assert status["state"] == "done", status.get("error")
-    assert status["job"]["launcher"] == "ray" and status["job"]["ray_job"].startswith(f"autocompress-{search_id}")
-    document = server.get(f"/v1/searches/{search_id}/pareto").json()
-    assert document["statistics"]["executor"] == "ray" and document["statistics"]["full_evaluations"] == 4
-
-    point = next(p for p in document["points"] if p["config"]["prune"] or p["config"]["bits"])
-    queued = server.post(f"/v1/searches/{search_id}/finetune", json={"points": [point["id"]], "settings": {
-        "epochs": 1, "workers": 2, "batch_size": 16, "data": {"images_per_epoch": 64}}})
-    assert queued.status_code == 200, queued.text
-    status = server.wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
-    assert status["state"] == "done" and status["job"]["command"] == "finetune", status.get("error")
-    assert status["job"]["launcher"] == "ray" and status["finetune"][point["id"]]["state"] == "done"
-    run = server.runs / search_id
-    entry = json.loads((run / "pareto.json").read_text())["tuned"]["finetuned"][point["id"]]
-    assert entry["state"] == "done" and entry["workers"] == 2
-    state = read_checkpoint(tune_dir(run, point["id"]) / CHECKPOINT)
-    history = json.loads(state["history"])
-    assert state["epoch"] == 1 and history[0]["images"] == 64  # 2 workers x 32 images: the global batch of 16 split
-    assert autocompress.load(tune_dir(run, point["id"]) / "tuned.safetensors") is not None

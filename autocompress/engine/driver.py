@@ -299,7 +299,7 @@ class _Driver:
         return RayExecutor(frozen_spec(spec), store.meta("spec_dir"), workers=self.workers,
                            device=spec.execution.device, address=self.address, proxy=proxy,
                            run_dir=str(store.run_dir), max_retries=self.max_retries, on_event=store.event,
-                           on_worker=store.worker)
+                           on_worker=store.worker, gpus_per_worker=spec.execution.gpus_per_worker)
 
     def _check_space(self, space) -> None:
         fingerprint = _space_fingerprint(space)

@@ -3,19 +3,27 @@
 :func:`autocompress.searching.drive` uses). A task is a candidate config and a stage; a
 model or a data set never travels.
 
-The Ray executor keeps one actor per worker (``num_gpus=1`` each on CUDA, one CPU
-each otherwise). Each actor builds its :class:`~autocompress.engine.worker.Worker`
-once. An actor that dies (its process killed, its node lost) is replaced, and the
-task it was running is sent again, up to ``max_retries`` times; after that the task
-completes with an error and the search goes on. The retries are counted and reported
-through ``on_event``. Ray's own actor restarts are not used, because the driver must
-know of every retry to count it and to bound it per candidate.
+The Ray executor keeps one actor per worker (``num_gpus=1`` each on CUDA, or the
+fraction ``execution.gpus_per_worker``; one CPU each otherwise). Each actor builds its
+:class:`~autocompress.engine.worker.Worker` once. An actor that dies (its process
+killed, its node lost) costs the search its share of the work, not the search: the
+task it was running is sent again at once to a surviving worker (up to
+``max_retries`` times; after that the task completes with an error and the search goes
+on), and a replacement actor is asked of Ray without waiting for it. Until Ray places
+it (a cluster that lost a node may have no room for it until a node joins) the search
+goes on with the workers it has; the replacement takes tasks once it has built its
+worker. Only a search left with no worker at all for ``start_timeout`` seconds fails.
+The retries and replacements are counted and reported through ``on_event``. Ray's own
+actor restarts are not used, because the driver must know of every retry to count it
+and to bound it per candidate.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from typing import Callable
 
 from autocompress.engine.worker import Worker
@@ -53,6 +61,7 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
         return ray, False
     options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
+        _check_reachable(address)
         options["address"] = address
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
@@ -70,20 +79,34 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
     return ray, True
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` address whose port takes no connection is refused now: ``ray.init``
+    would retry a stopped head's address for many minutes before it gave up."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # 'auto', a Ray Client address, or a form Ray itself will judge
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UserInputError(
+            f"execution.ray_address: cannot connect to Ray at {address!r}: nothing answers there ({error}); "
+            "is the cluster's head running? (`ray status --address ADDRESS` on a node of the cluster says)") from None
+
+
 class RayExecutor:
     """A pool of Ray actors, each holding a :class:`Worker`."""
 
     name = "ray"
+    WAITING_SAY_AFTER = 60.0  # seconds a replacement waits for room before the search says so
 
     def __init__(self, spec_data: dict, spec_dir: str | None, *, workers: int, device: str, address: str | None,
                  proxy: bool, run_dir: str, max_retries: int = 2, start_timeout: float = 600.0,
                  on_event: EventHook | None = None, on_worker: WorkerHook | None = None, actor_class=None,
-                 local_cpus: int | None = None):
+                 local_cpus: int | None = None, gpus_per_worker: float = 1.0):
         import ray
 
         self.ray = ray
         self.spec_data, self.spec_dir, self.proxy, self.run_dir = spec_data, spec_dir, proxy, run_dir
-        self.slots = workers
         self.max_retries = max_retries
         self.start_timeout = start_timeout
         self.on_event = on_event or (lambda kind, message: None)
@@ -93,19 +116,26 @@ class RayExecutor:
         self._connect(address, workers)
         # auto: GPU actors when the cluster has GPUs (this process may run on a head without any)
         self.gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        self.gpu_share = gpus_per_worker if self.gpu else 0.0
         self._check_resources(workers)
         self._actor_class = ray.remote(actor_class or _RayWorker).options(
-            num_cpus=1, num_gpus=1 if self.gpu else 0, max_restarts=0, max_concurrency=2)
-        self.actors: dict[str, object] = {}
+            num_cpus=1, num_gpus=self.gpu_share, max_restarts=0, max_concurrency=2)
+        self.actors: dict[str, object] = {}  # every worker the search has: started, or starting
         self.generation: dict[str, int] = {}
+        self.starting: dict[str, tuple[object, float]] = {}  # worker -> (its info() ref, when it was asked for)
         self.running: dict[object, tuple[Task, str, int]] = {}  # object ref -> (task, worker, attempt)
         self.busy_workers: set[str] = set()
+        self.queued: list[tuple[Task, int]] = []  # tasks sent again after their worker died, waiting for one
+        self._cancelled: list[Completion] = []  # queued tasks cancelled before they ran: completed at the next wait
+        self._failed_starts: dict[str, int] = {}
+        self._said_waiting: set[str] = set()
         self._probed_on: dict[str, str] = {}  # candidate id -> worker that probed it (its model is cached there)
         try:
             for index in range(workers):
                 self._spawn(f"worker-{index}")
-            for name in list(self.actors):
-                self._ready(name)
+            for name in list(self.actors):  # the first workers must all start: a failure here is the run's
+                ref, _since = self.starting.pop(name)
+                self._started(name, self._first_info(name, ref))
         except BaseException:
             self.shutdown()
             raise
@@ -118,39 +148,93 @@ class RayExecutor:
         ray = self.ray
         resources = ray.cluster_resources()
         kind, have = ("GPU", resources.get("GPU", 0)) if self.gpu else ("CPU", resources.get("CPU", 0))
-        if have < workers:
+        need = workers * self.gpu_share if self.gpu else workers
+        if have < need:
             if self._started_ray:
                 ray.shutdown()
             where = "this machine has" if self._local else "the Ray cluster has"
+            share = f" ({self.gpu_share:g} each)" if self.gpu and self.gpu_share != 1 else ""
             raise UserInputError(
-                f"execution.workers: {workers} workers need {workers} {kind}s, but {where} {have:g}; "
+                f"execution.workers: {workers} workers need {need:g} {kind}s{share}, but {where} {have:g}; "
                 f"lower the workers (execution.workers, --workers), or add nodes to a cluster and join it (execution.ray_address, --ray-address)"
             )
 
     def _spawn(self, name: str) -> None:
+        """Ask Ray for the worker's actor; it is ready when its ``info()`` returns."""
         self.generation[name] = self.generation.get(name, -1) + 1
-        self.actors[name] = self._actor_class.remote(
+        actor = self._actor_class.remote(
             self.spec_data, self.spec_dir, proxy=self.proxy, device="cuda" if self.gpu else "cpu", run_dir=self.run_dir)
+        self.actors[name] = actor
+        self.starting[name] = (actor.info.remote(), time.monotonic())
         self.on_worker(name, state="starting")
 
-    def _ready(self, name: str) -> None:
-        """Wait for an actor to build its worker; a failure to build is the run's failure."""
+    def _first_info(self, name: str, ref) -> dict:
         try:
-            info = self.ray.get(self.actors[name].info.remote(), timeout=self.start_timeout)
+            return self.ray.get(ref, timeout=self.start_timeout)
         except self.ray.exceptions.GetTimeoutError:
             raise AutocompressError(f"{name} did not start within {self.start_timeout:.0f} s "
                                     "(not enough resources on the Ray cluster?)") from None
         except self.ray.exceptions.RayError as error:
             raise AutocompressError(f"{name} could not start: {_cause(error)}") from None
+
+    def _started(self, name: str, info: dict) -> None:
+        self._failed_starts.pop(name, None)
+        self._said_waiting.discard(name)
         self.on_worker(name, state="idle", pid=info["pid"], node=info["node"])
+        if self.generation[name] > 0:
+            self.on_event("worker-replaced", f"{name} replaced (generation {self.generation[name]}, "
+                                             f"on {info['node']}, pid {info['pid']})")
+
+    def _start_settled(self, name: str, ref) -> None:
+        """A replacement's ``info()`` came back: it takes tasks, or it failed to start
+        (its node lost too, say) and is asked for again, up to ``max_retries`` times in a
+        row; then the search goes on without it."""
+        del self.starting[name]
+        try:
+            info = self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:
+            failures = self._failed_starts[name] = self._failed_starts.get(name, 0) + 1
+            message = f"{name} could not start: {_cause(error).splitlines()[0]}"
+            if failures > self.max_retries:
+                del self.actors[name]
+                self.on_worker(name, state="lost")
+                self.on_event("worker-lost", f"{message} ({failures} times in a row); the search goes on without it")
+                if not self.actors:
+                    raise AutocompressError(f"every Ray worker is lost; the last: {message}") from None
+                return
+            log.warning("%s; asking Ray for it again", message)
+            self._spawn(name)
+            return
+        self._started(name, info)
+
+    def _check_starting(self) -> None:
+        """Replacements Ray has not placed yet: said once after a minute while other workers
+        go on; the search fails only when no worker has started for ``start_timeout``."""
+        now = time.monotonic()
+        ready = len(self.actors) - len(self.starting)
+        for name, (_ref, since) in self.starting.items():
+            waited = now - since
+            if ready == 0 and waited > self.start_timeout:
+                raise AutocompressError(f"{name} did not start within {self.start_timeout:.0f} s and no other "
+                                        "worker is left (not enough resources on the Ray cluster?)")
+            if ready and waited > min(self.WAITING_SAY_AFTER, self.start_timeout) and name not in self._said_waiting:
+                self._said_waiting.add(name)
+                self.on_worker(name, state="waiting")
+                self.on_event("worker-waiting", f"{name} has waited {waited:.0f} s for room on the Ray cluster; "
+                                                f"the search goes on with {ready} worker{'s' if ready > 1 else ''}")
+                log.warning("%s waits for room on the Ray cluster; going on with %d worker(s)", name, ready)
 
     # ------------------------------------------------------------------ tasks
 
+    def _idle(self) -> list[str]:
+        return [n for n in self.actors if n not in self.busy_workers and n not in self.starting]
+
     def free(self) -> int:
-        return self.slots - len(self.busy_workers)
+        """Workers that would take a new task now (tasks sent again go first)."""
+        return max(0, len(self._idle()) - len(self.queued))
 
     def _pick(self, task: Task) -> str:
-        idle = [n for n in self.actors if n not in self.busy_workers]
+        idle = self._idle()
         preferred = self._probed_on.get(task.candidate.id)
         return preferred if preferred in idle else idle[0]
 
@@ -161,14 +245,25 @@ class RayExecutor:
         self.busy_workers.add(name)
         self.on_worker(name, state="busy", task=describe(task))
 
+    def _dispatch(self) -> None:
+        while self.queued and self._idle():
+            task, attempt = self.queued.pop(0)
+            self.submit(task, attempt)
+
     def wait(self, timeout: float | None = None) -> list[Completion]:
-        if not self.running:
-            return []
-        ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        done, self._cancelled = self._cancelled, []
+        self._dispatch()
+        starting = {ref: name for name, (ref, _since) in self.starting.items()}
+        refs = [*self.running, *starting]
+        if not refs:
+            return done
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=0 if done else timeout)
         if ready:  # collect whatever else is ready too
-            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
-        done: list[Completion] = []
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
+            if ref in starting:
+                self._start_settled(starting[ref], ref)
+                continue
             task, name, attempt = self.running.pop(ref)
             self.busy_workers.discard(name)
             try:
@@ -182,6 +277,8 @@ class RayExecutor:
                 self._probed_on[task.candidate.id] = name
             self.on_worker(name, state="idle")
             done.append(Completion(task, outcome, name, attempt))
+        self._check_starting()
+        self._dispatch()  # a task sent again goes to a surviving worker at once
         return done
 
     def _worker_died(self, task: Task, name: str, attempt: int, error: Exception) -> list[Completion]:
@@ -192,13 +289,11 @@ class RayExecutor:
             self.ray.kill(self.actors[name])
         except Exception:  # already gone
             pass
-        self._spawn(name)
-        self._ready(name)
-        self.on_event("worker-replaced", f"{name} replaced (generation {self.generation[name]})")
+        self._spawn(name)  # placed when the cluster has room; the search does not wait for it
         self._probed_on = {c: w for c, w in self._probed_on.items() if w != name}
         if attempt <= self.max_retries:
             self.on_event("retry", f"{describe(task)}: attempt {attempt + 1} of {self.max_retries + 1}")
-            self.submit(task, attempt + 1, worker=name)
+            self.queued.append((task, attempt + 1))
             return []
         message = f"WorkerDied: the worker died {attempt} times running this task"
         self.on_event("failed", f"{describe(task)}: {message}")
@@ -206,7 +301,8 @@ class RayExecutor:
 
     def cancel(self, tasks: list[Task]) -> None:
         """Cancel running tasks whose results are no longer wanted (shards of a validation
-        stopped early): each ends at its next batch, its worker free for the next task."""
+        stopped early): each ends at its next batch, its worker free for the next task; one
+        still waiting to be sent again completes at the next wait without running."""
         keys = {task.key for task in tasks}
         for ref, (task, _name, _attempt) in list(self.running.items()):
             if task.key in keys:
@@ -214,9 +310,16 @@ class RayExecutor:
                     self.ray.cancel(ref)
                 except Exception as error:  # finished meanwhile, or an older Ray: it runs to its end
                     log.debug("cancelling %s: %s", describe(task), error)
+        kept = []
+        for task, attempt in self.queued:
+            if task.key in keys:
+                self._cancelled.append(Completion(task, TaskOutcome(error="cancelled"), "", attempt))
+            else:
+                kept.append((task, attempt))
+        self.queued = kept
 
     def baseline(self):
-        name = next(iter(self.actors))
+        name = next(n for n in self.actors if n not in self.starting)
         try:
             return self.ray.get(self.actors[name].baseline.remote())
         except self.ray.exceptions.RayError as error:
@@ -229,7 +332,9 @@ class RayExecutor:
             except Exception:
                 pass
         self.actors.clear()
+        self.starting.clear()
         self.running.clear()
+        self.queued.clear()
         if self._started_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
@@ -243,7 +348,12 @@ class _RayWorker:
         self.worker.should_stop = self._cancelled  # a shard of a validation decided without it ends early
 
     def info(self) -> dict:
-        return self.worker.info()
+        """The worker's process, and its node: the host, and Ray's node id (several nodes may
+        share a host)."""
+        import ray
+
+        info = self.worker.info()
+        return {**info, "node": f"{info['node']} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"}
 
     def baseline(self):
         return self.worker.baseline()

@@ -29,16 +29,24 @@ log = logging.getLogger("autocompress")
 # Fault injection for tests and drills, at the worker's N-th full evaluation:
 # "kill-on-full:N" makes the worker process SIGKILL itself (once per run directory);
 # "wait-on-full:N" makes it write FAULT_WAITING into the run directory and wait there
-# until FAULT_RELEASE exists (a search held mid-evaluation, for as long as a test needs).
+# until FAULT_RELEASE exists (a search held mid-evaluation, for as long as a test needs);
+# "wait-when-armed:TAG" holds the same way at the first shard it starts once the run
+# directory holds "fault-arm-TAG", with "-TAG" after both file names (a test gives each
+# node of a cluster its own TAG, and holds one node's workers while it kills another).
 FAULT_ENV = "AUTOCOMPRESS_FAULT_INJECT"
 FAULT_MARKER = "fault-injected"
-FAULT_WAITING, FAULT_RELEASE = "fault-waiting", "fault-release"
+FAULT_WAITING, FAULT_RELEASE, FAULT_ARM = "fault-waiting", "fault-release", "fault-arm"
 
 
-def injected_fault(*kinds: str) -> tuple[str, int] | None:
-    """``(kind, N)`` when :data:`FAULT_ENV` asks for one of ``kinds`` (``KIND:N``)."""
-    kind, _, count = os.environ.get(FAULT_ENV, "").partition(":")
-    return (kind, int(count)) if kind in kinds and count.isdigit() else None
+def injected_fault(*kinds: str) -> tuple[str, int | str] | None:
+    """``(kind, N)`` when :data:`FAULT_ENV` asks for one of ``kinds`` (``KIND:N``);
+    ``(kind, TAG)`` for ``wait-when-armed:TAG``."""
+    kind, _, value = os.environ.get(FAULT_ENV, "").partition(":")
+    if kind not in kinds:
+        return None
+    if kind == "wait-when-armed":
+        return (kind, value) if value.isidentifier() else None
+    return (kind, int(value)) if value.isdigit() else None
 
 
 def kill_once(folder: Path) -> None:
@@ -84,7 +92,7 @@ class Worker:
         self._order = None
         self._holdout = None
         self._last: tuple[str, object] | None = None
-        self._fault = injected_fault("kill-on-full", "wait-on-full")
+        self._fault = injected_fault("kill-on-full", "wait-on-full", "wait-when-armed")
 
     @classmethod
     def from_frozen(cls, spec_data: dict, spec_dir: str | None, *, proxy: bool, device: str | None = None,
@@ -161,6 +169,8 @@ class Worker:
         if shard is None or shard[0] == 0:  # a full evaluation counts once, at its first shard
             self.full_count += 1
             self._maybe_fault()
+        if self._fault is not None and self._fault[0] == "wait-when-armed" and self.run_dir is not None:
+            self._hold_when_armed(Path(self.run_dir), str(self._fault[1]))
         return self.session.evaluate(model, indices=self._positions(shard), should_stop=self.should_stop)
 
     def holdout(self, candidate, shard: tuple[int, int] | None = None):
@@ -189,9 +199,20 @@ class Worker:
         if self._fault is None or self.full_count != self._fault[1] or self.run_dir is None:
             return
         if self._fault[0] == "wait-on-full":
-            release = Path(self.run_dir) / FAULT_RELEASE
-            (Path(self.run_dir) / FAULT_WAITING).write_text(str(os.getpid()))
-            while not release.exists():
-                time.sleep(0.05)  # a signal (Ctrl-C, SIGTERM) still stops the driver here
+            _hold(Path(self.run_dir) / FAULT_WAITING, Path(self.run_dir) / FAULT_RELEASE)
             return
         kill_once(Path(self.run_dir))
+
+    @staticmethod
+    def _hold_when_armed(run_dir: Path, tag: str) -> None:
+        armed = run_dir / f"{FAULT_ARM}-{tag}"
+        if armed.exists():
+            armed.unlink(missing_ok=True)  # once per arming
+            _hold(run_dir / f"{FAULT_WAITING}-{tag}", run_dir / f"{FAULT_RELEASE}-{tag}")
+
+
+def _hold(waiting: Path, release: Path) -> None:
+    """Say so in ``waiting`` (this process's id), then wait until ``release`` exists."""
+    waiting.write_text(str(os.getpid()))
+    while not release.exists():
+        time.sleep(0.05)  # a signal (Ctrl-C, SIGTERM) still stops the driver here

@@ -246,6 +246,10 @@ class ExecutionSpec(Strict):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")] = Field(
         "auto", description="auto picks CUDA when present"
     )
+    gpus_per_worker: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0, description="GPUs each Ray worker reserves when it evaluates on CUDA: 1 is a GPU each; 0.5 puts two "
+                         "workers on one GPU (small models that leave a GPU idle between batches); not used on the CPU"
+    )
 
 
 CANDIDATE_ID = r"^[0-9a-f]{12}$"

@@ -153,7 +153,7 @@ def _fault_step() -> int | None:
     from autocompress.engine.worker import injected_fault
 
     fault = injected_fault("kill-in-finetune")
-    return None if fault is None else fault[1]
+    return None if fault is None else int(fault[1])
 
 
 def _maybe_kill(directory: Path, step: int, fault: int | None) -> None:
