@@ -8,9 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -217,40 +215,7 @@ def servers(tmp_path):
             pass
 
 
-@dataclass(frozen=True)
-class RayCluster:
-    dashboard: str  # the job server's address (the service's --ray-dashboard)
-    env: dict  # what a process that joins it needs (token authentication on)
-
-
-@pytest.fixture
-def ray_cluster():
-    """A real one-node Ray cluster with its job server (`ray start --head --block`), token auth
-    on. It runs in a process group of its own, which the teardown kills: no other Ray on the
-    machine is touched (`ray stop` would end them all, a developer's own too)."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    port, dashboard = free_port(), free_port()
-    head = subprocess.Popen([str(Path(bin_dir) / "ray"), "start", "--head", "--block", f"--port={port}",
-                             f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines = []
-    for line in head.stdout:  # ready when it says so; a head that fails exits, and its output ends
-        lines.append(line)
-        if "Ray runtime started" in line:
-            break
-    else:
-        raise AssertionError("ray start --head failed:\n" + "".join(lines[-30:]))
-    threading.Thread(target=head.stdout.read, daemon=True).start()  # keep its pipe drained
-    try:
-        yield RayCluster(dashboard=f"http://127.0.0.1:{dashboard}", env=env)
-    finally:  # every process of the cluster (GCS, raylet, dashboard, workers) is in the group
-        os.killpg(head.pid, signal.SIGKILL)  # (SIGTERM: over 10 s before the GCS goes)
-        head.wait()
-
-
-PROCESS_FIXTURES = {"servers", "hostile", "ray_cluster"}  # they start the HTTP service or a Ray cluster
+PROCESS_FIXTURES = {"servers", "hostile"}  # they start the HTTP service (tests/test_cluster.py: Ray clusters)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,7 +21,9 @@ import yaml
 from PIL import Image
 
 import autocompress
+from autocompress.engine import RunOptions, start_search
 from autocompress.engine.store import RunStore
+from autocompress.spec import load_spec
 from conftest import FIXTURES, HANG_GUARD, REPO, make_spec_data, wait_for
 from ray_nodes import RayNodes
 
@@ -97,20 +99,12 @@ def test_a_search_on_two_nodes_survives_a_lost_node_a_killed_driver_and_reports_
     spec, _images = cluster_spec(tmp_path)
     cluster = RayNodes(tmp_path / "cluster")
     try:
-        head = cluster.head("a")
+        head = cluster.head("a", dashboard=False)
         second = cluster.add("b")
 
+        # the reference: the same search in this process, no Ray (a shard's result is the same wherever it runs)
         whole = tmp_path / "uninterrupted"
-        out = finished(search(spec, whole, cluster))
-        assert "6 full evaluations" in out
-        nodes = {w["node"] for w in workers(whole).values()}
-        assert len(nodes) == 2, nodes  # one worker on each node
-        with RunStore.open_reader(whole) as store:  # validations sharded over both
-            assert any(len(set(r.worker.split(","))) == 2 for r in store.records(("full",)))
-        built = {}
-        for node in (head, second):  # each node decoded the validation images once, into its own cache
-            (folder,) = [f for f in (node.cache / "decoded").iterdir() if f.is_dir()]
-            built[node.name] = (folder / "images.u8").stat().st_ino
+        start_search(load_spec(spec), run_dir=whole, options=RunOptions(workers=0), say=lambda _m: None)
 
         # lose node b mid-search: its worker is held in a shard, node a's is held as it takes the shard again
         lost = tmp_path / "lost-node"
@@ -119,13 +113,20 @@ def test_a_search_on_two_nodes_survives_a_lost_node_a_killed_driver_and_reports_
         (lost / "fault-arm-b").touch()
         wait_for(lambda: (lost / "fault-waiting-b").exists() or process.poll() is not None)
         assert process.poll() is None, process.communicate()[0]
+        assert len({w["node"] for w in workers(lost).values()}) == 2  # one worker on each node
+        with RunStore.open_reader(lost) as store:  # validations sharded over both
+            assert any(len(set(r.worker.split(","))) == 2 for r in store.records(("full",)))
+        built = {}
+        for node in (head, second):  # each node decoded the validation images once, into its own cache
+            (folder,) = [f for f in (node.cache / "decoded").iterdir() if f.is_dir()]
+            built[node.name] = (folder / "images.u8").stat().st_ino
         (lost / "fault-arm-a").touch()
         cluster.kill_raylet(second)
         wait_for(lambda: workers(lost)["worker-1"]["state"] == "starting")  # the driver asked for a replacement
         wait_for(lambda: (lost / "fault-waiting-a").exists())  # and node a took a shard (the lost one, or the next)
         died = workers(lost)["worker-1"]
         assert died["state"] == "starting" and process.poll() is None  # no room for it: the search goes on
-        third = cluster.add("c")  # room again: the replacement starts there
+        cluster.add("c")  # room again: the replacement starts there
         wait_for(lambda: workers(lost)["worker-1"]["state"] == "idle")
         (lost / "fault-release-a").touch()
         out = finished(process)
@@ -136,10 +137,8 @@ def test_a_search_on_two_nodes_survives_a_lost_node_a_killed_driver_and_reports_
         assert kill_and_resume._front(lost) == kill_and_resume._front(whole)
         assert kill_and_resume._duplicates(lost) == []
         assert workers(lost)["worker-1"]["node"] not in {died["node"]}  # the replacement runs on node c
-        for node in (head,):  # node a built its cache once, in the first run
-            (folder,) = [f for f in (node.cache / "decoded").iterdir() if f.is_dir()]
-            assert (folder / "images.u8").stat().st_ino == built[node.name]
-        assert any(f.is_dir() for f in (third.cache / "decoded").iterdir())
+        # what the cluster's workers measured (the baseline, each candidate over its shards), this process measured
+        assert document["baseline"] == json.loads((whole / "pareto.json").read_text())["baseline"]
 
         # kill the driver mid-search and resume on the same cluster
         killed = tmp_path / "killed-driver"
@@ -153,6 +152,8 @@ def test_a_search_on_two_nodes_survives_a_lost_node_a_killed_driver_and_reports_
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert kill_and_resume._journal(killed) == kill_and_resume._journal(whole)
         assert kill_and_resume._front(killed) == kill_and_resume._front(whole)
+        (folder,) = [f for f in (head.cache / "decoded").iterdir() if f.is_dir()]
+        assert (folder / "images.u8").stat().st_ino == built[head.name]  # node a built its cache once, in all
 
         # stop the head: a search that joins it gets a clear error and exit 2
         cluster.stop(head)

@@ -21,7 +21,7 @@ from autocompress.errors import UserInputError
 from autocompress.searching import Result, TaskOutcome
 from autocompress.searching.conformance import make_loop
 from autocompress.spec import load_spec
-from conftest import DEMO_SPEC, FIXTURES, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
+from conftest import FIXTURES, HANG_GUARD, REPO, make_spec_data, wait_for, write_spec
 
 
 # --------------------------------------------------------------------------- loop level
@@ -320,47 +320,6 @@ def test_the_ray_tests_are_grouped_on_one_worker(request):
     this fails instead."""
     if getattr(request.config.option, "loadgroup", False):  # on an xdist worker under --dist loadgroup
         assert request.node.nodeid.endswith("@ray"), "pytest-xdist no longer groups: see pyproject.toml's pytest pin"
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # a local Ray of its own: no two Ray tests at once
-def test_demo_on_two_ray_workers_survives_a_killed_worker_and_measures_what_the_driver_process_measures(
-        reference_cache, monkeypatch, tmp_path):
-    """The digits demo on a local Ray with 2 actors (4 full evaluations, one rate and one
-    bit-width for the whole network: what is checked is where they run). One actor SIGKILLs
-    itself at its 2nd full evaluation (fault injection): its shard is sent again to the other
-    at once (a replacement is asked for without waiting: tests/test_cluster.py waits for one
-    on a real two-node cluster), the search finishes and counts the retry. The baseline an
-    actor measures and a candidate's accuracy, summed over the shards the two actors
-    validated, are exactly what this process measures for them in one pass."""
-    env = {**os.environ, "AUTOCOMPRESS_CACHE": str(reference_cache), "AUTOCOMPRESS_FAULT_INJECT": "kill-on-full:2"}
-    run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "autocompress", "search", str(DEMO_SPEC), "--run-dir", str(run),
-                           "--workers", "2", "--max-full-evaluations", "4", "--set", "space.granularity=network",
-                           "--set", "output.report=false"],
-                          capture_output=True, text=True, timeout=HANG_GUARD, env=env, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert "retried after a worker died" in done.stdout
-    document = json.loads((run / "pareto.json").read_text())
-    statistics = document["statistics"]
-    assert statistics["workers"] == 2 and statistics["executor"] == "ray"
-    assert statistics["retries"] == 1 and statistics["failed"] == 0 and statistics["full_evaluations"] == 4
-    with RunStore.open_reader(run) as store:
-        fulls = store.records(("full",))
-        assert {w["name"] for w in store.workers()} == {"worker-0", "worker-1"}
-        assert len(store.events("worker-died")) == 1
-    assert len([r for r in fulls if r.attempts == 2]) == 1  # the retried candidate: recorded once, its 2nd attempt
-    assert {w for r in fulls for w in r.worker.split(",")} <= {"worker-0", "worker-1"}
-    # the first full validation is sharded over both workers (greedy asks one at a time, with both idle)
-    assert sorted(fulls[0].worker.split(",")) == ["worker-0", "worker-1"], [r.worker for r in fulls]
-    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(reference_cache))
-    from autocompress.engine import Worker, channel_groups
-
-    session = Session.open(load_spec(DEMO_SPEC), say=lambda _m: None)
-    assert session.evaluate(session.model).accuracy == document["baseline"]["accuracy"]
-    assert document["baseline"]["memory_bytes"] == 661808
-    here = Worker(session, channel_groups(session))
-    assert here.full(fulls[-1].candidate).accuracy == fulls[-1].result.accuracy
 
 
 def test_report_gives_every_bit_width_its_own_colour():

@@ -1,4 +1,4 @@
-"""One prepared GPU check: the CUDA paths once each, one table (issue 33; a first part).
+"""One prepared GPU check: the CUDA paths once each, one table.
 
     python experiments/bench/gpu_check.py [--write]     # on a machine with a GPU: under 8 minutes
     python experiments/bench/gpu_check.py --dry-run     # anywhere: the same code on the CPU, tiny sizes
@@ -21,11 +21,15 @@ The checks:
    counting) at 32 and 64 calibration images, through the real ``Setup`` and ``Worker``
    on a synthetic ImageNet folder;
 4. the energy counter on the device against the CPU (the same counts, or float
-   rounding).
+   rounding);
+5. a search on two Ray actors that share one GPU (``execution.gpus_per_worker: 0.5``),
+   two full evaluations, each sharded over both actors;
+6. one epoch of fine-tuning a point of that search on a Ray Train worker (TorchTrainer,
+   NCCL on a GPU; gloo in the dry run).
 
-Not yet in it (issue 33 asks for them): a 2-actor search with fractional GPUs (the Ray
-executor gives each actor a whole GPU today) and a Ray Train epoch with NCCL; the rows
-say so.
+Checks 5 and 6 start a local Ray, or join the cluster at ``--ray-address``; ``--no-ray``
+leaves them out (the test command runs them on its two-node test cluster instead:
+tests/test_cluster.py).
 """
 
 from __future__ import annotations
@@ -190,7 +194,7 @@ def check_data_path(device: torch.device, sizes: dict, folder: Path) -> list[dic
         return [failed(name, error)]
 
 
-def probe_spec(folder: Path, sizes: dict, calibration: int, device: torch.device):
+def probe_spec(folder: Path, sizes: dict, calibration: int, device: torch.device, **sections):
     from autocompress.spec import validate_spec
 
     from _results import DIGITS_SPEC
@@ -207,6 +211,8 @@ def probe_spec(folder: Path, sizes: dict, calibration: int, device: torch.device
             "space": {"search": "joint", "granularity": "block", "prune_rates": [0.0, 0.25, 0.5],
                       "bits": [4, 8, 32]},
             "execution": {"device": device.type}, "output": {"report": False}}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
     return validate_spec(data, base_dir=DIGITS_SPEC.parent)
 
 
@@ -266,12 +272,57 @@ def check_energy(device: torch.device, sizes: dict) -> list[dict]:
         return [failed(name, error)]
 
 
-def not_built() -> list[dict]:
-    return [{"check": "2 Ray actors sharing one GPU (0.5 each), a search", "result": "not built yet",
-             "detail": "the Ray executor gives each actor a whole GPU (issue 33)", "ok": True},
-            {"check": "one Ray Train epoch with NCCL", "result": "not built yet",
-             "detail": "in `autocompress finetune` with Ray Train workers; not yet in this script (issue 33)",
-             "ok": True}]
+def check_ray(device: torch.device, sizes: dict, folder: Path, address: str | None) -> list[dict]:
+    """A search on 2 actors with half a GPU each, then one Ray Train epoch on one of its points."""
+    from autocompress.engine import RunOptions, start_search
+    from autocompress.engine.finetune import finetune
+    from autocompress.engine.store import RunStore
+
+    rows = []
+    name = "2 Ray actors sharing one GPU (0.5 each), a search"
+    run = folder / "ray-run"
+    try:
+        spec = probe_spec(folder, sizes, sizes["calibration"][0], device, **{
+            "execution": {"device": device.type, "workers": 2, "gpus_per_worker": 0.5},
+            "budget": {"max_full_evaluations": 2}, "space": {"granularity": "network", "prune_rates": [0.0, 0.25],
+                                                             "bits": [8, 32]},
+            "data": {"batch_size": sizes["batch"]}, "evaluation": {"shard_images": 2 * sizes["batch"]}})
+        start = time.perf_counter()
+        document = start_search(spec, run_dir=run, options=RunOptions(workers=2, ray_address=address),
+                                say=lambda _m: None)
+        seconds = time.perf_counter() - start
+        with RunStore.open_reader(run) as store:
+            used = {w for r in store.records(("full",)) for w in r.worker.split(",")}
+            nodes = {w["node"] for w in store.workers()}
+        statistics = document["statistics"]
+        rows.append({"check": name, "result": f"{statistics['full_evaluations']} full evaluations in {seconds:.0f} s",
+                     "detail": f"shards on {', '.join(sorted(used))}; {len(nodes)} node(s); executor "
+                               f"{statistics['executor']}, {statistics['workers']} workers"
+                               + (f"; {torch.cuda.device_count()} GPU(s) on this machine" if device.type == "cuda"
+                                  else " (CPU actors: the GPU share is not used)"),
+                     "ok": statistics["executor"] == "ray" and used == {"worker-0", "worker-1"}
+                           and statistics["full_evaluations"] == 2})
+    except Exception as error:  # noqa: BLE001
+        rows.append(failed(name, error))
+        return rows + [{"check": "one Ray Train epoch", "result": "not run", "detail": "the search above failed",
+                        "ok": False}]
+    name = "one Ray Train epoch, " + ("NCCL" if device.type == "cuda" else "gloo (CPU)")
+    try:
+        point = document["points"][0]["id"]
+        start = time.perf_counter()
+        entries = finetune(run, [point], workers=1, address=address, say=lambda _m: None, overrides=[
+            "finetune.epochs=1", f"finetune.batch_size={sizes['batch']}",
+            f"finetune.data.root={folder / 'val'}", f"finetune.data.images_per_epoch={2 * sizes['batch']}"])
+        seconds = time.perf_counter() - start
+        entry = entries[0]
+        rows.append({"check": name, "result": f"{seconds:.0f} s ({entry['state']})",
+                     "detail": f"point {point}: {entry.get('accuracy_before', float('nan')):.2f} % before, "
+                               f"{entry.get('accuracy', float('nan')):.2f} % after one epoch of "
+                               f"{2 * sizes['batch']} images on {entry.get('workers')} Ray Train worker",
+                     "ok": entry["state"] == "done" and entry.get("workers") == 1})
+    except Exception as error:  # noqa: BLE001
+        rows.append(failed(name, error))
+    return rows
 
 
 def failed(name: str, error: Exception) -> dict:
@@ -284,6 +335,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="the same checks on the CPU with tiny sizes")
     parser.add_argument("--write", action="store_true", help="write the table into experiments/bench/RESULTS.md")
+    parser.add_argument("--ray-address", help="run the Ray checks on this cluster (default: a local Ray)")
+    parser.add_argument("--no-ray", action="store_true", help="leave the Ray checks (5 and 6) out")
+    parser.add_argument("--only-ray", action="store_true", help="only the Ray checks")
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: nothing to check (--dry-run runs the same code on the CPU)", file=sys.stderr)
@@ -295,11 +349,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="autocompress-gpu-check-") as folder:
         folder = Path(folder)
         make_folder(folder / "val", sizes["images"])
-        for check in (lambda: check_throughput(device, sizes), lambda: check_data_path(device, sizes, folder),
-                      lambda: check_probe_memory(device, sizes, folder), lambda: check_energy(device, sizes)):
+        checks = [] if args.only_ray else [
+            lambda: check_throughput(device, sizes), lambda: check_data_path(device, sizes, folder),
+            lambda: check_probe_memory(device, sizes, folder), lambda: check_energy(device, sizes)]
+        if not args.no_ray:
+            checks.append(lambda: check_ray(device, sizes, folder, args.ray_address))
+        for check in checks:
             rows += check()
             print(f"{time.perf_counter() - start:.0f} s: {rows[-1]['check']}: {rows[-1]['result']}", file=sys.stderr)
-    rows += not_built()
     what = ("dry run on the CPU (tiny sizes: the figures mean nothing)" if args.dry_run else
             f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, torch {torch.__version__}")
     lines = [f"Device: {what}. Spikformer-{sizes['depths']}-{sizes['dims']}, T={sizes['T']}, {sizes['size']}x"
@@ -309,7 +366,7 @@ def main() -> int:
               for r in rows]
     lines += ["", f"({time.perf_counter() - start:.0f} s in all)"]
     publish("gpu_check", "GPU check", "python experiments/bench/gpu_check.py --write", "\n".join(lines),
-            write=args.write and not args.dry_run)
+            write=args.write and not args.dry_run and not args.no_ray and not args.only_ray)
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -44,7 +44,7 @@ def _ray_loop(config: dict) -> None:
 
 def train_on_ray(job: Job, workers: int, address: str | None, device: str, on_progress: Callable[[dict], None]):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from autocompress.engine.executors import connect_ray
 
@@ -61,6 +61,7 @@ def train_on_ray(job: Job, workers: int, address: str | None, device: str, on_pr
         trainer = TorchTrainer(
             _ray_loop, train_loop_config={"job": asdict(job)},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),  # (Ray's default too, said here)
             run_config=RunConfig(name=f"finetune-{job.point}", storage_path=str((directory / "ray").resolve()),
                                  failure_config=FailureConfig(max_failures=2)))
         outcome: dict = {}
