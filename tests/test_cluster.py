@@ -20,7 +20,6 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-import autocompress
 from autocompress.engine import RunOptions, start_search
 from autocompress.engine.store import RunStore
 from autocompress.spec import load_spec
@@ -178,15 +177,25 @@ def ray_jobs(cluster) -> list[str]:
     return [job for job in json.loads(listed.stdout.splitlines()[-1]) if job]
 
 
+def ray_job_status(cluster, job: str) -> str:
+    code = ("import sys; from ray.job_submission import JobSubmissionClient; "
+            "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]))")
+    asked = subprocess.run([sys.executable, "-c", code, cluster.dashboard, job], env=cluster.env,
+                           capture_output=True, text=True, timeout=HANG_GUARD)
+    assert asked.returncode == 0, asked.stderr
+    return asked.stdout.strip().rsplit(".", 1)[-1].upper()
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # no two Ray tests at once
 def test_the_service_runs_three_searches_as_ray_jobs_through_a_restart_and_a_lost_node(tmp_path):
     """The service on the two-node cluster, two searches at a time: the search whose worker
     runs on node b is held there; the service is SIGKILLed and started again (it adopts the
     running jobs, launches the queued one, starts nothing twice); node b is lost and a node
-    joins; every search ends done, with one Ray job and one session each. Then a fine-tuning
-    runs as a Ray Job on Ray Train workers on both nodes."""
-    from autocompress.engine.finetune import CHECKPOINT, read_checkpoint, tune_dir
+    joins; every search ends done, with one Ray job and one session each. Then a running
+    search is cancelled (its Ray job stopped), and the GPU check's Ray rows run in their dry
+    run on a local Ray beside the cluster: a search on two actors and an epoch of
+    fine-tuning on a Ray Train worker."""
     from conftest import Server
 
     cluster = RayNodes(tmp_path / "cluster")
@@ -231,24 +240,29 @@ def test_the_service_runs_three_searches_as_ray_jobs_through_a_restart_and_a_los
         document = json.loads((runs / held / "pareto.json").read_text())
         assert document["statistics"]["retries"] == 1 and document["statistics"]["workers_replaced"] == 1
 
-        # a fine-tuning the service queues is a Ray Job too, data-parallel on two Ray Train workers, one on
-        # each node (TorchTrainer, DDP on gloo), each taking half of each global batch; rank 0 checkpoints
-        search_id = ids[0]
-        document = servers[1].get(f"/v1/searches/{search_id}/pareto").json()
-        point = next(p for p in document["points"] if p["config"]["prune"] or p["config"]["bits"])
-        queued = servers[1].post(f"/v1/searches/{search_id}/finetune", json={"points": [point["id"]], "settings": {
-            "epochs": 1, "workers": 2, "batch_size": 16, "data": {"images_per_epoch": 64}}})
-        assert queued.status_code == 200, queued.text
-        status = servers[1].wait(search_id, ("done", "failed"), timeout=HANG_GUARD)
-        assert status["state"] == "done" and status["job"]["command"] == "finetune", status.get("error")
-        assert status["job"]["launcher"] == "ray" and status["finetune"][point["id"]]["state"] == "done"
-        run = runs / search_id
-        entry = json.loads((run / "pareto.json").read_text())["tuned"]["finetuned"][point["id"]]
-        assert entry["state"] == "done" and entry["workers"] == 2
-        state = read_checkpoint(tune_dir(run, point["id"]) / CHECKPOINT)
-        history = json.loads(state["history"])
-        assert state["epoch"] == 1 and history[0]["images"] == 64  # 2 workers x 32 images: the global batch of 16 split
-        assert autocompress.load(tune_dir(run, point["id"]) / "tuned.safetensors") is not None
+        # cancel a running search: its Ray job is stopped, the search ends cancelled (its worker held on its node)
+        spec = make_spec_data(**{"name": "cancelled", "space.granularity": "network", "execution.workers": 1,
+                                 "budget.max_full_evaluations": 4, "constraints.accuracy.confidence": None})
+        cancelled = servers[1].post("/v1/searches", json=spec).json()["id"]
+        for tag in ("a", "c"):
+            (runs / cancelled / f"fault-arm-{tag}").touch()
+        wait_for(lambda: any((runs / cancelled / f"fault-waiting-{tag}").exists() for tag in ("a", "c")))
+        assert servers[1].delete(f"/v1/searches/{cancelled}").status_code == 200
+        assert servers[1].wait(cancelled, ("cancelled",), timeout=HANG_GUARD)["state"] == "cancelled"
+        assert [j for j in ray_jobs(cluster) if j.startswith(f"autocompress-{cancelled}-")], "no Ray job was stopped"
+        assert ray_job_status(cluster, next(j for j in ray_jobs(cluster) if cancelled in j)) == "STOPPED"
+
+        # the GPU check's Ray rows (dry run: CPU actors) on a local Ray, as `--workers 2` starts one without an
+        # address even with a cluster on the machine: a search on 2 actors, then a Ray Train epoch
+        local = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+        checked = subprocess.run([sys.executable, "experiments/bench/gpu_check.py", "--dry-run", "--only-ray"],
+                                 cwd=REPO, env=local, capture_output=True, text=True, timeout=HANG_GUARD)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        rows = [line.split(" | ") for line in checked.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+        assert [row[0][2:] for row in rows[1:]] == ["2 Ray actors sharing one GPU (0.5 each), a search",
+                                                    "one Ray Train epoch, gloo (CPU)"], rows
+        assert rows[1][1].startswith("2 full evaluations") and "worker-0, worker-1; 1 node(s)" in rows[1][2]
+        assert "(done)" in rows[2][1] and "FAILED" not in checked.stdout
     finally:
         for server in servers:
             if server.process.poll() is None:

@@ -167,7 +167,7 @@ def test_the_early_stopping_ceiling_reads_reported_points_whole_and_stops_the_re
 def test_the_gpu_check_runs_every_check_on_the_cpu_in_its_dry_run():
     """experiments/bench/gpu_check.py is the one script a lent GPU runs; its dry run is the
     same code on the CPU with tiny sizes, so it cannot rot between GPU sessions (its Ray
-    checks: the next test)."""
+    rows run on the two-node test cluster: tests/test_cluster.py)."""
     import subprocess
     import sys
 
@@ -183,21 +183,3 @@ def test_the_gpu_check_runs_every_check_on_the_cpu_in_its_dry_run():
             "a probe's peak memory, 8 calibration images", "energy counter on the device against the CPU"} <= set(checks)
     assert "FAILED" not in done.stdout and "dry run on the CPU" in done.stdout
 
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # a local Ray of its own: no two Ray tests at once
-def test_the_gpu_checks_ray_rows_run_a_search_on_two_actors_and_a_ray_train_epoch_in_its_dry_run():
-    """The GPU check's Ray rows on a local Ray (the path `--workers 2` takes without a
-    cluster): a search on 2 actors (half a GPU each on a GPU; CPU actors here), its full
-    evaluations sharded over both, then one fine-tuning epoch on a Ray Train worker."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "experiments/bench/gpu_check.py", "--dry-run", "--only-ray"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [row[0][2:] for row in rows] == ["2 Ray actors sharing one GPU (0.5 each), a search",
-                                            "one Ray Train epoch, gloo (CPU)"], rows
-    assert rows[0][1].startswith("2 full evaluations") and "worker-0, worker-1" in rows[0][2]
-    assert "(done)" in rows[1][1] and "FAILED" not in done.stdout
