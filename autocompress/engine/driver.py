@@ -20,7 +20,7 @@ import yaml
 
 from autocompress.atomic import atomic_write_json
 from autocompress.console import log_info
-from autocompress.engine.executors import RayExecutor
+from autocompress.engine.executors import RayExecutor, check_reachable
 from autocompress.engine.meta import Budget, Execution, ValidationPlan
 from autocompress.engine.holdout import measure_holdout
 from autocompress.engine.pareto_file import pareto_document, write_pareto
@@ -250,6 +250,8 @@ class _Driver:
         if self.address and self.workers == 0:
             raise UserInputError("execution.ray_address is set but execution.workers is 0; "
                                  "give the number of Ray workers (execution.workers, --workers N)")
+        if self.address:
+            check_reachable(self.address)  # before the model and the data load: a stopped head is said at once
         self.max_retries = options.max_retries
         self.data_roots = options.data_roots
         self.max_full, self.max_hours = _budget(store, spec, options)

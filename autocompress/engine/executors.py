@@ -61,7 +61,7 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
         return ray, False
     options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
-        _check_reachable(address)
+        check_reachable(address)
         options["address"] = address
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside a Ray Job (the service's cluster mode): join the cluster it runs on
@@ -79,7 +79,7 @@ def connect_ray(address: str | None, local_cpus: int | None = None, *, local_log
     return ray, True
 
 
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
+def check_reachable(address: str, timeout: float = 10.0) -> None:
     """A ``host:port`` address whose port takes no connection is refused now: ``ray.init``
     would retry a stopped head's address for many minutes before it gave up."""
     host, _, port = address.rpartition(":")
