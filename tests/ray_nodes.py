@@ -86,9 +86,10 @@ class RayNodes:
     def _start(self, name: str, role: list[str]) -> Node:
         temp_dir, cache = self.temp / name, self.root / f"cache-{name}"
         env = {**self.env, "AUTOCOMPRESS_CACHE": str(cache), "AUTOCOMPRESS_FAULT_INJECT": f"wait-when-armed:{name}"}
+        # (no log monitor: the workers' logs are not streamed to the drivers, one process less per node)
         process = subprocess.Popen(
             [str(BIN / "ray"), "start", *role, "--block", "--num-cpus=1", f"--resources={json.dumps({name: 1})}",
-             f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+             f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-log-monitor=false"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.groups.append(process.pid)
         node = Node(name, process, temp_dir, cache)
