@@ -457,3 +457,31 @@ def test_fail_if_infeasible_exits_4_when_no_point_is_feasible(tmp_path, capsys):
     feasible = tiny_spec(tmp_path, **{"constraints.memory.min_saving": 0.0, "budget.max_full_evaluations": 2,
                                       "constraints.accuracy": {"max_drop": 50, "confidence": None}})
     assert main(["search", str(feasible), "--run-dir", str(tmp_path / "ok"), "--fail-if-infeasible"]) == 0
+
+
+def test_a_replacement_without_room_is_waited_for_while_another_worker_lives_and_fails_the_search_only_alone():
+    """The Ray executor's rule for a replacement Ray cannot place (its bookkeeping alone, no
+    Ray): with another worker alive the search goes on and says once that it waits; with
+    none left past start_timeout the search fails, naming the cause."""
+    import time
+
+    from autocompress.engine.executors import RayExecutor
+    from autocompress.errors import AutocompressError
+
+    events, states = [], []
+    executor = object.__new__(RayExecutor)  # the rule only: no actors, no Ray
+    executor.start_timeout, executor._said_waiting = 600.0, set()
+    executor.on_event = lambda kind, message: events.append((kind, message))
+    executor.on_worker = lambda name, **kw: states.append((name, kw["state"]))
+    long_ago = time.monotonic() - 601
+    executor.actors = {"worker-0": object(), "worker-1": object()}
+    executor.starting = {"worker-1": (None, long_ago)}
+    executor._check_starting()
+    executor._check_starting()
+    assert [kind for kind, _ in events] == ["worker-waiting"] and states == [("worker-1", "waiting")]
+    assert "the search goes on with 1 worker" in events[0][1]
+    executor.starting = {"worker-0": (None, long_ago), "worker-1": (None, long_ago)}  # no worker left
+    with pytest.raises(AutocompressError, match="did not start within 600 s and no other worker is left"):
+        executor._check_starting()
+    executor.starting = {"worker-0": (None, time.monotonic()), "worker-1": (None, time.monotonic())}
+    executor._check_starting()  # none left, but asked for just now: still waiting for Ray to place them
