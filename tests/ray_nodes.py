@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -58,8 +59,11 @@ class RayNodes:
                     # a lost node is declared dead after 1 s of missed health checks, not 15
                     "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "2",
                     "RAY_health_check_initial_delay_ms": "0"}
-        if auth:
+        if auth:  # a token of this cluster's own (as Ray's `get-auth-token --generate` makes it), given to
+            # every process through the environment: a fresh machine has no ~/.ray/auth_token, and a developer's
+            # own is left alone
             self.env["RAY_AUTH_MODE"] = "token"
+            self.env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         self.nodes: list[Node] = []
         self.groups: list[int] = []
         self.port = self.dashboard_port = 0

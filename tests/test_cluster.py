@@ -254,7 +254,7 @@ def test_the_service_runs_three_searches_as_ray_jobs_through_a_restart_and_a_los
 
         # the GPU check's Ray rows (dry run: CPU actors) on a local Ray, as `--workers 2` starts one without an
         # address even with a cluster on the machine: a search on 2 actors, then a Ray Train epoch
-        local = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+        local = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
         checked = subprocess.run([sys.executable, "experiments/bench/gpu_check.py", "--dry-run", "--only-ray"],
                                  cwd=REPO, env=local, capture_output=True, text=True, timeout=HANG_GUARD)
         assert checked.returncode == 0, checked.stdout + checked.stderr
