@@ -273,7 +273,23 @@ def check_energy(device: torch.device, sizes: dict) -> list[dict]:
 
 
 def check_ray(device: torch.device, sizes: dict, folder: Path, address: str | None) -> list[dict]:
-    """A search on 2 actors with half a GPU each, then one Ray Train epoch on one of its points."""
+    """A search on 2 actors with half a GPU each, then one Ray Train epoch on one of its points,
+    on one Ray: joined (``address``) or started here once for both (a local Ray's start and
+    shutdown take seconds; each call below finds it running and leaves it so)."""
+    from autocompress.engine.executors import connect_ray
+
+    try:
+        ray, started = connect_ray(address, local_logs=False, workers=2)
+    except Exception as error:  # noqa: BLE001
+        return [failed("Ray", error)]
+    try:
+        return _ray_rows(device, sizes, folder, address)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_rows(device: torch.device, sizes: dict, folder: Path, address: str | None) -> list[dict]:
     from autocompress.engine import RunOptions, start_search
     from autocompress.engine.finetune import finetune
     from autocompress.engine.store import RunStore
