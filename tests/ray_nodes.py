@@ -140,10 +140,12 @@ class RayNodes:
 
     def wait_gone(self, timeout: float = HANG_GUARD) -> list[str]:
         """:meth:`strays` once it is empty, or what remains after ``timeout`` (SIGKILLed
-        processes take a moment to go)."""
+        processes take a moment to go); the nodes' temp dir goes with the last of them."""
         deadline = time.monotonic() + timeout
         while (left := self.strays()) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if not left:
+            shutil.rmtree(self.temp, ignore_errors=True)
         return left
 
 
