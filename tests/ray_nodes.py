@@ -124,8 +124,7 @@ class RayNodes:
         for node in self.nodes:
             node.process.wait(timeout=HANG_GUARD)
         self.nodes.clear()
-        if not self.strays():
-            shutil.rmtree(self.temp, ignore_errors=True)
+        self.wait_gone()  # (the temp dir goes with the last process)
 
     def strays(self) -> list[str]:
         """Live processes (zombies aside) of the groups started here, or whose command line

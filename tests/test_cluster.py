@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -169,8 +170,6 @@ def test_a_search_on_two_nodes_survives_a_lost_node_a_killed_driver_and_reports_
 def ray_jobs(cluster) -> dict[str, str]:
     """Every job the cluster's job server knows: its submission id and status (Ray's REST API,
     with the cluster's token)."""
-    import httpx
-
     listed = httpx.get(f"{cluster.dashboard}/api/jobs/", timeout=30,
                        headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"})
     assert listed.status_code == 200, listed.text
